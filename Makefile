@@ -1,0 +1,39 @@
+# casgi: build, serve, test. `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test install venv ctest pytest clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+venv: $(PY)
+
+install: venv
+	$(PIP) install -q meson-python meson ninja
+	$(PIP) install -q --no-build-isolation '.[standard]'
+
+serve: install
+	$(PIP) install -q -r examples/requirements.txt
+	cd examples && ../$(VENV)/bin/casgi notes:app --reload --host $(HOST) --port $(PORT)
+
+build/ctest/build.ninja: | venv
+	$(PIP) install -q meson ninja
+	$(VENV)/bin/meson setup build/ctest -Dtests=true -Dbuildtype=debug
+
+ctest: build/ctest/build.ninja
+	$(VENV)/bin/meson test -C build/ctest --print-errorlogs
+
+pytest: install
+	$(PIP) install -q -r tests/requirements.txt
+	$(PY) -m pytest tests -q
+
+test: ctest pytest
+
+clean:
+	rm -rf build

@@ -1,0 +1,121 @@
+/* Internal header of the casgi._casgi extension: module state and the
+ * functions the binding files share. Only the public CPython C API is used. */
+#ifndef CASGI_BIND_H
+#define CASGI_BIND_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "hdrtab.h"
+#include "options.h"
+
+#include "log.h"
+
+/* Interned strings used as dict keys and attribute names: (C name, text). */
+#define CG_STRINGS(X)                                                                              \
+    X(type, "type")                                                                                \
+    X(asgi, "asgi")                                                                                \
+    X(version, "version")                                                                          \
+    X(spec_version, "spec_version")                                                                \
+    X(http_version, "http_version")                                                                \
+    X(server, "server")                                                                            \
+    X(client, "client")                                                                            \
+    X(scheme, "scheme")                                                                            \
+    X(method, "method")                                                                            \
+    X(root_path, "root_path")                                                                      \
+    X(path, "path")                                                                                \
+    X(raw_path, "raw_path")                                                                        \
+    X(query_string, "query_string")                                                                \
+    X(headers, "headers")                                                                          \
+    X(state, "state")                                                                              \
+    X(body, "body")                                                                                \
+    X(more_body, "more_body")                                                                      \
+    X(status, "status")                                                                            \
+    X(trailers, "trailers")                                                                        \
+    X(message, "message")                                                                          \
+    X(extensions, "extensions")                                                                    \
+    X(http, "http")                                                                                \
+    X(https, "https")                                                                              \
+    X(lifespan, "lifespan")                                                                        \
+    X(v1_0, "1.0")                                                                                 \
+    X(v1_1, "1.1")                                                                                 \
+    X(v2_0, "2.0")                                                                                 \
+    X(v3_0, "3.0")                                                                                 \
+    X(v2_3, "2.3")                                                                                 \
+    X(http_request, "http.request")                                                                \
+    X(http_disconnect, "http.disconnect")                                                          \
+    X(http_response_start, "http.response.start")                                                  \
+    X(http_response_body, "http.response.body")                                                    \
+    X(lifespan_startup, "lifespan.startup")                                                        \
+    X(lifespan_shutdown, "lifespan.shutdown")                                                      \
+    X(lifespan_startup_complete, "lifespan.startup.complete")                                      \
+    X(lifespan_startup_failed, "lifespan.startup.failed")                                          \
+    X(lifespan_shutdown_complete, "lifespan.shutdown.complete")                                    \
+    X(lifespan_shutdown_failed, "lifespan.shutdown.failed")                                        \
+    X(create_task, "create_task")                                                                  \
+    X(create_future, "create_future")                                                              \
+    X(set_result, "set_result")                                                                    \
+    X(set_exception, "set_exception")                                                              \
+    X(done, "done")                                                                                \
+    X(cancel, "cancel")                                                                            \
+    X(cancelled, "cancelled")                                                                      \
+    X(exception, "exception")                                                                      \
+    X(result, "result")                                                                            \
+    X(add_done_callback, "add_done_callback")                                                      \
+    X(call_later, "call_later")                                                                    \
+    X(call_soon, "call_soon")                                                                      \
+    X(time, "time")                                                                                \
+    X(write, "write")                                                                              \
+    X(close, "close")                                                                              \
+    X(abort, "abort")                                                                              \
+    X(is_closing, "is_closing")                                                                    \
+    X(pause_reading, "pause_reading")                                                              \
+    X(resume_reading, "resume_reading")                                                            \
+    X(get_extra_info, "get_extra_info")                                                            \
+    X(peername, "peername")                                                                        \
+    X(sockname, "sockname")                                                                        \
+    X(socket, "socket")                                                                            \
+    X(stop, "stop")                                                                                \
+    X(dunder_await, "__await__")
+
+/* Module state: everything the extension keeps between calls. */
+typedef struct cg_state {
+    PyTypeObject *ServerType;
+    PyTypeObject *ConnType;
+    PyTypeObject *ReceiveType;  /* awaitable returned by receive() */
+    PyTypeObject *SendType;     /* awaitable returned by send() */
+    PyTypeObject *CallableType; /* receive/send callables bound to a request cycle */
+    PyTypeObject *LifespanType;
+    PyTypeObject *ASGI2Type;    /* adapter for ASGI 2 (double-callable) apps */
+    PyObject *BufferedProtocol; /* asyncio.BufferedProtocol */
+    PyObject *asyncio;          /* the asyncio module */
+    PyObject *CancelledError;   /* asyncio.CancelledError */
+    PyObject *version;          /* "0.1.0" */
+#define CG_STATE_STR(name, text) PyObject *s_##name;
+    CG_STRINGS(CG_STATE_STR)
+#undef CG_STATE_STR
+    PyObject *hdr_names[CG_HDR__COUNT]; /* lower-case bytes per known header */
+    PyObject *asgi_dict;                /* {"version": "3.0", "spec_version": "2.3"} template */
+    PyObject *empty_bytes;
+    cg_log_state log;
+} cg_state;
+
+/** The module state of the casgi._casgi module object `m`. */
+static inline cg_state *cg_get_state(PyObject *m)
+{
+    return (cg_state *)PyModule_GetState(m);
+}
+
+/** Runs the server for `cfg` until shutdown. `app` is an ASGI application
+ * object given to run(), or NULL to import cfg->app. Returns the process exit
+ * status (0 clean, 3 startup failure). */
+int cg_serve(PyObject *module, cg_config *cfg, PyObject *app);
+
+/* Type specs, one file each; registered by module.c. */
+int cg_server_types_init(PyObject *module, cg_state *st);
+int cg_conn_types_init(PyObject *module, cg_state *st);
+int cg_asgi_http_types_init(PyObject *module, cg_state *st);
+int cg_lifespan_types_init(PyObject *module, cg_state *st);
+int cg_app_types_init(PyObject *module, cg_state *st);
+
+#endif

@@ -1,0 +1,29 @@
+/* Configuration from the command line, the environment and run() keywords:
+ * the binding side of the option table in core/options.h. */
+#ifndef CASGI_CONFIG_H
+#define CASGI_CONFIG_H
+
+#include "casgi.h"
+
+/**
+ * Fills `cfg` from `argv` (a list of str without the program name) and
+ * os.environ. Returns -1 to go on serving; otherwise the process exit status
+ * after handling the request itself: 0 after printing --help or --version to
+ * stdout, 2 after printing a one-line usage error "Error: ..." to stderr.
+ * `cfg` is initialised in every case and must be freed by the caller.
+ */
+int cg_config_from_argv(PyObject *argv, cg_config *cfg);
+
+/**
+ * Fills `cfg` from os.environ and then run() keywords (name -> value; True,
+ * False, int, float, str, or a list of str for list options). Returns 0, or -1
+ * with TypeError/ValueError set naming the keyword. `cfg` is initialised in
+ * every case and must be freed by the caller.
+ */
+int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg);
+
+/** Loads cfg->env_file (if set) into os.environ. Returns 0, or -1 after
+ * logging "Error: ..." (file missing or malformed). */
+int cg_config_load_env_file(const cg_config *cfg);
+
+#endif

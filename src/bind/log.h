@@ -1,0 +1,47 @@
+/* Logging through Python's `logging`: loggers "casgi.error" and
+ * "casgi.access", configured like uvicorn's defaults or from --log-config. */
+#ifndef CASGI_LOG_H
+#define CASGI_LOG_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "slice.h"
+
+struct cg_config;
+
+/* Python logging levels, plus TRACE below DEBUG as uvicorn has it. */
+enum { CG_TRACE = 5, CG_DEBUG = 10, CG_INFO = 20, CG_WARNING = 30, CG_ERROR = 40, CG_CRITICAL = 50 };
+
+typedef struct cg_log_state {
+    PyObject *error_logger;  /* logging.getLogger("casgi.error") */
+    PyObject *access_logger; /* logging.getLogger("casgi.access") */
+    int error_level;         /* effective level of error_logger, refreshed at setup */
+    int access_enabled;      /* access log on and INFO enabled for access_logger */
+} cg_log_state;
+
+/**
+ * Configures logging from cfg: --log-config (.json / .yaml / .yml as dictConfig,
+ * anything else as fileConfig), else the default configuration (casgi.logging
+ * formatters, colours when use_colors is 1 or -1 with a TTY), then --log-level
+ * and --access-log. Fills st. Returns 0, or -1 after printing a one-line
+ * "Error: ..." to stderr.
+ */
+int cg_log_setup(cg_log_state *st, const struct cg_config *cfg);
+void cg_log_clear(cg_log_state *st);
+int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg);
+
+/** Logs a PyUnicode_FromFormat-style message to casgi.error at `level` when
+ * enabled. Never raises; keeps any exception that was set before the call. */
+void cg_log(cg_log_state *st, int level, const char *fmt, ...);
+
+/** Logs `msg` at ERROR with the current exception's traceback (exc_info) and
+ * clears the exception. Must be called with an exception set. */
+void cg_log_exception(cg_log_state *st, const char *msg);
+
+/** One access line: `client - "METHOD path?query HTTP/1.x" status`, with
+ * control characters in request data escaped. `client` is "host:port" or empty. */
+void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
+                   cg_slice query, int minor_version, int status);
+
+#endif

@@ -1,0 +1,126 @@
+/* The one table of options: every CLI flag, CASGI_* environment variable and
+ * casgi.run() keyword comes from cg_options[]. Names and defaults follow
+ * uvicorn's where uvicorn has the option. Precedence: CLI / run() keyword,
+ * then environment, then default. */
+#ifndef CG_OPTIONS_H
+#define CG_OPTIONS_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct cg_strlist {
+    char **items; /* owned, each malloc'd */
+    size_t n;
+} cg_strlist;
+
+enum cg_loop_kind { CG_LOOP_AUTO, CG_LOOP_ASYNCIO, CG_LOOP_UVLOOP };
+enum cg_lifespan_mode { CG_LIFESPAN_AUTO, CG_LIFESPAN_ON, CG_LIFESPAN_OFF };
+enum cg_log_level {
+    CG_LOG_CRITICAL,
+    CG_LOG_ERROR,
+    CG_LOG_WARNING,
+    CG_LOG_INFO,
+    CG_LOG_DEBUG,
+    CG_LOG_TRACE
+};
+
+/* Parsed configuration. Strings and lists are owned (cg_config_free).
+ * "Unset" is NULL for strings, -1 for numbers and tri-state booleans. */
+typedef struct cg_config {
+    char *app;      /* positional APP, "module:attr" */
+    int factory;    /* --factory */
+    char *app_dir;  /* --app-dir, default "." */
+    char *host;     /* --host, default "127.0.0.1" */
+    long port;      /* --port, default 8000; 0 = ephemeral */
+    char *uds;      /* --uds PATH */
+    long fd;        /* --fd N, -1 unset */
+    long backlog;   /* --backlog, default 2048 */
+    int loop;       /* enum cg_loop_kind, --loop */
+    int lifespan;   /* enum cg_lifespan_mode, --lifespan */
+    char *root_path; /* --root-path, default "" */
+    int log_level;   /* enum cg_log_level, default info */
+    int access_log;  /* --access-log/--no-access-log, default 1 */
+    int use_colors;  /* --use-colors/--no-use-colors, -1 = auto (TTY) */
+    char *log_config; /* --log-config PATH */
+    double timeout_keep_alive;        /* seconds, default 5 */
+    double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
+    double timeout_request_header;    /* seconds, default 30 */
+    long limit_concurrency;  /* -1 = unlimited */
+    long limit_max_requests; /* -1 = unlimited */
+    int server_header; /* default 1 */
+    int date_header;   /* default 1 */
+    cg_strlist headers; /* --header NAME:VALUE, repeatable, validated to contain ':' */
+    char *env_file;     /* --env-file PATH */
+    long limit_request_line;       /* default 8190 */
+    long limit_request_field_size; /* default 8190 */
+    long limit_request_fields;     /* default 100 */
+    long workers;                  /* --workers, default $WEB_CONCURRENCY or 1 */
+} cg_config;
+
+typedef enum cg_opt_type {
+    CG_OPT_STR,    /* char * */
+    CG_OPT_INT,    /* long, within [min, max] */
+    CG_OPT_FLOAT,  /* double, within [min, max] */
+    CG_OPT_BOOL,   /* int 0/1; "--name" sets 1, "--no-name" sets 0 when negatable */
+    CG_OPT_FLAG,   /* int 0/1; "--name" only */
+    CG_OPT_CHOICE, /* int index into choices */
+    CG_OPT_LIST,   /* cg_strlist, each occurrence appends */
+} cg_opt_type;
+
+typedef struct cg_option {
+    const char *name;          /* "timeout-keep-alive"; "app" is the positional */
+    cg_opt_type type;
+    size_t offset;             /* offsetof(cg_config, field) */
+    const char *default_value; /* as text, NULL = unset */
+    const char *env;           /* "CASGI_TIMEOUT_KEEP_ALIVE", NULL = none */
+    const char *metavar;       /* for --help: "SECONDS", "PATH" */
+    const char *const *choices; /* CG_OPT_CHOICE: NULL-terminated */
+    double min, max;           /* CG_OPT_INT / CG_OPT_FLOAT bounds */
+    const char *help;
+} cg_option;
+
+extern const cg_option cg_options[];
+extern const size_t cg_options_count;
+
+enum { CG_PARSE_OK = 0, CG_PARSE_HELP = 1, CG_PARSE_VERSION = 2, CG_PARSE_ERROR = -1 };
+
+/** Fills `c` with every default (WEB_CONCURRENCY read from `envp` for workers). */
+void cg_config_init(cg_config *c, char *const envp[]);
+/** Frees owned strings and lists; `c` must be re-initialised before reuse. */
+void cg_config_free(cg_config *c);
+/** Finds an option by name; '-' and '_' are interchangeable ("limit_concurrency"). */
+const cg_option *cg_option_find(const char *name);
+/** Sets `o` from text (CLI, environment or a converted run() keyword). A list
+ * option appends. Returns 0, or -1 with a one-line message in err. */
+int cg_option_set(cg_config *c, const cg_option *o, const char *text, char *err, size_t errlen);
+/** Empties a list option (a run() keyword replaces what the environment gave). */
+void cg_option_clear(cg_config *c, const cg_option *o);
+/**
+ * Applies CASGI_* variables from envp, then argv[0..argc) (program name NOT
+ * included). Accepts "--name value", "--name=value", "--no-name", "--" and one
+ * positional APP. Returns CG_PARSE_OK, CG_PARSE_HELP (-h/--help),
+ * CG_PARSE_VERSION (--version) or CG_PARSE_ERROR with a one-line message
+ * ("unknown option '--prot'", "invalid value for '--port': 'abc' is not an
+ * integer", "missing argument 'APP'") in err.
+ */
+int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp[], char *err,
+                    size_t errlen);
+/** Writes the --help text generated from the table. */
+void cg_options_help(FILE *out, const char *prog);
+
+/** Splits "NAME:VALUE" at the first ':'; both sides trimmed of spaces and tabs.
+ * Returns 0, or -1 when there is no ':' or the name is empty. */
+int cg_header_option_split(const char *text, const char **name, size_t *name_len,
+                           const char **value, size_t *value_len);
+
+/**
+ * Parses a dotenv file's text: "KEY=VALUE" lines, optional "export ", comments
+ * (#), blank lines, single- or double-quoted values (double quotes honour \n,
+ * \t, \", \\). Calls `cb` for each pair with NUL-terminated copies that live
+ * for the call only. Returns 0, or the 1-based line number of the first
+ * malformed line.
+ */
+int cg_envfile_parse(const char *text, size_t len,
+                     void (*cb)(const char *key, const char *value, void *ctx), void *ctx);
+
+#endif
