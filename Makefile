@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test install venv ctest pytest clean
+.PHONY: serve test install venv ctest pytest clean bench fuzz asan format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,19 @@ test: ctest pytest
 
 clean:
 	rm -rf build
+
+# Benchmarks against uvicorn, granian, hypercorn and nginx; writes BENCHMARKS.md.
+bench: install
+	$(PY) bench/run.py
+
+# libFuzzer targets (clang); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+# The whole test suite with the extension and core built under ASan/UBSan.
+asan:
+	bash tests/asan.sh
+
+format:
+	clang-format -i src/core/*.[ch] src/bind/*.[ch] tests/c/*.[ch] fuzz/*.c
