@@ -27,30 +27,30 @@ enum cg_log_level {
 /* Parsed configuration. Strings and lists are owned (cg_config_free).
  * "Unset" is NULL for strings, -1 for numbers and tri-state booleans. */
 typedef struct cg_config {
-    char *app;      /* positional APP, "module:attr" */
-    int factory;    /* --factory */
-    char *app_dir;  /* --app-dir, default "." */
-    char *host;     /* --host, default "127.0.0.1" */
-    long port;      /* --port, default 8000; 0 = ephemeral */
-    char *uds;      /* --uds PATH */
-    long fd;        /* --fd N, -1 unset */
-    long backlog;   /* --backlog, default 2048 */
-    int loop;       /* enum cg_loop_kind, --loop */
-    int lifespan;   /* enum cg_lifespan_mode, --lifespan */
-    char *root_path; /* --root-path, default "" */
-    int log_level;   /* enum cg_log_level, default info */
-    int access_log;  /* --access-log/--no-access-log, default 1 */
-    int use_colors;  /* --use-colors/--no-use-colors, -1 = auto (TTY) */
-    char *log_config; /* --log-config PATH */
+    char *app;                        /* positional APP, "module:attr" */
+    int factory;                      /* --factory */
+    char *app_dir;                    /* --app-dir, default "." */
+    char *host;                       /* --host, default "127.0.0.1" */
+    long port;                        /* --port, default 8000; 0 = ephemeral */
+    char *uds;                        /* --uds PATH */
+    long fd;                          /* --fd N, -1 unset */
+    long backlog;                     /* --backlog, default 2048 */
+    int loop;                         /* enum cg_loop_kind, --loop */
+    int lifespan;                     /* enum cg_lifespan_mode, --lifespan */
+    char *root_path;                  /* --root-path, default "" */
+    int log_level;                    /* enum cg_log_level, default info */
+    int access_log;                   /* --access-log/--no-access-log, default 1 */
+    int use_colors;                   /* --use-colors/--no-use-colors, -1 = auto (TTY) */
+    char *log_config;                 /* --log-config PATH */
     double timeout_keep_alive;        /* seconds, default 5 */
     double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
     double timeout_request_header;    /* seconds, default 30 */
-    long limit_concurrency;  /* -1 = unlimited */
-    long limit_max_requests; /* -1 = unlimited */
-    int server_header; /* default 1 */
-    int date_header;   /* default 1 */
-    cg_strlist headers; /* --header NAME:VALUE, repeatable, validated to contain ':' */
-    char *env_file;     /* --env-file PATH */
+    long limit_concurrency;           /* -1 = unlimited */
+    long limit_max_requests;          /* -1 = unlimited */
+    int server_header;                /* default 1 */
+    int date_header;                  /* default 1 */
+    cg_strlist headers;            /* --header NAME:VALUE, repeatable, validated to contain ':' */
+    char *env_file;                /* --env-file PATH */
     long limit_request_line;       /* default 8190 */
     long limit_request_field_size; /* default 8190 */
     long limit_request_fields;     /* default 100 */
@@ -68,14 +68,14 @@ typedef enum cg_opt_type {
 } cg_opt_type;
 
 typedef struct cg_option {
-    const char *name;          /* "timeout-keep-alive"; "app" is the positional */
+    const char *name; /* "timeout-keep-alive"; "app" is the positional */
     cg_opt_type type;
-    size_t offset;             /* offsetof(cg_config, field) */
-    const char *default_value; /* as text, NULL = unset */
-    const char *env;           /* "CASGI_TIMEOUT_KEEP_ALIVE", NULL = none */
-    const char *metavar;       /* for --help: "SECONDS", "PATH" */
+    size_t offset;              /* offsetof(cg_config, field) */
+    const char *default_value;  /* as text, NULL = unset */
+    const char *env;            /* "CASGI_TIMEOUT_KEEP_ALIVE", NULL = none */
+    const char *metavar;        /* for --help: "SECONDS", "PATH" */
     const char *const *choices; /* CG_OPT_CHOICE: NULL-terminated */
-    double min, max;           /* CG_OPT_INT / CG_OPT_FLOAT bounds */
+    double min, max;            /* CG_OPT_INT / CG_OPT_FLOAT bounds */
     const char *help;
 } cg_option;
 
@@ -84,7 +84,8 @@ extern const size_t cg_options_count;
 
 enum { CG_PARSE_OK = 0, CG_PARSE_HELP = 1, CG_PARSE_VERSION = 2, CG_PARSE_ERROR = -1 };
 
-/** Fills `c` with every default (WEB_CONCURRENCY read from `envp` for workers). */
+/** Fills `c` with every default (WEB_CONCURRENCY read from `envp` for workers;
+ * an invalid value there is ignored here and reported by cg_config_apply_env). */
 void cg_config_init(cg_config *c, char *const envp[]);
 /** Frees owned strings and lists; `c` must be re-initialised before reuse. */
 void cg_config_free(cg_config *c);
@@ -95,8 +96,13 @@ const cg_option *cg_option_find(const char *name);
 int cg_option_set(cg_config *c, const cg_option *o, const char *text, char *err, size_t errlen);
 /** Empties a list option (a run() keyword replaces what the environment gave). */
 void cg_option_clear(cg_config *c, const cg_option *o);
+/** Applies WEB_CONCURRENCY and the CASGI_* variables from envp to an initialised
+ * `c` (a list variable holds one item per line and replaces the list). Returns
+ * 0, or -1 with a one-line message naming the variable in err. */
+int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errlen);
 /**
- * Applies CASGI_* variables from envp, then argv[0..argc) (program name NOT
+ * Applies CASGI_* variables from envp (cg_config_apply_env) to `c`, which
+ * cg_config_init has filled, then argv[0..argc) (program name NOT
  * included). Accepts "--name value", "--name=value", "--no-name", "--" and one
  * positional APP. Returns CG_PARSE_OK, CG_PARSE_HELP (-h/--help),
  * CG_PARSE_VERSION (--version) or CG_PARSE_ERROR with a one-line message
@@ -117,8 +123,8 @@ int cg_header_option_split(const char *text, const char **name, size_t *name_len
  * Parses a dotenv file's text: "KEY=VALUE" lines, optional "export ", comments
  * (#), blank lines, single- or double-quoted values (double quotes honour \n,
  * \t, \", \\). Calls `cb` for each pair with NUL-terminated copies that live
- * for the call only. Returns 0, or the 1-based line number of the first
- * malformed line.
+ * for the call only. Returns 0, the 1-based line number of the first
+ * malformed line, or -1 when memory runs out.
  */
 int cg_envfile_parse(const char *text, size_t len,
                      void (*cb)(const char *key, const char *value, void *ctx), void *ctx);

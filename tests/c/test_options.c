@@ -1,0 +1,439 @@
+/* Unit tests for the option table, the command-line/environment parser,
+ * --header splitting and the dotenv parser. */
+#include "options.h"
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static char err[256];
+
+/* Parses argv (NULL-terminated) with envp into a fresh config. */
+static int parse(cg_config *c, char *const envp[], ...)
+{
+    char *argv[64];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, envp);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 64;)
+        argv[argc++] = a;
+    va_end(ap);
+    cg_config_init(c, envp);
+    err[0] = '\0';
+    return cg_config_parse(c, argc, argv, envp, err, sizeof(err));
+}
+
+/* Parses, expects an error, and checks its exact text. */
+static void expect_error(const char *want, char *const envp[], char *const argv[], int argc)
+{
+    cg_config c;
+    int rc;
+    cg_config_init(&c, envp);
+    err[0] = '\0';
+    rc = cg_config_parse(&c, argc, argv, envp, err, sizeof(err));
+    ok(rc == CG_PARSE_ERROR && strcmp(err, want) == 0, "error \"%s\" (got rc %d \"%s\")", want, rc,
+       err);
+    cg_config_free(&c);
+}
+
+#define ERR(want, ...)                                                                             \
+    do {                                                                                           \
+        char *argv_[] = {__VA_ARGS__};                                                             \
+        expect_error(want, NULL, argv_, (int)(sizeof(argv_) / sizeof(argv_[0])));                  \
+    } while (0)
+
+static void test_defaults(void)
+{
+    cg_config c;
+    int rc = parse(&c, NULL, "main:app", NULL);
+    ok(rc == CG_PARSE_OK, "minimal command line parses");
+    ok(c.app && strcmp(c.app, "main:app") == 0, "APP");
+    ok(c.factory == 0, "factory off");
+    ok(c.app_dir && strcmp(c.app_dir, ".") == 0, "app-dir .");
+    ok(c.host && strcmp(c.host, "127.0.0.1") == 0, "host 127.0.0.1");
+    ok(c.port == 8000, "port 8000");
+    ok(c.uds == NULL && c.fd == -1, "uds and fd unset");
+    ok(c.backlog == 2048, "backlog 2048");
+    ok(c.workers == 1, "workers 1");
+    ok(c.loop == CG_LOOP_AUTO && c.lifespan == CG_LIFESPAN_AUTO, "loop and lifespan auto");
+    ok(c.root_path && strcmp(c.root_path, "") == 0, "root-path empty");
+    ok(c.log_level == CG_LOG_INFO, "log-level info");
+    ok(c.access_log == 1 && c.use_colors == -1, "access log on, colours auto");
+    ok(c.log_config == NULL && c.env_file == NULL, "log-config and env-file unset");
+    ok(c.timeout_keep_alive == 5.0, "keep-alive 5");
+    ok(c.timeout_graceful_shutdown == -1.0, "graceful shutdown unset");
+    ok(c.timeout_request_header == 30.0, "request header timeout 30");
+    ok(c.limit_concurrency == -1 && c.limit_max_requests == -1, "limits unset");
+    ok(c.server_header == 1 && c.date_header == 1, "server and date headers on");
+    ok(c.headers.n == 0 && c.headers.items == NULL, "no extra headers");
+    ok(c.limit_request_line == 8190 && c.limit_request_field_size == 8190 &&
+           c.limit_request_fields == 100,
+       "parser limits");
+    cg_config_free(&c);
+}
+
+static void test_table(void)
+{
+    int env_ok = 1, help_ok = 1;
+    ok(cg_options_count == 28, "28 entries in the table (%zu)", cg_options_count);
+    ok(strcmp(cg_options[0].name, "app") == 0, "APP first");
+    for (size_t i = 0; i < cg_options_count; i++) {
+        const cg_option *o = &cg_options[i];
+        char want[80];
+        size_t k = 0;
+        k += (size_t)snprintf(want, sizeof(want), "CASGI_");
+        for (const char *p = o->name; *p && k + 1 < sizeof(want); p++)
+            want[k++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        want[k] = '\0';
+        if (!o->env || strcmp(o->env, want) != 0) {
+            env_ok = 0;
+            printf("# bad env name for %s\n", o->name);
+        }
+        if (!o->help || !*o->help)
+            help_ok = 0;
+    }
+    ok(env_ok, "every env var is CASGI_<NAME>");
+    ok(help_ok, "every option has help text");
+    ok(cg_option_find("limit_concurrency") == cg_option_find("limit-concurrency") &&
+           cg_option_find("limit-concurrency") != NULL,
+       "find: '_' and '-' interchangeable");
+    ok(cg_option_find("nope") == NULL && cg_option_find("limit") == NULL, "find: unknown");
+}
+
+static void test_types(void)
+{
+    cg_config c;
+    int rc = parse(&c, NULL, "--factory", "--app-dir", "/srv", "--host=::1", "--port", "0", "--uds",
+                   "/tmp/s", "--fd=3", "--backlog", "10", "--workers", "4", "--loop", "uvloop",
+                   "--lifespan", "OFF", "--root-path", "/api", "--log-level", "trace",
+                   "--no-access-log", "--use-colors", "--log-config", "l.json",
+                   "--timeout-keep-alive", "0.5", "--timeout-graceful-shutdown=10",
+                   "--timeout-request-header", "1e1", "--limit-concurrency", "7",
+                   "--limit-max-requests", "9", "--no-server-header", "--no-date-header",
+                   "--env-file", ".env", "--limit-request-line", "100", "--limit-request-fields",
+                   "5", "--limit-request-field-size", "200", "pkg.mod:obj.app", NULL);
+    ok(rc == CG_PARSE_OK, "every option parses (%s)", err);
+    ok(c.factory == 1, "flag");
+    ok(strcmp(c.app_dir, "/srv") == 0 && strcmp(c.host, "::1") == 0, "strings, --name=value");
+    ok(c.port == 0 && c.fd == 3 && c.backlog == 10 && c.workers == 4, "integers");
+    ok(strcmp(c.uds, "/tmp/s") == 0 && strcmp(c.root_path, "/api") == 0, "more strings");
+    ok(c.loop == CG_LOOP_UVLOOP && c.lifespan == CG_LIFESPAN_OFF, "choices (case-insensitive)");
+    ok(c.log_level == CG_LOG_TRACE, "log level trace");
+    ok(c.access_log == 0 && c.use_colors == 1, "--no-access-log, --use-colors");
+    ok(strcmp(c.log_config, "l.json") == 0 && strcmp(c.env_file, ".env") == 0, "paths");
+    ok(c.timeout_keep_alive == 0.5 && c.timeout_graceful_shutdown == 10.0 &&
+           c.timeout_request_header == 10.0,
+       "floats");
+    ok(c.limit_concurrency == 7 && c.limit_max_requests == 9, "limits");
+    ok(c.server_header == 0 && c.date_header == 0, "--no-server-header, --no-date-header");
+    ok(c.limit_request_line == 100 && c.limit_request_fields == 5 &&
+           c.limit_request_field_size == 200,
+       "parser limits");
+    ok(strcmp(c.app, "pkg.mod:obj.app") == 0, "APP after options");
+    cg_config_free(&c);
+
+    rc = parse(&c, NULL, "--no-use-colors", "--use-colors", "--no-use-colors", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.use_colors == 0, "last of repeated boolean wins");
+    cg_config_free(&c);
+
+    rc = parse(&c, NULL, "--", "-weird:app", NULL);
+    ok(rc == CG_PARSE_OK && strcmp(c.app, "-weird:app") == 0, "-- ends options");
+    cg_config_free(&c);
+
+    rc = parse(&c, NULL, "--port", "1", "--port", "2", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.port == 2, "last repeated value wins");
+    cg_config_free(&c);
+
+    rc = parse(&c, NULL, "--host", "--port", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && strcmp(c.host, "--port") == 0, "a value may start with '-'");
+    cg_config_free(&c);
+}
+
+static void test_bools_text(void)
+{
+    static const char *yes[] = {"true", "1", "yes", "on", "TRUE", "Yes"};
+    static const char *no[] = {"false", "0", "no", "off", "False", "OFF"};
+    const cg_option *o = cg_option_find("access-log");
+    cg_config c;
+    int good = 1;
+    cg_config_init(&c, NULL);
+    for (size_t i = 0; i < 6; i++) {
+        if (cg_option_set(&c, o, no[i], err, sizeof(err)) != 0 || c.access_log != 0)
+            good = 0;
+        if (cg_option_set(&c, o, yes[i], err, sizeof(err)) != 0 || c.access_log != 1)
+            good = 0;
+    }
+    ok(good, "booleans accept true/false 1/0 yes/no on/off in any case");
+    ok(cg_option_set(&c, o, "maybe", err, sizeof(err)) == -1 &&
+           strcmp(err, "invalid value for '--access-log': 'maybe' is not a boolean "
+                       "(true/false, 1/0, yes/no, on/off)") == 0,
+       "bad boolean: %s", err);
+    ok(cg_option_set(&c, cg_option_find("port"), "81", err, sizeof(err)) == 0 && c.port == 81,
+       "cg_option_set integer");
+    ok(cg_option_set(&c, cg_option_find("port"), " 81", err, sizeof(err)) == -1,
+       "integer with leading space rejected");
+    ok(cg_option_set(&c, cg_option_find("timeout-keep-alive"), "nan", err, sizeof(err)) == -1 &&
+           cg_option_set(&c, cg_option_find("timeout-keep-alive"), "inf", err, sizeof(err)) == -1,
+       "nan and inf are not numbers");
+    cg_config_free(&c);
+}
+
+static void test_env(void)
+{
+    char *env[] = {"CASGI_PORT=9000",
+                   "CASGI_HOST=0.0.0.0",
+                   "CASGI_ACCESS_LOG=false",
+                   "CASGI_LOG_LEVEL=debug",
+                   "CASGI_APP=env:app",
+                   "CASGI_HEADER=X-A: 1\nX-B: 2\n",
+                   "CASGI_TIMEOUT_KEEP_ALIVE=2.5",
+                   "WEB_CONCURRENCY=3",
+                   "OTHER=1",
+                   NULL};
+    cg_config c;
+    int rc = parse(&c, env, NULL);
+    ok(rc == CG_PARSE_OK, "APP from CASGI_APP (%s)", err);
+    ok(strcmp(c.app, "env:app") == 0, "CASGI_APP");
+    ok(c.port == 9000 && strcmp(c.host, "0.0.0.0") == 0, "CASGI_PORT, CASGI_HOST");
+    ok(c.access_log == 0 && c.log_level == CG_LOG_DEBUG, "CASGI_ACCESS_LOG=false, log level");
+    ok(c.timeout_keep_alive == 2.5, "float from env");
+    ok(c.workers == 3, "WEB_CONCURRENCY");
+    ok(c.headers.n == 2 && strcmp(c.headers.items[0], "X-A: 1") == 0 &&
+           strcmp(c.headers.items[1], "X-B: 2") == 0,
+       "CASGI_HEADER one per line");
+    cg_config_free(&c);
+
+    rc = parse(&c, env, "--port", "1", "--access-log", "--header", "X-C:3", "cli:app", NULL);
+    ok(rc == CG_PARSE_OK && c.port == 1 && c.access_log == 1, "CLI beats env");
+    ok(strcmp(c.app, "cli:app") == 0, "CLI APP beats CASGI_APP");
+    ok(c.headers.n == 1 && strcmp(c.headers.items[0], "X-C:3") == 0,
+       "CLI --header replaces CASGI_HEADER");
+    ok(strcmp(c.host, "0.0.0.0") == 0, "env still applies to options not on the CLI");
+    cg_config_free(&c);
+
+    {
+        char *env2[] = {"CASGI_WORKERS=5", "WEB_CONCURRENCY=3", NULL};
+        rc = parse(&c, env2, "a:b", NULL);
+        ok(rc == CG_PARSE_OK && c.workers == 5, "CASGI_WORKERS beats WEB_CONCURRENCY");
+        cg_config_free(&c);
+        rc = parse(&c, env2, "--workers", "2", "a:b", NULL);
+        ok(rc == CG_PARSE_OK && c.workers == 2, "--workers beats both");
+        cg_config_free(&c);
+    }
+    {
+        char *env3[] = {"CASGI_PORT=abc", NULL};
+        char *argv[] = {"a:b"};
+        expect_error("invalid value for 'CASGI_PORT': 'abc' is not an integer", env3, argv, 1);
+    }
+    {
+        char *env4[] = {"WEB_CONCURRENCY=zero", NULL};
+        char *argv[] = {"a:b"};
+        cg_config_init(&c, env4);
+        ok(c.workers == 1, "invalid WEB_CONCURRENCY ignored by init");
+        cg_config_free(&c);
+        expect_error("invalid value for 'WEB_CONCURRENCY': 'zero' is not an integer", env4, argv,
+                     1);
+    }
+    {
+        char *env5[] = {"CASGI_LOOP=tokio", NULL};
+        cg_config_init(&c, env5);
+        ok(cg_config_apply_env(&c, env5, err, sizeof(err)) == -1 &&
+               strcmp(err, "invalid value for 'CASGI_LOOP': 'tokio' is not one of 'auto', "
+                           "'asyncio', 'uvloop'") == 0,
+           "cg_config_apply_env error: %s", err);
+        cg_config_free(&c);
+    }
+}
+
+static void test_lists(void)
+{
+    cg_config c;
+    const char *n, *v;
+    size_t nl, vl;
+    int rc =
+        parse(&c, NULL, "--header", "X-A: 1", "--header=X-B:2", "--header", "X-A:3", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.headers.n == 3, "--header repeats append");
+    ok(strcmp(c.headers.items[0], "X-A: 1") == 0 && strcmp(c.headers.items[2], "X-A:3") == 0,
+       "order kept, duplicates kept");
+    cg_option_clear(&c, cg_option_find("header"));
+    ok(c.headers.n == 0 && c.headers.items == NULL, "cg_option_clear empties a list");
+    ok(cg_option_set(&c, cg_option_find("header"), "X-D: 4", err, sizeof(err)) == 0 &&
+           c.headers.n == 1,
+       "cg_option_set appends");
+    cg_config_free(&c);
+
+    ok(cg_header_option_split(" X-Name \t:  some value \t", &n, &nl, &v, &vl) == 0 && nl == 6 &&
+           memcmp(n, "X-Name", 6) == 0 && vl == 10 && memcmp(v, "some value", 10) == 0,
+       "split trims name and value");
+    ok(cg_header_option_split("X:a:b", &n, &nl, &v, &vl) == 0 && nl == 1 && vl == 3 &&
+           memcmp(v, "a:b", 3) == 0,
+       "split at the first ':'");
+    ok(cg_header_option_split("X-Empty:", &n, &nl, &v, &vl) == 0 && nl == 7 && vl == 0,
+       "empty value allowed");
+    ok(cg_header_option_split("novalue", &n, &nl, &v, &vl) == -1, "no ':' rejected");
+    ok(cg_header_option_split(" :v", &n, &nl, &v, &vl) == -1, "empty name rejected");
+}
+
+static void test_errors(void)
+{
+    ERR("unknown option '--prot' (did you mean '--port'?)", "--prot", "1", "a:b");
+    ERR("unknown option '--prot' (did you mean '--port'?)", "--prot=1", "a:b");
+    ERR("unknown option '--acess-log' (did you mean '--access-log'?)", "--acess-log", "a:b");
+    ERR("unknown option '--no-acces-log' (did you mean '--no-access-log'?)", "--no-acces-log",
+        "a:b");
+    ERR("unknown option '--verison' (did you mean '--version'?)", "--verison");
+    ERR("unknown option '--frobnicate'", "--frobnicate", "a:b");
+    ERR("unknown option '-p'", "-p", "1", "a:b");
+    ERR("unknown option '--no-factory' ('--factory' has no --no- form)", "--no-factory", "a:b");
+    ERR("unknown option '--no-port' ('--port' has no --no- form)", "--no-port", "a:b");
+    ERR("unknown option '--app'", "--app", "x", "a:b");
+    ERR("unknown option '--log_level' (did you mean '--log-level'?)", "--log_level", "info", "a:b");
+    ERR("option '--port' requires an argument", "a:b", "--port");
+    ERR("option '--factory' does not take a value", "--factory=1", "a:b");
+    ERR("option '--no-access-log' does not take a value", "--no-access-log=yes", "a:b");
+    ERR("invalid value for '--port': 'abc' is not an integer", "--port", "abc", "a:b");
+    ERR("invalid value for '--port': '80x' is not an integer", "--port=80x", "a:b");
+    ERR("invalid value for '--port': '' is not an integer", "--port=", "a:b");
+    ERR("invalid value for '--port': 70000 is not in the range 0..65535", "--port", "70000", "a:b");
+    ERR("invalid value for '--port': -1 is not in the range 0..65535", "--port", "-1", "a:b");
+    ERR("invalid value for '--backlog': 0 is not >= 1", "--backlog", "0", "a:b");
+    ERR("invalid value for '--limit-concurrency': 99999999999999999999999 is not >= 1",
+        "--limit-concurrency", "99999999999999999999999", "a:b");
+    ERR("invalid value for '--timeout-keep-alive': 'soon' is not a number", "--timeout-keep-alive",
+        "soon", "a:b");
+    ERR("invalid value for '--timeout-keep-alive': -1 is not >= 0", "--timeout-keep-alive", "-1",
+        "a:b");
+    ERR("invalid value for '--loop': 'tokio' is not one of 'auto', 'asyncio', 'uvloop'", "--loop",
+        "tokio", "a:b");
+    ERR("invalid value for '--log-level': 'loud' is not one of 'critical', 'error', 'warning', "
+        "'info', 'debug', 'trace'",
+        "--log-level", "loud", "a:b");
+    ERR("invalid value for '--header': 'X-Nope' is not NAME:VALUE", "--header", "X-Nope", "a:b");
+    ERR("invalid value for '--header': ':v' is not NAME:VALUE", "--header", ":v", "a:b");
+    ERR("invalid value for '--header': 'Bad Name' is not a valid header name", "--header",
+        "Bad Name: v", "a:b");
+    ERR("invalid value for '--header': the value of header 'X' contains a control character",
+        "--header", "X: a\rb", "a:b");
+    ERR("missing argument 'APP'", "--port", "1");
+    ERR("unexpected extra argument 'c:d'", "a:b", "c:d");
+}
+
+static void test_help_version(void)
+{
+    cg_config c;
+    ok(parse(&c, NULL, "--help", NULL) == CG_PARSE_HELP, "--help without APP");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "-h", NULL) == CG_PARSE_HELP, "-h");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "--port", "1", "--version", "--prot", NULL) == CG_PARSE_VERSION,
+       "--version stops parsing");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "--", "--help", NULL) == CG_PARSE_OK && strcmp(c.app, "--help") == 0,
+       "--help after -- is the APP");
+    cg_config_free(&c);
+
+    {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        int lines = 0, all_env = 1;
+        cg_options_help(f, "casgi");
+        fclose(f);
+        ok(strncmp(text, "Usage: casgi [OPTIONS] APP\n", 27) == 0, "help usage line");
+        for (size_t i = 0; i < cg_options_count; i++) {
+            char want[80];
+            snprintf(want, sizeof(want), "env: %s]", cg_options[i].env);
+            if (!strstr(text, want))
+                all_env = 0;
+        }
+        for (char *p = text; *p; p++)
+            lines += *p == '\n';
+        ok(all_env, "help names every env var");
+        ok(strstr(text, "--port PORT") && strstr(text, "[default: 8000; env: CASGI_PORT]"),
+           "help shows metavar and default");
+        ok(strstr(text, "--access-log / --no-access-log") != NULL, "help shows --no- forms");
+        ok(strstr(text, "--loop [auto|asyncio|uvloop]") != NULL, "help shows choices");
+        ok(lines > (int)cg_options_count, "one line per option (%d lines)", lines);
+        free(text);
+    }
+}
+
+struct env_seen {
+    int n;
+    char keys[16][32];
+    char values[16][64];
+};
+
+static void env_cb(const char *key, const char *value, void *ctx)
+{
+    struct env_seen *s = ctx;
+    if (s->n < 16) {
+        snprintf(s->keys[s->n], 32, "%s", key);
+        snprintf(s->values[s->n], 64, "%s", value);
+    }
+    s->n++;
+}
+
+static int envfile(const char *text, struct env_seen *s)
+{
+    memset(s, 0, sizeof(*s));
+    return cg_envfile_parse(text, strlen(text), env_cb, s);
+}
+
+static void test_envfile(void)
+{
+    struct env_seen s;
+    const char *text = "# comment\n"
+                       "\n"
+                       "A=1\n"
+                       "export B = two words  \n"
+                       "C=\"quoted \\\"x\\\"\\n\\tend\\\\\"\n"
+                       "D='single $x \\n'\n"
+                       "E=\n"
+                       "F=value # trailing comment\n"
+                       "G=a#b\r\n"
+                       "  H.I-J=\"multi\nline\"  # after\n"
+                       "export=kw\n"
+                       "K=last";
+    int rc = envfile(text, &s);
+    ok(rc == 0 && s.n == 10, "envfile: all pairs (rc %d, n %d)", rc, s.n);
+    ok(strcmp(s.keys[0], "A") == 0 && strcmp(s.values[0], "1") == 0, "plain");
+    ok(strcmp(s.keys[1], "B") == 0 && strcmp(s.values[1], "two words") == 0,
+       "export, spaces around '=', value trimmed");
+    ok(strcmp(s.values[2], "quoted \"x\"\n\tend\\") == 0, "double quotes honour escapes");
+    ok(strcmp(s.values[3], "single $x \\n") == 0, "single quotes are literal");
+    ok(strcmp(s.keys[4], "E") == 0 && strcmp(s.values[4], "") == 0, "empty value");
+    ok(strcmp(s.values[5], "value") == 0, "inline comment after blank stripped");
+    ok(strcmp(s.values[6], "a#b") == 0, "'#' inside a value kept; CRLF");
+    ok(strcmp(s.keys[7], "H.I-J") == 0 && strcmp(s.values[7], "multi\nline") == 0,
+       "multi-line quoted value");
+    ok(strcmp(s.keys[8], "export") == 0 && strcmp(s.values[8], "kw") == 0, "key named export");
+    ok(strcmp(s.keys[9], "K") == 0 && strcmp(s.values[9], "last") == 0, "no final newline");
+
+    ok(envfile("A=1\nB=2\nnot a pair\nC=3\n", &s) == 3 && s.n == 2, "line without '=' -> 3");
+    ok(envfile("A=1\nB=\"open\n\nC=3\n", &s) == 2, "unterminated quote -> its line");
+    ok(envfile("A=\"x\"\nB=\"x\" junk\n", &s) == 2, "text after closing quote -> 2");
+    ok(envfile("=1\n", &s) == 1, "empty key -> 1");
+    ok(envfile("1A=1\n", &s) == 1, "key starting with a digit -> 1");
+    ok(envfile("X=\"a\nb\"\nY\n", &s) == 3, "line numbers count lines inside quotes");
+    ok(envfile("", &s) == 0 && s.n == 0, "empty file");
+    {
+        const char nul[] = "A=x\0y\n";
+        memset(&s, 0, sizeof(s));
+        ok(cg_envfile_parse(nul, sizeof(nul) - 1, env_cb, &s) == 1, "NUL in value -> malformed");
+    }
+}
+
+int main(void)
+{
+    test_defaults();
+    test_table();
+    test_types();
+    test_bools_text();
+    test_env();
+    test_lists();
+    test_errors();
+    test_help_version();
+    test_envfile();
+    return tap_done();
+}
