@@ -1,1 +1,945 @@
+/* HTTP/1.1 request-head parser, chunked decoder and response helpers.
+ *
+ * The head parser works in two phases. While the head is incomplete, a scan
+ * looks only at new bytes for line ends (memchr), enforcing the line-length
+ * and field-count limits and the CRLF rule as lines arrive, so an oversized
+ * head is refused as soon as it is known to be too big. Once the empty line
+ * is seen, one pass over the complete head splits and validates everything.
+ * Because every line of a complete head ends in CRLF, the second pass needs
+ * no bounds checks in its byte loops: each stops at a CR at the latest. */
 #include "http1.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "hdrtab.h"
+
+/* Character classes. */
+enum {
+    C_TOKEN = 1,  /* tchar (RFC 9110 5.6.2) */
+    C_TARGET = 2, /* allowed in a request target: VCHAR except '#' */
+    C_VALUE = 4,  /* allowed in a field value: HTAB, SP, VCHAR, obs-text */
+    C_HOST = 8,   /* reg-name / IPv4 bytes of an authority host */
+};
+
+static const unsigned char cls[256] = {
+    0,  0,  0,  0,  0,  0,  0,  0,  0,  4,  0,  0,  0,  0,  0,  0,  /* 0x00 */
+    0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  /* 0x10 */
+    4,  15, 6,  5,  15, 15, 15, 15, 14, 14, 15, 15, 14, 15, 15, 6,  /* 0x20 */
+    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6,  14, 6,  14, 6,  6,  /* 0x30 */
+    6,  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, /* 0x40 */
+    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6,  6,  6,  7,  15, /* 0x50 */
+    7,  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, /* 0x60 */
+    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6,  7,  6,  15, 0,  /* 0x70 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0x80 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0x90 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xa0 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xb0 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xc0 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xd0 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xe0 */
+    4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  4,  /* 0xf0 */
+};
+
+#define IS(c, k) (cls[(unsigned char)(c)] & (k))
+
+/* Empty lines tolerated before a request line (RFC 9112 2.2 asks for at least one). */
+#define MAX_EMPTY_LINES 16
+
+/* Longest run of chunk extensions accepted per chunk. */
+#define MAX_CHUNK_EXT 4096
+
+static const uint64_t ones = 0x0101010101010101ull;
+static const uint64_t highs = 0x8080808080808080ull;
+
+static inline uint64_t load8(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* High bit set in some byte exactly when some byte of w is below n (n <= 0x80). */
+static inline uint64_t has_less(uint64_t w, unsigned n)
+{
+    return (w - n * ones) & ~w & highs;
+}
+
+/* Non-zero exactly when some byte of w equals c. */
+static inline uint64_t has_byte(uint64_t w, unsigned char c)
+{
+    uint64_t x = w ^ (c * ones);
+    return (x - ones) & ~x & highs;
+}
+
+static inline unsigned char lower1(unsigned char c)
+{
+    return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
+/* 1 when s[0..n) equals the NUL-terminated `lit` ignoring ASCII case. */
+static int ci_eq(const char *s, size_t n, const char *lit)
+{
+    size_t i = 0;
+    for (; i < n; i++)
+        if (!lit[i] || lower1((unsigned char)s[i]) != lower1((unsigned char)lit[i]))
+            return 0;
+    return lit[i] == 0;
+}
+
+static inline int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* ---- request head ---------------------------------------------------- */
+
+void cg_http1_parser_init(cg_http1_parser *p)
+{
+    p->scanned = 0;
+    p->line_start = 0;
+    p->lines = 0;
+    p->error = NULL;
+}
+
+static long fail(cg_http1_parser *p, long code, const char *why)
+{
+    p->error = why;
+    return code;
+}
+
+/* Limits for a line whose content (CRLF excluded) is at least n bytes long;
+ * exact when the line is complete. Partial and complete lines go through the
+ * same checks in the same order, so early and late detection agree. */
+static long check_line(cg_http1_parser *p, size_t n, const cg_http1_limits *lim)
+{
+    if (p->lines == 0) {
+        if (n > lim->request_line)
+            return fail(p, CG_HTTP1_URI_TOO_LONG, "request line too long");
+    } else if (n > 0) {
+        if (p->lines > lim->fields)
+            return fail(p, CG_HTTP1_FIELDS_TOO_LARGE, "too many header fields");
+        if (n > lim->field_size)
+            return fail(p, CG_HTTP1_FIELDS_TOO_LARGE, "header field line too long");
+    }
+    return 0;
+}
+
+/* First byte at or after q that may not appear in a request target. */
+static inline const char *scan_target(const char *q, const char *end)
+{
+    for (;;) {
+        if (end - q >= 8) {
+            uint64_t w = load8(q);
+            if (!(has_less(w, 0x21) | (w & highs) | has_byte(w, 0x7f) | has_byte(w, '#'))) {
+                q += 8;
+                continue;
+            }
+        }
+        for (int k = 0; k < 8; k++, q++)
+            if (!IS(*q, C_TARGET))
+                return q;
+    }
+}
+
+/* First byte at or after q that may not appear in a field value. */
+static inline const char *scan_value(const char *q, const char *end)
+{
+    for (;;) {
+        if (end - q >= 8) {
+            uint64_t w = load8(q);
+            if (!((has_less(w, 0x20) | has_byte(w, 0x7f)))) {
+                q += 8;
+                continue;
+            }
+        }
+        for (int k = 0; k < 8; k++, q++)
+            if (!IS(*q, C_VALUE))
+                return q;
+    }
+}
+
+/* Rule broken at an unexpected byte: a CR not followed by LF is a bare CR. */
+static inline const char *why_at(const char *q, const char *otherwise)
+{
+    return (q[0] == '\r' && q[1] != '\n') ? "bare CR" : otherwise;
+}
+
+static int authority_ok(const char *s, size_t n)
+{
+    size_t colon = n;
+    while (colon > 0 && s[colon - 1] != ':')
+        colon--;
+    if (colon < 2 || colon == n || n - colon > 5)
+        return 0; /* no host, no port, or a port longer than 5 digits */
+    for (size_t i = colon; i < n; i++)
+        if (!is_digit(s[i]))
+            return 0;
+    size_t h = colon - 1;
+    if (s[0] == '[') {
+        if (h < 3 || s[h - 1] != ']')
+            return 0;
+        for (size_t i = 1; i + 1 < h; i++)
+            if (hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+                return 0;
+        return 1;
+    }
+    for (size_t i = 0; i < h; i++)
+        if (!IS(s[i], C_HOST))
+            return 0;
+    return 1;
+}
+
+/* Parses "n" or "n, n, ..." (all equal); -1 when malformed, -2 when values differ. */
+static long long parse_content_length(const char *s, size_t n)
+{
+    long long v = -1;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        size_t start = i;
+        long long x = 0;
+        for (; i < n && is_digit(s[i]); i++) {
+            int d = s[i] - '0';
+            if (x > (INT64_MAX - d) / 10)
+                return -1;
+            x = x * 10 + d;
+        }
+        if (i == start)
+            return -1;
+        if (v >= 0 && x != v)
+            return -2;
+        v = x;
+        while (i < n && (s[i] == ' ' || s[i] == '\t'))
+            i++;
+        if (i == n)
+            return v;
+        if (s[i] != ',')
+            return -1;
+        i++;
+    }
+}
+
+static const char slash[] = "/";
+
+/* Splits target t[0..n) at the first '?' into path and query. */
+static inline void split_query(cg_http1_request *req, const char *t, size_t n)
+{
+    const char *qm = memchr(t, '?', n);
+    if (qm) {
+        req->path = (cg_slice){t, (size_t)(qm - t)};
+        req->query = (cg_slice){qm + 1, n - (size_t)(qm - t) - 1};
+    } else {
+        req->path = (cg_slice){t, n};
+        req->query = (cg_slice){t + n, 0};
+    }
+}
+
+/* Classifies the request target; 0 or the rule it breaks. */
+static const char *parse_target(cg_http1_request *req)
+{
+    const char *t = req->target.base, *m = req->method.base;
+    size_t n = req->target.len, mlen = req->method.len;
+    if (mlen == 7 && memcmp(m, "CONNECT", 7) == 0) {
+        if (!authority_ok(t, n))
+            return "CONNECT needs an authority-form target";
+        req->target_form = CG_TARGET_AUTHORITY;
+        req->path = req->target;
+        req->query = (cg_slice){t + n, 0};
+        return NULL;
+    }
+    if (t[0] == '/') {
+        req->target_form = CG_TARGET_ORIGIN;
+        split_query(req, t, n);
+        return NULL;
+    }
+    if (n == 1 && t[0] == '*') {
+        if (!(mlen == 7 && memcmp(m, "OPTIONS", 7) == 0))
+            return "asterisk-form target needs OPTIONS";
+        req->target_form = CG_TARGET_ASTERISK;
+        req->path = req->target;
+        req->query = (cg_slice){t + n, 0};
+        return NULL;
+    }
+    size_t skip = 0;
+    if (n >= 7 && ci_eq(t, 7, "http://"))
+        skip = 7;
+    else if (n >= 8 && ci_eq(t, 8, "https://"))
+        skip = 8;
+    if (!skip)
+        return "invalid request target";
+    size_t a = skip;
+    while (a < n && t[a] != '/' && t[a] != '?') {
+        if (t[a] == '@')
+            return "userinfo in absolute-form target";
+        a++;
+    }
+    if (a == skip)
+        return "absolute-form target without a host";
+    req->target_form = CG_TARGET_ABSOLUTE;
+    if (a < n && t[a] == '/') {
+        split_query(req, t + a, n - a);
+    } else {
+        req->path = (cg_slice){slash, 1};
+        req->query = a < n ? (cg_slice){t + a + 1, n - a - 1} : (cg_slice){t + n, 0};
+    }
+    return NULL;
+}
+
+/* Parses and validates the complete head buf[0..len). */
+static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
+                           const cg_http1_limits *lim, cg_http1_request *req)
+{
+    const char *q = buf, *end = buf + len;
+    (void)lim; /* the scan has enforced the limits */
+    while (q[0] == '\r' && q[1] == '\n')
+        q += 2;
+
+    /* method SP target SP version CRLF */
+    const char *m = q;
+    while (IS(*q, C_TOKEN))
+        q++;
+    if (*q != ' ' || q == m) {
+        if (*q == ' ' || (q[0] == '\r' && q[1] == '\n'))
+            return fail(p, CG_HTTP1_BAD_REQUEST,
+                        q == m ? "method is not a token"
+                               : "request line is not method SP target SP version");
+        return fail(p, CG_HTTP1_BAD_REQUEST, why_at(q, "method is not a token"));
+    }
+    req->method = (cg_slice){m, (size_t)(q - m)};
+    const char *t = ++q;
+    q = scan_target(q, end);
+    if (*q != ' ' || q == t) {
+        if (*q == ' ' || (q[0] == '\r' && q[1] == '\n'))
+            return fail(p, CG_HTTP1_BAD_REQUEST, "request line is not method SP target SP version");
+        return fail(p, CG_HTTP1_BAD_REQUEST, why_at(q, "invalid byte in request target"));
+    }
+    req->target = (cg_slice){t, (size_t)(q - t)};
+    const char *v = ++q;
+    while (*q != '\r')
+        q++;
+    if (q[1] != '\n')
+        return fail(p, CG_HTTP1_BAD_REQUEST, "bare CR");
+    if (q - v != 8 || memcmp(v, "HTTP/", 5) != 0 || !is_digit(v[5]) || v[6] != '.' ||
+        !is_digit(v[7])) {
+        if (memchr(v, ' ', (size_t)(q - v)))
+            return fail(p, CG_HTTP1_BAD_REQUEST, "request line is not method SP target SP version");
+        return fail(p, CG_HTTP1_BAD_REQUEST, "malformed HTTP version");
+    }
+    if (v[5] != '1' || v[7] > '1')
+        return fail(p, CG_HTTP1_VERSION_NOT_SUPPORTED, "unsupported HTTP version");
+    req->minor_version = v[7] - '0';
+    const char *why = parse_target(req);
+    if (why)
+        return fail(p, CG_HTTP1_BAD_REQUEST, why);
+    q += 2;
+
+    /* field lines */
+    size_t nh = 0;
+    for (;;) {
+        const char *name = q;
+        if (*q == '\r') {
+            if (q[1] == '\n')
+                break;
+            return fail(p, CG_HTTP1_BAD_REQUEST, "bare CR");
+        }
+        if (*q == ' ' || *q == '\t')
+            return fail(p, CG_HTTP1_BAD_REQUEST,
+                        nh == 0 ? "whitespace before the first field" : "obs-fold");
+        while (IS(*q, C_TOKEN))
+            q++;
+        if (*q != ':') {
+            if (*q == ' ' || *q == '\t')
+                why = "whitespace between field name and colon";
+            else if (q[0] == '\r' && q[1] == '\n')
+                why = "field line without colon";
+            else
+                why = why_at(q, "field name is not a token");
+            return fail(p, CG_HTTP1_BAD_REQUEST, why);
+        }
+        if (q == name)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "empty field name");
+        size_t nlen = (size_t)(q - name);
+        q++;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        const char *val = q;
+        q = scan_value(q, end);
+        if (*q != '\r')
+            return fail(p, CG_HTTP1_BAD_REQUEST, "control character in field value");
+        if (q[1] != '\n')
+            return fail(p, CG_HTTP1_BAD_REQUEST, "bare CR");
+        const char *ve = q;
+        while (ve > val && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        cg_http1_header *h = &req->headers[nh++];
+        h->name = (cg_slice){name, nlen};
+        h->value = (cg_slice){val, (size_t)(ve - val)};
+        h->token = cg_hdr_lookup(name, nlen);
+        q += 2;
+    }
+    req->num_headers = nh;
+
+    /* framing and connection semantics */
+    int hosts = 0, te = 0, te_bad = 0, close = 0, ka = 0, up_tok = 0, up_hdr = 0, expect = 0;
+    long long cl = -1;
+    for (size_t i = 0; i < nh; i++) {
+        const cg_http1_header *h = &req->headers[i];
+        switch (h->token) {
+        case CG_HDR_HOST:
+            hosts++;
+            break;
+        case CG_HDR_CONTENT_LENGTH: {
+            long long x = parse_content_length(h->value.base, h->value.len);
+            if (x == -1)
+                return fail(p, CG_HTTP1_BAD_REQUEST, "invalid Content-Length");
+            if (x == -2 || (cl >= 0 && x != cl))
+                return fail(p, CG_HTTP1_BAD_REQUEST, "differing Content-Length values");
+            cl = x;
+            break;
+        }
+        case CG_HDR_TRANSFER_ENCODING:
+            te++;
+            te_bad |= !ci_eq(h->value.base, h->value.len, "chunked");
+            break;
+        case CG_HDR_CONNECTION:
+            close |= cg_http1_has_token(h->value.base, h->value.len, "close");
+            ka |= cg_http1_has_token(h->value.base, h->value.len, "keep-alive");
+            up_tok |= cg_http1_has_token(h->value.base, h->value.len, "upgrade");
+            break;
+        case CG_HDR_EXPECT:
+            expect |= ci_eq(h->value.base, h->value.len, "100-continue");
+            break;
+        case CG_HDR_UPGRADE:
+            up_hdr = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (hosts > 1)
+        return fail(p, CG_HTTP1_BAD_REQUEST, "more than one Host");
+    if (hosts == 0 && req->minor_version == 1)
+        return fail(p, CG_HTTP1_BAD_REQUEST, "missing Host");
+    if (te) {
+        if (req->minor_version == 0)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "Transfer-Encoding in HTTP/1.0");
+        if (cl >= 0)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "both Content-Length and Transfer-Encoding");
+        if (te > 1 || te_bad)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "Transfer-Encoding other than chunked");
+    }
+    req->content_length = cl;
+    req->chunked = te != 0;
+    req->keep_alive = req->minor_version == 1 ? !close : (ka && !close);
+    req->expect_continue = expect != 0;
+    req->upgrade = up_tok && up_hdr;
+    return (long)len;
+}
+
+long cg_http1_parse_head(cg_http1_parser *p, const char *buf, size_t len,
+                         const cg_http1_limits *lim, cg_http1_request *req)
+{
+    if (len < p->scanned) /* a different buffer: start over */
+        cg_http1_parser_init(p);
+    size_t i = p->scanned;
+    while (i < len) {
+        const char *nl = memchr(buf + i, '\n', len - i);
+        if (!nl)
+            break;
+        size_t lf = (size_t)(nl - buf);
+        int cr = lf > p->line_start && buf[lf - 1] == '\r';
+        size_t n = lf - p->line_start - (size_t)cr;
+        long r = check_line(p, n, lim);
+        if (r)
+            return r;
+        if (!cr)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "bare LF as line end");
+        i = lf + 1;
+        if (n == 0 && p->lines > 0) {
+            /* Complete. Reset so the parser is ready for the next head. */
+            cg_http1_parser_init(p);
+            return parse_complete(p, buf, i, lim, req);
+        }
+        if (n == 0 && i / 2 > MAX_EMPTY_LINES)
+            return fail(p, CG_HTTP1_BAD_REQUEST, "too many empty lines before the request line");
+        if (n > 0)
+            p->lines++;
+        p->line_start = i;
+    }
+    p->scanned = len;
+    size_t part = len - p->line_start;
+    if (part > 0) {
+        long r = check_line(p, part - (buf[len - 1] == '\r'), lim);
+        if (r)
+            return r;
+    }
+    return CG_HTTP1_INCOMPLETE;
+}
+
+/* ---- chunked decoder ------------------------------------------------- */
+
+enum {
+    S_SIZE0,   /* first hex digit of a chunk size */
+    S_SIZE,    /* further hex digits */
+    S_BWS,     /* whitespace after the size, before ';' */
+    S_EXT,     /* extensions, ignored up to CR */
+    S_SIZE_LF, /* LF ending the size line */
+    S_DATA,
+    S_DATA_CR,
+    S_DATA_LF,
+    S_TR_START, /* start of a trailer line, or the final CRLF */
+    S_TR_NAME,
+    S_TR_VALUE,
+    S_TR_LF,
+    S_END_LF,
+    S_DONE,
+    S_ERROR,
+};
+
+void cg_http1_chunked_init(cg_http1_chunked *d, const cg_http1_limits *lim)
+{
+    d->state = S_SIZE0;
+    d->remaining = 0;
+    d->line_len = 0;
+    d->trailers = 0;
+    d->lim = *lim;
+    d->error = NULL;
+}
+
+int cg_http1_chunked_decode(cg_http1_chunked *d, const char *buf, size_t len, size_t *consumed,
+                            cg_slice *data)
+{
+    const char *why;
+    size_t i = 0;
+    data->base = buf;
+    data->len = 0;
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        int x;
+        switch (d->state) {
+        case S_SIZE0:
+            if ((x = hexval(c)) < 0) {
+                why = c == '\n' ? "bare LF" : "chunk size is not hex digits";
+                goto error;
+            }
+            d->remaining = (unsigned)x;
+            d->line_len = 1;
+            d->state = S_SIZE;
+            break;
+        case S_SIZE:
+            if ((x = hexval(c)) >= 0) {
+                if (++d->line_len > 16 || d->remaining > (unsigned long long)(INT64_MAX - x) / 16) {
+                    why = "chunk size overflows";
+                    goto error;
+                }
+                d->remaining = d->remaining * 16 + (unsigned)x;
+                break;
+            }
+            d->line_len = 0;
+            if (c == '\r') {
+                d->state = S_SIZE_LF;
+            } else if (c == ';') {
+                d->line_len = 1;
+                d->state = S_EXT;
+            } else if (c == ' ' || c == '\t') {
+                d->line_len = 1;
+                d->state = S_BWS;
+            } else {
+                why = c == '\n' ? "bare LF" : "chunk size is not hex digits";
+                goto error;
+            }
+            break;
+        case S_BWS:
+            if (++d->line_len > MAX_CHUNK_EXT) {
+                why = "chunk extensions too long";
+                goto error;
+            }
+            if (c == ';') {
+                d->state = S_EXT;
+            } else if (c != ' ' && c != '\t') {
+                why = c == '\n' ? "bare LF" : "whitespace after chunk size";
+                goto error;
+            }
+            break;
+        case S_EXT:
+            if (c == '\r') {
+                d->state = S_SIZE_LF;
+                break;
+            }
+            if (++d->line_len > MAX_CHUNK_EXT) {
+                why = "chunk extensions too long";
+                goto error;
+            }
+            if (!IS(c, C_VALUE)) {
+                why = c == '\n' ? "bare LF" : "control character in chunk extension";
+                goto error;
+            }
+            break;
+        case S_SIZE_LF:
+            if (c != '\n') {
+                why = "bare CR";
+                goto error;
+            }
+            d->line_len = 0;
+            if (d->remaining == 0) {
+                d->trailers = 0;
+                d->state = S_TR_START;
+            } else {
+                d->state = S_DATA;
+            }
+            break;
+        case S_DATA: {
+            size_t n = len - i;
+            if (n > d->remaining)
+                n = (size_t)d->remaining;
+            data->base = buf + i;
+            data->len = n;
+            d->remaining -= n;
+            if (d->remaining == 0)
+                d->state = S_DATA_CR;
+            *consumed = i + n;
+            return CG_CHUNKED_DATA;
+        }
+        case S_DATA_CR:
+            if (c != '\r') {
+                why = "chunk data not followed by CRLF";
+                goto error;
+            }
+            d->state = S_DATA_LF;
+            break;
+        case S_DATA_LF:
+            if (c != '\n') {
+                why = "chunk data not followed by CRLF";
+                goto error;
+            }
+            d->state = S_SIZE0;
+            break;
+        case S_TR_START:
+            if (c == '\r') {
+                d->state = S_END_LF;
+                break;
+            }
+            if (!IS(c, C_TOKEN)) {
+                if (c == ' ' || c == '\t')
+                    why = "obs-fold";
+                else if (c == ':')
+                    why = "empty field name";
+                else
+                    why = c == '\n' ? "bare LF" : "field name is not a token";
+                goto error;
+            }
+            if (++d->trailers > d->lim.fields) {
+                why = "too many trailer fields";
+                goto error;
+            }
+            d->line_len = 1;
+            d->state = S_TR_NAME;
+            goto check_len;
+        case S_TR_NAME:
+            if (c == ':') {
+                d->state = S_TR_VALUE;
+            } else if (!IS(c, C_TOKEN)) {
+                if (c == ' ' || c == '\t')
+                    why = "whitespace between field name and colon";
+                else if (c == '\r' || c == '\n')
+                    why = "field line without colon";
+                else
+                    why = "field name is not a token";
+                goto error;
+            }
+            d->line_len++;
+            goto check_len;
+        case S_TR_VALUE:
+            if (c == '\r') {
+                d->state = S_TR_LF;
+                break;
+            }
+            if (!IS(c, C_VALUE)) {
+                why = c == '\n' ? "bare LF" : "control character in field value";
+                goto error;
+            }
+            d->line_len++;
+            goto check_len;
+        case S_TR_LF:
+            if (c != '\n') {
+                why = "bare CR";
+                goto error;
+            }
+            d->state = S_TR_START;
+            break;
+        case S_END_LF:
+            if (c != '\n') {
+                why = "bare CR";
+                goto error;
+            }
+            d->state = S_DONE;
+            *consumed = i + 1;
+            return CG_CHUNKED_DONE;
+        case S_DONE:
+            *consumed = 0;
+            return CG_CHUNKED_DONE;
+        default:
+            *consumed = 0;
+            return CG_CHUNKED_ERROR;
+        }
+        continue;
+    check_len:
+        if (d->line_len > d->lim.field_size) {
+            why = "trailer field line too long";
+            goto error;
+        }
+    }
+    *consumed = i;
+    if (d->state == S_DONE)
+        return CG_CHUNKED_DONE;
+    if (d->state == S_ERROR)
+        return CG_CHUNKED_ERROR;
+    return CG_CHUNKED_MORE;
+error:
+    d->state = S_ERROR;
+    d->error = why;
+    *consumed = i;
+    return CG_CHUNKED_ERROR;
+}
+
+/* ---- response helpers ------------------------------------------------ */
+
+const char *cg_http1_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 102:
+        return "Processing";
+    case 103:
+        return "Early Hints";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 203:
+        return "Non-Authoritative Information";
+    case 204:
+        return "No Content";
+    case 205:
+        return "Reset Content";
+    case 206:
+        return "Partial Content";
+    case 207:
+        return "Multi-Status";
+    case 208:
+        return "Already Reported";
+    case 226:
+        return "IM Used";
+    case 300:
+        return "Multiple Choices";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 305:
+        return "Use Proxy";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 407:
+        return "Proxy Authentication Required";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 418:
+        return "I'm a Teapot";
+    case 421:
+        return "Misdirected Request";
+    case 422:
+        return "Unprocessable Content";
+    case 423:
+        return "Locked";
+    case 424:
+        return "Failed Dependency";
+    case 425:
+        return "Too Early";
+    case 426:
+        return "Upgrade Required";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 451:
+        return "Unavailable For Legal Reasons";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 506:
+        return "Variant Also Negotiates";
+    case 507:
+        return "Insufficient Storage";
+    case 508:
+        return "Loop Detected";
+    case 510:
+        return "Not Extended";
+    case 511:
+        return "Network Authentication Required";
+    default:
+        return "";
+    }
+}
+
+int cg_http1_valid_field(const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    if (name_len == 0)
+        return 0;
+    for (size_t i = 0; i < name_len; i++)
+        if (!IS(name[i], C_TOKEN))
+            return 0;
+    for (size_t i = 0; i < value_len; i++) {
+        char c = value[i];
+        if (c == '\r' || c == '\n' || c == '\0')
+            return 0;
+    }
+    return 1;
+}
+
+int cg_http1_has_token(const char *value, size_t len, const char *token)
+{
+    size_t i = 0;
+    while (i <= len) {
+        size_t j = i;
+        while (j < len && value[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && (value[a] == ' ' || value[a] == '\t'))
+            a++;
+        while (b > a && (value[b - 1] == ' ' || value[b - 1] == '\t'))
+            b--;
+        if (ci_eq(value + a, b - a, token))
+            return 1;
+        i = j + 1;
+    }
+    return 0;
+}
+
+size_t cg_http1_percent_decode(const char *in, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (in[i] == '%' && i + 2 < len && (hi = hexval((unsigned char)in[i + 1])) >= 0 &&
+            (lo = hexval((unsigned char)in[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = in[i];
+        }
+    }
+    return o;
+}
+
+static inline void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+size_t cg_http1_format_date(long long t, char *out)
+{
+    static const char wdays[] = "ThuFriSatSunMonTueWed"; /* 1970-01-01 was a Thursday */
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    /* IMF-fixdate has a four-digit year: clamp to 1970-01-01 .. 9999-12-31. */
+    if (t < 0)
+        t = 0;
+    if (t > 253402300799LL)
+        t = 253402300799LL;
+    long long days = t / 86400;
+    unsigned secs = (unsigned)(t % 86400);
+    /* Civil date from days since the epoch (proleptic Gregorian calendar). */
+    long long z = days + 719468;
+    long long era = z / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned mday = doy - (153 * mp + 2) / 5 + 1;
+    unsigned mon = mp < 10 ? mp + 3 : mp - 9;
+    unsigned year = (unsigned)(yoe + era * 400) + (mon <= 2);
+    memcpy(out, wdays + 3 * (days % 7), 3);
+    out[3] = ',';
+    out[4] = ' ';
+    put2(out + 5, mday);
+    out[7] = ' ';
+    memcpy(out + 8, months + 3 * (mon - 1), 3);
+    out[11] = ' ';
+    put2(out + 12, year / 100);
+    put2(out + 14, year % 100);
+    out[16] = ' ';
+    put2(out + 17, secs / 3600);
+    out[19] = ':';
+    put2(out + 20, secs / 60 % 60);
+    out[22] = ':';
+    put2(out + 23, secs % 60);
+    memcpy(out + 25, " GMT", 5); /* with the terminating NUL */
+    return 29;
+}
