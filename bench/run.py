@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Benchmark casgi against uvicorn, granian, hypercorn and nginx; write BENCHMARKS.md.
+
+    python bench/run.py [--scenario NAME ...] [--servers casgi,uvicorn,...]
+                        [--duration S] [--runs N] [--quick] [--no-install]
+
+Every server runs the same app file, pinned (all its threads and child
+processes) to one CPU; wrk runs on another. For each scenario all servers are
+started, each is warmed up, then runs alternate between servers (A B C A B C
+...) so slow drifts of the machine hit every server alike. Reported numbers are
+medians over the runs; ratios between two servers are medians of the per-round
+ratios. Load goes to 127.0.0.1 only.
+
+The peers are installed from PyPI into .bench-venv (created when missing),
+casgi from this repository; wrk and nginx from Debian when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import idle
+import procstat
+import report
+import servers
+import wrk
+from scenarios import BY_NAME, SCENARIOS, Scenario
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+VENV = os.path.join(ROOT, ".bench-venv")
+VENV_BIN = os.path.join(VENV, "bin")
+VENV_PY = os.path.join(VENV_BIN, "python")
+RESULTS_JSON = os.path.join(ROOT, "docs", "bench", "results.json")
+CHARTS_DIR = os.path.join(ROOT, "docs", "bench")
+REPORT_MD = os.path.join(ROOT, "BENCHMARKS.md")
+
+PEER_PACKAGES = ["uvicorn[standard]", "granian", "hypercorn", "uvloop", "fastapi", "matplotlib"]
+BUILD_PACKAGES = ["meson-python", "meson", "ninja"]
+VERSIONED = ["casgi", "uvicorn", "httptools", "uvloop", "granian", "hypercorn", "starlette",
+             "fastapi", "pydantic"]
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_system_tools() -> None:
+    """wrk and nginx from Debian, installed when missing."""
+    if shutil.which("wrk") and os.path.exists(servers.NGINX) and shutil.which("taskset"):
+        return
+    log("installing wrk and nginx-light with apt-get")
+    if subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"]).returncode != 0:
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"], check=True)
+
+
+def pip(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([VENV_PY, "-m", "pip", "install", "-q", *arguments],
+                          capture_output=True, text=True)
+
+
+def ensure_venv(install: bool, with_casgi: bool) -> str | None:
+    """Creates .bench-venv with the peers and (re)installs casgi from this tree.
+
+    Returns None when casgi is installed, or a one-line reason why it is not.
+    """
+    if not os.path.exists(VENV_PY):
+        log(f"creating {VENV}")
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        install = True
+    if not install:
+        if not with_casgi or _importable("casgi"):
+            return None
+        return "casgi is not installed in .bench-venv (run without --no-install)"
+    log("installing the peers: " + " ".join(PEER_PACKAGES))
+    result = pip(*PEER_PACKAGES, *BUILD_PACKAGES)
+    if result.returncode != 0:
+        sys.exit("pip failed installing the peers:\n" + result.stderr)
+    if not with_casgi:
+        return None
+    log("building and installing casgi from " + ROOT)
+    result = pip("--no-build-isolation", "--force-reinstall", "--no-deps", ROOT)
+    if result.returncode != 0:
+        lines = [l for l in (result.stderr or result.stdout).splitlines() if l.strip()]
+        return "build failed: " + (lines[-1] if lines else "pip install returned an error")
+    return None
+
+
+def _importable(module: str) -> bool:
+    return subprocess.run([VENV_PY, "-c", f"import {module}"],
+                          capture_output=True).returncode == 0
+
+
+def package_versions() -> dict:
+    code = (
+        "import importlib.metadata as m, json\n"
+        f"names = {VERSIONED!r}\n"
+        "out = {}\n"
+        "for n in names:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: out[n] = None\n"
+        "print(json.dumps(out))\n"
+    )
+    versions = json.loads(subprocess.run([VENV_PY, "-c", code], capture_output=True, text=True,
+                                         check=True).stdout)
+    nginx = subprocess.run([servers.NGINX, "-v"], capture_output=True, text=True)
+    versions["nginx"] = nginx.stderr.strip().split("/")[-1] if nginx.returncode == 0 else None
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    versions["wrk"] = (wrk_v.stdout + wrk_v.stderr).split("\n")[0].split(" [")[0].removeprefix("wrk ")
+    return versions
+
+
+def machine_info() -> dict:
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    python = subprocess.run([VENV_PY, "-c", "import sys; print(sys.version.split()[0])"],
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": python,
+    }
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def git_revision() -> str:
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "-uno"],
+                           capture_output=True, text=True).stdout.strip()
+    return rev + (" (with uncommitted changes)" if dirty else "")
+
+
+# ---------------------------------------------------------------- servers
+
+
+class StartError(Exception):
+    pass
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    argv: list
+    proc: subprocess.Popen
+    log_path: str
+
+    def pids(self) -> list:
+        return procstat.process_tree(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                tail = [l.rstrip() for l in f.readlines() if l.strip()][-lines:]
+        except OSError:
+            return ""
+        return " / ".join(tail)
+
+    def stop(self) -> None:
+        """Stops the process group this harness started for the server."""
+        if self.alive():
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_for(name: str, scenario: Scenario, port, workdir: str) -> servers.Launch:
+    launcher = servers.LAUNCHERS[name]
+    if name == "nginx":
+        return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive,
+                        workdir=workdir)
+    return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive)
+
+
+def display_command(name: str, scenario: Scenario) -> str:
+    launch = launch_for(name, scenario, "PORT", "$TMPDIR")
+    argv = [os.path.relpath(a, ROOT) if a.startswith(VENV) else a for a in launch.argv]
+    return f"taskset -c {{cpu}} {' '.join(argv)}"
+
+
+def start_server(name: str, scenario: Scenario, cpu: int, workdir: str) -> Server:
+    port = free_port()
+    server_dir = os.path.join(workdir, name)
+    os.makedirs(server_dir, exist_ok=True)
+    launch = launch_for(name, scenario, port, server_dir)
+    for path, text in launch.files.items():
+        with open(path, "w") as f:
+            f.write(text)
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+               VIRTUAL_ENV=VENV, PYTHONUNBUFFERED="1")
+    log_path = os.path.join(server_dir, "server.log")
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(["taskset", "-c", str(cpu), *launch.argv], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(name, port, launch.argv, proc, log_path)
+    try:
+        wait_ready(server, scenario)
+    except StartError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_ready(server: Server, scenario: Scenario) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise StartError(f"exited with status {server.proc.returncode}: {server.log_tail()}")
+        try:
+            status, body = request_once(server.port, scenario)
+        except OSError as exc:
+            last_error = str(exc) or type(exc).__name__
+            time.sleep(0.2)
+            continue
+        if status != 200:
+            raise StartError(f"answered {status} to {scenario.method} {scenario.path}")
+        if scenario.expect is not None and body != scenario.expect:
+            raise StartError(f"wrong body ({len(body)} bytes: {body[:40]!r})")
+        return
+    raise StartError(f"not answering after {START_TIMEOUT:g} s ({last_error}): {server.log_tail()}")
+
+
+def request_once(port: int, scenario: Scenario):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Content-Type": scenario.content_type} if scenario.content_type else {}
+        conn.request(scenario.method, scenario.path, body=scenario.body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def measure_wrk(server: Server, argv: list, duration: float) -> dict:
+    pids = server.pids()
+    cpu_before = procstat.cpu_seconds(pids)
+    result = wrk.run(argv, duration)
+    cpu = procstat.cpu_seconds(pids) - cpu_before
+    return {
+        "rps": result.rps,
+        "requests": result.requests,
+        "seconds": result.seconds,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "errors": result.errors,
+        "cpu_s": round(cpu, 3),
+        "cpu_per_100k": round(cpu / result.requests * 100_000, 4) if result.requests else None,
+        "cpu_use": round(cpu / result.seconds, 3) if result.seconds else None,
+    }
+
+
+def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int) -> list:
+    url = f"http://127.0.0.1:{port}{scenario.path}"
+    return wrk.command(url, scenario.connections, duration, script, cpu)
+
+
+def write_script(scenario: Scenario, workdir: str) -> str | None:
+    text = wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
+                          scenario.pipeline)
+    if not text:
+        return None
+    path = os.path.join(workdir, f"{scenario.name}.lua")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
+    script = write_script(scenario, args.workdir)
+    for name, entry in running.items():
+        server = entry["server"]
+        log(f"  warm-up {name} ({args.warmup:g} s)")
+        try:
+            wrk.run(wrk_argv(scenario, server.port, script, args.warmup, args.client_cpu),
+                    args.warmup)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            entry["failure"] = f"warm-up failed: {exc}"
+    for round_no in range(1, args.runs + 1):
+        for name, entry in running.items():
+            if "failure" in entry:
+                continue
+            server = entry["server"]
+            argv = wrk_argv(scenario, server.port, script, args.duration, args.client_cpu)
+            try:
+                run = measure_wrk(server, argv, args.duration)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                entry["failure"] = f"run {round_no} failed: {exc}"
+                continue
+            if not server.alive():
+                entry["failure"] = f"died during run {round_no}: {server.log_tail()}"
+                continue
+            entry["runs"].append(run)
+            log(f"  round {round_no} {name}: {run['rps']:.0f} req/s, p99 {run['p99_ms']:.2f} ms"
+                + (f", {run['errors']} errors" if run["errors"] else ""))
+
+
+def run_idle_scenario(scenario: Scenario, running: dict, args) -> None:
+    count = idle_count(scenario, args)
+    for round_no in range(1, args.runs + 1):
+        for name, entry in running.items():
+            if "failure" in entry:
+                continue
+            server = entry["server"]
+            pids = server.pids()
+            before = procstat.rss_kib(pids)
+            cpu_before = procstat.cpu_seconds(pids)
+
+            def measure(opened: int, failures: list) -> dict:
+                after = procstat.rss_kib(pids)
+                return {
+                    "opened": opened,
+                    "failed": len(failures),
+                    "first_failure": repr(failures[0]) if failures else None,
+                    "rss_before_kib": before,
+                    "rss_after_kib": after,
+                    "kib_per_connection": round((after - before) / opened, 3) if opened else None,
+                    "cpu_s": round(procstat.cpu_seconds(pids) - cpu_before, 3),
+                }
+
+            try:
+                run = idle.hold_connections(server.port, count, scenario.path,
+                                            scenario.expect or b"", measure)
+            except OSError as exc:
+                entry["failure"] = f"round {round_no}: {exc}"
+                continue
+            entry["runs"].append(run)
+            log(f"  round {round_no} {name}: {run['opened']} open, "
+                f"{run['kib_per_connection']} KiB each"
+                + (f", {run['failed']} failed" if run["failed"] else ""))
+            time.sleep(1.0)  # let the server close its side before the next round
+
+
+def idle_count(scenario: Scenario, args) -> int:
+    return min(scenario.idle_connections, 1000) if args.quick else scenario.idle_connections
+
+
+def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
+    rows = {}
+    for name in scenario.servers:
+        if name in skipped:
+            rows[name] = {"status": skipped[name], "runs": []}
+            continue
+        if name not in running:
+            continue
+        entry = running[name]
+        runs = entry["runs"]
+        row = {"status": entry.get("failure", "ok") if not runs else "ok", "runs": runs,
+               "note": entry.get("failure"), "peak_rss_kib": entry.get("peak_rss_kib")}
+        if runs and scenario.kind == "wrk":
+            row["median"] = {key: median([r[key] for r in runs])
+                             for key in ("rps", "p50_ms", "p99_ms", "cpu_per_100k", "cpu_use",
+                                         "errors")}
+        elif runs:
+            row["median"] = {key: median([r[key] for r in runs])
+                             for key in ("opened", "rss_before_kib", "rss_after_kib",
+                                         "kib_per_connection")}
+        rows[name] = row
+    if scenario.kind == "wrk":
+        for name, row in rows.items():
+            row["ratios"] = {peer: pairwise_ratio(row, rows.get(peer))
+                             for peer in ("uvicorn", "granian")}
+    return rows
+
+
+def pairwise_ratio(row: dict, peer_row: dict | None) -> float | None:
+    """Median over rounds of this server's req/s divided by the peer's in the same round."""
+    if not peer_row or not row.get("runs") or not peer_row.get("runs"):
+        return None
+    pairs = zip(row["runs"], peer_row["runs"])
+    return median([a["rps"] / b["rps"] for a, b in pairs if b["rps"]])
+
+
+def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) -> dict:
+    log(f"scenario {scenario.name}: {scenario.title}")
+    skipped, running = {}, {}
+    commands = {name: display_command(name, scenario) for name in names
+                if name in scenario.servers}
+    missing = [m for m in scenario.requires if not _importable(m)]
+    for name in [n for n in names if n in scenario.servers]:
+        if missing:
+            skipped[name] = "skipped: " + ", ".join(missing) + " not installed"
+        elif name == "casgi" and casgi_note:
+            skipped[name] = "not run: " + casgi_note
+        else:
+            try:
+                server = start_server(name, scenario, args.server_cpu, args.workdir)
+            except StartError as exc:
+                skipped[name] = f"failed to start: {exc}"
+                log(f"  {name} {skipped[name]}")
+                continue
+            running[name] = {"server": server, "runs": []}
+    try:
+        if scenario.kind == "idle":
+            run_idle_scenario(scenario, running, args)
+        else:
+            run_wrk_scenario(scenario, running, args)
+    finally:
+        for entry in running.values():
+            entry["peak_rss_kib"] = procstat.peak_rss_kib(entry["server"].pids())
+            entry["server"].stop()
+    script = "SCRIPT.lua" if wrk.lua_script(scenario.method, scenario.body,
+                                            scenario.content_type, scenario.pipeline) else None
+    return {
+        "name": scenario.name,
+        "title": scenario.title,
+        "kind": scenario.kind,
+        "app": scenario.app,
+        "loop": scenario.loop,
+        "notes": scenario.notes,
+        "connections": scenario.connections,
+        "idle_connections": idle_count(scenario, args),
+        "wrk_command": " ".join(wrk_argv(scenario, "PORT", script, args.duration,
+                                         args.client_cpu)) if scenario.kind == "wrk" else None,
+        "wrk_script": wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
+                                     scenario.pipeline) or None,
+        "commands": {n: c.replace("{cpu}", str(args.server_cpu)) for n, c in commands.items()},
+        "servers": summarise(scenario, running, skipped),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", action="append", choices=list(BY_NAME), metavar="NAME",
+                   help="scenario to run (repeatable; default all): " + ", ".join(BY_NAME))
+    p.add_argument("--servers", default=",".join(servers.ALL),
+                   help="comma-separated servers (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    p.add_argument("--runs", type=int, default=3, help="runs per server (default 3)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 3 s runs, 1 round, 1 s warm-up, 1,000 idle connections")
+    p.add_argument("--no-install", action="store_true",
+                   help="use .bench-venv as it is (no pip install, no rebuild of casgi)")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
+    p.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
+    p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.runs, args.warmup = 3.0, 1, 1.0
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in servers.LAUNCHERS]
+    if unknown:
+        p.error("unknown server(s): " + ", ".join(unknown))
+    args.server_names = names
+    args.scenarios = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command_line = "python bench/run.py" + "".join(
+        " " + a for a in (sys.argv[1:] if argv is None else argv))
+    if os.cpu_count() and os.cpu_count() < 2:
+        sys.exit("needs two CPUs: one for the servers, one for wrk")
+    ensure_system_tools()
+    casgi_note = ensure_venv(install=not args.no_install,
+                             with_casgi="casgi" in args.server_names)
+    if casgi_note:
+        log(f"casgi will not be run: {casgi_note}")
+    os.sched_setaffinity(0, {args.client_cpu})
+    results = {
+        "command": command_line,
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "revision": git_revision(),
+        "duration": args.duration,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "server_cpu": args.server_cpu,
+        "client_cpu": args.client_cpu,
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "scenarios": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="casgi-bench-") as workdir:
+        args.workdir = workdir
+        for scenario in args.scenarios:
+            results["scenarios"].append(run_scenario(scenario, args.server_names, casgi_note,
+                                                     args))
+    os.makedirs(CHARTS_DIR, exist_ok=True)
+    with open(RESULTS_JSON, "w") as f:
+        json.dump(results, f, indent=1)
+    charts = make_charts()
+    with open(args.output, "w") as f:
+        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(args.output))))
+    log(f"wrote {os.path.relpath(args.output)}, {os.path.relpath(RESULTS_JSON)} and "
+        f"{len(charts)} charts")
+    return 0
+
+
+def make_charts() -> list:
+    """Draws the PNG charts with matplotlib from the bench venv; returns their paths."""
+    proc = subprocess.run([VENV_PY, os.path.join(BENCH, "charts.py"), RESULTS_JSON, CHARTS_DIR],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        log("charts failed: " + (lines[-1] if lines else f"status {proc.returncode}"))
+        return []
+    return [line for line in proc.stdout.splitlines() if line.endswith(".png")]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

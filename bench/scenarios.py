@@ -1,0 +1,73 @@
+"""The benchmark scenarios. Adding one is adding an entry to SCENARIOS.
+
+A wrk scenario drives one URL with `wrk -t1 -c<connections>`; an idle
+scenario opens many keep-alive connections and measures the memory they cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PEERS = ("casgi", "uvicorn", "granian", "hypercorn")
+WITH_NGINX = PEERS + ("nginx",)
+
+PLAINTEXT = "bench.apps.plaintext:app"
+HELLO = b"Hello, world!"
+ECHO_BODY = b"x" * 10240
+FASTAPI_BODY = json.dumps({"name": "widget", "price": 9.99, "tags": ["a", "b"]}).encode()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    app: str
+    path: str = "/"
+    loop: str = "uvloop"
+    connections: int = 64
+    method: str = "GET"
+    body: bytes = b""
+    content_type: str = ""
+    pipeline: int = 1
+    servers: tuple = PEERS
+    expect: bytes | None = None  # exact body the readiness check must see
+    requires: tuple = ()  # modules the bench venv must import for this app
+    kind: str = "wrk"  # "wrk" or "idle"
+    idle_connections: int = 0
+    keep_alive: float | None = None  # keep-alive timeout to ask of servers that have one
+    notes: str = ""
+
+
+SCENARIOS = [
+    Scenario("plaintext", "Plaintext 13 B, 64 connections, uvloop", PLAINTEXT,
+             servers=WITH_NGINX, expect=HELLO),
+    Scenario("plaintext-asyncio", "Plaintext 13 B, 64 connections, asyncio loop", PLAINTEXT,
+             loop="asyncio", expect=HELLO,
+             notes="Every Python server on the standard library's asyncio loop."),
+    Scenario("json", "JSON (json.dumps of a small dict), 64 connections, uvloop",
+             "bench.apps.json_app:app"),
+    Scenario("echo-10k", "POST echo of a 10 KiB body, 64 connections, uvloop",
+             "bench.apps.echo:app", method="POST", body=ECHO_BODY,
+             content_type="application/octet-stream", expect=ECHO_BODY),
+    Scenario("plaintext-c1", "Plaintext 13 B, 1 connection, uvloop", PLAINTEXT,
+             connections=1, servers=WITH_NGINX, expect=HELLO),
+    Scenario("plaintext-c512", "Plaintext 13 B, 512 connections, uvloop", PLAINTEXT,
+             connections=512, servers=WITH_NGINX, expect=HELLO),
+    Scenario("pipelined", "Plaintext 13 B pipelined 16 deep, 64 connections, uvloop", PLAINTEXT,
+             pipeline=16, servers=WITH_NGINX, expect=HELLO),
+    Scenario("stream-1m", "1 MiB response streamed in 64 KiB chunks, 64 connections, uvloop",
+             "bench.apps.stream:app"),
+    Scenario("starlette", "Starlette route with a path parameter, JSON answer, uvloop",
+             "bench.apps.starlette_app:app", path="/items/42", requires=("starlette",)),
+    Scenario("fastapi", "FastAPI route validating a JSON body with pydantic, uvloop",
+             "bench.apps.fastapi_app:app", path="/items", method="POST", body=FASTAPI_BODY,
+             content_type="application/json", requires=("fastapi",)),
+    Scenario("idle-10k", "10,000 idle keep-alive connections: memory per connection",
+             PLAINTEXT, kind="idle", idle_connections=10000, servers=WITH_NGINX,
+             expect=HELLO, keep_alive=120,
+             notes="Each connection sends one request, reads the answer, then stays open. "
+                   "Servers with a keep-alive timeout are given 120 s."),
+]
+
+BY_NAME = {s.name: s for s in SCENARIOS}
