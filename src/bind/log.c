@@ -1,1 +1,585 @@
+/* Logging through Python's `logging` module: setup from the configuration,
+ * and the calls the server makes (messages, exceptions, access lines). */
 #include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "options.h"
+
+/* Python levels by enum cg_log_level. */
+static const int level_values[] = {CG_CRITICAL, CG_ERROR, CG_WARNING, CG_INFO, CG_DEBUG, CG_TRACE};
+
+/* ---- errors during setup ---- */
+
+/* Prints "Error: <prefix>: <Type>: <message>" for the current exception, on
+ * one line, to stderr, and clears the exception. */
+static void print_exc_line(const char *prefix)
+{
+    PyObject *t, *v, *tb, *text = NULL;
+    const char *s = NULL;
+
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v)
+        text = PyUnicode_FromFormat("%s: %S", Py_TYPE(v)->tp_name, v);
+    if (text)
+        s = PyUnicode_AsUTF8(text);
+    if (!s) {
+        PyErr_Clear();
+        s = "unknown error";
+    }
+    fflush(stdout);
+    fprintf(stderr, "Error: %s: ", prefix);
+    /* One line whatever the exception's text holds. */
+    for (; *s; s++)
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+    fputc('\n', stderr);
+    fflush(stderr);
+    Py_XDECREF(text);
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+/* Reads a whole file as str (UTF-8). NULL with no exception set and a
+ * printed error when the file cannot be read. */
+static PyObject *read_text(const char *path, const char *what)
+{
+    FILE *f = fopen(path, "rb");
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    PyObject *text = NULL;
+
+    if (!f) {
+        fprintf(stderr, "Error: cannot read %s '%s': %s\n", what, path, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        size_t got;
+        if (len == cap) {
+            char *bigger = PyMem_Realloc(data, cap ? cap * 2 : 4096);
+            if (!bigger) {
+                PyErr_NoMemory();
+                goto out;
+            }
+            data = bigger;
+            cap = cap ? cap * 2 : 4096;
+        }
+        got = fread(data + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "Error: cannot read %s '%s': %s\n", what, path, strerror(errno));
+        goto out;
+    }
+    text = PyUnicode_DecodeUTF8(data ? data : "", (Py_ssize_t)len, "strict");
+out:
+    if (!text && PyErr_Occurred()) {
+        char prefix[600];
+        snprintf(prefix, sizeof(prefix), "cannot read %s '%s'", what, path);
+        print_exc_line(prefix);
+    }
+    PyMem_Free(data);
+    fclose(f);
+    return text;
+}
+
+/* formatters[name]["use_colors"] = value, when that formatter is a dict. */
+static int set_use_colors(PyObject *formatters, const char *name, int value)
+{
+    PyObject *fmt;
+    if (!formatters || !PyDict_Check(formatters))
+        return 0;
+    fmt = PyDict_GetItemString(formatters, name); /* borrowed */
+    if (!fmt || !PyDict_Check(fmt))
+        return 0;
+    return PyDict_SetItemString(fmt, "use_colors", value ? Py_True : Py_False);
+}
+
+static int stream_isatty(const char *name)
+{
+    PyObject *stream = PySys_GetObject(name); /* borrowed */
+    PyObject *r;
+    int tty;
+    if (!stream || stream == Py_None)
+        return 0;
+    r = PyObject_CallMethod(stream, "isatty", NULL);
+    if (!r) {
+        PyErr_Clear();
+        return 0;
+    }
+    tty = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (tty < 0) {
+        PyErr_Clear();
+        tty = 0;
+    }
+    return tty;
+}
+
+/* --log-config as a dictConfig file (JSON or YAML). */
+static int load_dict_config(PyObject *logging_config, const cg_config *cfg, int yaml)
+{
+    PyObject *text = NULL, *parser = NULL, *conf = NULL, *r = NULL;
+    int rc = -1;
+    char prefix[600];
+
+    text = read_text(cfg->log_config, "log config");
+    if (!text)
+        return -1;
+    snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
+    if (yaml) {
+        parser = PyImport_ImportModule("yaml");
+        if (!parser) {
+            if (PyErr_ExceptionMatches(PyExc_ImportError)) {
+                PyErr_Clear();
+                fprintf(stderr,
+                        "Error: log config '%s' is YAML, but PyYAML is not installed "
+                        "(pip install pyyaml)\n",
+                        cfg->log_config);
+                goto done;
+            }
+            goto failed;
+        }
+        conf = PyObject_CallMethod(parser, "safe_load", "O", text);
+    } else {
+        parser = PyImport_ImportModule("json");
+        if (!parser)
+            goto failed;
+        conf = PyObject_CallMethod(parser, "loads", "O", text);
+    }
+    if (!conf)
+        goto failed;
+    if (!PyDict_Check(conf)) {
+        fprintf(stderr, "Error: invalid log config '%s': the top level is not a mapping\n",
+                cfg->log_config);
+        goto done;
+    }
+    if (cfg->use_colors >= 0) {
+        PyObject *formatters = PyDict_GetItemString(conf, "formatters"); /* borrowed */
+        if (set_use_colors(formatters, "default", cfg->use_colors) < 0 ||
+            set_use_colors(formatters, "access", cfg->use_colors) < 0)
+            goto failed;
+    }
+    r = PyObject_CallMethod(logging_config, "dictConfig", "O", conf);
+    if (!r)
+        goto failed;
+    rc = 0;
+    goto done;
+failed:
+    print_exc_line(prefix);
+done:
+    Py_XDECREF(r);
+    Py_XDECREF(conf);
+    Py_XDECREF(parser);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* --log-config as an INI file for logging.config.fileConfig. */
+static int load_file_config(PyObject *logging_config, const cg_config *cfg)
+{
+    PyObject *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
+    FILE *f = fopen(cfg->log_config, "rb");
+    char prefix[600];
+
+    if (!f) {
+        fprintf(stderr, "Error: cannot read log config '%s': %s\n", cfg->log_config,
+                strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    meth = PyObject_GetAttrString(logging_config, "fileConfig");
+    if (!meth)
+        goto failed;
+    args = Py_BuildValue("(s)", cfg->log_config);
+    kwargs = Py_BuildValue("{s:O}", "disable_existing_loggers", Py_False);
+    if (!args || !kwargs)
+        goto failed;
+    r = PyObject_Call(meth, args, kwargs);
+    if (!r)
+        goto failed;
+    Py_DECREF(r);
+    Py_DECREF(kwargs);
+    Py_DECREF(args);
+    Py_DECREF(meth);
+    return 0;
+failed:
+    snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
+    print_exc_line(prefix);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(meth);
+    return -1;
+}
+
+/* casgi.logging.LOGGING_CONFIG with use_colors resolved: explicit, or each
+ * formatter coloured when its stream is a terminal. */
+static int load_default_config(PyObject *logging_config, const cg_config *cfg)
+{
+    PyObject *mod = NULL, *base = NULL, *copy_mod = NULL, *conf = NULL, *r = NULL;
+    PyObject *formatters;
+    int rc = -1;
+    int err_colors = cfg->use_colors >= 0 ? cfg->use_colors : stream_isatty("stderr");
+    int out_colors = cfg->use_colors >= 0 ? cfg->use_colors : stream_isatty("stdout");
+
+    mod = PyImport_ImportModule("casgi.logging");
+    if (!mod)
+        goto failed;
+    base = PyObject_GetAttrString(mod, "LOGGING_CONFIG");
+    copy_mod = PyImport_ImportModule("copy");
+    if (!base || !copy_mod)
+        goto failed;
+    conf = PyObject_CallMethod(copy_mod, "deepcopy", "O", base);
+    if (!conf)
+        goto failed;
+    formatters = PyDict_Check(conf) ? PyDict_GetItemString(conf, "formatters") : NULL;
+    if (set_use_colors(formatters, "default", err_colors) < 0 ||
+        set_use_colors(formatters, "access", out_colors) < 0)
+        goto failed;
+    r = PyObject_CallMethod(logging_config, "dictConfig", "O", conf);
+    if (!r)
+        goto failed;
+    rc = 0;
+    goto done;
+failed:
+    print_exc_line("cannot configure logging");
+done:
+    Py_XDECREF(r);
+    Py_XDECREF(conf);
+    Py_XDECREF(copy_mod);
+    Py_XDECREF(base);
+    Py_XDECREF(mod);
+    return rc;
+}
+
+static PyObject *get_logger(PyObject *logging, const char *name)
+{
+    return PyObject_CallMethod(logging, "getLogger", "s", name);
+}
+
+static int set_level(PyObject *logging, const char *name, int level)
+{
+    PyObject *logger = get_logger(logging, name), *r;
+    if (!logger)
+        return -1;
+    r = PyObject_CallMethod(logger, "setLevel", "i", level);
+    Py_DECREF(logger);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Bool-returning method call; -1 on error. */
+static int call_bool(PyObject *obj, const char *meth, int arg)
+{
+    PyObject *r = PyObject_CallMethod(obj, meth, "i", arg);
+    int v;
+    if (!r)
+        return -1;
+    v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static int intern_cached(PyObject **slot, const char *text)
+{
+    if (!*slot)
+        *slot = PyUnicode_InternFromString(text);
+    return *slot ? 0 : -1;
+}
+
+int cg_log_setup(cg_log_state *st, const cg_config *cfg)
+{
+    PyObject *logging = NULL, *logging_config = NULL, *r = NULL;
+    PyObject *error_logger = NULL, *access_logger = NULL, *lvl = NULL;
+    int level = CG_INFO, enabled, rc = -1;
+
+    if (intern_cached(&st->s_info, "info") < 0 ||
+        intern_cached(&st->access_fmt, "%s - \"%s %s HTTP/%s\" %d") < 0 ||
+        intern_cached(&st->v1_0, "1.0") < 0 || intern_cached(&st->v1_1, "1.1") < 0)
+        goto failed;
+    if (cfg->log_level >= 0 && cfg->log_level <= CG_LOG_TRACE)
+        level = level_values[cfg->log_level];
+
+    logging = PyImport_ImportModule("logging");
+    logging_config = logging ? PyImport_ImportModule("logging.config") : NULL;
+    if (!logging_config)
+        goto failed;
+    r = PyObject_CallMethod(logging, "addLevelName", "is", CG_TRACE, "TRACE");
+    if (!r)
+        goto failed;
+    Py_CLEAR(r);
+
+    if (cfg->log_config) {
+        const char *p = cfg->log_config;
+        int yaml = ends_with(p, ".yaml") || ends_with(p, ".yml");
+        int loaded = yaml || ends_with(p, ".json") ? load_dict_config(logging_config, cfg, yaml)
+                                                   : load_file_config(logging_config, cfg);
+        if (loaded < 0)
+            goto done;
+    } else if (load_default_config(logging_config, cfg) < 0) {
+        goto done;
+    }
+
+    if (set_level(logging, "casgi", level) < 0 || set_level(logging, "casgi.error", level) < 0 ||
+        set_level(logging, "casgi.access", cfg->access_log ? level : CG_CRITICAL + 1) < 0)
+        goto failed;
+
+    error_logger = get_logger(logging, "casgi.error");
+    access_logger = error_logger ? get_logger(logging, "casgi.access") : NULL;
+    if (!access_logger)
+        goto failed;
+    lvl = PyObject_CallMethod(error_logger, "getEffectiveLevel", NULL);
+    if (!lvl)
+        goto failed;
+    {
+        long lv = PyLong_AsLong(lvl);
+        int disabled;
+        PyObject *d;
+        if (lv == -1 && PyErr_Occurred())
+            goto failed;
+        /* A logger a dictConfig disabled logs nothing whatever its level. */
+        d = PyObject_GetAttrString(error_logger, "disabled");
+        disabled = d ? PyObject_IsTrue(d) : -1;
+        Py_XDECREF(d);
+        if (disabled < 0)
+            goto failed;
+        level = disabled || lv > INT_MAX ? INT_MAX : (int)lv;
+    }
+    enabled = cfg->access_log ? call_bool(access_logger, "isEnabledFor", CG_INFO) : 0;
+    if (enabled < 0)
+        goto failed;
+
+    Py_XSETREF(st->error_logger, error_logger);
+    Py_XSETREF(st->access_logger, access_logger);
+    error_logger = access_logger = NULL;
+    st->error_level = level;
+    st->access_enabled = enabled;
+    rc = 0;
+    goto done;
+failed:
+    print_exc_line("cannot configure logging");
+done:
+    Py_XDECREF(lvl);
+    Py_XDECREF(access_logger);
+    Py_XDECREF(error_logger);
+    Py_XDECREF(r);
+    Py_XDECREF(logging_config);
+    Py_XDECREF(logging);
+    return rc;
+}
+
+void cg_log_clear(cg_log_state *st)
+{
+    Py_CLEAR(st->error_logger);
+    Py_CLEAR(st->access_logger);
+    Py_CLEAR(st->s_info);
+    Py_CLEAR(st->access_fmt);
+    Py_CLEAR(st->v1_0);
+    Py_CLEAR(st->v1_1);
+    st->access_enabled = 0;
+    st->error_level = 0;
+}
+
+int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->error_logger);
+    Py_VISIT(st->access_logger);
+    Py_VISIT(st->s_info);
+    Py_VISIT(st->access_fmt);
+    Py_VISIT(st->v1_0);
+    Py_VISIT(st->v1_1);
+    return 0;
+}
+
+/* ---- messages ---- */
+
+static const char *level_name(int level)
+{
+    if (level >= CG_CRITICAL)
+        return "CRITICAL";
+    if (level >= CG_ERROR)
+        return "ERROR";
+    if (level >= CG_WARNING)
+        return "WARNING";
+    if (level >= CG_INFO)
+        return "INFO";
+    if (level >= CG_DEBUG)
+        return "DEBUG";
+    return "TRACE";
+}
+
+/* Before cg_log_setup (or after cg_log_clear) messages still reach stderr. */
+static void fallback_write(int level, PyObject *msg)
+{
+    const char *s = PyUnicode_AsUTF8(msg);
+    const char *name = level_name(level);
+    if (!s) {
+        PyErr_Clear();
+        return;
+    }
+    fflush(stdout);
+    fprintf(stderr, "%s:%*s %s\n", name, (int)(8 - strlen(name)), "", s);
+    fflush(stderr);
+}
+
+void cg_log(cg_log_state *st, int level, const char *fmt, ...)
+{
+    PyObject *t, *v, *tb, *msg, *r = NULL;
+    va_list ap;
+
+    if (level < st->error_level || (!st->error_logger && level < CG_INFO))
+        return;
+    PyErr_Fetch(&t, &v, &tb);
+    va_start(ap, fmt);
+    msg = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (msg) {
+        if (st->error_logger) {
+            /* No args: logging leaves a '%' in msg alone. */
+            r = PyObject_CallMethod(st->error_logger, "log", "iO", level, msg);
+            Py_XDECREF(r);
+        } else {
+            fallback_write(level, msg);
+        }
+        Py_DECREF(msg);
+    }
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}
+
+void cg_log_exception(cg_log_state *st, const char *msg)
+{
+    PyObject *t, *v, *tb, *text = NULL, *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
+
+    PyErr_Fetch(&t, &v, &tb);
+    if (!t) {
+        cg_log(st, CG_ERROR, "%s", msg);
+        return;
+    }
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v && tb)
+        PyException_SetTraceback(v, tb);
+    if (CG_ERROR < st->error_level)
+        goto done;
+    text = PyUnicode_FromString(msg);
+    if (st->error_logger && text && v) {
+        meth = PyObject_GetAttrString(st->error_logger, "error");
+        args = PyTuple_Pack(1, text);
+        kwargs = Py_BuildValue("{s:O}", "exc_info", v);
+        if (meth && args && kwargs)
+            r = PyObject_Call(meth, args, kwargs);
+        if (r)
+            goto done;
+        PyErr_Clear();
+    }
+    /* No logger, or it failed: still show the message and the traceback. */
+    if (text)
+        fallback_write(CG_ERROR, text);
+    PyErr_Clear();
+    if (t)
+        PyErr_Display(t, v, tb);
+done:
+    PyErr_Clear();
+    Py_XDECREF(r);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(meth);
+    Py_XDECREF(text);
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+}
+
+/* ---- access lines ---- */
+
+static inline int printable(unsigned char ch)
+{
+    return ch >= 0x20 && ch < 0x7f;
+}
+
+static size_t escaped_len(cg_slice s)
+{
+    size_t n = s.len;
+    for (size_t i = 0; i < s.len; i++)
+        if (!printable((unsigned char)s.base[i]))
+            n += 3;
+    return n;
+}
+
+static Py_UCS1 *escape_into(Py_UCS1 *out, cg_slice s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.base[i];
+        if (printable(ch)) {
+            *out++ = ch;
+        } else {
+            *out++ = '\\';
+            *out++ = 'x';
+            *out++ = (Py_UCS1)hex[ch >> 4];
+            *out++ = (Py_UCS1)hex[ch & 15];
+        }
+    }
+    return out;
+}
+
+/* ASCII str of a, then "?" and b when b is not empty, escaped. */
+static PyObject *escaped_str(cg_slice a, cg_slice b)
+{
+    size_t n = escaped_len(a) + (b.len ? 1 + escaped_len(b) : 0);
+    PyObject *s;
+    Py_UCS1 *p;
+    if (n > (size_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (!s)
+        return NULL;
+    p = escape_into(PyUnicode_1BYTE_DATA(s), a);
+    if (b.len) {
+        *p++ = '?';
+        escape_into(p, b);
+    }
+    return s;
+}
+
+void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
+                   cg_slice query, int minor_version, int status)
+{
+    static const cg_slice none = {"", 0};
+    PyObject *t, *v, *tb, *c = NULL, *m = NULL, *fp = NULL, *code = NULL, *r = NULL;
+    PyObject *ver;
+
+    if (!st->access_enabled || !st->access_logger)
+        return;
+    PyErr_Fetch(&t, &v, &tb);
+    ver = minor_version == 0 ? st->v1_0 : st->v1_1;
+    c = escaped_str(client, none);
+    m = c ? escaped_str(method, none) : NULL;
+    fp = m ? escaped_str(path, query) : NULL;
+    code = fp ? PyLong_FromLong(status) : NULL;
+    if (code)
+        r = PyObject_CallMethodObjArgs(st->access_logger, st->s_info, st->access_fmt, c, m, fp, ver,
+                                       code, NULL);
+    Py_XDECREF(r);
+    Py_XDECREF(code);
+    Py_XDECREF(fp);
+    Py_XDECREF(m);
+    Py_XDECREF(c);
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}

@@ -11,13 +11,25 @@
 struct cg_config;
 
 /* Python logging levels, plus TRACE below DEBUG as uvicorn has it. */
-enum { CG_TRACE = 5, CG_DEBUG = 10, CG_INFO = 20, CG_WARNING = 30, CG_ERROR = 40, CG_CRITICAL = 50 };
+enum {
+    CG_TRACE = 5,
+    CG_DEBUG = 10,
+    CG_INFO = 20,
+    CG_WARNING = 30,
+    CG_ERROR = 40,
+    CG_CRITICAL = 50
+};
 
 typedef struct cg_log_state {
     PyObject *error_logger;  /* logging.getLogger("casgi.error") */
     PyObject *access_logger; /* logging.getLogger("casgi.access") */
     int error_level;         /* effective level of error_logger, refreshed at setup */
     int access_enabled;      /* access log on and INFO enabled for access_logger */
+    /* Objects cg_log_access reuses on every call, created by cg_log_setup. */
+    PyObject *s_info;     /* "info" */
+    PyObject *access_fmt; /* '%s - "%s %s HTTP/%s" %d' */
+    PyObject *v1_0;       /* "1.0" */
+    PyObject *v1_1;       /* "1.1" */
 } cg_log_state;
 
 /**
@@ -39,8 +51,11 @@ void cg_log(cg_log_state *st, int level, const char *fmt, ...);
  * clears the exception. Must be called with an exception set. */
 void cg_log_exception(cg_log_state *st, const char *msg);
 
-/** One access line: `client - "METHOD path?query HTTP/1.x" status`, with
- * control characters in request data escaped. `client` is "host:port" or empty. */
+/** One access line: `client - "METHOD path?query HTTP/1.x" status`, logged as
+ * access_logger.info(fmt, client_addr, method, full_path, http_version, status_code)
+ * so formatters see uvicorn's record args. Bytes outside printable ASCII in the
+ * request data are written as \xNN (no log injection). `client` is "host:port"
+ * or empty. Returns at once when access_enabled is 0; never raises. */
 void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
                    cg_slice query, int minor_version, int status);
 
