@@ -1,1 +1,975 @@
-#include "casgi.h"
+/* ASGI HTTP: the scope of a request, and the receive()/send() pair bound to
+ * one request cycle.
+ *
+ * The response head is built when http.response.start arrives but held until
+ * the first body message, so head and body usually leave in one write and a
+ * single complete body gets a content-length instead of chunked framing. The
+ * head is flushed as soon as the app's task suspends, or at once when the
+ * start comes from another task, so a client never waits on a held head. */
+#include "server.h"
+
+#include <string.h>
+
+#include "hdrtab.h"
+
+#define CG_STATUS_LINE_MAX 64
+/* Bodies up to this size are copied next to the head (one write); larger ones
+ * are written as their own object, without a copy. */
+#define CG_COPY_BODY_MAX (64 * 1024)
+
+static void hook_enter(PyObject *owner);
+static void hook_leave(PyObject *owner);
+static void hook_finish(PyObject *owner, PyObject *exc);
+static PyMethodDef receive_def;
+static PyMethodDef send_def;
+
+static const cg_runner_hooks http_hooks = {hook_enter, hook_leave, hook_finish};
+
+static cg_state *cycle_state(cg_cycle *cy)
+{
+    return (cg_state *)PyModule_GetState(PyType_GetModule(Py_TYPE(cy)));
+}
+
+/* ---- scope -------------------------------------------------------------- */
+
+static PyObject *method_str(cg_state *st, cg_slice m)
+{
+    switch (m.len) {
+    case 3:
+        if (!memcmp(m.base, "GET", 3))
+            return Py_NewRef(st->s_m_GET);
+        if (!memcmp(m.base, "PUT", 3))
+            return Py_NewRef(st->s_m_PUT);
+        break;
+    case 4:
+        if (!memcmp(m.base, "POST", 4))
+            return Py_NewRef(st->s_m_POST);
+        if (!memcmp(m.base, "HEAD", 4))
+            return Py_NewRef(st->s_m_HEAD);
+        break;
+    case 5:
+        if (!memcmp(m.base, "PATCH", 5))
+            return Py_NewRef(st->s_m_PATCH);
+        break;
+    case 6:
+        if (!memcmp(m.base, "DELETE", 6))
+            return Py_NewRef(st->s_m_DELETE);
+        break;
+    case 7:
+        if (!memcmp(m.base, "OPTIONS", 7))
+            return Py_NewRef(st->s_m_OPTIONS);
+        break;
+    }
+    return PyUnicode_DecodeASCII(m.base, (Py_ssize_t)m.len, "strict");
+}
+
+/* scope["path"]: root_path + the percent-decoded path, UTF-8 with
+ * replacement characters for invalid sequences. */
+static PyObject *decoded_path(cg_server *srv, cg_slice raw)
+{
+    PyObject *path;
+    if (memchr(raw.base, '%', raw.len)) {
+        char stackbuf[1024];
+        char *tmp = raw.len <= sizeof(stackbuf) ? stackbuf : PyMem_Malloc(raw.len);
+        if (!tmp)
+            return PyErr_NoMemory();
+        size_t n = cg_http1_percent_decode(raw.base, raw.len, tmp);
+        path = PyUnicode_DecodeUTF8(tmp, (Py_ssize_t)n, "replace");
+        if (tmp != stackbuf)
+            PyMem_Free(tmp);
+    } else {
+        path = PyUnicode_DecodeUTF8(raw.base, (Py_ssize_t)raw.len, "replace");
+    }
+    if (!path || PyUnicode_GET_LENGTH(srv->root_path) == 0)
+        return path;
+    PyObject *full = PyUnicode_Concat(srv->root_path, path);
+    Py_DECREF(path);
+    return full;
+}
+
+static PyObject *header_list(cg_state *st, const cg_http1_request *req)
+{
+    PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
+    if (!list)
+        return NULL;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const cg_http1_header *h = &req->headers[i];
+        PyObject *name, *value, *pair;
+        if (h->token >= 0) {
+            name = Py_NewRef(st->hdr_names[h->token]);
+        } else {
+            name = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->name.len);
+            if (name)
+                cg_ascii_lower(PyBytes_AS_STRING(name), h->name.base, h->name.len);
+        }
+        value = PyBytes_FromStringAndSize(h->value.base, (Py_ssize_t)h->value.len);
+        if (!name || !value) {
+            Py_XDECREF(name);
+            Py_XDECREF(value);
+            Py_DECREF(list);
+            return NULL;
+        }
+        pair = PyTuple_New(2);
+        if (!pair) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+    }
+    return list;
+}
+
+static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
+{
+    if (!value)
+        return -1;
+    int rc = PyDict_SetItem(d, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *build_scope(cg_conn *c, cg_cycle *cy, const cg_http1_request *req)
+{
+    cg_server *srv = c->server;
+    cg_state *st = srv->st;
+    PyObject *scope = PyDict_New();
+    PyObject *raw;
+
+    if (!scope)
+        return NULL;
+    cy->method = method_str(st, req->method);
+    cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
+    cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
+    if (!cy->method || !cy->raw_path || !cy->query)
+        goto fail;
+    if (PyBytes_GET_SIZE(srv->root_path_b) > 0) {
+        raw = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(srv->root_path_b) +
+                                                  (Py_ssize_t)req->path.len);
+        if (!raw)
+            goto fail;
+        memcpy(PyBytes_AS_STRING(raw), PyBytes_AS_STRING(srv->root_path_b),
+               (size_t)PyBytes_GET_SIZE(srv->root_path_b));
+        memcpy(PyBytes_AS_STRING(raw) + PyBytes_GET_SIZE(srv->root_path_b), req->path.base,
+               req->path.len);
+    } else {
+        raw = Py_NewRef(cy->raw_path);
+    }
+    if (PyDict_SetItem(scope, st->s_type, st->s_http) < 0 ||
+        dict_set_steal(scope, st->s_asgi, PyDict_Copy(st->asgi_dict)) < 0 ||
+        PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
+            0 ||
+        PyDict_SetItem(scope, st->s_server, c->sockname) < 0 ||
+        PyDict_SetItem(scope, st->s_client, c->client) < 0 ||
+        PyDict_SetItem(scope, st->s_scheme, st->s_http) < 0 ||
+        PyDict_SetItem(scope, st->s_method, cy->method) < 0 ||
+        PyDict_SetItem(scope, st->s_root_path, srv->root_path) < 0 ||
+        dict_set_steal(scope, st->s_path, decoded_path(srv, req->path)) < 0 ||
+        dict_set_steal(scope, st->s_raw_path, raw) < 0 ||
+        PyDict_SetItem(scope, st->s_query_string, cy->query) < 0 ||
+        dict_set_steal(scope, st->s_headers, header_list(st, req)) < 0 ||
+        dict_set_steal(scope, st->s_state, PyDict_Copy(srv->state)) < 0)
+        goto fail;
+    return scope;
+fail:
+    Py_DECREF(scope);
+    return NULL;
+}
+
+/* ---- receive ------------------------------------------------------------ */
+
+static PyObject *message2(cg_state *st, PyObject *type)
+{
+    PyObject *d = PyDict_New();
+    if (d && PyDict_SetItem(d, st->s_type, type) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+static void cycle_wake_receiver(cg_cycle *cy)
+{
+    PyObject *fut = cy->recv_waiter;
+    cy->recv_waiter = NULL;
+    if (fut) {
+        cg_future_wake(cycle_state(cy), fut);
+        Py_DECREF(fut);
+    }
+}
+
+static PyObject *poll_receive(PyObject *owner, PyObject **fut)
+{
+    cg_cycle *cy = (cg_cycle *)owner;
+    cg_state *st = cycle_state(cy);
+    cg_conn *c = cy->conn;
+
+    if (cy->expect_continue) {
+        /* The client waits for permission before sending the body. */
+        cy->expect_continue = 0;
+        if (c && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected &&
+            cg_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+            return NULL;
+    }
+    if (cy->disconnected || cy->resp == CG_RESP_COMPLETE)
+        return message2(st, st->s_http_disconnect);
+    if (cg_buf_unread(&cy->body) > 0 || (cy->body_done && !cy->body_final)) {
+        PyObject *msg = message2(st, st->s_http_request);
+        PyObject *body;
+        if (!msg)
+            return NULL;
+        if (cg_buf_unread(&cy->body) > 0)
+            body = PyBytes_FromStringAndSize(cy->body.data + cy->body.pos,
+                                             (Py_ssize_t)cg_buf_unread(&cy->body));
+        else
+            body = Py_NewRef(st->empty_bytes);
+        if (dict_set_steal(msg, st->s_body, body) < 0 ||
+            PyDict_SetItem(msg, st->s_more_body, cy->body_done ? Py_False : Py_True) < 0) {
+            Py_DECREF(msg);
+            return NULL;
+        }
+        cg_buf_reset(&cy->body);
+        if (cy->body_done) {
+            cy->body_final = 1;
+            cg_buf_free(&cy->body);
+        }
+        if (c)
+            cg_conn_maybe_resume(c);
+        return msg;
+    }
+    if (!cy->recv_waiter) {
+        cy->recv_waiter = cg_future_new(st, c ? c->server->loop : NULL);
+        if (!cy->recv_waiter)
+            return NULL;
+    }
+    *fut = Py_NewRef(cy->recv_waiter);
+    return NULL;
+}
+
+static PyObject *cycle_receive(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return cg_await_new(cycle_state((cg_cycle *)self), self, poll_receive);
+}
+
+int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len)
+{
+    if (cy->body_final || cy->disconnected || cy->resp == CG_RESP_COMPLETE)
+        return 0; /* nobody will read it */
+    if (cg_buf_append(&cy->body, data, len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    cycle_wake_receiver(cy);
+    return 0;
+}
+
+void cg_cycle_body_done(cg_cycle *cy)
+{
+    cy->body_done = 1;
+    cycle_wake_receiver(cy);
+}
+
+void cg_cycle_disconnect(cg_cycle *cy)
+{
+    cy->disconnected = 1;
+    cycle_wake_receiver(cy);
+}
+
+/* ---- send --------------------------------------------------------------- */
+
+static int ascii_ieq(const char *a, size_t alen, const char *lower)
+{
+    size_t n = strlen(lower);
+    if (alen != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = a[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (ch != lower[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Reads a bytes-like object into a slice; the view must be released. */
+static int get_bytes(PyObject *o, Py_buffer *view, const char *what)
+{
+    if (PyObject_GetBuffer(o, view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_length(const char *p, size_t n, long long *out)
+{
+    long long v = 0;
+    if (n == 0 || n > 18)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Handles http.response.start: validates and builds the head (without the
+ * framing lines, added when the body's shape is known). */
+static int response_start(cg_cycle *cy, PyObject *message)
+{
+    cg_state *st = cycle_state(cy);
+    cg_server *srv = cy->conn->server;
+    PyObject *status_obj, *headers, *it = NULL, *item;
+    int has_server = 0, has_date = 0, status;
+    char line[CG_STATUS_LINE_MAX];
+
+    status_obj = PyDict_GetItemWithError(message, st->s_status);
+    if (!status_obj) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "http.response.start requires 'status'");
+        return -1;
+    }
+    status = PyLong_Check(status_obj) ? (int)PyLong_AsLong(status_obj) : -1;
+    if (status < 100 || status > 999) {
+        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_RuntimeError, "invalid HTTP status %R", status_obj);
+        }
+        return -1;
+    }
+    cy->status = status;
+    cy->resp_length = -1;
+    cg_buf_reset(&cy->head);
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, cg_http1_reason(status));
+    if (cg_buf_append(&cy->head, line, (size_t)n) < 0)
+        goto nomem;
+
+    headers = PyDict_GetItemWithError(message, st->s_headers);
+    if (!headers && PyErr_Occurred())
+        return -1;
+    if (headers && headers != Py_None) {
+        it = PyObject_GetIter(headers);
+        if (!it)
+            return -1;
+        while ((item = PyIter_Next(it))) {
+            PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
+            Py_buffer name, value;
+            Py_DECREF(item);
+            if (!pair)
+                goto fail;
+            if (PySequence_Fast_GET_SIZE(pair) != 2) {
+                Py_DECREF(pair);
+                PyErr_SetString(PyExc_RuntimeError, "each header must be a [name, value] pair");
+                goto fail;
+            }
+            if (get_bytes(PySequence_Fast_GET_ITEM(pair, 0), &name, "header name") < 0) {
+                Py_DECREF(pair);
+                goto fail;
+            }
+            if (get_bytes(PySequence_Fast_GET_ITEM(pair, 1), &value, "header value") < 0) {
+                PyBuffer_Release(&name);
+                Py_DECREF(pair);
+                goto fail;
+            }
+            const char *nm = name.buf, *vl = value.buf;
+            size_t nl = (size_t)name.len, vlen = (size_t)value.len;
+            int rc = 0;
+            if (!cg_http1_valid_field(nm, nl, vl, vlen)) {
+                PyErr_Format(PyExc_RuntimeError, "invalid HTTP header %R: %R",
+                             PySequence_Fast_GET_ITEM(pair, 0), PySequence_Fast_GET_ITEM(pair, 1));
+                rc = -1;
+            } else {
+                if (ascii_ieq(nm, nl, "content-length")) {
+                    long long len;
+                    if (parse_length(vl, vlen, &len) < 0) {
+                        PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
+                                     PySequence_Fast_GET_ITEM(pair, 1));
+                        rc = -1;
+                    } else {
+                        cy->resp_length = len;
+                    }
+                } else if (ascii_ieq(nm, nl, "transfer-encoding")) {
+                    cy->chunked_out = 1; /* the app frames it; we encode chunks */
+                } else if (ascii_ieq(nm, nl, "connection")) {
+                    if (cg_http1_has_token(vl, vlen, "close"))
+                        cy->keep_alive = 0;
+                    nl = 0; /* the server owns this header: written with the framing */
+                } else if (ascii_ieq(nm, nl, "server")) {
+                    has_server = 1;
+                } else if (ascii_ieq(nm, nl, "date")) {
+                    has_date = 1;
+                }
+                if (rc == 0 && nl &&
+                    (cg_buf_append(&cy->head, nm, nl) < 0 ||
+                     cg_buf_append(&cy->head, ": ", 2) < 0 ||
+                     cg_buf_append(&cy->head, vl, vlen) < 0 ||
+                     cg_buf_append(&cy->head, "\r\n", 2) < 0)) {
+                    PyErr_NoMemory();
+                    rc = -1;
+                }
+            }
+            PyBuffer_Release(&name);
+            PyBuffer_Release(&value);
+            Py_DECREF(pair);
+            if (rc < 0)
+                goto fail;
+        }
+        Py_CLEAR(it);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (srv->cfg->server_header && !has_server &&
+        cg_buf_append(&cy->head, "server: casgi\r\n", 15) < 0)
+        goto nomem;
+    if (srv->cfg->date_header && !has_date &&
+        cg_buf_append(&cy->head, srv->date_line, srv->date_len) < 0)
+        goto nomem;
+    if (cg_buf_append(&cy->head, srv->extra_headers.data, srv->extra_headers.len) < 0)
+        goto nomem;
+    cy->no_body = cy->is_head || status < 200 || status == 204 || status == 304;
+    return 0;
+nomem:
+    PyErr_NoMemory();
+fail:
+    Py_XDECREF(it);
+    return -1;
+}
+
+/* Adds the framing lines and the blank line ending the head. `complete`:
+ * the whole body is `first_len` bytes. */
+static int head_finish(cg_cycle *cy, int complete, size_t first_len)
+{
+    char line[48];
+    int n = 0;
+
+    if (cy->conn && cy->conn->server->should_exit)
+        cy->keep_alive = 0;
+    if (cy->no_body || cy->resp_length >= 0) {
+        /* HEAD keeps the app's content-length; no framing to add. */
+    } else if (cy->chunked_out) {
+        /* the app's own transfer-encoding header stays */
+    } else if (complete) {
+        n = snprintf(line, sizeof(line), "content-length: %zu\r\n", first_len);
+        cy->resp_length = (long long)first_len;
+    } else if (cy->minor_version == 1) {
+        n = snprintf(line, sizeof(line), "transfer-encoding: chunked\r\n");
+        cy->chunked_out = 1;
+    } else {
+        cy->keep_alive = 0; /* HTTP/1.0: the body ends when the connection does */
+    }
+    if (n > 0 && cg_buf_append(&cy->head, line, (size_t)n) < 0)
+        return -1;
+    if (!cy->keep_alive) {
+        if (cg_buf_append(&cy->head, "connection: close\r\n", 19) < 0)
+            return -1;
+    } else if (cy->minor_version == 0) {
+        if (cg_buf_append(&cy->head, "connection: keep-alive\r\n", 24) < 0)
+            return -1;
+    }
+    return cg_buf_append(&cy->head, "\r\n", 2);
+}
+
+/* Writes the held head (if any) followed by one body piece, framed. */
+static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj, int more)
+{
+    cg_conn *c = cy->conn;
+    char chunk_head[24];
+    size_t ch_len = 0;
+    const char *tail = "";
+    size_t tail_len = 0;
+    int rc = 0;
+
+    if (cy->no_body)
+        len = 0;
+    if (cy->chunked_out && len > 0)
+        ch_len = (size_t)snprintf(chunk_head, sizeof(chunk_head), "%zx\r\n", len);
+    if (cy->chunked_out) {
+        if (len > 0 && !more) {
+            tail = "\r\n0\r\n\r\n";
+            tail_len = 7;
+        } else if (len > 0) {
+            tail = "\r\n";
+            tail_len = 2;
+        } else if (!more) {
+            tail = "0\r\n\r\n";
+            tail_len = 5;
+        }
+    }
+    size_t head_len = cg_buf_unread(&cy->head);
+    size_t total = head_len + ch_len + len + tail_len;
+    if (total == 0)
+        return 0;
+    if (len <= CG_COPY_BODY_MAX || !obj) {
+        PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        if (!out)
+            return -1;
+        char *p = PyBytes_AS_STRING(out);
+        memcpy(p, cy->head.data + cy->head.pos, head_len);
+        p += head_len;
+        memcpy(p, chunk_head, ch_len);
+        p += ch_len;
+        if (len)
+            memcpy(p, data, len);
+        p += len;
+        memcpy(p, tail, tail_len);
+        rc = cg_conn_write_obj(c, out);
+        Py_DECREF(out);
+    } else {
+        /* Large body: no copy of it. */
+        if (head_len + ch_len) {
+            cg_buf_append(&cy->head, chunk_head, ch_len);
+            rc = cg_conn_write(c, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
+        }
+        if (rc == 0)
+            rc = cg_conn_write_obj(c, obj);
+        if (rc == 0 && tail_len)
+            rc = cg_conn_write(c, tail, tail_len);
+    }
+    cg_buf_free(&cy->head);
+    return rc;
+}
+
+/* The response is complete: log it, wake a waiting receive(), release the
+ * connection to its next request. */
+static void response_complete(cg_cycle *cy, int keep_alive)
+{
+    cg_conn *c = cy->conn;
+    cg_state *st = cycle_state(cy);
+
+    cy->resp = CG_RESP_COMPLETE;
+    cycle_wake_receiver(cy);
+    if (!c)
+        return;
+    if (st->log.access_enabled) {
+        Py_ssize_t mlen;
+        const char *m = PyUnicode_AsUTF8AndSize(cy->method, &mlen);
+        if (m) {
+            cg_slice client = {c->client_text, c->client_len};
+            cg_slice method = {m, (size_t)mlen};
+            cg_slice path = {PyBytes_AS_STRING(cy->raw_path),
+                             (size_t)PyBytes_GET_SIZE(cy->raw_path)};
+            cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
+            cg_log_access(&st->log, client, method, path, query, cy->minor_version, cy->status);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    Py_INCREF(c);
+    cg_conn_cycle_complete(c, keep_alive);
+    Py_DECREF(c);
+}
+
+/* Sends the held head now, framed for a body of unknown length. */
+static int flush_held_head(cg_cycle *cy)
+{
+    if (cy->resp != CG_RESP_HELD || !cy->conn)
+        return 0;
+    if (head_finish(cy, 0, 0) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    cy->resp = CG_RESP_STREAMING;
+    int rc = cg_conn_write(cy->conn, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
+    cg_buf_free(&cy->head);
+    return rc;
+}
+
+static int response_body(cg_cycle *cy, PyObject *message)
+{
+    cg_state *st = cycle_state(cy);
+    cg_conn *c = cy->conn;
+    PyObject *body, *more_obj;
+    Py_buffer view;
+    int more, rc = 0;
+
+    body = PyDict_GetItemWithError(message, st->s_body);
+    if (!body && PyErr_Occurred())
+        return -1;
+    more_obj = PyDict_GetItemWithError(message, st->s_more_body);
+    if (!more_obj && PyErr_Occurred())
+        return -1;
+    more = more_obj ? PyObject_IsTrue(more_obj) : 0;
+    if (more < 0)
+        return -1;
+    if (!body || body == Py_None)
+        body = st->empty_bytes;
+    if (get_bytes(body, &view, "body") < 0)
+        return -1;
+
+    size_t len = (size_t)view.len;
+    int length_error = 0;
+    if (cy->resp == CG_RESP_HELD && head_finish(cy, !more, len) < 0) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!cy->no_body && cy->resp_length >= 0) {
+        if (cy->resp_sent + (long long)len > cy->resp_length) {
+            cg_log(&st->log, CG_ERROR, "Response content longer than Content-Length");
+            length_error = 1;
+            len = (size_t)(cy->resp_length - cy->resp_sent);
+        } else if (!more && cy->resp_sent + (long long)len < cy->resp_length) {
+            cg_log(&st->log, CG_ERROR, "Response content shorter than Content-Length");
+            length_error = 1;
+        }
+    }
+    cy->resp_sent += (long long)len;
+    cy->resp = CG_RESP_STREAMING;
+    if (c && c->phase != CG_PHASE_CLOSED)
+        rc = write_body(cy, view.buf, len, (size_t)view.len == len ? body : NULL,
+                        more && !length_error);
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return -1;
+    if (length_error) {
+        /* The framing is broken: closing is the only way the client cannot hang. */
+        cy->keep_alive = 0;
+        if (c)
+            cg_conn_close(c);
+        response_complete(cy, 0);
+    } else if (!more) {
+        response_complete(cy, cy->keep_alive);
+    }
+    return 0;
+}
+
+static PyObject *poll_drain(PyObject *owner, PyObject **fut)
+{
+    cg_cycle *cy = (cg_cycle *)owner;
+    cg_conn *c = cy->conn;
+    if (!c || !c->write_paused || c->phase == CG_PHASE_CLOSED || cy->disconnected)
+        return Py_NewRef(Py_None);
+    if (!c->drain_waiter) {
+        c->drain_waiter = cg_future_new(c->server->st, c->server->loop);
+        if (!c->drain_waiter)
+            return NULL;
+    }
+    *fut = Py_NewRef(c->drain_waiter);
+    return NULL;
+}
+
+static PyObject *cycle_send(PyObject *self, PyObject *message)
+{
+    cg_cycle *cy = (cg_cycle *)self;
+    cg_state *st = cycle_state(cy);
+    PyObject *type;
+
+    if (!PyDict_Check(message)) {
+        PyErr_Format(PyExc_TypeError, "send() expects a dict, not %.100s",
+                     Py_TYPE(message)->tp_name);
+        return NULL;
+    }
+    if (cy->disconnected)
+        return Py_NewRef(st->done); /* the client is gone: dropped */
+    type = PyDict_GetItemWithError(message, st->s_type);
+    if (!type) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
+        return NULL;
+    }
+    if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_start) == 0) {
+        if (cy->resp != CG_RESP_NONE) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            cy->resp == CG_RESP_COMPLETE
+                                ? "Unexpected ASGI message 'http.response.start' sent, after "
+                                  "response already completed."
+                                : "Expected ASGI message 'http.response.body', but got "
+                                  "'http.response.start'.");
+            return NULL;
+        }
+        if (!cy->conn)
+            return Py_NewRef(st->done);
+        if (response_start(cy, message) < 0)
+            return NULL;
+        cy->resp = CG_RESP_HELD;
+        if (!cy->in_step && flush_held_head(cy) < 0)
+            return NULL;
+    } else if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_body) == 0) {
+        if (cy->resp == CG_RESP_NONE) {
+            PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', "
+                                                "but got 'http.response.body'.");
+            return NULL;
+        }
+        if (cy->resp == CG_RESP_COMPLETE) {
+            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' "
+                                                "sent, after response already completed.");
+            return NULL;
+        }
+        if (response_body(cy, message) < 0)
+            return NULL;
+    } else {
+        PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for http.", type);
+        return NULL;
+    }
+    if (cy->conn && cy->conn->write_paused)
+        return cg_await_new(st, self, poll_drain);
+    return Py_NewRef(st->done);
+}
+
+/* ---- runner hooks ------------------------------------------------------- */
+
+static void hook_enter(PyObject *owner)
+{
+    ((cg_cycle *)owner)->in_step = 1;
+}
+
+static void hook_leave(PyObject *owner)
+{
+    cg_cycle *cy = (cg_cycle *)owner;
+    cy->in_step = 0;
+    if (cy->resp == CG_RESP_HELD && flush_held_head(cy) < 0) {
+        PyErr_Clear();
+        if (cy->conn)
+            cg_conn_close(cy->conn);
+    }
+}
+
+static void log_exc(cg_state *st, PyObject *exc, const char *msg)
+{
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc), tb);
+    cg_log_exception(&st->log, msg);
+}
+
+static void hook_finish(PyObject *owner, PyObject *exc)
+{
+    cg_cycle *cy = (cg_cycle *)owner;
+    cg_state *st = cycle_state(cy);
+    cg_conn *c = cy->conn;
+    cg_server *srv;
+
+    cy->in_step = 0;
+    cy->task_done = 1;
+    if (c)
+        Py_INCREF(c);
+    if (exc && (PyObject_IsInstance(exc, PyExc_Exception) == 1) &&
+        !PyObject_IsInstance(exc, st->CancelledError)) {
+        log_exc(st, exc, "Exception in ASGI application\n");
+        if (c && !cy->disconnected) {
+            if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD) {
+                cy->resp = CG_RESP_COMPLETE;
+                cycle_wake_receiver(cy);
+                cg_conn_reject(c, 500);
+            } else if (cy->resp == CG_RESP_STREAMING) {
+                cg_conn_close(c);
+            }
+        }
+    } else if (exc) {
+        /* Cancelled or BaseException: an unfinished response cannot be finished. */
+        PyErr_Clear();
+        if (c && cy->resp != CG_RESP_COMPLETE)
+            cg_conn_close(c);
+    } else if (c && !cy->disconnected) {
+        if (cy->resp == CG_RESP_NONE) {
+            cg_log(&st->log, CG_ERROR, "ASGI callable returned without starting response.");
+            cy->resp = CG_RESP_COMPLETE;
+            cycle_wake_receiver(cy);
+            cg_conn_reject(c, 500);
+        } else if (cy->resp != CG_RESP_COMPLETE) {
+            cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
+            cg_conn_close(c);
+        }
+    }
+    PyErr_Clear();
+    if (c)
+        Py_DECREF(c);
+    srv = cy->server;
+    if (cy->task) {
+        PyObject *task = cy->task;
+        cy->task = NULL;
+        PyObject *r = PyObject_CallMethodOneArg(srv->tasks, st->s_discard, task);
+        if (!r)
+            PyErr_Clear();
+        Py_XDECREF(r);
+        Py_DECREF(task);
+        srv->ntasks--;
+        cg_server_check_drained(srv);
+    }
+}
+
+/* ---- the cycle type ----------------------------------------------------- */
+
+static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NOARGS,
+                                  "receive() -> awaitable ASGI event"};
+static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O,
+                               "send(message) -> awaitable"};
+
+int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
+{
+    cg_server *srv = c->server;
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    PyObject *scope = NULL, *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
+    PyObject *task = NULL, *r;
+    cg_cycle *cy;
+
+    cy = PyObject_GC_New(cg_cycle, st->CycleType);
+    if (!cy)
+        return -1;
+    cy->server = (cg_server *)Py_NewRef(srv);
+    cy->conn = (cg_conn *)Py_NewRef(c);
+    cy->task = cy->method = cy->raw_path = cy->query = cy->recv_waiter = NULL;
+    cg_buf_init(&cy->body);
+    cg_buf_init(&cy->head);
+    cy->minor_version = req->minor_version;
+    cy->status = 0;
+    cy->resp_length = -1;
+    cy->resp_sent = 0;
+    cy->resp = CG_RESP_NONE;
+    cy->keep_alive = req->keep_alive;
+    cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
+    cy->expect_continue = req->expect_continue;
+    cy->body_done = cy->body_final = cy->disconnected = 0;
+    cy->chunked_out = cy->no_body = cy->in_step = cy->task_done = 0;
+    PyObject_GC_Track(cy);
+
+    /* The connection owns the cycle until its response completes. */
+    Py_XSETREF(c->cycle, (cg_cycle *)Py_NewRef(cy));
+    if (req->chunked) {
+        c->body_mode = CG_BODY_CHUNKED;
+        cg_http1_chunked_init(&c->chunked, &srv->limits);
+        c->phase = CG_PHASE_BODY;
+    } else if (req->content_length > 0) {
+        c->body_mode = CG_BODY_LENGTH;
+        c->body_left = req->content_length;
+        c->phase = CG_PHASE_BODY;
+    } else {
+        c->body_mode = CG_BODY_NONE;
+        c->phase = CG_PHASE_RESPONSE;
+        cy->body_done = 1;
+    }
+
+    srv->nrequests++;
+    if (cfg->limit_max_requests >= 0 &&
+        srv->nrequests >= (unsigned long long)cfg->limit_max_requests && !srv->should_exit) {
+        cg_log(&st->log, CG_WARNING, "Maximum request limit of %ld exceeded. Terminating process.",
+               cfg->limit_max_requests);
+        cg_server_request_exit(srv);
+    }
+    if (cfg->limit_concurrency >= 0 && (srv->nconns > (size_t)cfg->limit_concurrency ||
+                                        srv->ntasks >= (size_t)cfg->limit_concurrency)) {
+        /* Over capacity: answer without running the app. */
+        cy->resp = CG_RESP_COMPLETE;
+        cg_conn_reject(c, 503);
+        Py_DECREF(cy);
+        return 0;
+    }
+
+    scope = build_scope(c, cy, req);
+    if (!scope)
+        goto fail;
+    receive = PyCFunction_New(&receive_def, (PyObject *)cy);
+    send = PyCFunction_New(&send_def, (PyObject *)cy);
+    if (!receive || !send)
+        goto fail;
+    {
+        PyObject *args[3] = {scope, receive, send};
+        coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    }
+    if (!coro) {
+        /* The app failed before returning an awaitable: same as raising in it. */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (v && tb)
+            PyException_SetTraceback(v, tb);
+        hook_finish((PyObject *)cy, v);
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        goto done;
+    }
+    runner = cg_runner_new(st, coro, (PyObject *)cy, &http_hooks);
+    if (!runner)
+        goto fail;
+    task = PyObject_CallMethodOneArg(srv->loop, st->s_create_task, runner);
+    if (!task)
+        goto fail;
+    r = PyObject_CallMethodOneArg(srv->tasks, st->s_add, task);
+    if (!r)
+        goto fail;
+    Py_DECREF(r);
+    cy->task = Py_NewRef(task);
+    srv->ntasks++;
+done:
+    Py_XDECREF(task);
+    Py_XDECREF(runner);
+    Py_XDECREF(coro);
+    Py_XDECREF(send);
+    Py_XDECREF(receive);
+    Py_XDECREF(scope);
+    Py_DECREF(cy);
+    return 0;
+fail:
+    Py_XDECREF(task);
+    Py_XDECREF(runner);
+    Py_XDECREF(coro);
+    Py_XDECREF(send);
+    Py_XDECREF(receive);
+    Py_XDECREF(scope);
+    cy->resp = CG_RESP_COMPLETE;
+    Py_DECREF(cy);
+    return -1;
+}
+
+static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(cy));
+    Py_VISIT(cy->server);
+    Py_VISIT(cy->conn);
+    Py_VISIT(cy->task);
+    Py_VISIT(cy->method);
+    Py_VISIT(cy->raw_path);
+    Py_VISIT(cy->query);
+    Py_VISIT(cy->recv_waiter);
+    return 0;
+}
+
+static int cycle_clear(cg_cycle *cy)
+{
+    Py_CLEAR(cy->server);
+    Py_CLEAR(cy->conn);
+    Py_CLEAR(cy->task);
+    Py_CLEAR(cy->method);
+    Py_CLEAR(cy->raw_path);
+    Py_CLEAR(cy->query);
+    Py_CLEAR(cy->recv_waiter);
+    return 0;
+}
+
+static void cycle_dealloc(cg_cycle *cy)
+{
+    PyTypeObject *tp = Py_TYPE(cy);
+    PyObject_GC_UnTrack(cy);
+    cycle_clear(cy);
+    cg_buf_free(&cy->body);
+    cg_buf_free(&cy->head);
+    tp->tp_free(cy);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot cycle_slots[] = {
+    {Py_tp_traverse, cycle_traverse},
+    {Py_tp_clear, cycle_clear},
+    {Py_tp_dealloc, cycle_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec cycle_spec = {
+    .name = "casgi._casgi.RequestCycle",
+    .basicsize = sizeof(cg_cycle),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = cycle_slots,
+};
+
+int cg_asgi_http_types_init(PyObject *module, cg_state *st)
+{
+    st->CycleType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cycle_spec, NULL);
+    return st->CycleType ? 0 : -1;
+}

@@ -76,16 +76,27 @@
     X(sockname, "sockname")                                                                        \
     X(socket, "socket")                                                                            \
     X(stop, "stop")                                                                                \
-    X(dunder_await, "__await__")
+    X(dunder_await, "__await__")                                                                   \
+    X(add, "add")                                                                                  \
+    X(discard, "discard")                                                                          \
+    X(m_GET, "GET")                                                                                \
+    X(m_POST, "POST")                                                                              \
+    X(m_PUT, "PUT")                                                                                \
+    X(m_DELETE, "DELETE")                                                                          \
+    X(m_HEAD, "HEAD")                                                                              \
+    X(m_PATCH, "PATCH")                                                                            \
+    X(m_OPTIONS, "OPTIONS")
 
 /* Module state: everything the extension keeps between calls. */
 typedef struct cg_state {
     PyTypeObject *ServerType;
     PyTypeObject *ConnType;
-    PyTypeObject *ReceiveType;  /* awaitable returned by receive() */
-    PyTypeObject *SendType;     /* awaitable returned by send() */
-    PyTypeObject *CallableType; /* receive/send callables bound to a request cycle */
+    PyTypeObject *CycleType;  /* one HTTP request/response cycle */
+    PyTypeObject *AwaitType;  /* awaitable that polls its owner (runner.c) */
+    PyTypeObject *DoneType;   /* awaitable already complete with None */
+    PyTypeObject *RunnerType; /* drives an app coroutine inside a Task */
     PyTypeObject *LifespanType;
+    PyObject *done;             /* the one DoneType instance */
     PyTypeObject *ASGI2Type;    /* adapter for ASGI 2 (double-callable) apps */
     PyObject *BufferedProtocol; /* asyncio.BufferedProtocol */
     PyObject *asyncio;          /* the asyncio module */
@@ -114,8 +125,43 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app);
 /* Type specs, one file each; registered by module.c. */
 int cg_server_types_init(PyObject *module, cg_state *st);
 int cg_conn_types_init(PyObject *module, cg_state *st);
+int cg_runner_types_init(PyObject *module, cg_state *st);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);
 int cg_lifespan_types_init(PyObject *module, cg_state *st);
 int cg_app_types_init(PyObject *module, cg_state *st);
+
+/* ---- runner.c: awaitables and the app runner ---------------------------- */
+
+/** Polls for an awaitable's result. Returns a new reference to the result;
+ * or NULL with no exception and *fut set to a new reference to a future to
+ * wait on before polling again; or NULL with an exception set. */
+typedef PyObject *(*cg_poll_fn)(PyObject *owner, PyObject **fut);
+
+/** An awaitable that calls `poll(owner)` when awaited, and again each time
+ * the future it returned completes. */
+PyObject *cg_await_new(cg_state *st, PyObject *owner, cg_poll_fn poll);
+
+/** Hooks a Runner calls while it drives an app coroutine. */
+typedef struct cg_runner_hooks {
+    /* The app is about to run a step (may be NULL). */
+    void (*on_enter)(PyObject *owner);
+    /* The app suspended: it yielded to the loop (may be NULL). */
+    void (*on_leave)(PyObject *owner);
+    /* The app finished: exc is NULL when it returned, else the exception it
+     * raised (borrowed). No exception is set during the call; the hook must
+     * not leave one set. */
+    void (*on_finish)(PyObject *owner, PyObject *exc);
+} cg_runner_hooks;
+
+/** Wraps the awaitable returned by an app call in an object a Task accepts as
+ * a coroutine. Exceptions (but not BaseException or CancelledError) are
+ * handed to on_finish and not re-raised, so the Task never logs them. */
+PyObject *cg_runner_new(cg_state *st, PyObject *awaitable, PyObject *owner,
+                        const cg_runner_hooks *hooks);
+
+/** Calls loop.create_future(). */
+PyObject *cg_future_new(cg_state *st, PyObject *loop);
+/** Completes fut with None unless it is already done. Never raises. */
+void cg_future_wake(cg_state *st, PyObject *fut);
 
 #endif

@@ -1,1 +1,540 @@
-#include "casgi.h"
+/* The connection protocol: an asyncio.BufferedProtocol implemented in C.
+ *
+ * The loop reads straight into `in` (get_buffer/buffer_updated). Heads are
+ * parsed in place; one request cycle is active at a time, so responses leave
+ * in request order and pipelined requests wait in `in` (reading pauses when
+ * too much waits). Body bytes go to the active cycle; reading pauses while the
+ * app is behind. Timeouts are deadlines checked by the server's ticker. */
+#include "server.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "hdrtab.h"
+
+/* Read size handed to the loop, and the most unread bytes kept before
+ * reading pauses (pipelined data waiting, or body the app has not taken). */
+#define CG_READ_CHUNK 65536
+#define CG_MAX_PENDING 65536
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void conn_process(cg_conn *c);
+
+static void conn_set_reading(cg_conn *c, int on)
+{
+    cg_state *st = c->server->st;
+    if (!c->transport || (on ? !c->read_paused : c->read_paused))
+        return;
+    PyObject *r =
+        PyObject_CallMethodNoArgs(c->transport, on ? st->s_resume_reading : st->s_pause_reading);
+    if (!r) {
+        PyErr_Clear(); /* a closing transport refuses; nothing to do */
+        return;
+    }
+    Py_DECREF(r);
+    c->read_paused = !on;
+}
+
+void cg_conn_maybe_resume(cg_conn *c)
+{
+    if (!c->read_paused || c->phase == CG_PHASE_CLOSED)
+        return;
+    if (c->cycle && cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING)
+        return;
+    if (c->phase == CG_PHASE_RESPONSE && cg_buf_unread(&c->in) >= CG_MAX_PENDING)
+        return;
+    conn_set_reading(c, 1);
+}
+
+int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
+{
+    if (!c->transport)
+        return 0;
+    PyObject *r = PyObject_CallMethodOneArg(c->transport, c->server->st->s_write, bytes);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+int cg_conn_write(cg_conn *c, const char *data, size_t len)
+{
+    PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    if (!b)
+        return -1;
+    int rc = cg_conn_write_obj(c, b);
+    Py_DECREF(b);
+    return rc;
+}
+
+void cg_conn_close(cg_conn *c)
+{
+    c->phase = CG_PHASE_CLOSED;
+    c->deadline = 0;
+    if (!c->transport)
+        return;
+    PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
+    if (!r)
+        PyErr_WriteUnraisable(c->transport);
+    Py_XDECREF(r);
+}
+
+void cg_conn_reject(cg_conn *c, int status)
+{
+    cg_server *srv = c->server;
+    const char *reason = cg_http1_reason(status);
+    char head[512];
+    cg_buf out;
+    int n;
+
+    cg_buf_init(&out);
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                 "content-length: %zu\r\nconnection: close\r\n",
+                 status, reason, strlen(reason));
+    if (cg_buf_append(&out, head, (size_t)n) < 0 ||
+        (srv->cfg->server_header && cg_buf_append(&out, "server: casgi\r\n", 15) < 0) ||
+        (srv->cfg->date_header && cg_buf_append(&out, srv->date_line, srv->date_len) < 0) ||
+        cg_buf_append(&out, "\r\n", 2) < 0 || cg_buf_append(&out, reason, strlen(reason)) < 0) {
+        cg_buf_free(&out);
+        cg_conn_close(c);
+        return;
+    }
+    if (cg_conn_write(c, out.data, out.len) < 0)
+        PyErr_Clear();
+    cg_buf_free(&out);
+    cg_buf_reset(&c->in);
+    cg_conn_close(c);
+}
+
+/* Ends the active cycle's hold on the connection. */
+static void conn_detach_cycle(cg_conn *c)
+{
+    cg_cycle *cy = c->cycle;
+    if (!cy)
+        return;
+    c->cycle = NULL;
+    if (cy->conn == c) {
+        cy->conn = NULL;
+        Py_DECREF(c);
+    }
+    Py_DECREF(cy);
+}
+
+void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
+{
+    cg_server *srv = c->server;
+    int body_done = c->phase != CG_PHASE_BODY;
+
+    conn_detach_cycle(c);
+    if (c->phase == CG_PHASE_CLOSED)
+        return;
+    if (!keep_alive || !body_done || srv->should_exit) {
+        cg_conn_close(c);
+        return;
+    }
+    c->phase = CG_PHASE_HEAD;
+    cg_http1_parser_init(&c->parser);
+    c->deadline_is_head = 0;
+    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
+    if (cg_buf_unread(&c->in) > 0)
+        conn_process(c);
+    cg_conn_maybe_resume(c);
+}
+
+/* Feeds body bytes of the active cycle from `in`. Returns 0 to go on, 1 to
+ * stop processing for now. */
+static int conn_feed_body(cg_conn *c)
+{
+    cg_cycle *cy = c->cycle;
+    size_t avail = cg_buf_unread(&c->in);
+    const char *p = c->in.data + c->in.pos;
+
+    if (avail == 0)
+        return 1;
+    if (c->body_mode == CG_BODY_LENGTH) {
+        size_t n = avail < (unsigned long long)c->body_left ? avail : (size_t)c->body_left;
+        if (cg_cycle_feed(cy, p, n) < 0)
+            return -1;
+        cg_buf_consume(&c->in, n);
+        c->body_left -= (long long)n;
+        if (c->body_left == 0) {
+            c->phase = CG_PHASE_RESPONSE;
+            cg_cycle_body_done(cy);
+        }
+        return 0;
+    }
+    for (;;) {
+        size_t used = 0;
+        cg_slice data = {NULL, 0};
+        int rc = cg_http1_chunked_decode(&c->chunked, p, avail, &used, &data);
+        if (rc == CG_CHUNKED_DATA && cg_cycle_feed(cy, data.base, data.len) < 0)
+            return -1;
+        cg_buf_consume(&c->in, used);
+        p += used;
+        avail -= used;
+        if (rc == CG_CHUNKED_DONE) {
+            c->phase = CG_PHASE_RESPONSE;
+            cg_cycle_body_done(cy);
+            return 0;
+        }
+        if (rc == CG_CHUNKED_ERROR) {
+            cg_log(&c->server->st->log, CG_WARNING, "Invalid HTTP request body received: %s",
+                   c->chunked.error ? c->chunked.error : "malformed chunked body");
+            cg_cycle_disconnect(cy);
+            if (cy->resp == CG_RESP_NONE)
+                cg_conn_reject(c, 400);
+            else
+                cg_conn_close(c);
+            return 1;
+        }
+        if (rc == CG_CHUNKED_MORE || avail == 0)
+            return 1;
+    }
+}
+
+static void conn_process(cg_conn *c)
+{
+    cg_server *srv = c->server;
+
+    while (c->phase != CG_PHASE_CLOSED) {
+        if (c->phase == CG_PHASE_HEAD) {
+            size_t avail = cg_buf_unread(&c->in);
+            cg_http1_request req;
+            long rc;
+
+            if (avail == 0)
+                return;
+            if (!c->deadline_is_head) {
+                /* The head timeout counts from the first byte of the head. */
+                c->deadline_is_head = 1;
+                c->deadline = monotonic_now() + srv->cfg->timeout_request_header;
+            }
+            memset(&req, 0, sizeof(req));
+            req.headers = srv->hdrs;
+            rc = cg_http1_parse_head(&c->parser, c->in.data + c->in.pos, avail, &srv->limits, &req);
+            if (rc == CG_HTTP1_INCOMPLETE)
+                return;
+            if (rc < 0) {
+                cg_log(&srv->st->log, CG_WARNING, "Invalid HTTP request received: %s",
+                       c->parser.error ? c->parser.error : "malformed request");
+                cg_conn_reject(c, (int)-rc);
+                return;
+            }
+            c->deadline = 0;
+            c->deadline_is_head = 0;
+            if (cg_cycle_start(c, &req) < 0) {
+                cg_log_exception(&srv->st->log, "Exception while starting a request");
+                cg_conn_reject(c, 500);
+                return;
+            }
+            /* The scope holds copies: the head's bytes can go. */
+            cg_buf_consume(&c->in, (size_t)rc);
+            continue;
+        }
+        if (c->phase == CG_PHASE_BODY) {
+            int rc = conn_feed_body(c);
+            if (rc < 0) {
+                PyErr_Clear();
+                cg_conn_close(c);
+                return;
+            }
+            if (c->phase == CG_PHASE_BODY && c->cycle &&
+                cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING) {
+                conn_set_reading(c, 0); /* the app is behind: bound the memory */
+                return;
+            }
+            if (rc == 1)
+                return;
+            continue;
+        }
+        /* CG_PHASE_RESPONSE: pipelined bytes wait for the response. */
+        if (cg_buf_unread(&c->in) >= CG_MAX_PENDING)
+            conn_set_reading(c, 0);
+        return;
+    }
+}
+
+/* ---- protocol methods --------------------------------------------------- */
+
+/* scope["client"]/["server"]: (host, port) from a socket address, else None. */
+static PyObject *addr_tuple(PyObject *addr)
+{
+    if (addr && PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) >= 2)
+        return PyTuple_Pack(2, PyTuple_GET_ITEM(addr, 0), PyTuple_GET_ITEM(addr, 1));
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *conn_get_extra(cg_conn *c, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodOneArg(c->transport, c->server->st->s_get_extra_info, name);
+    if (!r)
+        PyErr_Clear();
+    return r;
+}
+
+static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
+{
+    cg_server *srv = c->server;
+    PyObject *peer, *sock;
+
+    Py_XSETREF(c->transport, Py_NewRef(transport));
+    peer = conn_get_extra(c, srv->st->s_peername);
+    sock = conn_get_extra(c, srv->st->s_sockname);
+    Py_XSETREF(c->client, addr_tuple(peer));
+    Py_XSETREF(c->sockname, addr_tuple(sock));
+    c->client_len = 0;
+    if (c->client != Py_None) {
+        PyObject *s = PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(c->client, 0),
+                                           PyTuple_GET_ITEM(c->client, 1));
+        Py_ssize_t n;
+        const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+        if (u && (size_t)n < sizeof(c->client_text)) {
+            memcpy(c->client_text, u, (size_t)n);
+            c->client_len = (size_t)n;
+        }
+        Py_XDECREF(s);
+        PyErr_Clear();
+    }
+    Py_XDECREF(peer);
+    Py_XDECREF(sock);
+    if (!c->client || !c->sockname)
+        return NULL;
+
+    /* Join the server's list (the list holds a reference). */
+    Py_INCREF(c);
+    c->in_list = 1;
+    c->prev = NULL;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+
+    c->phase = CG_PHASE_HEAD;
+    cg_http1_parser_init(&c->parser);
+    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
+    if (srv->should_exit)
+        cg_conn_close(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
+{
+    cg_server *srv = c->server;
+    (void)exc;
+
+    c->phase = CG_PHASE_CLOSED;
+    c->deadline = 0;
+    if (c->cycle) {
+        cg_cycle_disconnect(c->cycle);
+        conn_detach_cycle(c);
+    }
+    cg_conn_wake_drain(c);
+    Py_CLEAR(c->transport);
+    cg_buf_free(&c->in);
+    if (c->in_list) {
+        c->in_list = 0;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            srv->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        srv->nconns--;
+        cg_server_check_drained(srv);
+        Py_DECREF(c); /* the list's reference */
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
+{
+    (void)sizehint;
+    if (c->in.cap - c->in.len < CG_READ_CHUNK / 4 && cg_buf_reserve(&c->in, CG_READ_CHUNK) < 0)
+        return PyErr_NoMemory();
+    return PyMemoryView_FromMemory(c->in.data + c->in.len, (Py_ssize_t)(c->in.cap - c->in.len),
+                                   PyBUF_WRITE);
+}
+
+static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(nbytes);
+    if (n < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if ((size_t)n > c->in.cap - c->in.len) {
+        PyErr_SetString(PyExc_ValueError, "buffer_updated: more bytes than the buffer holds");
+        return NULL;
+    }
+    c->in.len += (size_t)n;
+    c->idle_ticks = 0;
+    if (c->phase == CG_PHASE_CLOSED) {
+        cg_buf_reset(&c->in);
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(c); /* processing may drop the transport's reference */
+    conn_process(c);
+    Py_DECREF(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_eof_received(cg_conn *c, PyObject *unused)
+{
+    (void)unused;
+    /* A client that half-closes after its request still gets its response. */
+    if (c->cycle && c->cycle->resp != CG_RESP_COMPLETE && c->phase != CG_PHASE_CLOSED) {
+        c->cycle->keep_alive = 0;
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_pause_writing(cg_conn *c, PyObject *unused)
+{
+    (void)unused;
+    c->write_paused = 1;
+    Py_RETURN_NONE;
+}
+
+void cg_conn_wake_drain(cg_conn *c)
+{
+    PyObject *fut = c->drain_waiter;
+    c->drain_waiter = NULL;
+    cg_future_wake(c->server->st, fut);
+    Py_XDECREF(fut);
+}
+
+static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
+{
+    (void)unused;
+    c->write_paused = 0;
+    cg_conn_wake_drain(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_data_received(cg_conn *c, PyObject *data)
+{
+    /* Used by transports that do not support buffered reads. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc = cg_buf_append(&c->in, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return PyErr_NoMemory();
+    c->idle_ticks = 0;
+    Py_INCREF(c);
+    conn_process(c);
+    Py_DECREF(c);
+    Py_RETURN_NONE;
+}
+
+/* ---- type --------------------------------------------------------------- */
+
+PyObject *cg_conn_new(cg_server *srv)
+{
+    cg_conn *c = PyObject_GC_New(cg_conn, srv->st->ConnType);
+    if (!c)
+        return NULL;
+    c->server = (cg_server *)Py_NewRef(srv);
+    c->transport = NULL;
+    c->prev = c->next = NULL;
+    cg_buf_init(&c->in);
+    cg_http1_parser_init(&c->parser);
+    memset(&c->chunked, 0, sizeof(c->chunked));
+    c->phase = CG_PHASE_HEAD;
+    c->body_mode = CG_BODY_NONE;
+    c->body_left = 0;
+    c->cycle = NULL;
+    c->client = NULL;
+    c->sockname = NULL;
+    c->client_len = 0;
+    c->deadline = 0;
+    c->deadline_is_head = 0;
+    c->idle_ticks = 0;
+    c->drain_waiter = NULL;
+    c->read_paused = c->write_paused = c->in_list = 0;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(c));
+    Py_VISIT(c->server);
+    Py_VISIT(c->transport);
+    Py_VISIT(c->cycle);
+    Py_VISIT(c->client);
+    Py_VISIT(c->sockname);
+    Py_VISIT(c->drain_waiter);
+    return 0;
+}
+
+static int conn_clear(cg_conn *c)
+{
+    Py_CLEAR(c->transport);
+    Py_CLEAR(c->cycle);
+    Py_CLEAR(c->client);
+    Py_CLEAR(c->sockname);
+    Py_CLEAR(c->drain_waiter);
+    return 0;
+}
+
+static void conn_dealloc(cg_conn *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    PyObject_GC_UnTrack(c);
+    conn_clear(c);
+    Py_CLEAR(c->server);
+    cg_buf_free(&c->in);
+    tp->tp_free(c);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef conn_methods[] = {
+    {"connection_made", (PyCFunction)conn_connection_made, METH_O, NULL},
+    {"connection_lost", (PyCFunction)conn_connection_lost, METH_O, NULL},
+    {"get_buffer", (PyCFunction)conn_get_buffer, METH_O, NULL},
+    {"buffer_updated", (PyCFunction)conn_buffer_updated, METH_O, NULL},
+    {"data_received", (PyCFunction)conn_data_received, METH_O, NULL},
+    {"eof_received", (PyCFunction)conn_eof_received, METH_NOARGS, NULL},
+    {"pause_writing", (PyCFunction)conn_pause_writing, METH_NOARGS, NULL},
+    {"resume_writing", (PyCFunction)conn_resume_writing, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot conn_slots[] = {
+    {Py_tp_methods, conn_methods},
+    {Py_tp_traverse, conn_traverse},
+    {Py_tp_clear, conn_clear},
+    {Py_tp_dealloc, conn_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec conn_spec = {
+    .name = "casgi._casgi.Connection",
+    .basicsize = sizeof(cg_conn),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = conn_slots,
+};
+
+int cg_conn_types_init(PyObject *module, cg_state *st)
+{
+    /* A BufferedProtocol subclass, so both asyncio and uvloop read into our buffer. */
+    PyObject *bases = PyTuple_Pack(1, st->BufferedProtocol);
+    if (!bases)
+        return -1;
+    st->ConnType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &conn_spec, bases);
+    Py_DECREF(bases);
+    return st->ConnType ? 0 : -1;
+}

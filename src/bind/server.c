@@ -1,1 +1,564 @@
-#include "casgi.h"
+/* The server's lifecycle: choose the loop, bind, run lifespan startup, serve
+ * until a signal (or --limit-max-requests), then shut down gracefully:
+ * stop accepting, close idle connections, let in-flight requests finish within
+ * --timeout-graceful-shutdown, run lifespan shutdown last.
+ *
+ * Everything is driven with loop.run_until_complete on futures that C code
+ * completes; no Python coroutine is involved. One ticker per server refreshes
+ * the date header and enforces every connection's deadline, so requests pay
+ * nothing for timeouts. */
+#include "server.h"
+
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "config.h"
+#include "lifespan.h"
+#include "sock.h"
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void cg_server_update_date(cg_server *srv)
+{
+    char date[32];
+    size_t n = cg_http1_format_date((long long)time(NULL), date);
+    srv->date_len =
+        (size_t)snprintf(srv->date_line, sizeof(srv->date_line), "date: %.*s\r\n", (int)n, date);
+}
+
+void cg_server_check_drained(cg_server *srv)
+{
+    if (srv->should_exit && srv->nconns == 0 && srv->ntasks == 0)
+        cg_future_wake(srv->st, srv->drained_fut);
+}
+
+void cg_server_request_exit(cg_server *srv)
+{
+    srv->should_exit = 1;
+    cg_future_wake(srv->st, srv->stop_fut);
+}
+
+/* Runs the loop until `awaitable` completes. Returns its result or NULL. */
+static PyObject *run_until_complete(cg_server *srv, PyObject *awaitable)
+{
+    return PyObject_CallMethod(srv->loop, "run_until_complete", "O", awaitable);
+}
+
+/* ---- ticker ------------------------------------------------------------- */
+
+static int arm_ticker(cg_server *srv)
+{
+    PyObject *interval = PyFloat_FromDouble(srv->tick_interval);
+    if (!interval)
+        return -1;
+    PyObject *h =
+        PyObject_CallMethodObjArgs(srv->loop, srv->st->s_call_later, interval, srv->tick_cb, NULL);
+    Py_DECREF(interval);
+    if (!h)
+        return -1;
+    Py_XSETREF(srv->ticker, h);
+    return 0;
+}
+
+static PyObject *server_tick(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    double now = monotonic_now();
+    cg_conn *c, *next;
+
+    srv->now = now;
+    cg_server_update_date(srv);
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->deadline > 0 && now >= c->deadline) {
+            c->deadline = 0;
+            if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 && c->phase == CG_PHASE_HEAD) {
+                cg_log(&srv->st->log, CG_DEBUG, "Request head not received in time");
+                cg_conn_reject(c, 408);
+            } else {
+                cg_conn_close(c);
+            }
+            continue;
+        }
+        /* An idle connection gives its read buffer back (idle memory stays small). */
+        if (c->phase == CG_PHASE_HEAD && !c->cycle && cg_buf_unread(&c->in) == 0) {
+            if (++c->idle_ticks >= 2)
+                cg_buf_free(&c->in);
+        }
+    }
+    if (arm_ticker(srv) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
+{
+    long sig = PyLong_AsLong(signum);
+    if (sig == -1 && PyErr_Occurred())
+        return NULL;
+    if (srv->should_exit && sig == SIGINT) {
+        srv->force_exit = 1;
+        cg_future_wake(srv->st, srv->drained_fut);
+    } else {
+        cg_server_request_exit(srv);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_graceful_timeout(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    cg_future_wake(srv->st, srv->drained_fut);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef tick_def = {"tick", (PyCFunction)server_tick, METH_NOARGS, NULL};
+static PyMethodDef signal_def = {"on_signal", (PyCFunction)server_on_signal, METH_O, NULL};
+static PyMethodDef timeout_def = {"graceful_timeout", (PyCFunction)server_graceful_timeout,
+                                  METH_NOARGS, NULL};
+
+/* ---- setup -------------------------------------------------------------- */
+
+static PyObject *new_loop(cg_state *st, const cg_config *cfg)
+{
+    PyObject *mod = NULL, *loop;
+    if (cfg->loop != CG_LOOP_ASYNCIO) {
+        mod = PyImport_ImportModule("uvloop");
+        if (!mod) {
+            if (cfg->loop == CG_LOOP_UVLOOP)
+                return NULL;
+            PyErr_Clear();
+        }
+    }
+    loop = PyObject_CallMethod(mod ? mod : st->asyncio, "new_event_loop", NULL);
+    Py_XDECREF(mod);
+    if (!loop)
+        return NULL;
+    PyObject *r = PyObject_CallMethod(st->asyncio, "set_event_loop", "O", loop);
+    if (!r) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return loop;
+}
+
+/* Binds the listening socket per cfg. Returns a socket.socket or NULL after
+ * logging. */
+static PyObject *open_listener(cg_state *st, const cg_config *cfg, char *url, size_t urllen)
+{
+    char err[256];
+    int fd;
+    if (cfg->fd >= 0) {
+        fd = (int)cfg->fd;
+    } else if (cfg->uds) {
+        fd = cg_listen_unix(cfg->uds, (int)cfg->backlog, err, sizeof(err));
+    } else {
+        fd = cg_listen_tcp(cfg->host, (int)cfg->port, (int)cfg->backlog, err, sizeof(err));
+    }
+    if (fd < 0) {
+        if (cfg->uds)
+            cg_log(&st->log, CG_ERROR, "%s: error while attempting to bind on unix socket '%s'",
+                   err, cfg->uds);
+        else
+            cg_log(&st->log, CG_ERROR, "%s: error while attempting to bind on address ('%s', %ld)",
+                   err, cfg->host, cfg->port);
+        return NULL;
+    }
+    if (cg_sock_url(fd, url, urllen) < 0)
+        snprintf(url, urllen, "fd %d", fd);
+    PyObject *socket_mod = PyImport_ImportModule("socket");
+    if (!socket_mod)
+        return NULL;
+    PyObject *sock = PyObject_CallMethod(socket_mod, "socket", "iiii", -1, -1, -1, fd);
+    Py_DECREF(socket_mod);
+    if (!sock) {
+        cg_log_exception(&st->log, "Error: cannot use the listening socket");
+        if (cfg->fd < 0)
+            close(fd);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethod(sock, "setblocking", "O", Py_False);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return sock;
+}
+
+static int build_extra_headers(cg_server *srv)
+{
+    const cg_config *cfg = srv->cfg;
+    for (size_t i = 0; i < cfg->headers.n; i++) {
+        const char *name, *value;
+        size_t nlen, vlen;
+        if (cg_header_option_split(cfg->headers.items[i], &name, &nlen, &value, &vlen) < 0 ||
+            !cg_http1_valid_field(name, nlen, value, vlen)) {
+            cg_log(&srv->st->log, CG_ERROR, "Error: invalid --header '%s'", cfg->headers.items[i]);
+            return -1;
+        }
+        if (cg_buf_append(&srv->extra_headers, name, nlen) < 0 ||
+            cg_buf_append(&srv->extra_headers, ": ", 2) < 0 ||
+            cg_buf_append(&srv->extra_headers, value, vlen) < 0 ||
+            cg_buf_append(&srv->extra_headers, "\r\n", 2) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cfg)
+{
+    cg_server *srv = PyObject_GC_New(cg_server, st->ServerType);
+    if (!srv)
+        return NULL;
+    memset((char *)srv + sizeof(PyObject), 0, sizeof(*srv) - sizeof(PyObject));
+    srv->st = st;
+    srv->module = Py_NewRef(module);
+    srv->cfg = cfg;
+    cg_buf_init(&srv->extra_headers);
+    PyObject_GC_Track(srv);
+    srv->limits.request_line = (size_t)cfg->limit_request_line;
+    srv->limits.field_size = (size_t)cfg->limit_request_field_size;
+    srv->limits.fields = (size_t)cfg->limit_request_fields;
+    srv->hdrs = PyMem_Calloc(srv->limits.fields + 1, sizeof(cg_http1_header));
+    srv->state = PyDict_New();
+    srv->tasks = PySet_New(NULL);
+    srv->root_path = PyUnicode_FromString(cfg->root_path ? cfg->root_path : "");
+    srv->root_path_b = srv->root_path ? PyUnicode_AsUTF8String(srv->root_path) : NULL;
+    srv->tick_cb = PyCFunction_New(&tick_def, (PyObject *)srv);
+    if (!srv->hdrs || !srv->state || !srv->tasks || !srv->root_path_b || !srv->tick_cb) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_DECREF(srv);
+        return NULL;
+    }
+    double t = 1.0;
+    if (cfg->timeout_keep_alive > 0 && cfg->timeout_keep_alive / 4 < t)
+        t = cfg->timeout_keep_alive / 4;
+    if (cfg->timeout_request_header > 0 && cfg->timeout_request_header / 4 < t)
+        t = cfg->timeout_request_header / 4;
+    srv->tick_interval = t < 0.05 ? 0.05 : t;
+    cg_server_update_date(srv);
+    return srv;
+}
+
+static PyObject *server_call(cg_server *srv, PyObject *args, PyObject *kwargs)
+{
+    (void)args;
+    (void)kwargs;
+    return cg_conn_new(srv); /* the protocol factory given to create_server */
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void close_idle_connections(cg_server *srv)
+{
+    for (cg_conn *c = srv->conns; c; c = c->next)
+        if (!c->cycle)
+            cg_conn_close(c);
+}
+
+static void abort_everything(cg_server *srv)
+{
+    PyObject *r;
+    for (cg_conn *c = srv->conns; c; c = c->next) {
+        c->phase = CG_PHASE_CLOSED;
+        if (c->transport) {
+            r = PyObject_CallMethodNoArgs(c->transport, srv->st->s_abort);
+            Py_XDECREF(r);
+            PyErr_Clear();
+        }
+    }
+    PyObject *tasks = PySequence_List(srv->tasks);
+    if (!tasks) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
+        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), srv->st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    if (PyList_GET_SIZE(tasks) > 0) {
+        /* Let the cancellations run, briefly. */
+        PyObject *w = PyObject_CallMethod(srv->st->asyncio, "wait", "Od", tasks, 1.0);
+        if (w) {
+            r = run_until_complete(srv, w);
+            Py_XDECREF(r);
+            Py_DECREF(w);
+        }
+        PyErr_Clear();
+    }
+    Py_DECREF(tasks);
+}
+
+static void shutdown_server(cg_server *srv, PyObject *listener)
+{
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    PyObject *r, *timer = NULL;
+
+    cg_log(&st->log, CG_INFO, "Shutting down");
+    r = PyObject_CallMethodNoArgs(listener, st->s_close);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    close_idle_connections(srv);
+    if ((srv->nconns || srv->ntasks) && !srv->force_exit) {
+        Py_XSETREF(srv->drained_fut, cg_future_new(st, srv->loop));
+        if (!srv->drained_fut) {
+            PyErr_Clear();
+            goto force;
+        }
+        if (srv->nconns)
+            cg_log(&st->log, CG_INFO, "Waiting for connections to close. (CTRL+C to force quit)");
+        if (cfg->timeout_graceful_shutdown >= 0) {
+            PyObject *cb = PyCFunction_New(&timeout_def, (PyObject *)srv);
+            if (cb) {
+                timer = PyObject_CallMethod(srv->loop, "call_later", "dO",
+                                            cfg->timeout_graceful_shutdown, cb);
+                Py_DECREF(cb);
+            }
+            PyErr_Clear();
+        }
+        cg_server_check_drained(srv);
+        r = run_until_complete(srv, srv->drained_fut);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        if (timer) {
+            r = PyObject_CallMethodNoArgs(timer, st->s_cancel);
+            Py_XDECREF(r);
+            Py_DECREF(timer);
+            PyErr_Clear();
+        }
+    }
+force:
+    if (srv->nconns || srv->ntasks) {
+        if (!srv->force_exit)
+            cg_log(&st->log, CG_ERROR,
+                   "Cancel %zu running task(s), timeout graceful shutdown exceeded", srv->ntasks);
+        abort_everything(srv);
+    }
+}
+
+/* ---- entry -------------------------------------------------------------- */
+
+static void log_running(cg_state *st, const cg_config *cfg, const char *url)
+{
+    if (cfg->fd >= 0)
+        cg_log(&st->log, CG_INFO, "casgi running on socket %s (Press CTRL+C to quit)", url);
+    else if (cfg->uds)
+        cg_log(&st->log, CG_INFO, "casgi running on unix socket %s (Press CTRL+C to quit)",
+               cfg->uds);
+    else
+        cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
+}
+
+static int add_signal_handlers(cg_server *srv, PyObject *handler)
+{
+    int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        PyObject *r =
+            PyObject_CallMethod(srv->loop, "add_signal_handler", "iOi", sigs[i], handler, sigs[i]);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
+{
+    cg_state *st = cg_get_state(module);
+    cg_server *srv = NULL;
+    PyObject *app = NULL, *sock = NULL, *listener = NULL, *coro, *handler = NULL, *r;
+    PyObject *lifespan = NULL;
+    char url[300];
+    int status = 3;
+
+    if (cg_log_setup(&st->log, cfg) < 0)
+        return 3;
+    if (cg_config_load_env_file(cfg) < 0)
+        return 3;
+    app = app_obj ? cg_app_prepare(st, app_obj, cfg) : cg_app_load(st, cfg);
+    if (!app)
+        return 3;
+    srv = server_new(module, st, cfg);
+    if (!srv)
+        goto error;
+    srv->app = app;
+    app = NULL;
+    if (build_extra_headers(srv) < 0)
+        goto error;
+    srv->loop = new_loop(st, cfg);
+    if (!srv->loop)
+        goto error;
+    srv->stop_fut = cg_future_new(st, srv->loop);
+    if (!srv->stop_fut)
+        goto error;
+    sock = open_listener(st, cfg, url, sizeof(url));
+    if (!sock)
+        goto done;
+    cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
+
+    if (cg_lifespan_startup(srv, &lifespan) < 0)
+        goto done;
+
+    {
+        PyObject *meth = PyObject_GetAttrString(srv->loop, "create_server");
+        PyObject *kw =
+            meth ? Py_BuildValue("{s:O,s:l}", "sock", sock, "backlog", cfg->backlog) : NULL;
+        PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
+        coro = args ? PyObject_Call(meth, args, kw) : NULL;
+        Py_XDECREF(meth);
+        Py_XDECREF(kw);
+        Py_XDECREF(args);
+    }
+    if (!coro)
+        goto error;
+    listener = run_until_complete(srv, coro);
+    Py_DECREF(coro);
+    if (!listener)
+        goto error;
+    log_running(st, cfg, url);
+
+    handler = PyCFunction_New(&signal_def, (PyObject *)srv);
+    if (!handler || add_signal_handlers(srv, handler) < 0)
+        goto error;
+    if (arm_ticker(srv) < 0)
+        goto error;
+    if (!srv->should_exit) {
+        r = run_until_complete(srv, srv->stop_fut);
+        if (!r)
+            goto error;
+        Py_DECREF(r);
+    }
+    shutdown_server(srv, listener);
+    if (srv->ticker) {
+        r = PyObject_CallMethodNoArgs(srv->ticker, st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    status = cg_lifespan_shutdown(srv, lifespan) < 0 ? 3 : 0;
+    goto done;
+
+error:
+    if (PyErr_Occurred())
+        cg_log_exception(&st->log, "Error: the server failed");
+    status = 3;
+done:
+    if (srv && srv->loop) {
+        for (int sig = 0; sig < 2; sig++) {
+            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i",
+                                    sig ? SIGTERM : SIGINT);
+            Py_XDECREF(r);
+        }
+        PyErr_Clear();
+        r = PyObject_CallMethod(srv->loop, "shutdown_asyncgens", NULL);
+        if (r) {
+            PyObject *r2 = run_until_complete(srv, r);
+            Py_XDECREF(r2);
+            Py_DECREF(r);
+        }
+        PyErr_Clear();
+        r = PyObject_CallMethodNoArgs(srv->loop, st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    if (srv && srv->loop && status == 0)
+        cg_log(&st->log, CG_INFO, "Finished server process [%d]", (int)getpid());
+    Py_XDECREF(lifespan);
+    Py_XDECREF(handler);
+    Py_XDECREF(listener);
+    if (sock) {
+        r = PyObject_CallMethodNoArgs(sock, st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    Py_XDECREF(sock);
+    Py_XDECREF(app);
+    if (srv) {
+        /* Break the server's reference cycles (bound callables, futures). */
+        Py_CLEAR(srv->tick_cb);
+        Py_CLEAR(srv->ticker);
+        Py_CLEAR(srv->stop_fut);
+        Py_CLEAR(srv->drained_fut);
+        Py_CLEAR(srv->loop);
+        Py_DECREF(srv);
+    }
+    return status;
+}
+
+/* ---- type --------------------------------------------------------------- */
+
+static int server_traverse(cg_server *srv, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(srv));
+    Py_VISIT(srv->module);
+    Py_VISIT(srv->loop);
+    Py_VISIT(srv->app);
+    Py_VISIT(srv->state);
+    Py_VISIT(srv->tasks);
+    Py_VISIT(srv->stop_fut);
+    Py_VISIT(srv->drained_fut);
+    Py_VISIT(srv->ticker);
+    Py_VISIT(srv->tick_cb);
+    Py_VISIT(srv->root_path);
+    Py_VISIT(srv->root_path_b);
+    return 0;
+}
+
+static int server_clear(cg_server *srv)
+{
+    Py_CLEAR(srv->loop);
+    Py_CLEAR(srv->app);
+    Py_CLEAR(srv->state);
+    Py_CLEAR(srv->tasks);
+    Py_CLEAR(srv->stop_fut);
+    Py_CLEAR(srv->drained_fut);
+    Py_CLEAR(srv->ticker);
+    Py_CLEAR(srv->tick_cb);
+    Py_CLEAR(srv->root_path);
+    Py_CLEAR(srv->root_path_b);
+    return 0;
+}
+
+static void server_dealloc(cg_server *srv)
+{
+    PyTypeObject *tp = Py_TYPE(srv);
+    PyObject_GC_UnTrack(srv);
+    server_clear(srv);
+    Py_CLEAR(srv->module);
+    PyMem_Free(srv->hdrs);
+    cg_buf_free(&srv->extra_headers);
+    tp->tp_free(srv);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot server_slots[] = {
+    {Py_tp_call, server_call},
+    {Py_tp_traverse, server_traverse},
+    {Py_tp_clear, server_clear},
+    {Py_tp_dealloc, server_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec server_spec = {
+    .name = "casgi._casgi.Server",
+    .basicsize = sizeof(cg_server),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = server_slots,
+};
+
+int cg_server_types_init(PyObject *module, cg_state *st)
+{
+    st->ServerType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &server_spec, NULL);
+    return st->ServerType ? 0 : -1;
+}

@@ -1,0 +1,434 @@
+/* Awaitables and the app runner.
+ *
+ * Await: what receive() and send() return when they may have to wait. It
+ * polls its owner; only when the owner cannot answer yet does a future get
+ * created, and the awaitable delegates to that future's iterator until it
+ * completes, then polls again. Done: the shared awaitable for a send() that
+ * completed at call time, so the common path allocates nothing.
+ *
+ * Runner: a coroutine-shaped object (send/throw/close/__await__ and
+ * tp_iternext) that a Task drives instead of the app's coroutine. It sees
+ * every suspension (on_yield, used to flush a held response head) and every
+ * outcome (on_finish) without a done-callback per request. */
+#include "casgi.h"
+
+/* ---- Done --------------------------------------------------------------- */
+
+static PyObject *done_iternext(PyObject *self)
+{
+    (void)self;
+    return NULL; /* exhausted without error: StopIteration(None) */
+}
+
+static PyObject *self_iter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static void done_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot done_slots[] = {
+    {Py_am_await, self_iter},
+    {Py_tp_iter, self_iter},
+    {Py_tp_iternext, done_iternext},
+    {Py_tp_dealloc, done_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec done_spec = {
+    .name = "casgi._casgi.Done",
+    .basicsize = sizeof(PyObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = done_slots,
+};
+
+/* ---- Await -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD PyObject *owner; /* strong */
+    cg_poll_fn poll;
+    PyObject *fut_iter; /* iterator of the future being waited on, or NULL */
+} cg_await;
+
+PyObject *cg_await_new(cg_state *st, PyObject *owner, cg_poll_fn poll)
+{
+    cg_await *a = PyObject_GC_New(cg_await, st->AwaitType);
+    if (!a)
+        return NULL;
+    a->owner = Py_NewRef(owner);
+    a->poll = poll;
+    a->fut_iter = NULL;
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
+/* Raises StopIteration carrying `value` (a dict or None here). */
+static void set_stop_iteration(PyObject *value)
+{
+    if (value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return;
+    }
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (exc) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+}
+
+static PyObject *await_iternext(cg_await *self)
+{
+    for (;;) {
+        if (self->fut_iter) {
+            PyObject *r = Py_TYPE(self->fut_iter)->tp_iternext(self->fut_iter);
+            if (r)
+                return r; /* the future itself, yielded to the Task */
+            if (PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_StopIteration))
+                    return NULL; /* cancelled or failed */
+                PyErr_Clear();
+            }
+            Py_CLEAR(self->fut_iter);
+        }
+        PyObject *fut = NULL;
+        PyObject *res = self->poll(self->owner, &fut);
+        if (res) {
+            set_stop_iteration(res);
+            Py_DECREF(res);
+            return NULL;
+        }
+        if (!fut)
+            return NULL; /* error from poll */
+        PyObject *it = PyObject_GetIter(fut);
+        Py_DECREF(fut);
+        if (!it)
+            return NULL;
+        self->fut_iter = it;
+    }
+}
+
+static int await_traverse(cg_await *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    Py_VISIT(self->fut_iter);
+    return 0;
+}
+
+static int await_clear(cg_await *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->fut_iter);
+    return 0;
+}
+
+static void await_dealloc(cg_await *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    await_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot await_slots[] = {
+    {Py_am_await, self_iter},
+    {Py_tp_iter, self_iter},
+    {Py_tp_iternext, await_iternext},
+    {Py_tp_traverse, await_traverse},
+    {Py_tp_clear, await_clear},
+    {Py_tp_dealloc, await_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec await_spec = {
+    .name = "casgi._casgi.Await",
+    .basicsize = sizeof(cg_await),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = await_slots,
+};
+
+/* ---- Runner ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD cg_state *st;
+    PyObject *it;    /* the app's coroutine, or the iterator of its awaitable */
+    PyObject *owner; /* strong; cleared once finished */
+    const cg_runner_hooks *hooks;
+} cg_runner;
+
+PyObject *cg_runner_new(cg_state *st, PyObject *awaitable, PyObject *owner,
+                        const cg_runner_hooks *hooks)
+{
+    PyObject *it;
+    if (PyCoro_CheckExact(awaitable)) {
+        it = Py_NewRef(awaitable);
+    } else {
+        unaryfunc am_await =
+            Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await : NULL;
+        if (!am_await) {
+            PyErr_Format(PyExc_TypeError, "the ASGI application returned %R, not an awaitable",
+                         awaitable);
+            return NULL;
+        }
+        it = am_await(awaitable);
+        if (!it)
+            return NULL;
+    }
+    cg_runner *r = PyObject_GC_New(cg_runner, st->RunnerType);
+    if (!r) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    r->st = st;
+    r->it = it;
+    r->owner = Py_NewRef(owner);
+    r->hooks = hooks;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+/* Handles the app's outcome after it stopped yielding: `res` is the value it
+ * yielded (returned as is), or NULL when it returned or raised. */
+static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
+{
+    PyObject *owner;
+
+    if (res) {
+        if (self->hooks->on_leave && self->owner)
+            self->hooks->on_leave(self->owner);
+        return res;
+    }
+    owner = self->owner;
+    self->owner = NULL;
+    if (!owner)
+        return NULL; /* finished before: keep whatever is set */
+    if (returned || !PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyErr_Clear();
+        self->hooks->on_finish(owner, NULL);
+        Py_DECREF(owner);
+        return NULL;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception) ||
+        PyErr_ExceptionMatches(self->st->CancelledError)) {
+        /* Cancellation and BaseException reach the Task unchanged. */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        self->hooks->on_finish(owner, v);
+        PyErr_Restore(t, v, tb);
+        Py_DECREF(owner);
+        return NULL;
+    }
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v)
+        PyException_SetTraceback(v, tb);
+    self->hooks->on_finish(owner, v);
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+    Py_DECREF(owner);
+    return NULL;
+}
+
+static PyObject *runner_send_value(cg_runner *self, PyObject *value)
+{
+    PyObject *res = NULL;
+    if (self->hooks->on_enter)
+        self->hooks->on_enter(self->owner);
+#if PY_VERSION_HEX >= 0x030A0000
+    PySendResult sr = PyIter_Send(self->it, value, &res);
+    if (sr == PYGEN_NEXT)
+        return runner_outcome(self, res, 0);
+    if (sr == PYGEN_RETURN) {
+        Py_XDECREF(res);
+        return runner_outcome(self, NULL, 1);
+    }
+    return runner_outcome(self, NULL, 0);
+#else
+    if (value == Py_None && PyIter_Check(self->it))
+        res = Py_TYPE(self->it)->tp_iternext(self->it);
+    else
+        res = PyObject_CallMethod(self->it, "send", "O", value);
+    return runner_outcome(self, res, 0);
+#endif
+}
+
+static PyObject *runner_iternext(cg_runner *self)
+{
+    if (!self->owner)
+        return NULL;
+    return runner_send_value(self, Py_None);
+}
+
+static PyObject *runner_send(cg_runner *self, PyObject *value)
+{
+    if (!self->owner) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *r = runner_send_value(self, value);
+    if (!r && !PyErr_Occurred())
+        PyErr_SetNone(PyExc_StopIteration);
+    return r;
+}
+
+static PyObject *runner_throw(cg_runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    if (!self->owner) {
+        /* Finished: behave like an exhausted coroutine receiving an exception. */
+        if (PyExceptionInstance_Check(args[0]))
+            PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
+        else
+            PyErr_SetObject(args[0], nargs > 1 ? args[1] : NULL);
+        return NULL;
+    }
+    PyObject *meth = PyObject_GetAttrString(self->it, "throw");
+    PyObject *res;
+    if (self->hooks->on_enter)
+        self->hooks->on_enter(self->owner);
+    if (meth) {
+        res = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
+        Py_DECREF(meth);
+    } else {
+        PyErr_Clear();
+        if (PyExceptionInstance_Check(args[0]))
+            PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
+        else
+            PyErr_SetObject(args[0], nargs > 1 ? args[1] : NULL);
+        res = NULL;
+    }
+    PyObject *r = runner_outcome(self, res, 0);
+    if (!r && !PyErr_Occurred())
+        PyErr_SetNone(PyExc_StopIteration);
+    return r;
+}
+
+static PyObject *runner_close(cg_runner *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *meth = PyObject_GetAttrString(self->it, "close");
+    if (!meth) {
+        PyErr_Clear();
+    } else {
+        PyObject *r = PyObject_CallNoArgs(meth);
+        Py_DECREF(meth);
+        if (!r)
+            return NULL;
+        Py_DECREF(r);
+    }
+    if (self->owner) {
+        PyObject *owner = self->owner;
+        self->owner = NULL;
+        PyObject *exc = PyObject_CallNoArgs(PyExc_GeneratorExit);
+        self->hooks->on_finish(owner, exc);
+        Py_XDECREF(exc);
+        PyErr_Clear();
+        Py_DECREF(owner);
+    }
+    Py_RETURN_NONE;
+}
+
+static int runner_traverse(cg_runner *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->it);
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int runner_clear(cg_runner *self)
+{
+    Py_CLEAR(self->it);
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void runner_dealloc(cg_runner *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    runner_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *runner_await(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+static PyMethodDef runner_methods[] = {
+    {"send", (PyCFunction)runner_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))runner_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)runner_close, METH_NOARGS, NULL},
+    {"__await__", (PyCFunction)runner_await, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot runner_slots[] = {
+    {Py_am_await, self_iter},          {Py_tp_iter, self_iter},
+    {Py_tp_iternext, runner_iternext}, {Py_tp_methods, runner_methods},
+    {Py_tp_traverse, runner_traverse}, {Py_tp_clear, runner_clear},
+    {Py_tp_dealloc, runner_dealloc},   {0, NULL},
+};
+
+static PyType_Spec runner_spec = {
+    .name = "casgi._casgi.Runner",
+    .basicsize = sizeof(cg_runner),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = runner_slots,
+};
+
+/* ---- futures ------------------------------------------------------------ */
+
+PyObject *cg_future_new(cg_state *st, PyObject *loop)
+{
+    return PyObject_CallMethodNoArgs(loop, st->s_create_future);
+}
+
+void cg_future_wake(cg_state *st, PyObject *fut)
+{
+    PyObject *t, *v, *tb, *r;
+    if (!fut)
+        return;
+    PyErr_Fetch(&t, &v, &tb);
+    r = PyObject_CallMethodNoArgs(fut, st->s_done);
+    if (r == Py_False) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodOneArg(fut, st->s_set_result, Py_None);
+    }
+    if (!r)
+        PyErr_WriteUnraisable(fut);
+    Py_XDECREF(r);
+    PyErr_Restore(t, v, tb);
+}
+
+int cg_runner_types_init(PyObject *module, cg_state *st)
+{
+    st->DoneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &done_spec, NULL);
+    if (!st->DoneType)
+        return -1;
+    st->AwaitType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &await_spec, NULL);
+    if (!st->AwaitType)
+        return -1;
+    st->RunnerType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &runner_spec, NULL);
+    if (!st->RunnerType)
+        return -1;
+    st->done = PyType_GenericAlloc(st->DoneType, 0);
+    if (!st->done)
+        return -1;
+    return 0;
+}

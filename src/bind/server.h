@@ -1,0 +1,150 @@
+/* The server, its connections and their request cycles: shared internals of
+ * server.c (lifecycle), conn.c (the protocol on the loop) and asgi_http.c
+ * (scope, receive, send). */
+#ifndef CASGI_SERVER_H
+#define CASGI_SERVER_H
+
+#include "casgi.h"
+
+#include "buf.h"
+#include "http1.h"
+
+typedef struct cg_conn cg_conn;
+typedef struct cg_cycle cg_cycle;
+
+typedef struct cg_server {
+    PyObject_HEAD cg_state *st;
+    PyObject *module;     /* keeps the state alive */
+    const cg_config *cfg; /* borrowed for the duration of cg_serve */
+    PyObject *loop;
+    PyObject *app;         /* ASGI 3 callable */
+    PyObject *state;       /* lifespan state dict, copied into each scope */
+    PyObject *tasks;       /* set of running app tasks */
+    PyObject *stop_fut;    /* completed to begin shutdown */
+    PyObject *drained_fut; /* completed when nothing is left during shutdown */
+    PyObject *ticker;      /* TimerHandle of the next tick */
+    PyObject *tick_cb;     /* bound C callable for the ticker */
+    PyObject *root_path;   /* str */
+    PyObject *root_path_b; /* bytes */
+    cg_conn *conns;        /* every open connection (strong refs), doubly linked */
+    size_t nconns;
+    size_t ntasks;
+    unsigned long long nrequests;
+    cg_http1_limits limits;
+    cg_http1_header *hdrs; /* scratch for head parsing, limits.fields entries */
+    double tick_interval;
+    double now;         /* monotonic seconds, refreshed on each tick */
+    char date_line[64]; /* "date: <IMF-fixdate>\r\n" */
+    size_t date_len;
+    cg_buf extra_headers; /* "server: casgi\r\n" and --header lines, ready to copy */
+    int should_exit;      /* shutdown requested */
+    int force_exit;       /* second signal: stop waiting */
+    int exit_status;
+} cg_server;
+
+enum cg_phase {
+    CG_PHASE_HEAD,     /* waiting for (more of) a request head */
+    CG_PHASE_BODY,     /* a cycle is active and its body is still arriving */
+    CG_PHASE_RESPONSE, /* a cycle is active, its body is complete */
+    CG_PHASE_CLOSED,   /* closing or closed: nothing more is read */
+};
+
+enum cg_body_mode { CG_BODY_NONE, CG_BODY_LENGTH, CG_BODY_CHUNKED };
+
+struct cg_conn {
+    PyObject_HEAD cg_server *server; /* strong */
+    PyObject *transport;             /* NULL before connection_made and after connection_lost */
+    cg_conn *prev, *next;            /* in server->conns while open */
+    cg_buf in;                       /* bytes read, not yet parsed */
+    cg_http1_parser parser;
+    cg_http1_chunked chunked;
+    int phase;            /* enum cg_phase */
+    int body_mode;        /* enum cg_body_mode of the active cycle */
+    long long body_left;  /* CG_BODY_LENGTH: bytes still to arrive */
+    cg_cycle *cycle;      /* strong: the active cycle, or NULL */
+    PyObject *client;     /* scope["client"]: (host, port) or None */
+    PyObject *sockname;   /* scope["server"]: (host, port) or None */
+    char client_text[72]; /* "host:port" for the access log */
+    size_t client_len;
+    double deadline;        /* monotonic time after which the ticker closes it; 0 = none */
+    int deadline_is_head;   /* the deadline is the request-head timeout (answer 408) */
+    int idle_ticks;         /* ticks spent idle; buffers are released after one */
+    PyObject *drain_waiter; /* future completed by resume_writing/connection_lost */
+    unsigned read_paused : 1;
+    unsigned write_paused : 1;
+    unsigned in_list : 1;
+};
+
+enum cg_resp_state {
+    CG_RESP_NONE,      /* nothing sent yet */
+    CG_RESP_HELD,      /* http.response.start received, head held for the body */
+    CG_RESP_STREAMING, /* head on the wire, more body to come */
+    CG_RESP_COMPLETE,  /* response done */
+};
+
+struct cg_cycle {
+    PyObject_HEAD cg_server *server; /* strong */
+    cg_conn *conn;                   /* strong while the cycle owns the connection, then NULL */
+    PyObject *task;                  /* the Task running the app, until it finishes */
+    PyObject *method;                /* str, for the access log */
+    PyObject *raw_path;              /* bytes, without root_path, for the access log */
+    PyObject *query;                 /* bytes */
+    cg_buf body;                     /* request body received and not yet given to the app */
+    PyObject *recv_waiter;           /* future completed when body arrives or on disconnect */
+    int minor_version;
+    int status;
+    long long resp_length; /* the app's content-length, -1 when none */
+    long long resp_sent;   /* body bytes the app has sent */
+    cg_buf head;           /* response head being held */
+    int resp;              /* enum cg_resp_state */
+    unsigned keep_alive : 1;
+    unsigned is_head : 1;
+    unsigned expect_continue : 1;
+    unsigned body_done : 1;    /* the whole request body has arrived */
+    unsigned body_final : 1;   /* more_body=False was given to the app */
+    unsigned disconnected : 1; /* the client went away */
+    unsigned chunked_out : 1;  /* response uses chunked framing */
+    unsigned no_body : 1;      /* HEAD, 1xx, 204, 304: no body bytes on the wire */
+    unsigned in_step : 1;      /* the app's own task is running right now */
+    unsigned task_done : 1;
+};
+
+/* server.c */
+/** Begins a graceful shutdown (as on SIGTERM). */
+void cg_server_request_exit(cg_server *srv);
+/** Called when a connection or task goes away during shutdown. */
+void cg_server_check_drained(cg_server *srv);
+/** Refreshes the cached date line. */
+void cg_server_update_date(cg_server *srv);
+
+/* conn.c */
+/** A new connection protocol object for srv. */
+PyObject *cg_conn_new(cg_server *srv);
+int cg_conn_types_init(PyObject *module, cg_state *st);
+/** Writes `data` to the transport. Returns 0 or -1 with an exception. */
+int cg_conn_write(cg_conn *c, const char *data, size_t len);
+/** Writes a bytes object without copying. Returns 0 or -1. */
+int cg_conn_write_obj(cg_conn *c, PyObject *bytes);
+/** Closes the transport (flushing what was written). */
+void cg_conn_close(cg_conn *c);
+/** The active cycle finished its response; continue with pipelined data. */
+void cg_conn_cycle_complete(cg_conn *c, int keep_alive);
+/** Resumes reading if it was paused for backpressure and no longer must be. */
+void cg_conn_maybe_resume(cg_conn *c);
+/** Answers a rejected request with `status`, connection: close, and closes. */
+void cg_conn_reject(cg_conn *c, int status);
+
+/* asgi_http.c */
+int cg_asgi_http_types_init(PyObject *module, cg_state *st);
+/** Starts a cycle for the parsed head `req` on c (scope, task). Returns 0 or -1. */
+int cg_cycle_start(cg_conn *c, const cg_http1_request *req);
+/** New body bytes for the app (copied). Returns 0 or -1. */
+int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
+/** The request body is complete. */
+void cg_cycle_body_done(cg_cycle *cy);
+/** The client disconnected. */
+void cg_cycle_disconnect(cg_cycle *cy);
+/** Completes the drain waiter of c when writing may resume. */
+void cg_conn_wake_drain(cg_conn *c);
+
+#endif
