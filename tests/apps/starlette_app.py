@@ -1,0 +1,40 @@
+"""A Starlette application: JSON routes, path parameters, request bodies."""
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+
+
+async def index(request: Request):
+    return PlainTextResponse("starlette ok")
+
+
+async def item(request: Request):
+    return JSONResponse({"item_id": request.path_params["item_id"], "q": request.query_params.get("q")})
+
+
+async def echo_json(request: Request):
+    data = await request.json()
+    return JSONResponse({"received": data, "method": request.method})
+
+
+async def stream(request: Request):
+    async def gen():
+        for i in range(5):
+            yield f"line {i}\n"
+
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
+async def headers(request: Request):
+    return JSONResponse({"x-custom": request.headers.get("x-custom"), "client": list(request.client or [])})
+
+
+app = Starlette(routes=[
+    Route("/", index),
+    Route("/items/{item_id:int}", item),
+    Route("/echo", echo_json, methods=["POST"]),
+    Route("/stream", stream),
+    Route("/headers", headers),
+])

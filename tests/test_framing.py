@@ -1,0 +1,516 @@
+"""HTTP/1.1 message framing over raw sockets, byte-exact (RFC 9112)."""
+
+import email.utils
+import re
+import time
+
+import pytest
+
+from conftest import ConnectionClosed, ProtocolError, req, unique, seen_paths
+
+HELLO = b"Hello, world!"
+
+
+# ---------------------------------------------------------------------------
+# Persistent connections and pipelining
+# ---------------------------------------------------------------------------
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server):
+    with server.connect() as c:
+        for i in range(5):
+            r = c.request(req("GET", "/"))
+            assert r.status_line == b"HTTP/1.1 200 OK"
+            assert r.body == HELLO
+            assert not r.has_token("connection", "close")
+        body = f"request number {5}".encode()
+        r = c.request(req("POST", "/echo", body=body))
+        assert r.status == 200 and r.body == body
+        assert c.is_open_after(0.2)
+
+
+def test_pipelined_requests_in_one_write_answered_in_order(server):
+    m = unique()
+    data = (
+        req("POST", "/echo", body=b"first-body")
+        + req("GET", f"/scope?{m}")
+        + req("GET", "/")
+    )
+    with server.connect() as c:
+        c.send(data)
+        r1 = c.read_response()
+        r2 = c.read_response()
+        r3 = c.read_response()
+        assert (r1.status, r1.body) == (200, b"first-body")
+        assert r2.status == 200 and r2.json()["query_string"] == m
+        assert (r3.status, r3.body) == (200, HELLO)
+        assert c.is_open_after(0.2)
+
+
+def test_pipelined_responses_keep_order_when_first_is_slow(server):
+    with server.connect() as c:
+        c.send(req("GET", "/slow?t=0.5") + req("GET", "/") + req("POST", "/echo", body=b"third"))
+        assert c.read_response().body == b"slow done"
+        assert c.read_response().body == HELLO
+        assert c.read_response().body == b"third"
+
+
+def test_pipelined_requests_split_across_writes(server):
+    data = req("POST", "/echo", body=b"abc") + req("POST", "/echo", body=b"defgh")
+    with server.connect() as c:
+        # Cut in the middle of the second request's head, then its body.
+        cut1 = len(data) - 12
+        c.send(data[:cut1])
+        time.sleep(0.05)
+        c.send(data[cut1:-3])
+        time.sleep(0.05)
+        c.send(data[-3:])
+        assert c.read_response().body == b"abc"
+        assert c.read_response().body == b"defgh"
+
+
+# ---------------------------------------------------------------------------
+# Request bodies
+# ---------------------------------------------------------------------------
+
+
+def test_content_length_body_delivered(server):
+    body = bytes(range(256)) * 40
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", body=body))
+        assert r.status == 200
+        assert r.body == body
+
+
+def test_content_length_body_sent_in_pieces(server):
+    body = b"0123456789" * 1000
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Content-Length", str(len(body)))]))
+        for i in range(0, len(body), 3333):
+            time.sleep(0.02)
+            c.send(body[i:i + 3333])
+        r = c.read_response()
+        assert r.body == body
+
+
+def test_content_length_zero_body(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Content-Length", "0")]))
+        assert r.status == 200 and r.body == b""
+        assert c.request(req("GET", "/")).body == HELLO
+
+
+def test_identical_duplicate_content_length_accepted(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Content-Length", "5"), ("Content-Length", "5")], body=b"hello"))
+        assert r.status_line == b"HTTP/1.1 200 OK"
+        assert r.body == b"hello"
+
+
+def test_chunked_request_body(server):
+    raw = b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + raw)
+        assert r.status == 200
+        assert r.body == b"hello, world"
+        assert c.request(req("GET", "/")).body == HELLO
+
+
+def test_chunked_request_body_with_extensions_and_trailers(server):
+    raw = (
+        b"5;name=value\r\nhello\r\n"
+        b"1;a;b=\"quoted;str\"\r\n!\r\n"
+        b"A ;ext\r\n0123456789\r\n"
+        b"0;last=1\r\n"
+        b"X-Trailer: one\r\nAnother: two\r\n\r\n"
+    )
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + raw + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == 200
+        assert r.body == b"hello!0123456789"
+        assert c.read_response().body == HELLO
+
+
+def test_chunked_transfer_coding_name_is_case_insensitive(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "Chunked")]) + b"3\r\nabc\r\n0\r\n\r\n")
+        assert r.status == 200 and r.body == b"abc"
+
+
+def test_chunked_body_split_at_every_byte(server):
+    raw = b"4;x=y\r\nwiki\r\n5\r\npedia\r\n0\r\nT: v\r\n\r\n"
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]))
+        for i in range(len(raw)):
+            c.send(raw[i:i + 1])
+            time.sleep(0.003)
+        r = c.read_response()
+        assert r.body == b"wikipedia"
+
+
+def test_chunked_hex_size_upper_and_lower_case(server):
+    data = b"a" * 0x1F + b"b" * 0x2A
+    raw = b"1F\r\n" + b"a" * 0x1F + b"\r\n2a\r\n" + b"b" * 0x2A + b"\r\n0\r\n\r\n"
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + raw)
+        assert r.body == data
+
+
+# ---------------------------------------------------------------------------
+# Expect: 100-continue
+# ---------------------------------------------------------------------------
+
+
+def test_100_continue_sent_when_app_reads_body(server):
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Expect", "100-continue"), ("Content-Length", "5")]))
+        interim = c.read_response(allow_interim=True)
+        assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"
+        # The connection goes on normally.
+        assert c.request(req("GET", "/")).body == HELLO
+
+
+def test_100_continue_only_when_app_calls_receive(server):
+    with server.connect() as c:
+        c.send(req("POST", "/delayed-read?t=1", headers=[("Expect", "100-continue"), ("Content-Length", "3")]))
+        # The app sleeps 1 s before its first receive(): nothing may come before.
+        assert c.is_open_after(0.6), f"server sent {c.buf!r} before the app asked for the body"
+        interim = c.read_response(allow_interim=True)
+        assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.send(b"abc")
+        r = c.read_response()
+        assert r.body == b"abc"
+
+
+def test_no_100_continue_when_app_answers_without_reading(server):
+    with server.connect() as c:
+        c.send(req("POST", "/no-read", headers=[("Expect", "100-continue"), ("Content-Length", "5")]))
+        r = c.read_response(allow_interim=True)
+        assert r.status_line == b"HTTP/1.1 200 OK", "a 100 Continue was sent although the app never read"
+        assert r.body == b"answered without reading"
+        assert b"100 Continue" not in c.buf
+
+
+def test_100_continue_with_chunked_body(server):
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Expect", "100-continue"), ("Transfer-Encoding", "chunked")]))
+        interim = c.read_response(allow_interim=True)
+        assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.send(b"2\r\nok\r\n0\r\n\r\n")
+        assert c.read_response().body == b"ok"
+
+
+# ---------------------------------------------------------------------------
+# HEAD
+# ---------------------------------------------------------------------------
+
+
+def test_head_keeps_headers_and_sends_no_body(server):
+    with server.connect() as c:
+        c.send(req("HEAD", "/") + req("GET", "/"))
+        r = c.read_response(head=True)
+        assert r.status_line == b"HTTP/1.1 200 OK"
+        assert r.header("content-length") == str(len(HELLO))
+        assert r.header("content-type") == "text/plain"
+        # The next bytes must be the GET response: no body bytes after the HEAD head.
+        r2 = c.read_response()
+        assert r2.status == 200 and r2.body == HELLO
+
+
+def test_head_on_streamed_response_sends_no_body_bytes(server):
+    with server.connect() as c:
+        c.send(req("HEAD", "/stream?n=3") + req("GET", "/"))
+        r = c.read_response(head=True)
+        assert r.status == 200
+        r2 = c.read_response()
+        assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == HELLO
+
+
+# ---------------------------------------------------------------------------
+# HTTP/1.0
+# ---------------------------------------------------------------------------
+
+
+def test_http10_closes_after_response(server):
+    with server.connect() as c:
+        c.send(req("GET", "/", version="HTTP/1.0", host=None))
+        r = c.read_response()
+        assert re.fullmatch(rb"HTTP/1\.[01] 200 OK", r.status_line)
+        assert r.body == HELLO
+        c.assert_closed()
+
+
+def test_http10_keep_alive_keeps_connection(server):
+    with server.connect() as c:
+        for _ in range(3):
+            r = c.request(req("GET", "/", headers=[("Connection", "keep-alive")], version="HTTP/1.0", host=None))
+            assert r.status == 200 and r.body == HELLO
+            assert r.framing == "length"
+        assert c.is_open_after(0.2)
+
+
+def test_http10_keep_alive_response_announces_keep_alive(server):
+    # An HTTP/1.0 client only reuses the connection when the response says so.
+    with server.connect() as c:
+        r = c.request(req("GET", "/", headers=[("Connection", "keep-alive")], version="HTTP/1.0", host=None))
+        assert r.has_token("connection", "keep-alive"), r.headers
+
+
+def test_http10_streamed_body_is_close_delimited_never_chunked(server):
+    with server.connect() as c:
+        c.send(req("GET", "/stream?n=3", version="HTTP/1.0", host=None))
+        r = c.read_response()
+        assert r.header("transfer-encoding") is None
+        assert b"chunked" not in r.raw.lower()
+        assert r.body == b"part0\npart1\npart2\n"
+        assert c.eof
+
+
+def test_http10_keep_alive_streamed_body_not_chunked(server):
+    with server.connect() as c:
+        c.send(req("GET", "/stream?n=2", headers=[("Connection", "keep-alive")], version="HTTP/1.0", host=None))
+        r = c.read_response()
+        assert r.header("transfer-encoding") is None
+        assert r.body == b"part0\npart1\n"
+        if r.framing == "close":
+            assert c.eof
+
+
+def test_http10_request_body_by_content_length(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", body=b"ten bytes!", version="HTTP/1.0", host=None))
+        assert r.body == b"ten bytes!"
+
+
+# ---------------------------------------------------------------------------
+# Connection: close
+# ---------------------------------------------------------------------------
+
+
+def test_client_connection_close_is_honoured(server):
+    m = unique("/mark/")
+    with server.connect() as c:
+        c.send(req("GET", "/", headers=[("Connection", "close")]) + req("GET", m))
+        r = c.read_response()
+        assert r.status == 200 and r.body == HELLO
+        assert r.has_token("connection", "close")
+        c.assert_closed()
+    assert not any(m in s for s in seen_paths(server))
+
+
+def test_app_connection_close_header_closes_connection(server):
+    m = unique("/mark/")
+    with server.connect() as c:
+        c.send(req("GET", "/conn-close-response") + req("GET", m))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"closing"
+        assert r.has_token("connection", "close")
+        c.assert_closed()
+    assert not any(m in s for s in seen_paths(server))
+
+
+# ---------------------------------------------------------------------------
+# Response framing
+# ---------------------------------------------------------------------------
+
+
+def test_app_content_length_is_used(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/"))
+        assert r.framing == "length"
+        assert r.header("content-length") == "13"
+        assert r.header("transfer-encoding") is None
+
+
+def test_streamed_body_without_length_is_chunked(server):
+    with server.connect() as c:
+        c.send(req("GET", "/stream?n=4") + req("GET", "/"))
+        r = c.read_response()
+        assert r.header("transfer-encoding") == "chunked"
+        assert r.header("content-length") is None
+        assert r.body == b"part0\npart1\npart2\npart3\n"
+        assert r.raw.endswith(b"0\r\n\r\n")
+        assert c.read_response().body == HELLO
+
+
+def test_empty_body_messages_do_not_end_chunked_body(server):
+    with server.connect() as c:
+        c.send(req("GET", "/stream-empty-parts") + req("GET", "/"))
+        r = c.read_response()
+        assert r.body == b"abc"
+        assert all(r.chunks), f"zero-length chunk inside the body: {r.chunks}"
+        assert c.read_response().body == HELLO
+
+
+def test_single_body_message_without_length_is_framed_correctly(server):
+    with server.connect() as c:
+        c.send(req("GET", "/single") + req("GET", "/"))
+        r = c.read_response()
+        assert r.framing in ("chunked", "length")
+        if r.framing == "length":
+            assert r.header("content-length") == str(len(b"single body message"))
+        assert r.body == b"single body message"
+        assert c.read_response().body == HELLO
+
+
+def test_large_streamed_body_chunked_exactly(server):
+    size = 1_000_003
+    with server.connect() as c:
+        r = c.request(req("GET", f"/download?size={size}&chunk=65521"))
+        assert r.framing == "chunked"
+        assert len(r.body) == size and r.body == b"x" * size
+
+
+@pytest.mark.parametrize("path", ["/cl-short", "/cl-long"])
+def test_body_length_mismatch_closes_connection_and_logs(server, path):
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("GET", path) + req("GET", "/"))
+        if path == "/cl-short":
+            # 10 declared, 5 sent: the client must see the connection end, not wait.
+            with pytest.raises(ConnectionClosed) as exc:
+                c.read_response()
+            assert exc.value.partial.endswith(b"\r\n\r\n12345"), exc.value.partial
+        else:
+            # 5 declared, 10 produced: never more than 5 body bytes on the wire.
+            r = c.read_response()
+            assert r.body == b"12345"
+            c.assert_closed()
+    server.wait_for(r"^ERROR", since=mark)
+    time.sleep(0.3)
+    errors = [line for line in server.lines(mark) if line.startswith("ERROR")]
+    assert len(errors) == 1, errors
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_for_204_and_304(server, code):
+    with server.connect() as c:
+        c.send(req("GET", f"/status?code={code}") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == code
+        assert r.header("transfer-encoding") is None
+        if code == 204:
+            assert r.header("content-length") in (None, "0")
+        # The next response must start right after the head.
+        r2 = c.read_response()
+        assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == HELLO
+
+
+def test_204_body_bytes_from_app_not_sent(server):
+    with server.connect() as c:
+        c.send(req("GET", "/status?code=204&body=should-not-appear") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == 204
+        r2 = c.read_response()
+        assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == HELLO
+    assert b"should-not-appear" not in r.raw + r2.raw
+
+
+# ---------------------------------------------------------------------------
+# Default and extra headers
+# ---------------------------------------------------------------------------
+
+IMF_FIXDATE = re.compile(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT")
+
+
+def test_default_date_and_server_headers(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/"))
+    assert r.header("server") == "casgi"
+    date = r.header("date")
+    assert date and IMF_FIXDATE.fullmatch(date), date
+    sent = email.utils.parsedate_to_datetime(date).timestamp()
+    assert abs(sent - time.time()) < 3
+
+
+def test_date_header_is_refreshed(server):
+    with server.connect() as c:
+        d1 = c.request(req("GET", "/")).header("date")
+        time.sleep(2.1)
+        d2 = c.request(req("GET", "/")).header("date")
+    assert d1 != d2
+
+
+def test_no_date_and_no_server_header(start_server, loop):
+    s = start_server("basic:app", "--no-date-header", "--no-server-header", loop=loop)
+    with s.connect() as c:
+        r = c.request(req("GET", "/"))
+    assert r.status == 200
+    assert r.header("date") is None
+    assert r.header("server") is None
+
+
+def test_extra_headers_option_strips_value_whitespace(start_server, loop):
+    s = start_server("basic:app", "--header", "X-A:   b c  ", "--header", "X-Other:two", loop=loop)
+    with s.connect() as c:
+        r = c.request(req("GET", "/"))
+    assert r.header("x-a") == "b c"
+    assert r.header("x-other") == "two"
+    assert b"b c  " not in r.raw
+
+
+def test_app_headers_sent_with_raw_values(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/headers?h=X-Mixed:AbC%20dEf&h=set-cookie:a=1&h=set-cookie:b=2"))
+    assert r.header("x-mixed") == "AbC dEf"
+    assert r.header_all("set-cookie") == ["a=1", "b=2"]
+
+
+@pytest.mark.parametrize("kind", ["name-crlf", "name-lf", "name-nul", "value-crlf", "value-cr", "value-lf", "value-nul"])
+def test_invalid_response_header_gives_500_and_never_reaches_wire(server, kind):
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("GET", f"/bad-header?kind={kind}"))
+        r = c.read_response()
+        raw = r.raw
+        try:
+            raw += c.read_until_close(timeout=1.0)
+        except AssertionError:
+            pass  # the connection may stay open: only the bytes matter
+    assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+    assert b"injected" not in raw
+    assert b"x-bad" not in raw.lower()
+    server.wait_for(r"^ERROR", since=mark)
+
+
+# ---------------------------------------------------------------------------
+# Application errors
+# ---------------------------------------------------------------------------
+
+
+def test_exception_before_start_gives_500_and_traceback(server):
+    ident = unique()
+    mark = server.mark()
+    with server.connect() as c:
+        r = c.request(req("GET", f"/raise-before?id={ident}"))
+    assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+    assert r.body == b"Internal Server Error"
+    server.wait_for(f"RuntimeError: boom-before-start {ident}", since=mark)
+    assert "Traceback (most recent call last)" in server.output(mark)
+
+
+def test_exception_after_start_closes_connection(server):
+    ident = unique()
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("GET", f"/raise-after?id={ident}") + req("GET", "/"))
+        with pytest.raises(ConnectionClosed) as exc:
+            c.read_response()
+        # The head and the partial body were sent; the body is never terminated.
+        partial = exc.value.partial
+        assert partial.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"partial" in partial
+        assert not partial.endswith(b"0\r\n\r\n")
+        assert c.eof
+    server.wait_for(f"RuntimeError: boom-after-start {ident}", since=mark)
+
+
+def test_server_keeps_serving_after_app_errors(server):
+    with server.connect() as c:
+        c.request(req("GET", "/raise-before"))
+    with server.connect() as c:
+        assert c.request(req("GET", "/")).body == HELLO

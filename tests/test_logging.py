@@ -1,0 +1,248 @@
+"""Logging: access lines, levels, --log-config (JSON, YAML, INI), log injection."""
+
+import json
+import re
+import time
+
+import pytest
+
+from conftest import clean_env, free_port, req
+
+
+def access_line_re(port: int, request_line: str, status: str) -> "re.Pattern":
+    return re.compile(
+        r"^INFO:     127\.0\.0\.1:" + str(port) + " - " + re.escape(f'"{request_line}" {status}') + r"$"
+    )
+
+
+def test_access_log_line_shape(server):
+    mark = server.mark()
+    with server.connect() as c:
+        c.request(req("GET", "/?q=1&r"))
+        port = c.local_port
+    server.wait_for(access_line_re(port, "GET /?q=1&r HTTP/1.1", "200 OK"), since=mark)
+
+
+def test_access_log_http10_and_404(server):
+    mark = server.mark()
+    with server.connect() as c:
+        c.request(req("POST", "/no/such/page", body=b"x", version="HTTP/1.0", host=None))
+        port = c.local_port
+    server.wait_for(access_line_re(port, "POST /no/such/page HTTP/1.0", "404 Not Found"), since=mark)
+
+
+def test_access_log_for_500(server):
+    mark = server.mark()
+    with server.connect() as c:
+        c.request(req("GET", "/raise-before"))
+        port = c.local_port
+    server.wait_for(access_line_re(port, "GET /raise-before HTTP/1.1", "500 Internal Server Error"), since=mark)
+
+
+def test_control_characters_escaped_in_access_log(server):
+    mark = server.mark()
+    with server.connect() as c:
+        r = c.request(req("GET", "/log%1b[31mred%0d%0aINJECTED%00x?a=%0aINJECTED2"))
+        port = c.local_port
+    assert r.status == 404
+    m = server.wait_for(rf"127\.0\.0\.1:{port} - ", since=mark)
+    time.sleep(0.2)
+    out = server.output(mark)
+    assert "\x1b" not in out
+    assert "\x00" not in out
+    assert not re.search(r"^INJECTED", out, re.M), out
+    assert "\r" not in m.string.rstrip("\n")
+
+
+def test_raw_control_bytes_in_target_never_reach_log(server):
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(b"GET /raw\x1b[31mred\x7f HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            c.read_response()
+        except AssertionError:
+            pass
+    time.sleep(0.3)
+    out = server.output(mark)
+    assert "\x1b" not in out and "\x7f" not in out
+
+
+def test_no_access_log(start_server, loop):
+    s = start_server("basic:app", "--no-access-log", loop=loop)
+    mark = s.mark()
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+        port = c.local_port
+    # An error still reaches the error log, so logging as such works.
+    with s.connect() as c:
+        c.request(req("GET", "/raise-before"))
+    s.wait_for("boom-before-start", since=mark)
+    assert f"127.0.0.1:{port}" not in s.output(mark)
+    assert '"GET / HTTP/1.1"' not in s.output(mark)
+
+
+def test_access_log_off_by_env(start_server):
+    s = start_server("basic:app", env=clean_env({"CASGI_ACCESS_LOG": "false"}))
+    mark = s.mark()
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+    with s.connect() as c:
+        c.request(req("GET", "/raise-before"))
+    s.wait_for("boom-before-start", since=mark)
+    assert '"GET / HTTP/1.1"' not in s.output(mark)
+
+
+def test_access_log_option_wins_over_env(start_server):
+    s = start_server("basic:app", "--access-log", env=clean_env({"CASGI_ACCESS_LOG": "false"}))
+    mark = s.mark()
+    with s.connect() as c:
+        c.request(req("GET", "/"))
+    s.wait_for('"GET / HTTP/1.1" 200', since=mark)
+
+
+def test_log_level_warning_hides_info(start_server):
+    port = free_port()
+    s = start_server("basic:app", "--log-level", "warning", port=str(port), wait=False)
+    s.wait_port("127.0.0.1", port)
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+    assert s.stop() == 0
+    info = [line for line in s.output().splitlines() if line.startswith("INFO")]
+    assert info == [], info
+
+
+def test_log_level_error_still_shows_app_errors(start_server):
+    port = free_port()
+    s = start_server("basic:app", "--log-level", "error", port=str(port), wait=False)
+    s.wait_port("127.0.0.1", port)
+    with s.connect() as c:
+        c.request(req("GET", "/raise-before"))
+    s.wait_for(r"^ERROR")
+    assert "casgi running on" not in s.output()
+
+
+def test_log_level_trace_accepted(start_server):
+    s = start_server("basic:app", "--log-level", "trace")
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+
+
+def test_startup_messages(start_server):
+    s = start_server("basic:app")
+    out = s.output()
+    assert f"INFO:     Started server process [{s.pid}]" in out
+    assert "INFO:     Waiting for application startup." in out
+    assert "INFO:     Application startup complete." in out
+
+
+def test_no_colors_when_not_a_tty(start_server):
+    s = start_server("basic:app")
+    with s.connect() as c:
+        c.request(req("GET", "/"))
+    time.sleep(0.2)
+    assert "\x1b[" not in s.output()
+
+
+def test_use_colors_forces_colors(start_server):
+    s = start_server("basic:app", "--use-colors")
+    assert "\x1b[" in s.output()
+
+
+# ---------------------------------------------------------------------------
+# --log-config
+# ---------------------------------------------------------------------------
+
+FORMAT = "CFG|%(name)s|%(levelname)s|%(message)s"
+
+
+def dict_config(log_file) -> dict:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"f": {"format": FORMAT}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(log_file), "formatter": "f"},
+            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "f"},
+        },
+        "loggers": {
+            "casgi.error": {"handlers": ["file", "console"], "level": "INFO", "propagate": False},
+            "casgi.access": {"handlers": ["file"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def check_config_log(s, log_file) -> None:
+    with s.connect() as c:
+        assert c.request(req("GET", "/cfg?x=1")).status == 404
+        port = c.local_port
+    assert s.stop() == 0
+    text = log_file.read_text()
+    assert re.search(r"^CFG\|casgi\.error\|INFO\|.*casgi running on http://127\.0\.0\.1:\d+", text, re.M), text
+    assert re.search(
+        r'^CFG\|casgi\.access\|INFO\|127\.0\.0\.1:' + str(port) + r' - "GET /cfg\?x=1 HTTP/1\.1" 404', text, re.M
+    ), text
+    # The access logger has only the file handler: no access line on the console.
+    assert "casgi.access" not in s.output()
+
+
+def test_log_config_json(start_server, tmp_path):
+    log_file = tmp_path / "out.log"
+    cfg = tmp_path / "logging.json"
+    cfg.write_text(json.dumps(dict_config(log_file)))
+    s = start_server("basic:app", "--log-config", str(cfg))
+    check_config_log(s, log_file)
+
+
+def test_log_config_yaml(start_server, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    log_file = tmp_path / "out.log"
+    cfg = tmp_path / "logging.yaml"
+    cfg.write_text(yaml.safe_dump(dict_config(log_file)))
+    s = start_server("basic:app", "--log-config", str(cfg))
+    check_config_log(s, log_file)
+
+
+def test_log_config_ini(start_server, tmp_path):
+    log_file = tmp_path / "out.log"
+    cfg = tmp_path / "logging.ini"
+    cfg.write_text(f"""
+[loggers]
+keys=root,error,access
+
+[handlers]
+keys=file,console
+
+[formatters]
+keys=f
+
+[logger_root]
+level=WARNING
+handlers=
+
+[logger_error]
+level=INFO
+handlers=file,console
+qualname=casgi.error
+propagate=0
+
+[logger_access]
+level=INFO
+handlers=file
+qualname=casgi.access
+propagate=0
+
+[handler_file]
+class=FileHandler
+formatter=f
+args=({str(log_file)!r},)
+
+[handler_console]
+class=StreamHandler
+formatter=f
+args=(sys.stderr,)
+
+[formatter_f]
+format={FORMAT}
+""")
+    s = start_server("basic:app", "--log-config", str(cfg))
+    check_config_log(s, log_file)

@@ -1,0 +1,169 @@
+"""The HTTP connection scope the app receives (ASGI spec 2.x, asgi.version 3.0)."""
+
+import json
+
+import pytest
+
+from conftest import RawConn, req
+
+
+def get_scope(conn, target="/scope", **kw) -> dict:
+    r = conn.request(req("GET", target, **kw))
+    assert r.status == 200, r.status_line
+    return r.json()
+
+
+def test_scope_basic_fields(server):
+    with server.connect() as c:
+        s = get_scope(c, "/scope")
+        client_port = c.local_port
+    assert s["type"] == "http"
+    assert s["asgi"]["version"] == "3.0"
+    assert s["asgi"]["spec_version"].startswith("2.")
+    assert s["http_version"] == "1.1"
+    assert s["scheme"] == "http"
+    assert s["method"] == "GET"
+    assert s["root_path"] == ""
+    assert s["path"] == "/scope"
+    assert s["raw_path"] == "/scope"
+    assert s["query_string"] == ""
+    assert s["server"] == ["127.0.0.1", server.port]
+    assert s["client"] == ["127.0.0.1", client_port]
+
+
+def test_scope_value_types(server):
+    with server.connect() as c:
+        s = get_scope(c, "/scope?a=1")
+    types = s["_types"]
+    assert types["path"] == "str"
+    assert types["raw_path"] == "bytes"
+    assert types["query_string"] == "bytes"
+    assert types["method"] == "str"
+    assert types["headers"] in ("list", "tuple")
+    assert types["server"] in ("tuple", "list")
+    assert types["client"] in ("tuple", "list")
+    assert s["_header_types"] == ["bytes"]
+
+
+def test_scope_http10(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/scope", version="HTTP/1.0", host=None))
+    assert r.json()["http_version"] == "1.0"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CUSTOM"])
+def test_scope_method(server, method):
+    with server.connect() as c:
+        r = c.request(req(method, "/scope", headers=[("Content-Length", "0")]))
+    assert r.json()["method"] == method
+
+
+def test_path_percent_decoded_raw_path_as_received(server):
+    with server.connect() as c:
+        s = get_scope(c, "/scope/caf%C3%A9%20x%2Fy?q=%20a&b=%C3%A9")
+    assert s["path"] == "/scope/café x/y"
+    assert s["raw_path"] == "/scope/caf%C3%A9%20x%2Fy"
+    assert s["query_string"] == "q=%20a&b=%C3%A9"
+
+
+def test_raw_path_keeps_unescaped_utf8_bytes(server):
+    with server.connect() as c:
+        r = c.request(b"GET /scope/\xc3\xa9t\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n")
+    if r.status == 400:
+        # A strict parser may refuse raw obs-text in the target; then properly.
+        assert r.has_token("connection", "close")
+        return
+    s = r.json()
+    assert s["raw_path"] == "/scope/\xc3\xa9t\xc3\xa9"  # latin-1 view of the raw bytes
+    assert s["path"] == "/scope/été"
+
+
+def test_query_string_without_path_query(server):
+    with server.connect() as c:
+        s = get_scope(c, "/scope?")
+    assert s["path"] == "/scope"
+    assert s["raw_path"] == "/scope"
+    assert s["query_string"] == ""
+
+
+def test_absolute_form_target_uses_path_and_query(server):
+    with server.connect() as c:
+        r = c.request(b"GET http://example.com:8080/scope/abs%20p?x=1&y HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
+    s = r.json()
+    assert s["path"] == "/scope/abs p"
+    assert s["raw_path"] == "/scope/abs%20p"
+    assert s["query_string"] == "x=1&y"
+
+
+def test_headers_lowercased_raw_values_order_and_duplicates(server):
+    headers = [
+        b"X-Dup: first",
+        b"X-Mixed-CASE: AbC dEf",
+        b"X-DUP: second",
+        b"x-spaces:    padded value   ",
+        b"X-Empty:",
+        b"X-Latin: caf\xc3\xa9",
+    ]
+    with server.connect() as c:
+        r = c.request(req("GET", "/scope", headers=headers))
+    got = r.json()["headers"]
+    assert got == [
+        ["host", "t"],
+        ["x-dup", "first"],
+        ["x-mixed-case", "AbC dEf"],
+        ["x-dup", "second"],
+        ["x-spaces", "padded value"],
+        ["x-empty", ""],
+        ["x-latin", "caf\xc3\xa9"],
+    ]
+
+
+def test_scope_state_from_lifespan(server):
+    with server.connect() as c:
+        s = get_scope(c)
+    assert s["state"]["from_lifespan"] == "yes"
+    assert s["state"]["shared_list"] == []
+
+
+def test_scope_state_is_a_copy_per_request(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/state-mutate"))
+        assert "leaked" in r.json()
+        s = get_scope(c)
+    assert "leaked" not in s["state"]
+    assert s["state"]["from_lifespan"] == "yes"
+
+
+def test_scope_state_copy_across_connections(server):
+    with server.connect() as c:
+        c.request(req("GET", "/state-mutate"))
+    with server.connect() as c:
+        s = get_scope(c)
+    assert "leaked" not in s["state"]
+
+
+def test_root_path_option(start_server, loop):
+    s = start_server("basic:app", "--root-path", "/api", loop=loop)
+    with s.connect() as c:
+        sc = get_scope(c, "/scope/x%20y?z=1")
+    assert sc["root_path"] == "/api"
+    assert sc["path"] == "/api/scope/x y"
+    assert sc["query_string"] == "z=1"
+
+
+def test_request_body_messages(server):
+    body = b"a" * 100_000
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", body=body))
+    assert r.body == body
+    assert int(r.header("x-body-messages")) >= 1
+
+
+def test_uds_scope_client_is_none(start_server, tmp_path, loop):
+    path = str(tmp_path / "casgi.sock")
+    s = start_server("basic:app", "--uds", path, loop=loop, port=None)
+    with RawConn.unix(path) as c:
+        r = c.request(req("GET", "/scope"))
+    sc = r.json()
+    assert sc["client"] is None
+    assert sc["type"] == "http" and sc["path"] == "/scope"

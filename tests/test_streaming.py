@@ -1,0 +1,173 @@
+"""Streaming both ways with bounded server memory (backpressure)."""
+
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import RssSampler, req
+
+MiB = 1024 * 1024
+SIZE = 200 * MiB
+RSS_LIMIT_KIB = 64 * 1024
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def warm_up(server):
+    with server.connect() as c:
+        c.request(req("POST", "/consume", body=b"x" * MiB))
+        c.request(req("GET", "/download?size=1048576"))
+
+
+def send_body(sock: socket.socket, total: int, piece: int = MiB, chunked: bool = False) -> None:
+    block = b"u" * piece
+    sent = 0
+    while sent < total:
+        n = min(piece, total - sent)
+        if chunked:
+            sock.sendall(b"%x\r\n" % n + block[:n] + b"\r\n")
+        else:
+            sock.sendall(block[:n])
+        sent += n
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
+
+
+def drain_body(conn, resp) -> int:
+    """Reads the body of `resp` (content-length or chunked) counting bytes without keeping them."""
+    te = resp.header("transfer-encoding")
+    total = 0
+    if te == "chunked":
+        while True:
+            line = conn._read_line([])
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                while conn._read_line([]) != b"":
+                    pass
+                return total
+            remaining = size + 2
+            while remaining:
+                if not conn.buf:
+                    assert conn._fill(), "connection closed inside a chunk"
+                take = min(remaining, len(conn.buf))
+                conn.buf = conn.buf[take:]
+                remaining -= take
+            total += size
+    length = int(resp.header("content-length"))
+    while total < length:
+        if not conn.buf:
+            assert conn._fill(), f"connection closed after {total} of {length} bytes"
+        take = min(length - total, len(conn.buf))
+        conn.buf = conn.buf[take:]
+        total += take
+    return total
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_upload_200mb_with_bounded_memory(server, chunked):
+    warm_up(server)
+    base = server.rss_kib()
+    with server.connect(timeout=30) as c, RssSampler(server.pid) as rss:
+        if chunked:
+            c.send(req("POST", "/consume", headers=[("Transfer-Encoding", "chunked")]))
+        else:
+            c.send(req("POST", "/consume", headers=[("Content-Length", str(SIZE))]))
+        send_body(c.sock, SIZE, chunked=chunked)
+        r = c.read_response()
+    assert r.status == 200
+    assert int(r.body) == SIZE
+    growth = rss.max_kib - base
+    assert growth < RSS_LIMIT_KIB, f"server RSS grew by {growth // 1024} MiB during a 200 MiB upload"
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_download_200mb_with_bounded_memory(server, framing):
+    warm_up(server)
+    base = server.rss_kib()
+    cl = "&cl=1" if framing == "content-length" else ""
+    with server.connect(timeout=30) as c, RssSampler(server.pid) as rss:
+        c.send(req("GET", f"/download?size={SIZE}{cl}"))
+        head = c.read_head()
+        assert head.status == 200
+        got = drain_body(c, head)
+        # The connection is still usable afterwards.
+        assert c.request(req("GET", "/")).status == 200
+    assert got == SIZE
+    growth = rss.max_kib - base
+    assert growth < RSS_LIMIT_KIB, f"server RSS grew by {growth // 1024} MiB during a 200 MiB download"
+
+
+def test_slow_reader_does_not_make_server_buffer(server):
+    warm_up(server)
+    base = server.rss_kib()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        with RssSampler(server.pid) as rss:
+            sock.sendall(req("GET", f"/download?size={SIZE}"))
+            # Read nothing for a while: an app producing 200 MiB as fast as it
+            # can must be held back by send() instead of filling memory.
+            time.sleep(3)
+            stalled = rss.max_kib - base
+            # Then read a little, slowly.
+            sock.settimeout(5)
+            for _ in range(20):
+                assert sock.recv(65536)
+                time.sleep(0.02)
+        assert stalled < RSS_LIMIT_KIB, f"server RSS grew by {stalled // 1024} MiB behind a stalled reader"
+        assert rss.max_kib - base < RSS_LIMIT_KIB
+    finally:
+        sock.close()
+    # The server is fine afterwards.
+    with server.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+
+
+def test_unread_request_body_pauses_reading(server):
+    warm_up(server)
+    base = server.rss_kib()
+    c = server.connect(timeout=30)
+    errors = []
+
+    def sender():
+        try:
+            c.sock.sendall(req("POST", "/no-read-slow?t=3", headers=[("Content-Length", str(SIZE))]))
+            send_body(c.sock, SIZE)
+        except OSError as exc:  # expected once the server stops reading and closes
+            errors.append(exc)
+
+    t = threading.Thread(target=sender, daemon=True)
+    try:
+        with RssSampler(server.pid) as rss:
+            t.start()
+            server.wait_for(r"NO-READ-SLOW-START")
+            time.sleep(2)
+            growth = rss.max_kib - base
+            assert growth < RSS_LIMIT_KIB, (
+                f"server RSS grew by {growth // 1024} MiB while the app was not reading the body")
+            r = c.read_response()
+            assert r.status == 200
+            assert r.body == b"answered without reading"
+    finally:
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_request_body_streamed_as_it_arrives(server):
+    """The app sees the first part of the body before the client sent the rest."""
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]))
+        c.send(b"5\r\nfirst\r\n")
+        time.sleep(0.3)
+        c.send(b"6\r\nsecond\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert r.body == b"firstsecond"
+    assert int(r.header("x-body-messages")) >= 2
