@@ -318,7 +318,7 @@ PyObject *cg_app_load(cg_state *st, const cg_config *cfg)
 {
     const char *spec = cfg->app ? cfg->app : "";
     const char *colon = strchr(spec, ':');
-    PyObject *modname = NULL, *attrs = NULL, *parts = NULL, *obj = NULL, *importlib = NULL;
+    PyObject *modname = NULL, *attrs = NULL, *parts = NULL, *obj = NULL;
     PyObject *app = NULL;
     char msg[1024];
 
@@ -336,10 +336,8 @@ PyObject *cg_app_load(cg_state *st, const cg_config *cfg)
     if (add_app_dir(cfg->app_dir) < 0)
         goto internal;
 
-    importlib = PyImport_ImportModule("importlib");
-    if (!importlib)
-        goto internal;
-    obj = PyObject_CallMethod(importlib, "import_module", "O", modname);
+    /* The C import API keeps importlib's own frames out of tracebacks. */
+    obj = PyImport_Import(modname);
     if (!obj) {
         const char *m = PyUnicode_AsUTF8(modname);
         if (m && missing_module_is(m)) {
@@ -390,7 +388,6 @@ internal:
 done:
     Py_XDECREF(parts);
     Py_XDECREF(obj);
-    Py_XDECREF(importlib);
     Py_XDECREF(attrs);
     Py_XDECREF(modname);
     return app;

@@ -35,8 +35,12 @@ static void print_exc_line(const char *prefix)
     fflush(stdout);
     fprintf(stderr, "Error: %s: ", prefix);
     /* One line whatever the exception's text holds. */
-    for (; *s; s++)
-        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+    for (int blank = 0; *s; s++) {
+        int ws = *s == '\n' || *s == '\r' || *s == '\t' || *s == ' ';
+        if (!ws || !blank)
+            fputc(ws ? ' ' : *s, stderr);
+        blank = ws;
+    }
     fputc('\n', stderr);
     fflush(stderr);
     Py_XDECREF(text);
