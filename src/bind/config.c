@@ -215,7 +215,8 @@ int cg_config_from_argv(PyObject *argv, cg_config *cfg)
         break;
     default:
         fflush(stdout);
-        fprintf(stderr, "Error: %s\nTry '%s --help' for help.\n", err, CG_PROG);
+        /* One line, so scripts and log collectors see one record. */
+        fprintf(stderr, "Error: %s. Try '%s --help' for help.\n", err, CG_PROG);
         fflush(stderr);
         status = 2;
         break;
