@@ -1,0 +1,63 @@
+/* Process supervisor for --workers and --reload: pure C (POSIX + Linux).
+ *
+ * It keeps the listening sockets open for its whole life (connections that
+ * arrive while no worker is up wait in the backlog), starts workers with
+ * fork+exec, receives signals through a signalfd (no work in handlers),
+ * signals only its children by pid, reaps every child, and escalates SIGTERM
+ * to SIGKILL after a bounded grace period.
+ *
+ * Worker protocol. Each worker is exec'd with the environment variable
+ *   CASGI_WORKER="<ctl_fd>:<alive_fd>"
+ * added, the listening fds inherited at the same numbers, PR_SET_PDEATHSIG
+ * set to SIGKILL, and the signal mask and dispositions reset. The worker
+ * writes single bytes to ctl_fd: 'R' ready (serving), 'H' heartbeat (sent by
+ * its event loop about once a second), 'X' retiring (wants to be replaced,
+ * e.g. --limit-max-requests; it keeps serving until it gets SIGTERM). It
+ * exits when alive_fd reports EOF (the supervisor is gone). It exits with
+ * status 3 when its app cannot load. SIGUSR1 asks it to dump its Python stack
+ * to stderr (used before killing a worker whose loop is stuck).
+ */
+#ifndef CG_SUPERVISOR_H
+#define CG_SUPERVISOR_H
+
+#include <stddef.h>
+
+struct cg_watch;
+
+enum { CG_SUP_DEBUG = 10, CG_SUP_INFO = 20, CG_SUP_WARNING = 30, CG_SUP_ERROR = 40 };
+
+typedef struct cg_sup_config {
+    char *const *argv;     /* worker command; argv[0] is the executable's path */
+    char *const *envp;     /* base environment of workers (CASGI_WORKER is added) */
+    const int *listen_fds; /* inherited by workers at the same numbers */
+    size_t nlisten;
+    int workers;              /* how many to keep running (>= 1) */
+    struct cg_watch *watch;   /* non-NULL: --reload, restart all workers on changes */
+    double reload_delay;      /* debounce window, seconds (a burst is one reload) */
+    double reload_timeout;    /* SIGTERM->SIGKILL bound when restarting for reload */
+    double shutdown_timeout;  /* SIGTERM->SIGKILL bound when stopping for good */
+    double healthcheck_timeout; /* seconds without 'H' after 'R' = stuck; 0 = off */
+    /* Log sink; `level` is one of CG_SUP_*. Called from the supervisor's loop. */
+    void (*log)(void *ctx, int level, const char *msg);
+    void *log_ctx;
+} cg_sup_config;
+
+/**
+ * Runs until SIGINT/SIGTERM (graceful: workers get SIGTERM, the supervisor
+ * waits up to shutdown_timeout, then SIGKILLs; a second SIGINT forces),
+ * SIGQUIT (immediate: SIGKILL all), or a boot failure in workers mode (a
+ * worker that exits with status 3 before sending 'R': all workers are
+ * stopped and 3 is returned). Also: SIGHUP reloads (reload mode: restart all;
+ * workers mode: rolling restart, a new worker started and ready before an
+ * old one is stopped, an unready replacement aborting the roll); SIGTTIN /
+ * SIGTTOU add / remove one worker (never below one); a dead worker is
+ * replaced with exponential backoff when workers die repeatedly within
+ * seconds (reload mode: a worker that fails is not restarted until the next
+ * change: "Waiting for file changes before restarting"); a worker that sent
+ * 'X' is replaced (replacement ready first, then the old one stopped).
+ * Returns the exit status: 0 after a clean stop, 3 after a boot failure,
+ * 1 on an internal error (logged). The caller must not have other children.
+ */
+int cg_supervisor_run(const cg_sup_config *cfg);
+
+#endif
