@@ -213,19 +213,26 @@ static void log_factory_error(cg_state *st)
     cg_log_exception(&st->log, msg);
 }
 
-PyObject *cg_app_prepare(cg_state *st, PyObject *app, const cg_config *cfg)
+/* cg_app_prepare; `spec` is the import string the object came from, or NULL,
+ * to name it in errors. */
+static PyObject *prepare(cg_state *st, PyObject *app, const cg_config *cfg, const char *spec)
 {
+    char what[512];
     PyObject *obj;
     int v;
 
+    if (spec)
+        snprintf(what, sizeof(what), "\"%s\"", spec);
+    else
+        snprintf(what, sizeof(what), "The application");
     Py_INCREF(app);
     obj = app;
     if (cfg->factory) {
         PyObject *made;
         if (!PyCallable_Check(obj)) {
             cg_log(&st->log, CG_ERROR,
-                   "Error loading ASGI app factory: object of type '%s' is not callable.",
-                   Py_TYPE(obj)->tp_name);
+                   "Error loading ASGI app factory: %s is not callable (an object of type '%s').",
+                   what, Py_TYPE(obj)->tp_name);
             goto failed;
         }
         made = PyObject_CallObject(obj, NULL);
@@ -234,11 +241,12 @@ PyObject *cg_app_prepare(cg_state *st, PyObject *app, const cg_config *cfg)
             goto failed;
         }
         Py_SETREF(obj, made);
+        if (spec)
+            snprintf(what, sizeof(what), "The application returned by factory \"%s\"", spec);
     }
     if (!PyCallable_Check(obj)) {
         cg_log(&st->log, CG_ERROR,
-               "Error loading ASGI app. The application (an object of type '%s') is not "
-               "callable.",
+               "Error loading ASGI app. %s is not callable (an object of type '%s').", what,
                Py_TYPE(obj)->tp_name);
         goto failed;
     }
@@ -260,6 +268,11 @@ PyObject *cg_app_prepare(cg_state *st, PyObject *app, const cg_config *cfg)
 failed:
     Py_DECREF(obj);
     return NULL;
+}
+
+PyObject *cg_app_prepare(cg_state *st, PyObject *app, const cg_config *cfg)
+{
+    return prepare(st, app, cfg, NULL);
 }
 
 /* Puts the absolute app_dir first on sys.path (unless it is there already). */
@@ -381,7 +394,7 @@ PyObject *cg_app_load(cg_state *st, const cg_config *cfg)
         }
         Py_SETREF(obj, next);
     }
-    app = cg_app_prepare(st, obj, cfg);
+    app = prepare(st, obj, cfg, spec);
     goto done;
 internal:
     cg_log_exception(&st->log, "Error loading ASGI app.");
