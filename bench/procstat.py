@@ -75,3 +75,14 @@ def peak_rss_kib(pids: list[int]) -> int:
 def rss_kib(pids: list[int]) -> int:
     """Sum over `pids` of the current resident set (VmRSS), KiB."""
     return sum(_status_kib(pid, "VmRSS") for pid in pids)
+
+
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU `cpu` has spent not idle since boot (all processes, interrupts, steal)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + values[4]  # idle, iowait
+                return (sum(values[:8]) - idle) / CLOCK_TICKS
+    raise ValueError(f"no cpu{cpu} in /proc/stat")

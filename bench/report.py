@@ -51,7 +51,8 @@ def _setup(results: dict) -> str:
         "## Method",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, "
-        f"Linux {m['kernel']}, Python {m['python']}.",
+        f"Linux {m['kernel']}, Python {m['python']}; load average {m.get('loadavg', '?')} at "
+        "the start.",
         f"- Versions: {version_list}." + (f" Not installed: {', '.join(missing)}." if missing
                                           else ""),
         f"- Each server runs as one process (one worker), access log off, with the process and "
@@ -91,6 +92,7 @@ def _scenario(scenario: dict, results: dict, charts: list, report_dir: str) -> s
         lines += _idle_table(scenario)
     else:
         lines += _wrk_table(scenario)
+    lines += _interference(scenario)
     lines += _failures(scenario)
     chart = _chart_for(scenario["name"], charts)
     if chart:
@@ -139,6 +141,19 @@ def _idle_table(scenario: dict) -> list:
     return lines
 
 
+def _interference(scenario: dict, threshold: float = 0.10) -> list:
+    """A warning when CPU 0 did other work during a server's runs (a shared machine)."""
+    busy = []
+    for name, row in scenario["servers"].items():
+        others = (row.get("median") or {}).get("others_use")
+        if others and others > threshold:
+            busy.append(f"{SERVER_LABELS.get(name, name)} {others:.0%}")
+    if not busy:
+        return []
+    return ["", "Warning: the servers' CPU was busy with other work (other processes, interrupts) "
+            "for part of these runs, so they are less comparable: " + ", ".join(busy) + "."]
+
+
 def _failures(scenario: dict) -> list:
     notes = []
     for name, row in scenario["servers"].items():
@@ -166,7 +181,7 @@ def _chart_for(name: str, charts: list):
 
 def _commands(results: dict) -> str:
     lines = ["## Commands", "",
-             "Servers are started from the repository root (`PORT` is a free port chosen when the "
+             "Servers are started in `bench/apps` (`PORT` is a free port chosen when the "
              "server starts, `$TMPDIR` a scratch directory); `SCRIPT.lua` is the scenario's wrk "
              "script, given below.", ""]
     for scenario in results["scenarios"]:

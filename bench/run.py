@@ -100,13 +100,28 @@ def ensure_venv(install: bool, with_casgi: bool) -> str | None:
     log("building and installing casgi from " + ROOT)
     result = pip("--no-build-isolation", "--force-reinstall", "--no-deps", ROOT)
     if result.returncode != 0:
-        lines = [l for l in (result.stderr or result.stdout).splitlines() if l.strip()]
-        return "build failed: " + (lines[-1] if lines else "pip install returned an error")
+        build_log = os.path.join(VENV, "casgi-build.log")
+        with open(build_log, "w") as f:
+            f.write(result.stdout + result.stderr)
+        return f"build failed: {build_error(result.stdout + result.stderr)} (full log: " \
+               f"{os.path.relpath(build_log, ROOT)})"
     return None
 
 
+def build_error(output: str) -> str:
+    """The first compiler or meson error in pip's output, else its last line."""
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    boilerplate = ("error: subprocess-exited-with-error", "error: metadata-generation-failed",
+                   "hint:", "note:")
+    for line in lines:
+        if "error" in line.lower() and not line.lower().startswith(boilerplate):
+            return line[:200]
+    return lines[-1][:200] if lines else "pip install returned an error"
+
+
 def _importable(module: str) -> bool:
-    return subprocess.run([VENV_PY, "-c", f"import {module}"],
+    # Not from the repository root, where "casgi" would be the source tree.
+    return subprocess.run([VENV_PY, "-c", f"import {module}"], cwd=servers.APPS_DIR,
                           capture_output=True).returncode == 0
 
 
@@ -147,7 +162,13 @@ def machine_info() -> dict:
         "kernel": platform.release(),
         "os": _os_name(),
         "python": python,
+        "loadavg": _loadavg(),
     }
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def _os_name() -> str:
@@ -233,7 +254,8 @@ def launch_for(name: str, scenario: Scenario, port, workdir: str) -> servers.Lau
 
 def display_command(name: str, scenario: Scenario) -> str:
     launch = launch_for(name, scenario, "PORT", "$TMPDIR")
-    argv = [os.path.relpath(a, ROOT) if a.startswith(VENV) else a for a in launch.argv]
+    argv = [os.path.relpath(a, servers.APPS_DIR) if a.startswith(VENV) else a
+            for a in launch.argv]
     return f"taskset -c {{cpu}} {' '.join(argv)}"
 
 
@@ -249,7 +271,8 @@ def start_server(name: str, scenario: Scenario, cpu: int, workdir: str) -> Serve
                VIRTUAL_ENV=VENV, PYTHONUNBUFFERED="1")
     log_path = os.path.join(server_dir, "server.log")
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(["taskset", "-c", str(cpu), *launch.argv], cwd=ROOT, env=env,
+        proc = subprocess.Popen(["taskset", "-c", str(cpu), *launch.argv], cwd=servers.APPS_DIR,
+                                env=env,
                                 stdin=subprocess.DEVNULL, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(name, port, launch.argv, proc, log_path)
@@ -300,11 +323,15 @@ def median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def measure_wrk(server: Server, argv: list, duration: float) -> dict:
+def measure_wrk(server: Server, argv: list, duration: float, server_cpu: int) -> dict:
     pids = server.pids()
     cpu_before = procstat.cpu_seconds(pids)
+    busy_before = procstat.cpu_busy_seconds(server_cpu)
     result = wrk.run(argv, duration)
     cpu = procstat.cpu_seconds(pids) - cpu_before
+    # Time the server's CPU spent on anything but the server: other processes
+    # on a shared machine make the run unfair, and the report says so.
+    others = procstat.cpu_busy_seconds(server_cpu) - busy_before - cpu
     return {
         "rps": result.rps,
         "requests": result.requests,
@@ -315,7 +342,22 @@ def measure_wrk(server: Server, argv: list, duration: float) -> dict:
         "cpu_s": round(cpu, 3),
         "cpu_per_100k": round(cpu / result.requests * 100_000, 4) if result.requests else None,
         "cpu_use": round(cpu / result.seconds, 3) if result.seconds else None,
+        "others_use": round(max(others, 0.0) / result.seconds, 3) if result.seconds else None,
     }
+
+
+def wait_quiet(cpus: list, limit: float, threshold: float = 0.10) -> float:
+    """Waits (at most `limit` s) until `cpus` were each busy less than `threshold`
+    over half a second. Returns the seconds waited. Servers are idle here, so
+    whatever keeps these CPUs busy is someone else's work."""
+    start = time.monotonic()
+    while True:
+        before = [procstat.cpu_busy_seconds(c) for c in cpus]
+        time.sleep(0.5)
+        busy = [(procstat.cpu_busy_seconds(c) - b) / 0.5 for c, b in zip(cpus, before)]
+        waited = time.monotonic() - start
+        if max(busy) < threshold or waited >= limit:
+            return waited
 
 
 def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int) -> list:
@@ -350,16 +392,24 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
                 continue
             server = entry["server"]
             argv = wrk_argv(scenario, server.port, script, args.duration, args.client_cpu)
+            waited = wait_quiet([args.server_cpu, args.client_cpu], args.quiet_wait)
+            if waited > 1:
+                log(f"  waited {waited:.0f} s for the CPUs to be quiet")
             try:
-                run = measure_wrk(server, argv, args.duration)
+                run = measure_wrk(server, argv, args.duration, args.server_cpu)
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
                 entry["failure"] = f"run {round_no} failed: {exc}"
                 continue
             if not server.alive():
                 entry["failure"] = f"died during run {round_no}: {server.log_tail()}"
                 continue
+            if not scenario.latency:
+                run["p50_ms"] = run["p99_ms"] = None
             entry["runs"].append(run)
-            log(f"  round {round_no} {name}: {run['rps']:.0f} req/s, p99 {run['p99_ms']:.2f} ms"
+            log(f"  round {round_no} {name}: {run['rps']:.0f} req/s"
+                + (f", p99 {run['p99_ms']:.2f} ms" if scenario.latency else "")
+                + (f", other processes used {run['others_use']:.0%} of CPU {args.server_cpu}"
+                   if run["others_use"] and run["others_use"] > 0.05 else "")
                 + (f", {run['errors']} errors" if run["errors"] else ""))
 
 
@@ -418,7 +468,7 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
         if runs and scenario.kind == "wrk":
             row["median"] = {key: median([r[key] for r in runs])
                              for key in ("rps", "p50_ms", "p99_ms", "cpu_per_100k", "cpu_use",
-                                         "errors")}
+                                         "others_use", "errors")}
         elif runs:
             row["median"] = {key: median([r[key] for r in runs])
                              for key in ("opened", "rss_before_kib", "rss_after_kib",
@@ -505,6 +555,9 @@ def parse_args(argv=None):
                    help="use .bench-venv as it is (no pip install, no rebuild of casgi)")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
+    p.add_argument("--quiet-wait", type=float, default=30.0,
+                   help="before each run, wait up to this many seconds for both CPUs to be "
+                        "idle (default 30)")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:

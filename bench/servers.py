@@ -1,7 +1,9 @@
 """How each server under test is started: one process (or one worker), access log off.
 
-Every command serves the same app file from bench/apps, imported as
-`bench.apps.<module>:app` with the repository root as the working directory.
+Every command serves the same app file, run with bench/apps as the working
+directory and the app named `<module>:app`. (Not from the repository root: there
+`python -m casgi` would import the source tree's casgi/ package, which has no
+compiled extension, instead of the installed one.)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 NGINX = "/usr/sbin/nginx"
 HERE = os.path.dirname(os.path.abspath(__file__))
+APPS_DIR = os.path.join(HERE, "apps")
 
 
 @dataclass(frozen=True)
