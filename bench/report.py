@@ -64,7 +64,8 @@ def _setup(results: dict) -> str:
         f"- Per scenario all servers are started, each gets a {results['warmup']:g} s warm-up, "
         f"then {results['runs']} round(s) of {results['duration']:g} s runs alternating between "
         "servers. The tables give medians over the rounds. A ratio is the median over rounds of "
-        "the two servers' requests per second in the same round.",
+        "the two servers' requests per second in the same round. Before each run the harness "
+        f"waits (at most {results.get('quiet_wait', 0):g} s) for both CPUs to be idle.",
         "- CPU is the server's user + system time (all threads, all processes of its tree, from "
         "`/proc/PID/stat`) during the run, per 100,000 requests answered; *CPU use* is that time "
         "divided by the run's duration (1.00 = one core busy all the time). Peak RSS is the sum "

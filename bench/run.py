@@ -555,13 +555,15 @@ def parse_args(argv=None):
                    help="use .bench-venv as it is (no pip install, no rebuild of casgi)")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for the servers (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
-    p.add_argument("--quiet-wait", type=float, default=30.0,
+    p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each run, wait up to this many seconds for both CPUs to be "
-                        "idle (default 30)")
+                        "idle (default 30, 5 with --quick)")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
+    if args.quiet_wait is None:
+        args.quiet_wait = 5.0 if args.quick else 30.0
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
     unknown = [n for n in names if n not in servers.LAUNCHERS]
     if unknown:
@@ -591,6 +593,7 @@ def main(argv=None) -> int:
         "duration": args.duration,
         "runs": args.runs,
         "warmup": args.warmup,
+        "quiet_wait": args.quiet_wait,
         "server_cpu": args.server_cpu,
         "client_cpu": args.client_cpu,
         "machine": machine_info(),
