@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ OPTIONS = [
 
 
 def run_casgi(*args, env=None, cwd=None, timeout=20):
+    # Never from the repository root, where ./casgi (the source tree) would
+    # shadow the installed package.
+    cwd = cwd or tempfile.gettempdir()
     return subprocess.run(
         [sys.executable, "-m", "casgi", *args],
         capture_output=True, text=True, env=env if env is not None else clean_env(),
@@ -31,13 +35,17 @@ def run_casgi(*args, env=None, cwd=None, timeout=20):
 
 def installed_version() -> str:
     out = subprocess.run([sys.executable, "-c", "import casgi; print(casgi.__version__)"],
-                         capture_output=True, text=True, timeout=20)
+                         capture_output=True, text=True, timeout=20, cwd=tempfile.gettempdir())
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
+HELP_HINT = "Try 'casgi --help' for help."
+
+
 def assert_one_line_error(stderr: str, *needles: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    """One `Error: ...` line naming the problem; a pointer to --help may follow."""
+    lines = [line for line in stderr.splitlines() if line.strip() and line.strip() != HELP_HINT]
     assert len(lines) == 1, f"expected a one-line error, got:\n{stderr}"
     assert lines[0].startswith("Error:"), lines[0]
     for n in needles:
@@ -133,7 +141,7 @@ def test_bad_env_value_exits_2():
     ("basic:no_such_attribute", ["no_such_attribute"]),
     ("basic:app.no_such_attr", ["no_such_attr"]),
     ("basic", ["basic"]),
-    ("basic:NOT_CALLABLE", ["NOT_CALLABLE"]),
+    ("basic:NOT_CALLABLE", ["callable"]),
 ], ids=["missing-module", "missing-attribute", "missing-dotted-attribute", "no-colon", "not-callable"])
 def test_bad_app_import_string_exits_3_without_traceback(app, needles):
     r = run_casgi(app, "--app-dir", str(APPS_DIR))

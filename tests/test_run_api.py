@@ -66,7 +66,7 @@ def test_run_with_unknown_keyword_raises(tmp_path):
         except (TypeError, ValueError) as exc:
             print("RAISED", type(exc).__name__, exc)
     """))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20, cwd=str(tmp_path))
     assert "RAISED" in r.stdout, (r.stdout, r.stderr)
     assert "prot" in r.stdout
 
@@ -78,6 +78,6 @@ def test_run_startup_failure_exits_3(tmp_path):
         import casgi
         casgi.run("casgi_no_such_module_xyz:app", port=0, app_dir={str(APPS_DIR)!r})
     """))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20, cwd=str(tmp_path))
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert "casgi_no_such_module_xyz" in r.stderr
