@@ -514,3 +514,119 @@ def test_server_keeps_serving_after_app_errors(server):
         c.request(req("GET", "/raise-before"))
     with server.connect() as c:
         assert c.request(req("GET", "/")).body == HELLO
+
+
+# ---------------------------------------------------------------------------
+# Unread request bodies never become requests
+# ---------------------------------------------------------------------------
+
+
+def _assert_unread_body_not_parsed(server, first: bytes, marker: str) -> None:
+    """`first` carries a body the app never reads; the body is itself a request
+    for `marker`. After the response, the connection either carries on with
+    the next real request or is closed, and `marker` is never served."""
+    with server.connect() as c:
+        c.send(first + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"answered without reading"
+        try:
+            nxt = c.read_response()
+        except ConnectionClosed as exc:
+            assert exc.partial == b"", exc.partial
+        else:
+            assert nxt.status_line == b"HTTP/1.1 200 OK" and nxt.body == HELLO
+    assert not any(marker in s for s in seen_paths(server)), "the unread body was parsed as a request"
+
+
+def test_unread_content_length_body_is_skipped_or_connection_closed(server):
+    marker = unique("/mark/")
+    smuggled = req("GET", marker)
+    first = req("POST", "/no-read", headers=[("Content-Length", str(len(smuggled)))]) + smuggled
+    _assert_unread_body_not_parsed(server, first, marker)
+
+
+def test_unread_chunked_body_is_skipped_or_connection_closed(server):
+    marker = unique("/mark/")
+    smuggled = req("GET", marker)
+    first = (req("POST", "/no-read", headers=[("Transfer-Encoding", "chunked")])
+             + b"%x\r\n" % len(smuggled) + smuggled + b"\r\n0\r\n\r\n")
+    _assert_unread_body_not_parsed(server, first, marker)
+
+
+def test_unread_large_body_is_skipped_or_connection_closed(server):
+    marker = unique("/mark/")
+    smuggled = req("GET", marker)
+    body = b"p" * 300_000 + smuggled
+    first = req("POST", "/no-read", headers=[("Content-Length", str(len(body)))]) + body
+    _assert_unread_body_not_parsed(server, first, marker)
+
+
+def test_body_sent_after_expect_without_100_is_not_parsed_as_request(server):
+    marker = unique("/mark/")
+    smuggled = req("GET", marker)
+    with server.connect() as c:
+        c.send(req("POST", "/no-read", headers=[("Expect", "100-continue"), ("Content-Length", str(len(smuggled)))]))
+        r = c.read_response()
+        assert r.status == 200
+        # The client sends the body anyway (it may: RFC 9110 10.1.1), then a request.
+        try:
+            c.send(smuggled + req("GET", "/"))
+            nxt = c.read_response()
+        except (ConnectionClosed, BrokenPipeError, ConnectionResetError):
+            pass
+        else:
+            assert nxt.status_line == b"HTTP/1.1 200 OK" and nxt.body == HELLO
+    assert not any(marker in s for s in seen_paths(server))
+
+
+def test_hundred_pipelined_requests_answered_in_order(server):
+    bodies = [f"request {i:03d}".encode() * (i % 7 + 1) for i in range(100)]
+    with server.connect() as c:
+        c.send(b"".join(req("POST", "/echo", body=b) for b in bodies))
+        for b in bodies:
+            assert c.read_response().body == b
+
+
+def test_valid_then_rejected_then_valid_in_one_write(server):
+    marker = unique("/mark/")
+    with server.connect() as c:
+        c.send(req("POST", "/echo", body=b"first") + b"GET / HTTP/1.1\r\nHost: t\r\nX A: b\r\n\r\n" + req("GET", marker))
+        assert c.read_response().body == b"first"
+        r = c.read_response()
+        assert r.status_line == b"HTTP/1.1 400 Bad Request"
+        assert r.has_token("connection", "close")
+        c.assert_closed()
+    assert not any(marker in s for s in seen_paths(server))
+
+
+def test_304_with_content_length_sends_no_body(server):
+    with server.connect() as c:
+        c.send(req("GET", "/status?code=304&cl=100") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == 304
+        assert r.header("content-length") in (None, "100")
+        r2 = c.read_response()
+        assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == HELLO
+
+
+def test_head_with_declared_length_and_no_body_from_app(server):
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("HEAD", "/status?code=200&cl=13") + req("GET", "/"))
+        r = c.read_response(head=True)
+        assert r.status == 200 and r.header("content-length") == "13"
+        r2 = c.read_response()
+        assert r2.status_line == b"HTTP/1.1 200 OK" and r2.body == HELLO
+    time.sleep(0.2)
+    assert not [line for line in server.lines(mark) if line.startswith("ERROR")]
+
+
+def test_request_after_rejection_on_keep_alive_connection_not_served(server):
+    marker = unique("/mark/")
+    with server.connect() as c:
+        assert c.request(req("GET", "/")).body == HELLO
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx" + req("GET", marker))
+        r = c.read_response()
+        assert r.status_line == b"HTTP/1.1 400 Bad Request"
+        c.assert_closed()
+    assert not any(marker in s for s in seen_paths(server))

@@ -352,3 +352,14 @@ def test_complete_head_within_timeout_served(head_timeout_server):
         time.sleep(0.5)
         c.send(b"Host: t\r\n\r\n")
         assert c.read_response().status == 200
+
+
+def test_pipelined_marker_after_valid_request_is_served(server):
+    """Control for assert_rejected: the same pipelined marker request behind a
+    valid request is served and recorded, so its absence above means something."""
+    marker = unique("/mark/")
+    with server.connect() as c:
+        c.send(req("GET", "/") + req("GET", marker))
+        assert c.read_response().status == 200
+        assert c.read_response().status == 404
+    assert any(marker in s for s in seen_paths(server))
