@@ -537,32 +537,47 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
 
 /* The response is complete: log it, wake a waiting receive(), release the
  * connection to its next request. */
+static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status)
+{
+    cg_state *st = cycle_state(cy);
+    Py_ssize_t mlen;
+    const char *m;
+
+    if (!st->log.access_enabled)
+        return;
+    m = PyUnicode_AsUTF8AndSize(cy->method, &mlen);
+    if (!m) {
+        PyErr_Clear();
+        return;
+    }
+    cg_slice client = {c->client_text, c->client_len};
+    cg_slice method = {m, (size_t)mlen};
+    cg_slice path = {PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
+    cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
+    cg_log_access(&st->log, client, method, path, query, cy->minor_version, status);
+}
+
 static void response_complete(cg_cycle *cy, int keep_alive)
 {
     cg_conn *c = cy->conn;
-    cg_state *st = cycle_state(cy);
 
     cy->resp = CG_RESP_COMPLETE;
     cycle_wake_receiver(cy);
     if (!c)
         return;
-    if (st->log.access_enabled) {
-        Py_ssize_t mlen;
-        const char *m = PyUnicode_AsUTF8AndSize(cy->method, &mlen);
-        if (m) {
-            cg_slice client = {c->client_text, c->client_len};
-            cg_slice method = {m, (size_t)mlen};
-            cg_slice path = {PyBytes_AS_STRING(cy->raw_path),
-                             (size_t)PyBytes_GET_SIZE(cy->raw_path)};
-            cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
-            cg_log_access(&st->log, client, method, path, query, cy->minor_version, cy->status);
-        } else {
-            PyErr_Clear();
-        }
-    }
+    cycle_log_access(cy, c, cy->status);
     Py_INCREF(c);
     cg_conn_cycle_complete(c, keep_alive);
     Py_DECREF(c);
+}
+
+/* The app failed before anything reached the wire: answer 500 and close. */
+static void cycle_fail_500(cg_cycle *cy, cg_conn *c)
+{
+    cy->resp = CG_RESP_COMPLETE;
+    cycle_wake_receiver(cy);
+    cycle_log_access(cy, c, 500);
+    cg_conn_reject(c, 500);
 }
 
 /* Sends the held head now, framed for a body of unknown length. */
@@ -752,11 +767,9 @@ static void hook_finish(PyObject *owner, PyObject *exc)
         !PyObject_IsInstance(exc, st->CancelledError)) {
         log_exc(st, exc, "Exception in ASGI application\n");
         if (c && !cy->disconnected) {
-            if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD) {
-                cy->resp = CG_RESP_COMPLETE;
-                cycle_wake_receiver(cy);
-                cg_conn_reject(c, 500);
-            } else if (cy->resp == CG_RESP_STREAMING) {
+            if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD)
+                cycle_fail_500(cy, c);
+            else if (cy->resp == CG_RESP_STREAMING) {
                 cg_conn_close(c);
             }
         }
@@ -768,9 +781,7 @@ static void hook_finish(PyObject *owner, PyObject *exc)
     } else if (c && !cy->disconnected) {
         if (cy->resp == CG_RESP_NONE) {
             cg_log(&st->log, CG_ERROR, "ASGI callable returned without starting response.");
-            cy->resp = CG_RESP_COMPLETE;
-            cycle_wake_receiver(cy);
-            cg_conn_reject(c, 500);
+            cycle_fail_500(cy, c);
         } else if (cy->resp != CG_RESP_COMPLETE) {
             cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
             cg_conn_close(c);

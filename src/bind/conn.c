@@ -390,12 +390,11 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
 
 static PyObject *conn_eof_received(cg_conn *c, PyObject *unused)
 {
+    (void)c;
     (void)unused;
-    /* A client that half-closes after its request still gets its response. */
-    if (c->cycle && c->cycle->resp != CG_RESP_COMPLETE && c->phase != CG_PHASE_CLOSED) {
-        c->cycle->keep_alive = 0;
-        Py_RETURN_TRUE;
-    }
+    /* The client is gone (a half-close cannot be told apart from a close):
+     * returning None lets the transport close, and connection_lost reports
+     * http.disconnect to a running app. */
     Py_RETURN_NONE;
 }
 

@@ -403,6 +403,11 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     srv->stop_fut = cg_future_new(st, srv->loop);
     if (!srv->stop_fut)
         goto error;
+    /* Signals are handled from here on: one arriving during startup stops
+     * the server right after it. */
+    handler = PyCFunction_New(&signal_def, (PyObject *)srv);
+    if (!handler || add_signal_handlers(srv, handler) < 0)
+        goto error;
     sock = open_listener(st, cfg, url, sizeof(url));
     if (!sock)
         goto done;
@@ -428,10 +433,6 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     if (!listener)
         goto error;
     log_running(st, cfg, url);
-
-    handler = PyCFunction_New(&signal_def, (PyObject *)srv);
-    if (!handler || add_signal_handlers(srv, handler) < 0)
-        goto error;
     if (arm_ticker(srv) < 0)
         goto error;
     if (!srv->should_exit) {
