@@ -67,37 +67,65 @@ const cg_slice cg_hdr_names[CG_HDR__COUNT] = {
 /* Longest known name ("access-control-request-headers"). */
 #define CG_HDR_MAX_LEN 30
 
-/* Tokens plus one, grouped by name length; 0 ends a group (and fills the
- * lengths no known name has). The unit tests check every name is found. */
+/* Perfect hash of the known names: HASH() of each lower-case name is unique,
+ * and slot_of[HASH] holds its token plus one (0: no name). The unit tests
+ * check every name is found; adding a name may need new shift amounts. */
+#define HASH(len, c0, cl, cl2)                                                                     \
+    (((len) + ((unsigned)(c0) << 2) + ((unsigned)(cl) << 7) + (cl2)) & 255)
 #define T(tok) ((tok) + 1)
-static const unsigned char by_len[CG_HDR_MAX_LEN + 1][7] = {
-    [2] = {T(CG_HDR_TE)},
-    [3] = {T(CG_HDR_DNT), T(CG_HDR_VIA)},
-    [4] = {T(CG_HDR_HOST)},
-    [5] = {T(CG_HDR_RANGE)},
-    [6] = {T(CG_HDR_ACCEPT), T(CG_HDR_COOKIE), T(CG_HDR_EXPECT), T(CG_HDR_ORIGIN),
-           T(CG_HDR_PRAGMA)},
-    [7] = {T(CG_HDR_UPGRADE), T(CG_HDR_REFERER), T(CG_HDR_TRAILER)},
-    [8] = {T(CG_HDR_IF_MATCH), T(CG_HDR_IF_RANGE), T(CG_HDR_PRIORITY)},
-    [9] = {T(CG_HDR_FORWARDED), T(CG_HDR_SEC_CH_UA), T(CG_HDR_X_REAL_IP)},
-    [10] = {T(CG_HDR_CONNECTION), T(CG_HDR_USER_AGENT), T(CG_HDR_KEEP_ALIVE)},
-    [12] = {T(CG_HDR_CONTENT_TYPE), T(CG_HDR_X_REQUEST_ID)},
-    [13] = {T(CG_HDR_AUTHORIZATION), T(CG_HDR_CACHE_CONTROL), T(CG_HDR_IF_NONE_MATCH)},
-    [14] = {T(CG_HDR_CONTENT_LENGTH), T(CG_HDR_ACCEPT_CHARSET), T(CG_HDR_SEC_FETCH_DEST),
-            T(CG_HDR_SEC_FETCH_MODE), T(CG_HDR_SEC_FETCH_SITE), T(CG_HDR_SEC_FETCH_USER)},
-    [15] = {T(CG_HDR_ACCEPT_ENCODING), T(CG_HDR_ACCEPT_LANGUAGE), T(CG_HDR_X_FORWARDED_FOR)},
-    [16] = {T(CG_HDR_CONTENT_ENCODING), T(CG_HDR_SEC_CH_UA_MOBILE), T(CG_HDR_X_FORWARDED_HOST),
-            T(CG_HDR_X_REQUESTED_WITH)},
-    [17] = {T(CG_HDR_TRANSFER_ENCODING), T(CG_HDR_IF_MODIFIED_SINCE), T(CG_HDR_SEC_WEBSOCKET_KEY),
-            T(CG_HDR_X_FORWARDED_PROTO)},
-    [18] = {T(CG_HDR_SEC_CH_UA_PLATFORM)},
-    [19] = {T(CG_HDR_IF_UNMODIFIED_SINCE)},
-    [21] = {T(CG_HDR_SEC_WEBSOCKET_VERSION)},
-    [22] = {T(CG_HDR_SEC_WEBSOCKET_PROTOCOL)},
-    [24] = {T(CG_HDR_SEC_WEBSOCKET_EXTENSIONS)},
-    [25] = {T(CG_HDR_UPGRADE_INSECURE_REQUESTS)},
-    [29] = {T(CG_HDR_ACCESS_CONTROL_REQUEST_METHOD)},
-    [30] = {T(CG_HDR_ACCESS_CONTROL_REQUEST_HEADERS)},
+static const unsigned char slot_of[256] = {
+    [0] = T(CG_HDR_AUTHORIZATION),
+    [1] = T(CG_HDR_DNT),
+    [5] = T(CG_HDR_CONNECTION),
+    [6] = T(CG_HDR_FORWARDED),
+    [8] = T(CG_HDR_CACHE_CONTROL),
+    [14] = T(CG_HDR_CONTENT_LENGTH),
+    [15] = T(CG_HDR_IF_MATCH),
+    [16] = T(CG_HDR_ACCESS_CONTROL_REQUEST_METHOD),
+    [20] = T(CG_HDR_IF_NONE_MATCH),
+    [23] = T(CG_HDR_HOST),
+    [43] = T(CG_HDR_ORIGIN),
+    [52] = T(CG_HDR_REFERER),
+    [60] = T(CG_HDR_TRAILER),
+    [63] = T(CG_HDR_SEC_FETCH_USER),
+    [76] = T(CG_HDR_USER_AGENT),
+    [77] = T(CG_HDR_SEC_FETCH_DEST),
+    [80] = T(CG_HDR_SEC_WEBSOCKET_VERSION),
+    [81] = T(CG_HDR_SEC_WEBSOCKET_PROTOCOL),
+    [82] = T(CG_HDR_X_REAL_IP),
+    [85] = T(CG_HDR_X_REQUEST_ID),
+    [94] = T(CG_HDR_X_FORWARDED_FOR),
+    [99] = T(CG_HDR_X_FORWARDED_HOST),
+    [100] = T(CG_HDR_X_REQUESTED_WITH),
+    [122] = T(CG_HDR_ACCEPT_LANGUAGE),
+    [123] = T(CG_HDR_COOKIE),
+    [129] = T(CG_HDR_ACCEPT_ENCODING),
+    [136] = T(CG_HDR_CONTENT_TYPE),
+    [138] = T(CG_HDR_CONTENT_ENCODING),
+    [147] = T(CG_HDR_IF_RANGE),
+    [148] = T(CG_HDR_ACCESS_CONTROL_REQUEST_HEADERS),
+    [152] = T(CG_HDR_IF_MODIFIED_SINCE),
+    [154] = T(CG_HDR_IF_UNMODIFIED_SINCE),
+    [172] = T(CG_HDR_KEEP_ALIVE),
+    [179] = T(CG_HDR_PRAGMA),
+    [180] = T(CG_HDR_RANGE),
+    [188] = T(CG_HDR_PRIORITY),
+    [190] = T(CG_HDR_SEC_FETCH_MODE),
+    [191] = T(CG_HDR_UPGRADE),
+    [194] = T(CG_HDR_SEC_WEBSOCKET_KEY),
+    [196] = T(CG_HDR_VIA),
+    [198] = T(CG_HDR_TE),
+    [200] = T(CG_HDR_SEC_CH_UA_MOBILE),
+    [202] = T(CG_HDR_SEC_CH_UA),
+    [206] = T(CG_HDR_SEC_FETCH_SITE),
+    [207] = T(CG_HDR_TRANSFER_ENCODING),
+    [208] = T(CG_HDR_SEC_CH_UA_PLATFORM),
+    [210] = T(CG_HDR_SEC_WEBSOCKET_EXTENSIONS),
+    [225] = T(CG_HDR_UPGRADE_INSECURE_REQUESTS),
+    [229] = T(CG_HDR_X_FORWARDED_PROTO),
+    [247] = T(CG_HDR_ACCEPT_CHARSET),
+    [250] = T(CG_HDR_ACCEPT),
+    [253] = T(CG_HDR_EXPECT),
 };
 
 static inline unsigned char lower1(unsigned char c)
@@ -123,18 +151,35 @@ static inline uint64_t lower8(uint64_t w)
     return w | (upper >> 2);
 }
 
-/* 1 when s[0..n) equals the lower-case `lc` ignoring ASCII case. */
+static inline uint32_t load4(const char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* The same for 4 bytes. */
+static inline uint32_t lower4(uint32_t w)
+{
+    const uint32_t ones = 0x01010101u;
+    uint32_t h = w & (0x7f * ones);
+    uint32_t upper = ((h + (0x80 - 'A') * ones) ^ (h + (0x7f - 'Z') * ones)) & ~w & (0x80 * ones);
+    return w | (upper >> 2);
+}
+
+/* 1 when s[0..n) equals the lower-case `lc` ignoring ASCII case; whole words,
+ * the tail as one overlapping word. */
 static inline int ci_equal(const char *s, const char *lc, size_t n)
 {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        if (lower8(load8(s + i)) != load8(lc + i))
-            return 0;
     if (n >= 8) {
-        /* The tail as one overlapping word. */
-        return i == n || lower8(load8(s + n - 8)) == load8(lc + n - 8);
+        for (size_t i = 0; i + 8 <= n; i += 8)
+            if (lower8(load8(s + i)) != load8(lc + i))
+                return 0;
+        return lower8(load8(s + n - 8)) == load8(lc + n - 8);
     }
-    for (; i < n; i++)
+    if (n >= 4)
+        return lower4(load4(s)) == load4(lc) && lower4(load4(s + n - 4)) == load4(lc + n - 4);
+    for (size_t i = 0; i < n; i++)
         if (lower1((unsigned char)s[i]) != (unsigned char)lc[i])
             return 0;
     return 1;
@@ -144,16 +189,18 @@ int cg_hdr_lookup(const char *name, size_t len)
 {
     if (len < 2 || len > CG_HDR_MAX_LEN)
         return -1;
-    unsigned char first = lower1((unsigned char)name[0]);
-    unsigned char last = lower1((unsigned char)name[len - 1]);
-    const unsigned char *t = by_len[len];
-    for (size_t i = 0; i < sizeof by_len[0] && t[i]; i++) {
-        const char *lc = cg_hdr_names[t[i] - 1].base;
-        if ((unsigned char)lc[0] == first && (unsigned char)lc[len - 1] == last &&
-            ci_equal(name, lc, len))
-            return t[i] - 1;
-    }
-    return -1;
+    /* Known names are lower-case letters and '-', on which | 0x20 is the
+     * identity; other bytes may collide, and the compare below sorts that out. */
+    unsigned char c0 = (unsigned char)name[0] | 0x20;
+    unsigned char cl = (unsigned char)name[len - 1] | 0x20;
+    unsigned char cl2 = (unsigned char)name[len - 2] | 0x20;
+    unsigned slot = slot_of[HASH(len, c0, cl, cl2)];
+    if (!slot)
+        return -1;
+    const cg_slice *s = &cg_hdr_names[slot - 1];
+    if (s->len != len || !ci_equal(name, s->base, len))
+        return -1;
+    return (int)slot - 1;
 }
 
 void cg_ascii_lower(char *dst, const char *src, size_t n)

@@ -135,16 +135,27 @@ static long check_line(cg_http1_parser *p, size_t n, const cg_http1_limits *lim)
     return 0;
 }
 
+/* Word-at-a-time scans below flag the bytes that stop them; the lowest flag
+ * is always exact (a borrow only runs upward from a flagged byte), so on
+ * little-endian machines its index comes from counting trailing zeros. */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define CG_FIRST_FLAGGED(m) ((size_t)__builtin_ctzll(m) >> 3)
+#endif
+
 /* First byte at or after q that may not appear in a request target. */
 static inline const char *scan_target(const char *q, const char *end)
 {
     for (;;) {
         if (end - q >= 8) {
             uint64_t w = load8(q);
-            if (!(has_less(w, 0x21) | (w & highs) | has_byte(w, 0x7f) | has_byte(w, '#'))) {
+            uint64_t m = has_less(w, 0x21) | (w & highs) | has_byte(w, 0x7f) | has_byte(w, '#');
+            if (!m) {
                 q += 8;
                 continue;
             }
+#ifdef CG_FIRST_FLAGGED
+            return q + CG_FIRST_FLAGGED(m);
+#endif
         }
         for (int k = 0; k < 8; k++, q++)
             if (!IS(*q, C_TARGET))
@@ -158,14 +169,46 @@ static inline const char *scan_value(const char *q, const char *end)
     for (;;) {
         if (end - q >= 8) {
             uint64_t w = load8(q);
-            if (!((has_less(w, 0x20) | has_byte(w, 0x7f)))) {
+            uint64_t m = has_less(w, 0x20) | has_byte(w, 0x7f);
+            if (!m) {
                 q += 8;
                 continue;
             }
+#ifdef CG_FIRST_FLAGGED
+            q += CG_FIRST_FLAGGED(m);
+            if (*q != '\t')
+                return q;
+            q++;
+            continue;
+#endif
         }
         for (int k = 0; k < 8; k++, q++)
             if (!IS(*q, C_VALUE))
                 return q;
+    }
+}
+
+/* First byte at or after q that ends a field name: ':', SP, a CTL, DEL or
+ * non-ASCII. The bytes before it still need checking for tchar. */
+static inline const char *scan_name(const char *q, const char *end)
+{
+    for (;;) {
+        if (end - q >= 8) {
+            uint64_t w = load8(q);
+            uint64_t m = has_less(w, 0x21) | (w & highs) | has_byte(w, 0x7f) | has_byte(w, ':');
+            if (!m) {
+                q += 8;
+                continue;
+            }
+#ifdef CG_FIRST_FLAGGED
+            return q + CG_FIRST_FLAGGED(m);
+#endif
+        }
+        for (int k = 0; k < 8; k++, q++) {
+            unsigned char c = (unsigned char)*q;
+            if (c == ':' || c <= 0x20 || c >= 0x7f)
+                return q;
+        }
     }
 }
 
@@ -229,6 +272,32 @@ static long long parse_content_length(const char *s, size_t n)
             return -1;
         i++;
     }
+}
+
+enum { CONN_CLOSE = 1, CONN_KEEP_ALIVE = 2, CONN_UPGRADE = 4 };
+
+/* The Connection options the parser acts on, in one pass over the list. */
+static int connection_tokens(const char *v, size_t n)
+{
+    int found = 0;
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t a = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t b = i;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (ci_eq(v + a, b - a, "close"))
+            found |= CONN_CLOSE;
+        else if (ci_eq(v + a, b - a, "keep-alive"))
+            found |= CONN_KEEP_ALIVE;
+        else if (ci_eq(v + a, b - a, "upgrade"))
+            found |= CONN_UPGRADE;
+    }
+    return found;
 }
 
 static const char slash[] = "/";
@@ -357,8 +426,14 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         if (*q == ' ' || *q == '\t')
             return fail(p, CG_HTTP1_BAD_REQUEST,
                         nh == 0 ? "whitespace before the first field" : "obs-fold");
-        while (IS(*q, C_TOKEN))
-            q++;
+        q = scan_name(q, end);
+        size_t nlen = (size_t)(q - name);
+        /* A known name is all tchar: only unknown ones need the byte check. */
+        int token = *q == ':' && nlen ? cg_hdr_lookup(name, nlen) : -1;
+        if (token < 0)
+            for (const char *c = name; c < q; c++)
+                if (!IS(*c, C_TOKEN))
+                    return fail(p, CG_HTTP1_BAD_REQUEST, "field name is not a token");
         if (*q != ':') {
             if (*q == ' ' || *q == '\t')
                 why = "whitespace between field name and colon";
@@ -368,9 +443,8 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
                 why = why_at(q, "field name is not a token");
             return fail(p, CG_HTTP1_BAD_REQUEST, why);
         }
-        if (q == name)
+        if (nlen == 0)
             return fail(p, CG_HTTP1_BAD_REQUEST, "empty field name");
-        size_t nlen = (size_t)(q - name);
         q++;
         while (*q == ' ' || *q == '\t')
             q++;
@@ -386,13 +460,13 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         cg_http1_header *h = &req->headers[nh++];
         h->name = (cg_slice){name, nlen};
         h->value = (cg_slice){val, (size_t)(ve - val)};
-        h->token = cg_hdr_lookup(name, nlen);
+        h->token = token;
         q += 2;
     }
     req->num_headers = nh;
 
     /* framing and connection semantics */
-    int hosts = 0, te = 0, te_bad = 0, close = 0, ka = 0, up_tok = 0, up_hdr = 0, expect = 0;
+    int hosts = 0, te = 0, te_bad = 0, conn = 0, up_hdr = 0, expect = 0;
     long long cl = -1;
     for (size_t i = 0; i < nh; i++) {
         const cg_http1_header *h = &req->headers[i];
@@ -414,9 +488,7 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
             te_bad |= !ci_eq(h->value.base, h->value.len, "chunked");
             break;
         case CG_HDR_CONNECTION:
-            close |= cg_http1_has_token(h->value.base, h->value.len, "close");
-            ka |= cg_http1_has_token(h->value.base, h->value.len, "keep-alive");
-            up_tok |= cg_http1_has_token(h->value.base, h->value.len, "upgrade");
+            conn |= connection_tokens(h->value.base, h->value.len);
             break;
         case CG_HDR_EXPECT:
             expect |= ci_eq(h->value.base, h->value.len, "100-continue");
@@ -442,9 +514,10 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     }
     req->content_length = cl;
     req->chunked = te != 0;
-    req->keep_alive = req->minor_version == 1 ? !close : (ka && !close);
+    int close = conn & CONN_CLOSE;
+    req->keep_alive = req->minor_version == 1 ? !close : ((conn & CONN_KEEP_ALIVE) && !close);
     req->expect_continue = expect != 0;
-    req->upgrade = up_tok && up_hdr;
+    req->upgrade = (conn & CONN_UPGRADE) && up_hdr;
     return (long)len;
 }
 

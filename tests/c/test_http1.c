@@ -473,6 +473,18 @@ static void test_fields(void)
            "field name is not a token", "non-ASCII name");
     reject(S("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n"), -400, "field line without colon",
            "no colon");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nX-A-Long-Field-Name(with)-Paren: 1\r\n\r\n"), -400,
+           "field name is not a token", "'(' deep in a long name");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\x80: 1\r\n\r\n"), -400,
+           "field name is not a token", "known name then a high byte");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\n"), -400,
+           "whitespace between field name and colon", "known name, SP before colon");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nUpgrade-Insecure-Requests\t: 1\r\n\r\n"), -400,
+           "whitespace between field name and colon", "long known name, HTAB before colon");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nUpgrade-Insecure-Requests\r\n\r\n"), -400,
+           "field line without colon", "long known name, no colon");
+    reject(S("GET / HTTP/1.1\r\nHost: a\r\nX{y}: 1\r\n\r\n"), -400, "field name is not a token",
+           "'{' in name");
     reject(S("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"), -400,
            "control character in field value", "NUL in value");
     reject(S("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n"), -400,
