@@ -41,7 +41,8 @@ typedef struct cg_http1_request {
     cg_slice method;
     cg_slice target; /* the request-target exactly as received */
     cg_slice path;   /* raw (undecoded) path, without query; "/" for an absolute-form
-                        target with an empty path; the target itself for "*" and
+                        target with an empty path (a static string, the one slice
+                        not in the input); the target itself for "*" and
                         authority-form */
     cg_slice query;  /* after the first '?', without it; empty when none */
     int target_form; /* enum cg_http1_target_form */
@@ -77,6 +78,8 @@ void cg_http1_parser_init(cg_http1_parser *p);
  * CG_HTTP1_INCOMPLETE, or a negated status (400, 414, 431, 505) with
  * p->error naming the rule. On success `req` is filled; its slices point
  * into `buf`. `req->headers` must be set by the caller before the call.
+ * After a success `p` is ready for the next head (as if initialised); a call
+ * with `len` below the bytes already scanned also starts over.
  */
 long cg_http1_parse_head(cg_http1_parser *p, const char *buf, size_t len,
                          const cg_http1_limits *lim, cg_http1_request *req);
