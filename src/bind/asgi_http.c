@@ -861,7 +861,7 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
         srv->nrequests >= (unsigned long long)cfg->limit_max_requests && !srv->should_exit) {
         cg_log(&st->log, CG_WARNING, "Maximum request limit of %ld exceeded. Terminating process.",
                cfg->limit_max_requests);
-        cg_server_request_exit(srv);
+        cg_server_retire(srv);
     }
     if (cfg->limit_concurrency >= 0 && (srv->nconns > (size_t)cfg->limit_concurrency ||
                                         srv->ntasks >= (size_t)cfg->limit_concurrency)) {

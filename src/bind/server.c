@@ -9,7 +9,10 @@
  * nothing for timeouts. */
 #include "server.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +49,106 @@ void cg_server_request_exit(cg_server *srv)
     cg_future_wake(srv->st, srv->stop_fut);
 }
 
+/* ---- worker mode -------------------------------------------------------- */
+
+/* Under the supervisor (core/supervisor.h) a worker finds CASGI_WORKER set to
+ * "<ctl_fd>:<alive_fd>". It reports 'R' once serving, 'H' from its event loop
+ * on every tick (so a blocked loop stops the heartbeat), 'X' when it wants to
+ * be replaced; it exits at once when the supervisor is gone. */
+static void worker_attach(cg_server *srv)
+{
+    const char *v = getenv("CASGI_WORKER");
+    int ctl, alive;
+    srv->ctl_fd = srv->alive_fd = -1;
+    if (!v || sscanf(v, "%d:%d", &ctl, &alive) != 2 || ctl < 0 || alive < 0)
+        return;
+    /* The app's own subprocesses must not think they are workers. */
+    unsetenv("CASGI_WORKER");
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *r =
+        environ ? PyObject_CallMethod(environ, "pop", "sO", "CASGI_WORKER", Py_None) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    PyErr_Clear();
+    /* A heartbeat must never block the loop: drop it when the pipe is full. */
+    fcntl(ctl, F_SETFL, fcntl(ctl, F_GETFL) | O_NONBLOCK);
+    fcntl(ctl, F_SETFD, FD_CLOEXEC);
+    fcntl(alive, F_SETFD, FD_CLOEXEC);
+    srv->ctl_fd = ctl;
+    srv->alive_fd = alive;
+}
+
+static void worker_notify(cg_server *srv, char what)
+{
+    ssize_t n;
+    if (srv->ctl_fd < 0)
+        return;
+    do {
+        n = write(srv->ctl_fd, &what, 1);
+    } while (n < 0 && errno == EINTR);
+}
+
+static PyObject *worker_alive_readable(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    char buf[64];
+    ssize_t n = read(srv->alive_fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        /* The supervisor died: never keep serving on our own. */
+        cg_log(&srv->st->log, CG_ERROR, "Supervisor is gone; exiting");
+        _exit(1);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef alive_def = {"alive", (PyCFunction)worker_alive_readable, METH_NOARGS, NULL};
+
+/* Worker mode setup once the loop exists: stack dumps on SIGUSR1 and the
+ * liveness watch. */
+static int worker_start(cg_server *srv)
+{
+    if (srv->ctl_fd < 0)
+        return 0;
+    PyObject *fh = PyImport_ImportModule("faulthandler");
+    if (!fh)
+        return -1;
+    PyObject *reg = PyObject_GetAttrString(fh, "register");
+    PyObject *args = Py_BuildValue("(i)", SIGUSR1);
+    PyObject *kw = Py_BuildValue("{s:O}", "all_threads", Py_True);
+    PyObject *r = reg && args && kw ? PyObject_Call(reg, args, kw) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(reg);
+    Py_DECREF(fh);
+    if (!r)
+        return -1;
+    PyObject *cb = PyCFunction_New(&alive_def, (PyObject *)srv);
+    if (!cb)
+        return -1;
+    r = PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->alive_fd, cb);
+    Py_DECREF(cb);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+void cg_server_retire(cg_server *srv)
+{
+    if (srv->ctl_fd >= 0) {
+        /* The supervisor starts a replacement first, then sends SIGTERM. */
+        if (!srv->retiring) {
+            srv->retiring = 1;
+            worker_notify(srv, 'X');
+        }
+        return;
+    }
+    cg_server_request_exit(srv);
+}
+
 /* Runs the loop until `awaitable` completes. Returns its result or NULL. */
 static PyObject *run_until_complete(cg_server *srv, PyObject *awaitable)
 {
@@ -76,6 +179,7 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
 
     srv->now = now;
     cg_server_update_date(srv);
+    worker_notify(srv, 'H');
     for (c = srv->conns; c; c = next) {
         next = c->next;
         if (c->deadline > 0 && now >= c->deadline) {
@@ -228,6 +332,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.request_line = (size_t)cfg->limit_request_line;
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
+    worker_attach(srv);
     srv->hdrs = PyMem_Calloc(srv->limits.fields + 1, sizeof(cg_http1_header));
     srv->state = PyDict_New();
     srv->tasks = PySet_New(NULL);
@@ -433,6 +538,9 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     if (!listener)
         goto error;
     log_running(st, cfg, url);
+    if (worker_start(srv) < 0)
+        goto error;
+    worker_notify(srv, 'R');
     if (arm_ticker(srv) < 0)
         goto error;
     if (!srv->should_exit) {
@@ -538,6 +646,10 @@ static void server_dealloc(cg_server *srv)
     server_clear(srv);
     Py_CLEAR(srv->module);
     PyMem_Free(srv->hdrs);
+    if (srv->ctl_fd >= 0)
+        close(srv->ctl_fd);
+    if (srv->alive_fd >= 0)
+        close(srv->alive_fd);
     cg_buf_free(&srv->extra_headers);
     tp->tp_free(srv);
     Py_DECREF(tp);

@@ -37,6 +37,9 @@ typedef struct cg_server {
     char date_line[64]; /* "date: <IMF-fixdate>\r\n" */
     size_t date_len;
     cg_buf extra_headers; /* "server: casgi\r\n" and --header lines, ready to copy */
+    int ctl_fd;           /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
+    int alive_fd;         /* worker mode: EOF here means the supervisor is gone, else -1 */
+    int retiring;         /* worker mode: X sent, waiting to be replaced */
     int should_exit;      /* shutdown requested */
     int force_exit;       /* second signal: stop waiting */
     int exit_status;
@@ -112,6 +115,9 @@ struct cg_cycle {
 /* server.c */
 /** Begins a graceful shutdown (as on SIGTERM). */
 void cg_server_request_exit(cg_server *srv);
+/** --limit-max-requests reached: under a supervisor ask to be replaced,
+ * otherwise shut down gracefully. */
+void cg_server_retire(cg_server *srv);
 /** Called when a connection or task goes away during shutdown. */
 void cg_server_check_drained(cg_server *srv);
 /** Refreshes the cached date line. */
