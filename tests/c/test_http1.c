@@ -343,6 +343,17 @@ static void test_pipelined(void)
        "parser ready for the next head after success (%ld)", r2);
 }
 
+static void test_trailing_bytes(void)
+{
+    /* Body bytes and a next request after the head are not part of it. */
+    const char in[] =
+        "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+    int agree = parse_every_way(in, sizeof in - 1, &deflim);
+    ok(agree, "head with trailing bytes: same result in every split");
+    ok(whole.ret == 48 && whole.req.content_length == 5 && sl_is(whole.req.path, "/p"),
+       "head length excludes the body (%ld)", whole.ret);
+}
+
 static void test_connection_flags(void)
 {
     const cg_http1_request *r;
@@ -1123,6 +1134,7 @@ int main(void)
     test_basic();
     test_empty_lines();
     test_pipelined();
+    test_trailing_bytes();
     test_connection_flags();
     test_content_length();
     test_transfer_encoding();
