@@ -11,7 +11,6 @@ A dictConfig file can name these formatters with ``"()":
 the keywords ``fmt``, ``datefmt``, ``style`` and ``use_colors``.
 """
 
-import copy
 import http
 import logging
 import sys
@@ -66,6 +65,14 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+class _Fields:
+    """Stands in for a record when formatting: the formatter's style reads only
+    ``__dict__``, so a dict copy replaces ``copy.copy(record)`` (cheaper, and the
+    record other handlers see is left untouched)."""
+
+    __slots__ = ("__dict__",)
+
+
 class ColourizedFormatter(logging.Formatter):
     """Adds ``%(levelprefix)s``: the level name and ':' padded to 9 columns,
     coloured when ``use_colors``. A record may carry ``color_message``, the
@@ -84,23 +91,37 @@ class ColourizedFormatter(logging.Formatter):
         if use_colors is None:
             use_colors = _isatty(getattr(sys, self.stream_name, None))
         self.use_colors = bool(use_colors)
+        self._prefixes: Dict[Any, str] = {}
         super().__init__(fmt=fmt, datefmt=datefmt, style=style, **kwargs)  # type: ignore[arg-type]
 
     def color_level_name(self, level_name: str, level_no: int) -> str:
         paint = _LEVEL_COLOURS.get(level_no)
         return paint(level_name) if paint else level_name
 
+    def level_prefix(self, level_name: str, level_no: int) -> str:
+        key = (level_name, level_no)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            pad = " " * (8 - len(level_name))
+            name = self.color_level_name(level_name, level_no) if self.use_colors else level_name
+            prefix = self._prefixes[key] = name + ":" + pad
+        return prefix
+
+    def _fields(self, record: logging.LogRecord) -> Dict[str, Any]:
+        values = record.__dict__.copy()
+        values["levelprefix"] = self.level_prefix(record.levelname, record.levelno)
+        if self.use_colors and "color_message" in values:
+            msg = values["color_message"]
+            values["message"] = msg % record.args if record.args else msg
+        return values
+
+    def _format_fields(self, values: Dict[str, Any]) -> str:
+        view = _Fields()
+        view.__dict__ = values
+        return self._style.format(view)  # type: ignore[arg-type]
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        rec = copy.copy(record)
-        name = rec.levelname
-        pad = " " * (8 - len(name))
-        if self.use_colors:
-            name = self.color_level_name(name, rec.levelno)
-            if "color_message" in rec.__dict__:
-                rec.msg = rec.__dict__["color_message"]
-                rec.__dict__["message"] = rec.getMessage()
-        rec.__dict__["levelprefix"] = name + ":" + pad
-        return super().formatMessage(rec)
+        return self._format_fields(self._fields(record))
 
 
 class DefaultFormatter(ColourizedFormatter):
@@ -116,28 +137,34 @@ class AccessFormatter(ColourizedFormatter):
 
     stream_name = "stdout"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._statuses: Dict[int, str] = {}
+
     def get_status_code(self, status_code: int) -> str:
-        text = "%d %s" % (status_code, _PHRASES.get(status_code, ""))
-        if self.use_colors:
-            paint = _STATUS_COLOURS.get(status_code // 100)
-            if paint:
-                return paint(text)
+        text = self._statuses.get(status_code)
+        if text is None:
+            text = "%d %s" % (status_code, _PHRASES.get(status_code, ""))
+            if self.use_colors:
+                paint = _STATUS_COLOURS.get(status_code // 100)
+                if paint:
+                    text = paint(text)
+            if len(self._statuses) < 1024:
+                self._statuses[status_code] = text
         return text
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        rec = copy.copy(record)
-        args = rec.args
+        values = self._fields(record)
+        args = record.args
         if isinstance(args, tuple) and len(args) == 5:
             client_addr, method, full_path, http_version, status_code = args
             request_line = "%s %s HTTP/%s" % (method, full_path, http_version)
             if self.use_colors:
                 request_line = _bold(request_line)
-            rec.__dict__.update(
-                client_addr=client_addr,
-                request_line=request_line,
-                status_code=self.get_status_code(int(status_code)),
-            )
-        return super().formatMessage(rec)
+            values["client_addr"] = client_addr
+            values["request_line"] = request_line
+            values["status_code"] = self.get_status_code(int(status_code))
+        return self._format_fields(values)
 
 
 LOGGING_CONFIG: Dict[str, Any] = {
