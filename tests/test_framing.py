@@ -630,3 +630,18 @@ def test_request_after_rejection_on_keep_alive_connection_not_served(server):
         assert r.status_line == b"HTTP/1.1 400 Bad Request"
         c.assert_closed()
     assert not any(marker in s for s in seen_paths(server))
+
+
+def test_minimal_messages_without_optional_keys(server):
+    with server.connect() as c:
+        c.send(req("GET", "/minimal") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status_line == b"HTTP/1.1 200 OK"
+        assert r.body == b""
+        assert c.read_response().body == HELLO
+
+
+def test_response_headers_given_as_lists(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/headers-as-lists"))
+    assert r.body == b"lists" and r.header("x-list") == "yes"

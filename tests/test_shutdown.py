@@ -122,10 +122,26 @@ def test_second_sigint_forces_exit(start_server, loop):
     c.close()
 
 
-def test_shutdown_without_connections_exits_0_quickly(start_server, loop):
-    s = start_server("basic:app", loop=loop)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_right_after_running_line_shuts_down_cleanly(start_server, tmp_path, loop, sig):
+    """Once the server says it is running, a signal means a graceful shutdown
+    (lifespan shutdown included), never the default signal action."""
+    events = tmp_path / "events.txt"
+    s = start_server("lifespan_app:app", loop=loop, env=clean_env({"EVENTS_FILE": str(events)}))
     t0 = time.monotonic()
-    assert s.stop(signal.SIGTERM) == 0
+    assert s.stop(sig, timeout=5) == 0
+    assert time.monotonic() - t0 < 3
+    assert events.read_text().split() == ["startup", "shutdown"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_idle_server_shuts_down_on_signal(start_server, loop, sig):
+    s = start_server("basic:app", loop=loop)
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert s.stop(sig, timeout=5) == 0
     assert time.monotonic() - t0 < 3
 
 

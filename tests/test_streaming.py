@@ -171,3 +171,22 @@ def test_request_body_streamed_as_it_arrives(server):
         r = c.read_response()
     assert r.body == b"firstsecond"
     assert int(r.header("x-body-messages")) >= 2
+
+
+def test_client_leaving_mid_download_releases_the_app(server):
+    """send() waiting for the transport to drain must not wait forever once the
+    client is gone: the app finishes (its sends are dropped)."""
+    ident = f"dl{time.monotonic_ns()}"
+    mark = server.mark()
+    base = server.rss_kib()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    with RssSampler(server.pid) as rss:
+        sock.sendall(req("GET", f"/download?size={SIZE}&id={ident}"))
+        sock.settimeout(5)
+        assert sock.recv(65536)
+        time.sleep(0.5)
+        sock.close()
+        server.wait_for(rf"DOWNLOAD-DONE {ident}", since=mark, timeout=20)
+    assert rss.max_kib - base < RSS_LIMIT_KIB
+    assert "Traceback" not in server.output(mark)

@@ -151,6 +151,18 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": block[:n], "more_body": True})
             sent += n
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if q("id"):
+            note("DOWNLOAD-DONE", q("id"))
+
+    elif path == "/minimal":
+        # Every optional key left out: no headers, no body, no more_body.
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body"})
+
+    elif path == "/headers-as-lists":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [[b"content-length", b"5"], [b"x-list", b"yes"]]})
+        await send({"type": "http.response.body", "body": b"lists"})
 
     elif path == "/stream":
         n = int(q("n", "3"))
