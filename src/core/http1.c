@@ -118,12 +118,17 @@ static long fail(cg_http1_parser *p, long code, const char *why)
     return code;
 }
 
-/* Limits for a line whose content (CRLF excluded) is at least n bytes long;
- * exact when the line is complete. Partial and complete lines go through the
- * same checks in the same order, so early and late detection agree. */
-static long check_line(cg_http1_parser *p, size_t n, const cg_http1_limits *lim)
+/* Checks on a line whose content (CRLF excluded) is at least n bytes long
+ * (exact when the line is complete) and starts with byte `first`. Partial and
+ * complete lines go through the same checks in the same order, so early and
+ * late detection agree. The first byte of a request line must start a method
+ * (or be the CR of an empty line), so binary garbage such as a TLS handshake
+ * is refused at once instead of at the head timeout. */
+static long check_line(cg_http1_parser *p, char first, size_t n, const cg_http1_limits *lim)
 {
     if (p->lines == 0) {
+        if (first != '\r' && first != '\n' && !IS(first, C_TOKEN))
+            return fail(p, CG_HTTP1_BAD_REQUEST, "method is not a token");
         if (n > lim->request_line)
             return fail(p, CG_HTTP1_URI_TOO_LONG, "request line too long");
     } else if (n > 0) {
@@ -534,7 +539,7 @@ long cg_http1_parse_head(cg_http1_parser *p, const char *buf, size_t len,
         size_t lf = (size_t)(nl - buf);
         int cr = lf > p->line_start && buf[lf - 1] == '\r';
         size_t n = lf - p->line_start - (size_t)cr;
-        long r = check_line(p, n, lim);
+        long r = check_line(p, buf[p->line_start], n, lim);
         if (r)
             return r;
         if (!cr)
@@ -554,7 +559,7 @@ long cg_http1_parse_head(cg_http1_parser *p, const char *buf, size_t len,
     p->scanned = len;
     size_t part = len - p->line_start;
     if (part > 0) {
-        long r = check_line(p, part - (buf[len - 1] == '\r'), lim);
+        long r = check_line(p, buf[p->line_start], part - (buf[len - 1] == '\r'), lim);
         if (r)
             return r;
     }

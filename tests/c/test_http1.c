@@ -538,6 +538,21 @@ static void test_request_line(void)
     reject(S("G\x80T / HTTP/1.1\r\nHost: a\r\n\r\n"), -400, "method is not a token",
            "non-ASCII method");
     reject(S(" GET / HTTP/1.1\r\nHost: a\r\n\r\n"), -400, "method is not a token", "empty method");
+    reject(S("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), -400, "method is not a token",
+           "TLS handshake refused before any line end");
+    reject(S("\r\n\x00GET / HTTP/1.1\r\n"), -400, "method is not a token",
+           "NUL after an empty line, incomplete");
+    {
+        cg_http1_parser p;
+        cg_http1_header h[4];
+        cg_http1_request req = {.headers = h};
+        cg_http1_parser_init(&p);
+        ok(cg_http1_parse_head(&p, "\x16", 1, &deflim, &req) == CG_HTTP1_BAD_REQUEST,
+           "first byte of a TLS handshake: 400 at once");
+        cg_http1_parser_init(&p);
+        ok(cg_http1_parse_head(&p, "\r", 1, &deflim, &req) == CG_HTTP1_INCOMPLETE,
+           "a CR may start an empty line");
+    }
     reject(S("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"), -400, "method is not a token", "HTAB");
     static const char *shape = "request line is not method SP target SP version";
     reject(S("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), -400, shape, "two SP after method");
