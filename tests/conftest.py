@@ -377,6 +377,7 @@ class RawConn:
         self.timeout = timeout
         self.buf = b""
         self.eof = False
+        self.peeked = b""  # what is_open_after() saw arrive (b"" = EOF)
 
     @classmethod
     def tcp(cls, host: str, port: int, timeout: float = 5.0) -> "RawConn":
@@ -578,6 +579,10 @@ class RawConn:
         r, _, _ = select.select([self.sock], [], [], wait)
         if not r:
             return True
+        try:
+            self.peeked = self.sock.recv(4096, socket.MSG_PEEK)
+        except OSError as exc:
+            self.peeked = repr(exc).encode()
         return False
 
     def request(self, data: bytes, head: bool = False) -> Response:

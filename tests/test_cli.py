@@ -328,3 +328,38 @@ def test_asgi2_app_served(start_server, loop):
     with s.connect() as c:
         r = c.request(req("GET", "/two"))
     assert r.status == 200 and r.body == b"asgi2 /two"
+
+
+@pytest.mark.parametrize("loop_name,expected", [("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")])
+def test_loop_option_selects_the_event_loop(start_server, loop_name, expected):
+    if expected == "uvloop":
+        pytest.importorskip("uvloop")
+    s = start_server("basic:app", loop=loop_name)
+    with s.connect() as c:
+        info = c.request(req("GET", "/loop")).json()
+    assert info["module"].split(".")[0] == expected, info
+
+
+def test_backlog_option_accepted(start_server):
+    s = start_server("basic:app", "--backlog", "16")
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+
+
+def test_env_file_loaded_before_app_import(start_server, tmp_path):
+    (tmp_path / "env_at_import.py").write_text(
+        "import os\n"
+        "AT_IMPORT = os.environ.get('CASGI_TEST_AT_IMPORT', 'missing')\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n"
+        "        return\n"
+        "    body = AT_IMPORT.encode()\n"
+        "    await send({'type': 'http.response.start', 'status': 200,\n"
+        "                'headers': [(b'content-length', str(len(body)).encode())]})\n"
+        "    await send({'type': 'http.response.body', 'body': body})\n"
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text("CASGI_TEST_AT_IMPORT=seen at import\n")
+    s = start_server("env_at_import:app", "--env-file", str(env_file), "--lifespan", "off", app_dir=tmp_path)
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).body == b"seen at import"

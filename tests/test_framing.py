@@ -178,7 +178,7 @@ def test_100_continue_only_when_app_calls_receive(server):
     with server.connect() as c:
         c.send(req("POST", "/delayed-read?t=1", headers=[("Expect", "100-continue"), ("Content-Length", "3")]))
         # The app sleeps 1 s before its first receive(): nothing may come before.
-        assert c.is_open_after(0.6), f"server sent {c.buf!r} before the app asked for the body"
+        assert c.is_open_after(0.6), f"server sent {c.peeked!r} before the app asked for the body"
         interim = c.read_response(allow_interim=True)
         assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
         c.send(b"abc")
@@ -193,6 +193,17 @@ def test_no_100_continue_when_app_answers_without_reading(server):
         assert r.status_line == b"HTTP/1.1 200 OK", "a 100 Continue was sent although the app never read"
         assert r.body == b"answered without reading"
         assert b"100 Continue" not in c.buf
+
+
+def test_no_100_continue_for_http10_request(server):
+    # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be ignored.
+    with server.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Expect", "100-continue"), ("Content-Length", "4")],
+                   version="HTTP/1.0", host=None))
+        assert c.is_open_after(0.5), f"server sent {c.peeked!r} to an HTTP/1.0 client"
+        c.send(b"body")
+        r = c.read_response(allow_interim=True)
+        assert r.status == 200 and r.body == b"body"
 
 
 def test_100_continue_with_chunked_body(server):
@@ -244,10 +255,11 @@ def test_http10_closes_after_response(server):
         c.assert_closed()
 
 
-def test_http10_keep_alive_keeps_connection(server):
+@pytest.mark.parametrize("value", ["keep-alive", "Keep-Alive"])
+def test_http10_keep_alive_keeps_connection(server, value):
     with server.connect() as c:
         for _ in range(3):
-            r = c.request(req("GET", "/", headers=[("Connection", "keep-alive")], version="HTTP/1.0", host=None))
+            r = c.request(req("GET", "/", headers=[("Connection", value)], version="HTTP/1.0", host=None))
             assert r.status == 200 and r.body == HELLO
             assert r.framing == "length"
         assert c.is_open_after(0.2)
@@ -291,10 +303,11 @@ def test_http10_request_body_by_content_length(server):
 # ---------------------------------------------------------------------------
 
 
-def test_client_connection_close_is_honoured(server):
+@pytest.mark.parametrize("value", ["close", "Close", "keep-alive, close", "CLOSE , foo"])
+def test_client_connection_close_is_honoured(server, value):
     m = unique("/mark/")
     with server.connect() as c:
-        c.send(req("GET", "/", headers=[("Connection", "close")]) + req("GET", m))
+        c.send(req("GET", "/", headers=[("Connection", value)]) + req("GET", m))
         r = c.read_response()
         assert r.status == 200 and r.body == HELLO
         assert r.has_token("connection", "close")

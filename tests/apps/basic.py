@@ -154,6 +154,10 @@ async def app(scope, receive, send):
         if q("id"):
             note("DOWNLOAD-DONE", q("id"))
 
+    elif path == "/loop":
+        loop_type = type(asyncio.get_running_loop())
+        await respond_json(send, {"module": loop_type.__module__, "name": loop_type.__name__})
+
     elif path == "/minimal":
         # Every optional key left out: no headers, no body, no more_body.
         await send({"type": "http.response.start", "status": 200})
