@@ -122,6 +122,10 @@ class RssSampler:
 # ----------------------------------------------------------------------------
 
 
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+SANITIZER_NEEDLES = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+
+
 class ServerStartError(AssertionError):
     pass
 
@@ -282,6 +286,18 @@ class CasgiProcess:
                 self.proc.wait(5)
         for t in self._readers:
             t.join(2)
+
+    def crash_report(self, since: int = 0) -> Optional[str]:
+        """A description when the process died of a fatal signal or a sanitizer
+        reported an error; None otherwise."""
+        rc = self.proc.poll()
+        out = self.output(since)
+        if rc is not None and rc < 0 and -rc in CRASH_SIGNALS:
+            return f"server crashed with signal {-rc}; output:\n{self.tail(since)}"
+        for needle in SANITIZER_NEEDLES:
+            if needle in out:
+                return f"sanitizer report in server output:\n{self.tail(since, 120)}"
+        return None
 
     def rss_kib(self) -> int:
         return read_rss_kib(self.pid)
@@ -659,16 +675,24 @@ class ServerStarter:
             p.wait_running()
         return p
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> list:
+        """Reaps every process; returns a description of each that crashed."""
+        crashes = []
         for p in self.procs:
+            crash = p.crash_report()
             p.kill()
+            if crash:
+                crashes.append(crash)
+        return crashes
 
 
 @pytest.fixture
 def start_server(tmp_path):
     starter = ServerStarter(tmp_path)
     yield starter
-    starter.cleanup()
+    crashes = starter.cleanup()
+    if crashes:
+        pytest.fail("\n\n".join(crashes))
 
 
 class _SharedServers:
@@ -714,7 +738,11 @@ def server(request, _shared_servers, side_dir) -> CasgiProcess:
         return p
 
     p = _shared_servers.get(("basic", loop_name), factory)
+    mark = p.mark()
     yield p
+    crash = p.crash_report(mark)
+    if crash:
+        pytest.fail(crash)
     if not p.alive():
         rc = p.proc.returncode
         pytest.fail(f"the server process died during this test (exit status {rc}); output:\n{p.tail()}")
