@@ -93,6 +93,7 @@ def _scenario(scenario: dict, results: dict, charts: list, report_dir: str) -> s
         lines += _idle_table(scenario)
     else:
         lines += _wrk_table(scenario)
+    lines += _cpu_comparison(scenario)
     lines += _interference(scenario)
     lines += _failures(scenario)
     chart = _chart_for(scenario["name"], charts)
@@ -140,6 +141,22 @@ def _idle_table(scenario: dict) -> list:
             f"| {_fmt(med['kib_per_connection'], '{:.2f} KiB')} |"
         )
     return lines
+
+
+def _cpu_comparison(scenario: dict) -> list:
+    """casgi's CPU time per request against each peer's: the comparison at equal CPU."""
+    casgi = (scenario["servers"].get("casgi") or {}).get("median") or {}
+    if not casgi.get("cpu_per_100k"):
+        return []
+    parts = []
+    for name in ("uvicorn", "granian", "hypercorn", "nginx"):
+        peer = (scenario["servers"].get(name) or {}).get("median") or {}
+        if peer.get("cpu_per_100k"):
+            parts.append(f"{name} {peer['cpu_per_100k'] / casgi['cpu_per_100k']:.2f}x")
+    if not parts:
+        return []
+    return ["", "Server CPU time per request, relative to casgi's: " + ", ".join(parts)
+            + " (above 1x: that server spends more CPU than casgi on each request)."]
 
 
 def _interference(scenario: dict, threshold: float = 0.10) -> list:

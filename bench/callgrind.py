@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Instructions per request of a server's hot path, counted by callgrind.
+
+    python bench/callgrind.py [--server casgi|uvicorn] [--scenario plaintext|json|echo-10k]
+                              [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
+
+Wall-clock numbers on a shared or noisy machine move by several percent from run
+to run; instruction counts move by far less, so they show the effect of one
+change to the hot path. The server runs under `valgrind --tool=callgrind` with
+instrumentation off; after start-up and a warm-up, instrumentation is switched
+on for exactly N requests (sent one after another on keep-alive connections),
+then off, and the total instruction count (Ir) is divided by N. Uses the
+servers installed in .bench-venv (run bench/run.py once first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import servers
+from run import VENV_BIN, free_port
+from scenarios import BY_NAME
+
+START_TIMEOUT = 120.0  # start-up under valgrind is slow
+CONNECTIONS = 4
+
+
+def send_requests(port: int, scenario, count: int) -> None:
+    """`count` requests over CONNECTIONS keep-alive connections, round robin."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(CONNECTIONS)]
+    headers = {"Content-Type": scenario.content_type} if scenario.content_type else {}
+    try:
+        for i in range(count):
+            conn = conns[i % CONNECTIONS]
+            conn.request(scenario.method, scenario.path, body=scenario.body or None,
+                         headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"status {response.status}")
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, scenario) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        try:
+            send_requests(port, scenario, 1)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("server not answering")
+
+
+def callgrind_control(*arguments: str) -> None:
+    subprocess.run(["callgrind_control", *arguments], check=True, capture_output=True)
+
+
+def total_instructions(out_dir: str) -> int:
+    """Sum of the 'totals:' (or 'summary:') lines of every dump callgrind wrote."""
+    total = 0
+    for name in os.listdir(out_dir):
+        with open(os.path.join(out_dir, name)) as f:
+            for line in f:
+                m = re.match(r"(?:totals|summary):\s+(\d+)", line)
+                if m:
+                    total += int(m.group(1))
+                    break
+    return total
+
+
+def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
+            annotate: str | None) -> float:
+    scenario = BY_NAME[scenario_name]
+    port = free_port()
+    launch = servers.LAUNCHERS[server](VENV_BIN, scenario.app, port, loop, None)
+    with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as out_dir:
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv]
+        env = dict(os.environ, PYTHONHASHSEED="0", PYTHONMALLOC="malloc")
+        proc = subprocess.Popen(argv, cwd=servers.APPS_DIR, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_ready(port, proc, scenario)
+            send_requests(port, scenario, warmup)
+            callgrind_control("--instr=on", str(proc.pid))
+            send_requests(port, scenario, requests)
+            callgrind_control("--instr=off", str(proc.pid))
+            callgrind_control("--dump", str(proc.pid))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        dumps = [f for f in os.listdir(out_dir) if f.startswith("callgrind.out")]
+        if annotate and dumps:
+            with open(annotate, "w") as f:
+                for dump in sorted(dumps):
+                    subprocess.run(["callgrind_annotate", "--threshold=95",
+                                    os.path.join(out_dir, dump)], stdout=f, check=False)
+        # The final dump at exit has instrumentation off, so it adds nothing.
+        return total_instructions(out_dir) / requests
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", default="casgi", choices=["casgi", "uvicorn", "hypercorn"])
+    p.add_argument("--scenario", default="plaintext",
+                   choices=["plaintext", "json", "echo-10k", "starlette", "fastapi"])
+    p.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--annotate", metavar="FILE",
+                   help="write callgrind_annotate's per-function profile to FILE")
+    args = p.parse_args(argv)
+    per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
+                          args.annotate)
+    print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
+          f"request ({args.requests} requests, {CONNECTIONS} keep-alive connections)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
