@@ -306,6 +306,262 @@ static int intern_cached(PyObject **slot, const char *text)
     return *slot ? 0 : -1;
 }
 
+/* ---- the access fast path ---- */
+
+/* With the default configuration the access logger has one StreamHandler
+ * with casgi.logging.AccessFormatter and its default format, no filters, and
+ * does not propagate. Then a line is formatted here, with the texts the
+ * formatter itself produced at setup, and written to the handler's stream:
+ * the same bytes as the LogRecord path at a fraction of the cost. Every call
+ * first checks (through the objects' __dict__s, no Python calls) that nothing
+ * was reconfigured since; if anything was, the LogRecord path is taken. */
+
+#define CG_STATUS_MIN 100
+#define CG_STATUS_MAX 599
+#define CG_STATUS_TEXT 48
+
+struct cg_log_fast {
+    PyObject *logger_dict;  /* casgi.access.__dict__ */
+    PyObject *handler;      /* its one handler */
+    PyObject *handler_dict; /* handler.__dict__ */
+    PyObject *formatter;    /* handler.formatter at setup */
+    PyObject *stream;       /* handler.stream at setup */
+    PyObject *handlers;     /* "handlers" and the other attribute names */
+    PyObject *filters;
+    PyObject *disabled;
+    PyObject *level;
+    PyObject *propagate;
+    PyObject *s_stream;
+    PyObject *s_formatter;
+    PyObject *s_write;
+    PyObject *s_flush;
+    PyObject *manager_dict; /* logging.Logger.manager.__dict__ (logging.disable) */
+    PyObject *s_disable;
+    long logger_level; /* logger.level at setup */
+    int colors;
+    char prefix[64]; /* levelprefix and the space after it */
+    size_t prefix_len;
+    char term[8];
+    size_t term_len;
+    unsigned char status_len[CG_STATUS_MAX - CG_STATUS_MIN + 1]; /* 0 = not cached */
+    char status[CG_STATUS_MAX - CG_STATUS_MIN + 1][CG_STATUS_TEXT];
+};
+
+static void fast_free(struct cg_log_fast *f)
+{
+    if (!f)
+        return;
+    Py_XDECREF(f->logger_dict);
+    Py_XDECREF(f->handler);
+    Py_XDECREF(f->handler_dict);
+    Py_XDECREF(f->formatter);
+    Py_XDECREF(f->stream);
+    Py_XDECREF(f->handlers);
+    Py_XDECREF(f->filters);
+    Py_XDECREF(f->disabled);
+    Py_XDECREF(f->level);
+    Py_XDECREF(f->propagate);
+    Py_XDECREF(f->s_stream);
+    Py_XDECREF(f->s_formatter);
+    Py_XDECREF(f->s_write);
+    Py_XDECREF(f->s_flush);
+    Py_XDECREF(f->manager_dict);
+    Py_XDECREF(f->s_disable);
+    PyMem_Free(f);
+}
+
+/* Copies an ASCII str into buf; -1 when it is not ASCII or does not fit. */
+static int ascii_copy(PyObject *s, char *buf, size_t cap, size_t *len)
+{
+    Py_ssize_t n;
+    const char *u;
+    if (!s || !PyUnicode_Check(s) || !PyUnicode_IS_ASCII(s))
+        return -1;
+    u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!u || (size_t)n >= cap)
+        return -1;
+    memcpy(buf, u, (size_t)n);
+    *len = (size_t)n;
+    return 0;
+}
+
+/* Borrowed d[key]; NULL when absent (no exception is left set). */
+static PyObject *dict_get(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (!v)
+        PyErr_Clear();
+    return v;
+}
+
+static int list_empty(PyObject *l)
+{
+    return l && PyList_Check(l) && PyList_GET_SIZE(l) == 0;
+}
+
+/* 1 when the access logger still has the configuration fast_init saw. */
+static int fast_usable(const struct cg_log_fast *f)
+{
+    PyObject *v;
+    v = dict_get(f->logger_dict, f->handlers);
+    if (!v || !PyList_Check(v) || PyList_GET_SIZE(v) != 1 || PyList_GET_ITEM(v, 0) != f->handler)
+        return 0;
+    if (!list_empty(dict_get(f->logger_dict, f->filters)) ||
+        !list_empty(dict_get(f->handler_dict, f->filters)))
+        return 0;
+    if (dict_get(f->handler_dict, f->s_stream) != f->stream ||
+        dict_get(f->handler_dict, f->s_formatter) != f->formatter)
+        return 0;
+    if (dict_get(f->logger_dict, f->disabled) != Py_False ||
+        dict_get(f->logger_dict, f->propagate) != Py_False)
+        return 0;
+    v = dict_get(f->logger_dict, f->level);
+    if (!v || !PyLong_CheckExact(v) || PyLong_AsLong(v) != f->logger_level)
+        return 0;
+    v = dict_get(f->manager_dict, f->s_disable);
+    if (!v || !PyLong_CheckExact(v) || PyLong_AsLong(v) >= CG_INFO) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *intern(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot;
+}
+
+/* Builds the fast path state for st->access_logger, or leaves st->fast NULL
+ * when the configuration is not the default one. Never raises. */
+static void fast_init(cg_log_state *st, PyObject *logging)
+{
+    struct cg_log_fast *f = NULL;
+    PyObject *handlers = NULL, *mod = NULL, *cls = NULL, *want = NULL, *fmt = NULL;
+    PyObject *style = NULL, *style_cls = NULL, *handler_cls = NULL, *logger_cls = NULL;
+    PyObject *manager = NULL, *levelname = NULL, *prefix = NULL, *colors = NULL, *term = NULL;
+    PyObject *lvl = NULL, *hlvl = NULL;
+    size_t n;
+
+    fast_free(st->fast);
+    st->fast = NULL;
+    if (!st->access_enabled || !st->access_logger)
+        return;
+    f = PyMem_Calloc(1, sizeof(*f));
+    if (!f)
+        goto done;
+
+    /* One plain StreamHandler. */
+    f->logger_dict = PyObject_GetAttrString(st->access_logger, "__dict__");
+    handlers = PyObject_GetAttrString(st->access_logger, "handlers");
+    if (!f->logger_dict || !PyDict_Check(f->logger_dict) || !handlers || !PyList_Check(handlers) ||
+        PyList_GET_SIZE(handlers) != 1)
+        goto done;
+    f->handler = PyList_GET_ITEM(handlers, 0);
+    Py_INCREF(f->handler);
+    handler_cls = PyObject_GetAttrString(logging, "StreamHandler");
+    if (!handler_cls || (PyObject *)Py_TYPE(f->handler) != handler_cls)
+        goto done;
+    f->handler_dict = PyObject_GetAttrString(f->handler, "__dict__");
+    f->formatter = PyObject_GetAttrString(f->handler, "formatter");
+    f->stream = PyObject_GetAttrString(f->handler, "stream");
+    hlvl = PyObject_GetAttrString(f->handler, "level");
+    if (!f->handler_dict || !PyDict_Check(f->handler_dict) || !f->formatter || !f->stream ||
+        !hlvl || !PyLong_Check(hlvl) || PyLong_AsLong(hlvl) > CG_INFO)
+        goto done;
+
+    /* Exactly AccessFormatter with the default %-style format. */
+    mod = PyImport_ImportModule("casgi.logging");
+    cls = mod ? PyObject_GetAttrString(mod, "AccessFormatter") : NULL;
+    if (!cls || (PyObject *)Py_TYPE(f->formatter) != cls)
+        goto done;
+    want = PyObject_GetAttrString(mod, "LOGGING_CONFIG");
+    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "formatters") : NULL);
+    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "access") : NULL);
+    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "fmt") : NULL);
+    fmt = PyObject_GetAttrString(f->formatter, "_fmt");
+    if (!want || !fmt || PyObject_RichCompareBool(fmt, want, Py_EQ) != 1)
+        goto done;
+    style = PyObject_GetAttrString(f->formatter, "_style");
+    style_cls = PyObject_GetAttrString(logging, "PercentStyle");
+    if (!style || !style_cls || (PyObject *)Py_TYPE(style) != style_cls)
+        goto done;
+
+    if (!intern(&f->handlers, "handlers") || !intern(&f->filters, "filters") ||
+        !intern(&f->disabled, "disabled") || !intern(&f->level, "level") ||
+        !intern(&f->propagate, "propagate") || !intern(&f->s_stream, "stream") ||
+        !intern(&f->s_formatter, "formatter") || !intern(&f->s_write, "write") ||
+        !intern(&f->s_flush, "flush"))
+        goto done;
+
+    /* The texts, as the formatter itself makes them. */
+    levelname = PyObject_CallMethod(logging, "getLevelName", "i", CG_INFO);
+    prefix = levelname ? PyObject_CallMethod(f->formatter, "level_prefix", "Oi", levelname, CG_INFO)
+                       : NULL;
+    if (ascii_copy(prefix, f->prefix, sizeof(f->prefix) - 1, &n) < 0)
+        goto done;
+    f->prefix[n] = ' ';
+    f->prefix_len = n + 1;
+    colors = PyObject_GetAttrString(f->formatter, "use_colors");
+    f->colors = colors ? PyObject_IsTrue(colors) : -1;
+    if (f->colors < 0)
+        goto done;
+    for (int code = CG_STATUS_MIN; code <= CG_STATUS_MAX; code++) {
+        PyObject *t = PyObject_CallMethod(f->formatter, "get_status_code", "i", code);
+        size_t len;
+        if (ascii_copy(t, f->status[code - CG_STATUS_MIN], CG_STATUS_TEXT, &len) == 0)
+            f->status_len[code - CG_STATUS_MIN] = (unsigned char)len;
+        Py_XDECREF(t);
+        PyErr_Clear();
+    }
+    term = PyObject_GetAttrString(f->handler, "terminator");
+    if (ascii_copy(term, f->term, sizeof(f->term), &f->term_len) < 0)
+        goto done;
+
+    /* The logger's level now, and logging.disable(). */
+    lvl = PyObject_GetAttrString(st->access_logger, "level");
+    if (!lvl || !PyLong_Check(lvl))
+        goto done;
+    f->logger_level = PyLong_AsLong(lvl);
+    logger_cls = PyObject_GetAttrString(logging, "Logger");
+    manager = logger_cls ? PyObject_GetAttrString(logger_cls, "manager") : NULL;
+    f->manager_dict = manager ? PyObject_GetAttrString(manager, "__dict__") : NULL;
+    if (!f->manager_dict || !PyDict_Check(f->manager_dict))
+        goto done;
+    /* logging.disable() stores its level in manager._disable (a property
+     * named "disable" reads it); older versions store "disable" itself. */
+    if (!intern(&f->s_disable, "_disable"))
+        goto done;
+    if (!dict_get(f->manager_dict, f->s_disable)) {
+        Py_CLEAR(f->s_disable);
+        if (!intern(&f->s_disable, "disable"))
+            goto done;
+    }
+    if (!fast_usable(f))
+        goto done;
+    st->fast = f;
+    f = NULL;
+done:
+    PyErr_Clear();
+    fast_free(f);
+    Py_XDECREF(hlvl);
+    Py_XDECREF(lvl);
+    Py_XDECREF(term);
+    Py_XDECREF(colors);
+    Py_XDECREF(prefix);
+    Py_XDECREF(levelname);
+    Py_XDECREF(manager);
+    Py_XDECREF(logger_cls);
+    Py_XDECREF(handler_cls);
+    Py_XDECREF(style_cls);
+    Py_XDECREF(style);
+    Py_XDECREF(fmt);
+    Py_XDECREF(want);
+    Py_XDECREF(cls);
+    Py_XDECREF(mod);
+    Py_XDECREF(handlers);
+}
+
 int cg_log_setup(cg_log_state *st, const cg_config *cfg)
 {
     PyObject *logging = NULL, *logging_config = NULL, *r = NULL;
@@ -373,6 +629,12 @@ int cg_log_setup(cg_log_state *st, const cg_config *cfg)
     error_logger = access_logger = NULL;
     st->error_level = level;
     st->access_enabled = enabled;
+    if (cfg->log_config) {
+        fast_free(st->fast);
+        st->fast = NULL;
+    } else {
+        fast_init(st, logging);
+    }
     rc = 0;
     goto done;
 failed:
@@ -395,6 +657,8 @@ void cg_log_clear(cg_log_state *st)
     Py_CLEAR(st->access_fmt);
     Py_CLEAR(st->v1_0);
     Py_CLEAR(st->v1_1);
+    fast_free(st->fast);
+    st->fast = NULL;
     st->access_enabled = 0;
     st->error_level = 0;
 }
@@ -407,6 +671,14 @@ int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg)
     Py_VISIT(st->access_fmt);
     Py_VISIT(st->v1_0);
     Py_VISIT(st->v1_1);
+    if (st->fast) {
+        Py_VISIT(st->fast->logger_dict);
+        Py_VISIT(st->fast->handler);
+        Py_VISIT(st->fast->handler_dict);
+        Py_VISIT(st->fast->formatter);
+        Py_VISIT(st->fast->stream);
+        Py_VISIT(st->fast->manager_dict);
+    }
     return 0;
 }
 
@@ -561,6 +833,65 @@ static PyObject *escaped_str(cg_slice a, cg_slice b)
     return s;
 }
 
+static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Writes the access line the default configuration would write. 0 when done
+ * (or failed writing, as a handler would), -1 to take the LogRecord path. */
+static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, cg_slice path,
+                      cg_slice query, int minor_version, int status)
+{
+    static const char bold[] = "\x1b[1m", reset[] = "\x1b[0m";
+    PyObject *line, *r;
+    Py_UCS1 *p;
+    size_t n, slen;
+    const char *st_text;
+
+    if (status < CG_STATUS_MIN || status > CG_STATUS_MAX)
+        return -1;
+    slen = f->status_len[status - CG_STATUS_MIN];
+    st_text = f->status[status - CG_STATUS_MIN];
+    if (!slen)
+        return -1;
+    n = f->prefix_len + escaped_len(client) + 4 + escaped_len(method) + 1 + escaped_len(path) +
+        (query.len ? 1 + escaped_len(query) : 0) + 9 + 2 + slen + f->term_len + (f->colors ? 8 : 0);
+    if (n > (size_t)PY_SSIZE_T_MAX)
+        return -1;
+    line = PyUnicode_New((Py_ssize_t)n, 127);
+    if (!line)
+        return 0;
+    p = PyUnicode_1BYTE_DATA(line);
+    p = put(p, f->prefix, f->prefix_len);
+    p = escape_into(p, client);
+    p = put(p, " - \"", 4);
+    if (f->colors)
+        p = put(p, bold, 4);
+    p = escape_into(p, method);
+    *p++ = ' ';
+    p = escape_into(p, path);
+    if (query.len) {
+        *p++ = '?';
+        p = escape_into(p, query);
+    }
+    p = put(p, minor_version == 0 ? " HTTP/1.0" : " HTTP/1.1", 9);
+    if (f->colors)
+        p = put(p, reset, 4);
+    p = put(p, "\" ", 2);
+    p = put(p, st_text, slen);
+    put(p, f->term, f->term_len);
+    r = PyObject_CallMethodObjArgs(f->stream, f->s_write, line, NULL);
+    Py_DECREF(line);
+    if (r) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodObjArgs(f->stream, f->s_flush, NULL);
+        Py_XDECREF(r);
+    }
+    return 0;
+}
+
 void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
                    cg_slice query, int minor_version, int status)
 {
@@ -571,6 +902,9 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
     if (!st->access_enabled || !st->access_logger)
         return;
     PyErr_Fetch(&t, &v, &tb);
+    if (st->fast && fast_usable(st->fast) &&
+        fast_write(st->fast, client, method, path, query, minor_version, status) == 0)
+        goto out;
     ver = minor_version == 0 ? st->v1_0 : st->v1_1;
     c = escaped_str(client, none);
     m = c ? escaped_str(method, none) : NULL;
@@ -584,6 +918,7 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
     Py_XDECREF(fp);
     Py_XDECREF(m);
     Py_XDECREF(c);
+out:
     PyErr_Clear();
     PyErr_Restore(t, v, tb);
 }

@@ -30,6 +30,10 @@ typedef struct cg_log_state {
     PyObject *access_fmt; /* '%s - "%s %s HTTP/%s" %d' */
     PyObject *v1_0;       /* "1.0" */
     PyObject *v1_1;       /* "1.1" */
+    /* Set when the access logger has exactly the default configuration: the
+     * line is then formatted here and written to the handler's stream without
+     * a LogRecord. Private to log.c; NULL otherwise. */
+    struct cg_log_fast *fast;
 } cg_log_state;
 
 /**
