@@ -167,3 +167,50 @@ def test_uds_scope_client_is_none(start_server, tmp_path, loop):
     sc = r.json()
     assert sc["client"] is None
     assert sc["type"] == "http" and sc["path"] == "/scope"
+
+
+@pytest.mark.parametrize("raw", [
+    "/scope/a+b",
+    "/scope/%4%zz%",
+    "/scope/%FF%C3",
+    "/scope/%00",
+    "/scope/../x/./y",
+    "/scope//double//slashes",
+    "/scope/%2e%2E/%41",
+    "/scope/%E2%82%AC%f0%9f%98%80",
+])
+def test_path_decoding_matches_unquote(server, raw):
+    """path is the percent-decoded UTF-8 of the raw path (invalid sequences
+    replaced, nothing normalised), exactly as urllib.parse.unquote gives it."""
+    from urllib.parse import unquote
+
+    with server.connect() as c:
+        s = get_scope(c, raw + "?k=v")
+    assert s["raw_path"] == raw
+    assert s["path"] == unquote(raw)
+    assert s["query_string"] == "k=v"
+
+
+@pytest.mark.parametrize("target,path,query", [
+    ("http://example.com", "/", ""),
+    ("http://example.com?a=1", "/", "a=1"),
+    ("http://example.com:81/scope/p?q", "/scope/p", "q"),
+])
+def test_absolute_form_without_or_with_path(server, target, path, query):
+    with server.connect() as c:
+        r = c.request(f"GET {target} HTTP/1.1\r\nHost: example.com\r\n\r\n".encode())
+    assert r.status != 400, r.status_line
+    if path == "/":
+        assert r.body == b"Hello, world!"
+    else:
+        s = r.json()
+        assert s["path"] == path and s["query_string"] == query
+
+
+def test_scope_headers_per_pipelined_request(server):
+    with server.connect() as c:
+        c.send(req("GET", "/scope", headers=[("X-Req", "one")]) + req("GET", "/scope", headers=[("X-Req", "two")]))
+        h1 = c.read_response().json()["headers"]
+        h2 = c.read_response().json()["headers"]
+    assert ["x-req", "one"] in h1 and ["x-req", "two"] not in h1
+    assert ["x-req", "two"] in h2 and ["x-req", "one"] not in h2
