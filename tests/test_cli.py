@@ -363,3 +363,11 @@ def test_env_file_loaded_before_app_import(start_server, tmp_path):
     s = start_server("env_at_import:app", "--env-file", str(env_file), "--lifespan", "off", app_dir=tmp_path)
     with s.connect() as c:
         assert c.request(req("GET", "/")).body == b"seen at import"
+
+
+def test_equals_form_of_options(start_server):
+    s = start_server("basic:app", "--port=0", "--header=X-Eq: equals", "--root-path=/eq", port=None)
+    with s.connect() as c:
+        r = c.request(req("GET", "/scope"))
+    assert r.header("x-eq") == "equals"
+    assert r.json()["root_path"] == "/eq"

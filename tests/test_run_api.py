@@ -43,15 +43,18 @@ def test_run_with_app_object(start_server, tmp_path, loop):
             await send({{"type": "http.response.body", "body": b"object"}})
 
         if __name__ == "__main__":
-            casgi.run(app, port=0, loop={loop!r}, header=["X-Run: yes"], server_header=False)
+            casgi.run(app, port=0, loop={loop!r}, header=["X-Run: yes"], server_header=False,
+                      access_log=False, timeout_keep_alive=2.5, limit_request_fields=50)
     """)
     s.wait_running()
     with s.connect() as c:
         r = c.request(req("GET", "/"))
+        port = c.local_port
     assert r.body == b"object"
     assert r.header("x-run") == "yes"
     assert r.header("server") is None
     assert s.stop(signal.SIGINT) == 0
+    assert f"127.0.0.1:{port}" not in s.output()
 
 
 def test_run_with_unknown_keyword_raises(tmp_path):

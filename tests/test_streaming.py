@@ -190,3 +190,16 @@ def test_client_leaving_mid_download_releases_the_app(server):
         server.wait_for(rf"DOWNLOAD-DONE {ident}", since=mark, timeout=20)
     assert rss.max_kib - base < RSS_LIMIT_KIB
     assert "Traceback" not in server.output(mark)
+
+
+def test_pipelined_large_uploads(server):
+    size = 20 * MiB
+    with server.connect(timeout=30) as c:
+        c.send(req("POST", "/consume", headers=[("Content-Length", str(size))]))
+        send_body(c.sock, size)
+        c.send(req("POST", "/consume", headers=[("Transfer-Encoding", "chunked")]))
+        send_body(c.sock, size + 1, chunked=True)
+        c.send(req("GET", "/"))
+        assert int(c.read_response().body) == size
+        assert int(c.read_response().body) == size + 1
+        assert c.read_response().body == b"Hello, world!"
