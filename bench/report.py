@@ -20,6 +20,8 @@ def markdown(results: dict, charts: list, report_dir: str) -> str:
         parts.append(f"![casgi relative to its peers]({os.path.relpath(summary, report_dir)})\n")
     for scenario in results["scenarios"]:
         parts.append(_scenario(scenario, results, charts, report_dir))
+    if results.get("callgrind"):
+        parts.append(_callgrind(results["callgrind"]))
     parts.append(_commands(results))
     return "\n".join(parts)
 
@@ -195,6 +197,22 @@ def _chart_for(name: str, charts: list):
         if os.path.basename(path) == f"{name}.png":
             return path
     return None
+
+
+def _callgrind(data: dict) -> str:
+    lines = ["## Instructions per request (callgrind)", "",
+             "The server runs under `valgrind --tool=callgrind`; instructions are counted for "
+             f"{data['requests']:,} requests sent one after another over 4 keep-alive "
+             "connections after a warm-up, and divided by the number of requests. Unlike "
+             "requests per second, these counts repeat closely from run to run on a busy machine. "
+             f"Command: `{data['command']}`.", "",
+             "| scenario | server | instructions per request |", "|---|---|---:|"]
+    for row in data["rows"]:
+        value = f"{row['per_request']:,}" if "per_request" in row else \
+            "failed: " + _one_line(row.get("error", ""), 120)
+        lines.append(f"| `{row['scenario']}` | {SERVER_LABELS.get(row['server'], row['server'])} "
+                     f"| {value} |")
+    return "\n".join(lines) + "\n"
 
 
 def _commands(results: dict) -> str:

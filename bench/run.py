@@ -558,6 +558,8 @@ def parse_args(argv=None):
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each run, wait up to this many seconds for both CPUs to be "
                         "idle (default 30, 5 with --quick)")
+    p.add_argument("--no-callgrind", dest="callgrind", action="store_false",
+                   help="skip counting instructions per request with callgrind")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
@@ -605,6 +607,8 @@ def main(argv=None) -> int:
         for scenario in args.scenarios:
             results["scenarios"].append(run_scenario(scenario, args.server_names, casgi_note,
                                                      args))
+    if args.callgrind and shutil.which("valgrind"):
+        results["callgrind"] = run_callgrind(args, casgi_note)
     os.makedirs(CHARTS_DIR, exist_ok=True)
     with open(RESULTS_JSON, "w") as f:
         json.dump(results, f, indent=1)
@@ -614,6 +618,34 @@ def main(argv=None) -> int:
     log(f"wrote {os.path.relpath(args.output)}, {os.path.relpath(RESULTS_JSON)} and "
         f"{len(charts)} charts")
     return 0
+
+
+CALLGRIND_SCENARIOS = ("plaintext", "json", "echo-10k")
+CALLGRIND_SERVERS = ("casgi", "uvicorn")
+
+
+def run_callgrind(args, casgi_note: str | None) -> dict:
+    """Instructions per request (bench/callgrind.py) for casgi and uvicorn."""
+    import callgrind
+
+    requests = 500 if args.quick else 2000
+    rows = []
+    for scenario in CALLGRIND_SCENARIOS:
+        for name in CALLGRIND_SERVERS:
+            if name not in args.server_names or (name == "casgi" and casgi_note):
+                continue
+            row = {"server": name, "scenario": scenario, "loop": "uvloop"}
+            try:
+                row["per_request"] = round(callgrind.measure(name, scenario, "uvloop", requests,
+                                                             requests // 4, None))
+                log(f"callgrind {scenario} {name}: {row['per_request']:,} instructions/request")
+            except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+                row["error"] = str(exc)
+                log(f"callgrind {scenario} {name} failed: {exc}")
+            rows.append(row)
+    return {"requests": requests, "rows": rows,
+            "command": "python bench/callgrind.py --server NAME --scenario SCENARIO "
+                       f"--requests {requests} --warmup {requests // 4}"}
 
 
 def make_charts() -> list:
