@@ -45,11 +45,14 @@
  * (at start or later) the watcher switches to polling.
  *
  * Polling. A hash table path -> (mtime_ns, size, inode, generation) of every
- * matching file. A scan walks the trees with one reused getdents64 buffer and
+ * matching file. A pass walks the trees with one reused getdents64 buffer and
  * fstatat() relative to the directory fd (non-matching files are never
- * stat'ed), stamps each file with the scan's generation, reports new and
+ * stat'ed), stamps each file with the pass's generation, reports new and
  * changed files, then sweeps entries left with an older generation as
- * deleted. A steady-state scan allocates nothing.
+ * deleted. A steady-state pass allocates nothing. A pass is done in slices
+ * of about CG_SCAN_BUDGET entries per call (cg_watch_timeout_ms() is 0 until
+ * it ends), and the pause between passes is at least CG_SCAN_DUTY times the
+ * pass's cost.
  */
 #include "watch.h"
 
@@ -72,6 +75,8 @@
 #define CG_EVBUF (64 * 1024)    /* inotify bytes read per call */
 #define CG_DIRBUF (32 * 1024)   /* getdents64 buffer */
 #define CG_WPATH (PATH_MAX + 2) /* path buffer: room for a trailing '/' */
+#define CG_SCAN_BUDGET 4096     /* polling: directory entries looked at per call */
+#define CG_SCAN_DUTY 3          /* polling: idle at least 3x the time a pass took */
 
 #define CG_IN_MASK                                                                                 \
     (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO |            \
@@ -247,6 +252,9 @@ struct cg_watch {
     char **include, **exclude; /* owned copies */
     size_t ninclude, nexclude;
     int64_t interval_ns, next_scan_ns;
+    int64_t pass_busy_ns; /* time spent in the pass in progress */
+    size_t scan_budget;   /* CG_SCAN_BUDGET (tests lower it) */
+    int scanning;         /* a polling pass is in progress: its walk is on the stack */
     uint32_t gen;
 
     cg_wdir *dirs; /* inotify: dense array + index by wd */
@@ -265,7 +273,10 @@ struct cg_watch {
 
     char *stack; /* walk: directories still to list, NUL-separated */
     size_t stacklen, stackcap;
-    size_t *stackofs;
+    struct cg_wstk {
+        size_t ofs;    /* of the path in `stack` */
+        uint32_t root; /* index in roots */
+    } * stackent;
     size_t nstack, capstack;
 
     char *dirbuf; /* getdents64 */
@@ -666,23 +677,25 @@ static int poll_file(cg_watch *w, int dfd, const char *name, int mode)
 
 /* ---- walking ---- */
 
-static int stack_push(cg_watch *w, const char *path, size_t len)
+static int stack_push(cg_watch *w, const char *path, size_t len, uint32_t root)
 {
     if (grow(&w->stack, &w->stackcap, w->stacklen + len + 1, 1) < 0 ||
-        grow(&w->stackofs, &w->capstack, w->nstack + 1, sizeof(*w->stackofs)) < 0)
+        grow(&w->stackent, &w->capstack, w->nstack + 1, sizeof(*w->stackent)) < 0)
         return -1;
     memcpy(w->stack + w->stacklen, path, len + 1);
-    w->stackofs[w->nstack++] = w->stacklen;
+    w->stackent[w->nstack++] = (struct cg_wstk){.ofs = w->stacklen, .root = root};
     w->stacklen += len + 1;
     return 0;
 }
 
 /* Pops the last pushed directory into w->path; returns its length. */
-static size_t stack_pop(cg_watch *w)
+static size_t stack_pop(cg_watch *w, uint32_t *root)
 {
-    size_t ofs = w->stackofs[--w->nstack], len = w->stacklen - ofs - 1;
-    memcpy(w->path, w->stack + ofs, len + 1);
-    w->stacklen = ofs;
+    struct cg_wstk e = w->stackent[--w->nstack];
+    size_t len = w->stacklen - e.ofs - 1;
+    memcpy(w->path, w->stack + e.ofs, len + 1);
+    w->stacklen = e.ofs;
+    *root = e.root;
     return len;
 }
 
@@ -737,11 +750,13 @@ struct cg_dirent64 {
 };
 
 /* Lists the directory in w->path (length len): subdirectories are pushed,
- * matching files handled per mode. Unreadable directories are skipped. */
-static int list_dir(cg_watch *w, uint32_t root, size_t len, int mode)
+ * matching files handled per mode. Unreadable directories are skipped.
+ * Returns the number of entries looked at, or -1 on ENOMEM. */
+static long list_dir(cg_watch *w, uint32_t root, size_t len, int mode)
 {
     const cg_wroot *r = &w->roots[root];
-    int rc = 0, dfd = open(w->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    long rc = 0, seen = 0;
+    int dfd = open(w->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (dfd < 0)
         return 0;
     for (;;) {
@@ -753,6 +768,7 @@ static int list_dir(cg_watch *w, uint32_t root, size_t len, int mode)
             memcpy(&d, w->dirbuf + pos, offsetof(struct cg_dirent64, d_name));
             const char *name = w->dirbuf + pos + offsetof(struct cg_dirent64, d_name);
             pos += d.d_reclen;
+            seen++;
             size_t nlen = strlen(name);
             if ((name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) ||
                 len + 1 + nlen + 2 > sizeof(w->path))
@@ -767,13 +783,14 @@ static int list_dir(cg_watch *w, uint32_t root, size_t len, int mode)
             const char *nm = w->path + sub;
             const char *rel = w->path + r->relofs;
             if (kind == 'd') {
-                if (!dir_ignored(w, nm, rel, sub + nlen) && stack_push(w, w->path, sub + nlen) < 0)
+                if (!dir_ignored(w, nm, rel, sub + nlen) &&
+                    stack_push(w, w->path, sub + nlen, root) < 0)
                     rc = -1;
-            } else if (file_matches(w, nm, rel)) {
-                if (mode == CG_WALK_SCAN || mode == CG_WALK_BASELINE)
-                    rc = poll_file(w, dfd, nm, mode);
-                else if (mode == CG_WALK_WATCH_REPORT)
+            } else if (mode != CG_WALK_WATCH && file_matches(w, nm, rel)) {
+                if (mode == CG_WALK_WATCH_REPORT)
                     rc = report(w, w->path);
+                else
+                    rc = poll_file(w, dfd, nm, mode);
             }
             w->path[len] = '\0';
             if (rc < 0)
@@ -782,17 +799,20 @@ static int list_dir(cg_watch *w, uint32_t root, size_t len, int mode)
     }
 done:
     close(dfd);
-    return rc;
+    return rc < 0 ? -1 : seen;
 }
 
-/* Walks the tree at `start` (a directory under root `root`, or the root). */
-static int walk(cg_watch *w, uint32_t root, const char *start, int mode)
+/* Lists directories from the stack until it is empty (returns 1) or about
+ * `budget` entries were looked at (returns 0; a whole directory is always
+ * finished). -1 on ENOMEM. */
+static int run_walk(cg_watch *w, int mode, size_t budget)
 {
-    w->nstack = w->stacklen = 0;
-    if (stack_push(w, start, strlen(start)) < 0)
-        return -1;
+    size_t done = 0;
     while (w->nstack) {
-        size_t len = stack_pop(w);
+        if (done >= budget)
+            return 0;
+        uint32_t root;
+        size_t len = stack_pop(w, &root);
         if (mode == CG_WALK_WATCH || mode == CG_WALK_WATCH_REPORT) {
             int r = watch_dir(w, root, strcmp(w->path, w->roots[root].path) == 0);
             if (r < 0)
@@ -800,31 +820,63 @@ static int walk(cg_watch *w, uint32_t root, const char *start, int mode)
             if (r == 0)
                 continue;
         }
-        if (list_dir(w, root, len, mode) < 0)
+        long n = list_dir(w, root, len, mode);
+        if (n < 0)
             return -1;
+        done += (size_t)n + 1;
     }
-    return 0;
+    return 1;
+}
+
+/* Walks the whole tree at `start` (a directory under root `root`, or it). */
+static int walk(cg_watch *w, uint32_t root, const char *start, int mode)
+{
+    w->nstack = w->stacklen = 0;
+    if (stack_push(w, start, strlen(start), root) < 0)
+        return -1;
+    return run_walk(w, mode, SIZE_MAX) < 0 ? -1 : 0;
 }
 
 /* ---- polling ---- */
 
-/* One scan of every tree; then files not seen are reported as deleted. */
-static int poll_scan(cg_watch *w, int mode)
+/* Polling work for one call: starts a pass over every tree, continues it
+ * for about `budget` entries; at its end, files the pass did not see are
+ * reported as deleted and the next pass is scheduled after the interval or
+ * CG_SCAN_DUTY times the pass's own cost, whichever is longer, so that a
+ * huge tree on a slow file system cannot keep a CPU busy. */
+static int poll_step(cg_watch *w, int mode, size_t budget)
 {
-    w->gen++;
-    for (size_t r = 0; r < w->nroots; r++)
-        if (walk(w, (uint32_t)r, w->roots[r].path, mode) < 0)
-            return -1;
+    int64_t t0 = now_ns();
+    if (!w->scanning) {
+        w->gen++;
+        w->nstack = w->stacklen = 0;
+        for (size_t r = w->nroots; r-- > 0;)
+            if (stack_push(w, w->roots[r].path, strlen(w->roots[r].path), (uint32_t)r) < 0)
+                return -1;
+        w->scanning = 1;
+        w->pass_busy_ns = 0;
+    }
+    int r = run_walk(w, mode, budget);
+    if (r <= 0) {
+        w->scanning = r == 0; /* after an error the next call starts a new pass */
+        w->pass_busy_ns += now_ns() - t0;
+        return r;
+    }
     for (size_t i = 0; i < w->nfiles;) {
         if (w->files[i].gen == w->gen) {
             i++;
             continue;
         }
-        if (mode == CG_WALK_SCAN && report(w, w->files[i].path) < 0)
+        if (mode == CG_WALK_SCAN && report(w, w->files[i].path) < 0) {
+            w->scanning = 0;
             return -1;
+        }
         file_remove(w, i); /* the last entry moved to i */
     }
-    w->next_scan_ns = now_ns() + w->interval_ns;
+    int64_t end = now_ns(), busy = w->pass_busy_ns + (end - t0);
+    w->scanning = 0;
+    w->next_scan_ns =
+        end + (busy * CG_SCAN_DUTY > w->interval_ns ? busy * CG_SCAN_DUTY : w->interval_ns);
     return 0;
 }
 
@@ -840,7 +892,8 @@ static int switch_to_polling(cg_watch *w)
     index_clear(&w->dir_ix);
     w->backend = CG_BACKEND_POLLING;
     w->need_fallback = 0;
-    return poll_scan(w, CG_WALK_BASELINE);
+    w->scanning = 0;
+    return poll_step(w, CG_WALK_BASELINE, SIZE_MAX);
 }
 
 /* ---- inotify ---- */
@@ -1010,6 +1063,7 @@ cg_watch *cg_watch_new(const cg_watch_opts *opts, char *err, size_t errlen)
     if (!(iv > 0) || iv > 86400)
         iv = 0.25;
     w->interval_ns = (int64_t)(iv * 1e9);
+    w->scan_budget = CG_SCAN_BUDGET;
     if (!(w->cwd = getcwd(NULL, 0)))
         goto fail_errno;
     w->cwdlen = strlen(w->cwd);
@@ -1042,7 +1096,7 @@ cg_watch *cg_watch_new(const cg_watch_opts *opts, char *err, size_t errlen)
             if (switch_to_polling(w) < 0)
                 goto fail_alloc;
         }
-    } else if (poll_scan(w, CG_WALK_BASELINE) < 0) {
+    } else if (poll_step(w, CG_WALK_BASELINE, SIZE_MAX) < 0) {
         goto fail_alloc;
     }
     return w;
@@ -1079,7 +1133,7 @@ void cg_watch_free(cg_watch *w)
     free(w->seen);
     free(w->seen_ix.slots);
     free(w->stack);
-    free(w->stackofs);
+    free(w->stackent);
     free(w->roots);
     free(w->dirbuf);
     free(w->evbuf);
@@ -1101,6 +1155,8 @@ int cg_watch_timeout_ms(const cg_watch *w)
 {
     if (w->backend == CG_BACKEND_INOTIFY)
         return -1;
+    if (w->scanning)
+        return 0; /* a pass is half done: continue it soon */
     int64_t left = w->next_scan_ns - now_ns();
     if (left <= 0)
         return 0;
@@ -1126,7 +1182,8 @@ int cg_watch_process(cg_watch *w, cg_strlist *changed)
             while (read(w->ifd, w->evbuf, CG_EVBUF) > 0)
                 ;
         }
-        if (now_ns() >= w->next_scan_ns && poll_scan(w, CG_WALK_SCAN) < 0)
+        if ((w->scanning || now_ns() >= w->next_scan_ns) &&
+            poll_step(w, CG_WALK_SCAN, w->scan_budget) < 0)
             goto fail;
     }
 
