@@ -416,8 +416,10 @@ static int fast_usable(const struct cg_log_fast *f)
         dict_get(f->logger_dict, f->propagate) != Py_False)
         return 0;
     v = dict_get(f->logger_dict, f->level);
-    if (!v || !PyLong_CheckExact(v) || PyLong_AsLong(v) != f->logger_level)
+    if (!v || !PyLong_CheckExact(v) || PyLong_AsLong(v) != f->logger_level) {
+        PyErr_Clear(); /* an int too large for a long */
         return 0;
+    }
     v = dict_get(f->manager_dict, f->s_disable);
     if (!v || !PyLong_CheckExact(v) || PyLong_AsLong(v) >= CG_INFO) {
         PyErr_Clear();
