@@ -26,6 +26,7 @@
 
 #include "supervisor.h"
 #include "tap.h"
+#include "watch.h"
 
 #define LISTEN_FD 3 /* the worker's listening fd, deliberately the lowest free number */
 #define MAX_EV 4096
@@ -40,6 +41,7 @@ typedef struct sup_run {
     char wlog[128]; /* worker events */
     char slog[128]; /* supervisor log lines */
     char modefile[128];
+    char app[128]; /* reload mode: the watched directory, "<case dir>/app" */
 } sup_run;
 
 typedef struct sup_opts {
@@ -48,6 +50,7 @@ typedef struct sup_opts {
     const char *argv0; /* override the executable */
     int workers;
     double reload_timeout, shutdown_timeout, healthcheck_timeout;
+    int reload; /* 1: watch "app" with inotify, 2: with polling */
 } sup_opts;
 
 typedef struct ev {
@@ -106,6 +109,18 @@ static sup_run start_sup(const sup_opts *o)
     snprintf(r.modefile, sizeof(r.modefile), "%s/mode%d", dir, case_no);
     if (!o->mode)
         write_file(r.modefile, "serve\n");
+    char casedir[96];
+    snprintf(casedir, sizeof(casedir), "%s/c%d", dir, case_no);
+    snprintf(r.app, sizeof(r.app), "%s/app", casedir);
+    if (o->reload) {
+        char path[160];
+        mkdir(casedir, 0755);
+        mkdir(r.app, 0755);
+        snprintf(path, sizeof(path), "%s/main.py", r.app);
+        write_file(path, "app = None\n");
+        snprintf(path, sizeof(path), "%s/other.py", r.app);
+        write_file(path, "x = 1\n");
+    }
     fflush(stdout);
     fflush(stderr);
     r.pid = fork();
@@ -114,6 +129,8 @@ static sup_run start_sup(const sup_opts *o)
     if (r.pid > 0)
         return r;
 
+    /* If the test dies, so does its supervisor (and through it the workers). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* The supervisor: its listening socket sits at LISTEN_FD, close-on-exec
      * as the binding creates it. */
     int sv[2];
@@ -154,7 +171,26 @@ static sup_run start_sup(const sup_opts *o)
         .log = log_to_file,
         .log_ctx = NULL,
     };
+    cg_watch *watch = NULL;
+    if (o->reload) {
+        /* Paths are reported relative to the current directory: "app/main.py". */
+        static const char *const dirs[] = {"app"}, *const include[] = {"*.py"};
+        cg_watch_opts wo = {.dirs = dirs,
+                            .ndirs = 1,
+                            .include = include,
+                            .ninclude = 1,
+                            .poll = o->reload == 2,
+                            .poll_interval = 0.1};
+        char err[256] = "";
+        if (chdir(casedir) < 0 || !(watch = cg_watch_new(&wo, err, sizeof(err)))) {
+            fprintf(stderr, "cannot watch: %s\n", err);
+            exit(96);
+        }
+        cfg.watch = watch;
+    }
     int rc = cg_supervisor_run(&cfg);
+    if (watch)
+        cg_watch_free(watch);
     close(slog_fd);
     close(LISTEN_FD);
     DIR *d = opendir("/proc/self/fd");
@@ -681,13 +717,150 @@ static void test_ready_then_exit(void)
     ok(no_orphans(), "no orphan");
 }
 
+/* How many times `text` occurs in the supervisor's log. */
+static int slog_count(const sup_run *r, const char *text)
+{
+    static char buf[1 << 16];
+    int fd = open(r->slog, O_RDONLY | O_CLOEXEC), n = 0;
+    if (fd < 0)
+        return 0;
+    ssize_t len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len < 0)
+        return 0;
+    buf[len] = '\0';
+    for (char *p = buf; (p = strstr(p, text)); p += strlen(text))
+        n++;
+    return n;
+}
+
+/* Edits a file of the watched app: in place (truncate, then write) with
+ * inotify, which must see it as one change; by rename with polling, where a
+ * scan between the truncation and the write would rightly see two. */
+static int touch_in_place = 1;
+
+static void touch_app(const sup_run *r, const char *name, const char *text)
+{
+    char path[192];
+    snprintf(path, sizeof(path), "%s/%s", r->app, name);
+    if (!touch_in_place) {
+        write_file(path, text);
+        return;
+    }
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, text, strlen(text)) < 0)
+        abort();
+    close(fd);
+}
+
+static void test_reload(int backend)
+{
+    const char *name = backend == 1 ? "inotify" : "polling";
+    sup_opts o = {.mode = NULL, .workers = 2, .reload = backend};
+    sup_run r = start_sup(&o);
+    int old[8], all[16];
+    char msg[128];
+    touch_in_place = backend == 1;
+
+    ok(WAIT_FOR(count_with(&r, "ready") == 2, 3000), "%s: reload mode with two workers", name);
+    snprintf(msg, sizeof(msg), "Started reloader process [%d] using %s", (int)r.pid, name);
+    ok(slog_has(&r, msg), "logs '%s'", msg);
+    pids_with(&r, "ready", old, 8);
+
+    /* A burst of writes is one reload. */
+    for (int i = 0; i < 5; i++) {
+        touch_app(&r, "main.py", "app = 1\n");
+        usleep(5000);
+    }
+    ok(WAIT_FOR(count_with(&r, "ready") == 4, 3000), "an edit replaces both workers");
+    ok(slog_count(&r, "Detected changes in 'app/main.py'. Reloading...") == 1,
+       "logs Detected changes in 'app/main.py'. Reloading... once for a burst");
+    ok(has_event(&r, old[0], "term") && has_event(&r, old[1], "term"), "the old ones got SIGTERM");
+    ok(WAIT_FOR(all_gone(old, 2), 2000), "and are gone");
+
+    /* Several files in one window. */
+    touch_app(&r, "other.py", "x = 2\n");
+    touch_app(&r, "main.py", "app = 2\n");
+    ok(WAIT_FOR(count_with(&r, "ready") == 6, 3000), "a second edit: two more workers");
+    ok(slog_has(&r, "Detected changes in 'app/other.py', 'app/main.py'. Reloading...") ||
+           slog_has(&r, "Detected changes in 'app/main.py', 'app/other.py'. Reloading..."),
+       "several files are listed, quoted, comma separated");
+    touch_app(&r, "notes.txt", "not python\n");
+    usleep(400000);
+    ok(count_with(&r, "start") == 6, "a file outside the include patterns does not reload");
+
+    /* A broken app: the supervisor waits for the next change. */
+    write_file(r.modefile, "exit1\n");
+    touch_app(&r, "main.py", "app = (\n");
+    ok(WAIT_FOR(slog_has(&r, "Waiting for file changes before restarting"), 3000),
+       "a worker that fails logs Waiting for file changes before restarting");
+    ok(WAIT_FOR(count_with(&r, "exit 1") == 2, 2000), "both new workers failed");
+    usleep(500000);
+    ok(count_with(&r, "start") == 8 && kill(r.pid, 0) == 0,
+       "no restart without a change, and the supervisor stays up");
+    write_file(r.modefile, "serve\n");
+    touch_app(&r, "main.py", "app = 3\n");
+    ok(WAIT_FOR(count_with(&r, "ready") == 8, 3000), "the fix brings two workers back");
+
+    /* A worker that dies later: also waits for a change. */
+    int pids[16];
+    int n = pids_with(&r, "ready", pids, 16);
+    kill(pids[n - 1], SIGKILL);
+    snprintf(msg, sizeof(msg), "Child process [%d] died (signal 9)", pids[n - 1]);
+    ok(WAIT_FOR(slog_has(&r, msg), 2000), "a killed worker is logged");
+    ok(WAIT_FOR(slog_count(&r, "Waiting for file changes before restarting") == 2, 2000),
+       "and the supervisor waits for a change");
+    usleep(300000);
+    ok(count_with(&r, "start") == 10 && gone(pids[n - 1]), "not restarted, reaped");
+
+    /* SIGHUP restarts now. */
+    kill(r.pid, SIGHUP);
+    ok(WAIT_FOR(count_with(&r, "ready") == 10, 3000), "SIGHUP restarts the workers");
+    ok(slog_has(&r, "Received SIGHUP. Reloading..."), "SIGHUP is logged");
+
+    kill(r.pid, SIGTERM);
+    ok(wait_sup(&r, 5000, NULL) == 0, "SIGTERM: returns 0");
+    ok(slog_has(&r, "Stopping reloader process ["), "logs Stopping reloader process [PID]");
+    n = pids_with(&r, "start", all, 16);
+    ok(all_gone(all, n) && no_orphans(), "no worker left");
+}
+
+/* A worker that ignores SIGTERM does not hold a reload beyond reload_timeout,
+ * and its replacement starts at once (in parallel). */
+static void test_reload_bound(void)
+{
+    sup_opts o = {.mode = NULL, .workers = 1, .reload = 1, .reload_timeout = 0.6};
+    sup_run r = start_sup(&o);
+    int old[4];
+    write_file(r.modefile, "ignore-term\n");
+    ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "reload: worker ready");
+    pids_with(&r, "ready", old, 4);
+    write_file(r.modefile, "serve\n");
+    long t0 = now_ms();
+    touch_app(&r, "main.py", "app = 1\n");
+    ok(WAIT_FOR(count_with(&r, "ready") == 2, 3000), "the new worker is ready");
+    long ready_ms = now_ms() - t0;
+    ok(kill(old[0], 0) == 0 && ready_ms < 500,
+       "before the old one (ignoring SIGTERM) is killed (%ld ms)", ready_ms);
+    ok(WAIT_FOR(gone(old[0]), 2000), "the old one is killed after reload_timeout");
+    long killed_ms = now_ms() - t0;
+    ok(killed_ms >= 550 && killed_ms < 2000, "within the bound (%ld ms)", killed_ms);
+    finish(&r);
+    ok(no_orphans(), "no orphan");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         printf("1..0 # SKIP usage: test_supervisor FAKE_WORKER\n");
         return 0;
     }
-    fake_worker = argv[1];
+    /* Absolute: the reload cases run the supervisor in another directory. */
+    static char fake_path[4096];
+    if (!realpath(argv[1], fake_path))
+        return 1;
+    fake_worker = fake_path;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(dir, sizeof(dir), "/tmp/cg_sup_XXXXXX");
     if (!mkdtemp(dir))
         return 1;
@@ -722,6 +895,9 @@ int main(int argc, char **argv)
     test_sigquit();
     test_double_sigint();
     test_closed_ctl();
+    test_reload(1);
+    test_reload(2);
+    test_reload_bound();
 
     /* CG_SUP_KEEP=1 keeps the logs for a look after a failure. */
     char cmd[128];
