@@ -240,6 +240,11 @@ typedef struct cg_wfile { /* polling: one matching file */
     uint64_t ino;
 } cg_wfile;
 
+typedef struct cg_wstk { /* walk: one directory still to list */
+    size_t ofs;          /* of its path in cg_watch.stack */
+    uint32_t root;       /* index in cg_watch.roots */
+} cg_wstk;
+
 struct cg_watch {
     int backend;
     int ifd;           /* inotify fd or -1; kept open after a runtime fallback so a
@@ -273,10 +278,7 @@ struct cg_watch {
 
     char *stack; /* walk: directories still to list, NUL-separated */
     size_t stacklen, stackcap;
-    struct cg_wstk {
-        size_t ofs;    /* of the path in `stack` */
-        uint32_t root; /* index in roots */
-    } * stackent;
+    cg_wstk *stackent;
     size_t nstack, capstack;
 
     char *dirbuf; /* getdents64 */
@@ -284,8 +286,10 @@ struct cg_watch {
     char path[CG_WPATH];
 };
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
-                                                          ...)
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     if (!err || !errlen)
@@ -683,7 +687,7 @@ static int stack_push(cg_watch *w, const char *path, size_t len, uint32_t root)
         grow(&w->stackent, &w->capstack, w->nstack + 1, sizeof(*w->stackent)) < 0)
         return -1;
     memcpy(w->stack + w->stacklen, path, len + 1);
-    w->stackent[w->nstack++] = (struct cg_wstk){.ofs = w->stacklen, .root = root};
+    w->stackent[w->nstack++] = (cg_wstk){.ofs = w->stacklen, .root = root};
     w->stacklen += len + 1;
     return 0;
 }
@@ -691,7 +695,7 @@ static int stack_push(cg_watch *w, const char *path, size_t len, uint32_t root)
 /* Pops the last pushed directory into w->path; returns its length. */
 static size_t stack_pop(cg_watch *w, uint32_t *root)
 {
-    struct cg_wstk e = w->stackent[--w->nstack];
+    cg_wstk e = w->stackent[--w->nstack];
     size_t len = w->stacklen - e.ofs - 1;
     memcpy(w->path, w->stack + e.ofs, len + 1);
     w->stacklen = e.ofs;
@@ -1169,6 +1173,10 @@ int cg_watch_process(cg_watch *w, cg_strlist *changed)
     int rc = 0;
     w->npending = 0;
     w->nseen = 0;
+    if (w->seen_ix.cap > 4096 && changed->n < w->seen_ix.cap / 16) {
+        free(w->seen_ix.slots); /* grown by a burst: do not clear it on every call */
+        w->seen_ix = (cg_index){0};
+    }
     index_clear(&w->seen_ix);
     for (size_t i = 0; i < changed->n; i++)
         if (seen_add(w, changed->items[i]) < 0)

@@ -588,6 +588,41 @@ static void test_absolute(int poll_mode)
     cg_watch_free(w);
 }
 
+/* Links to directories are not followed (a loop would never end); a link to
+ * a file counts as a file. */
+static void test_symlinks(int poll_mode)
+{
+    const char *mode = poll_mode ? "polling" : "inotify";
+    rm_rf("ln");
+    mkdirs("ln/sub");
+    write_file("ln/sub/x.py", "x");
+    if (symlink(".", "ln/loop") < 0 || symlink("..", "ln/sub/up") < 0 ||
+        symlink("sub/x.py", "ln/l.py") < 0 || symlink("missing.py", "ln/dangling.py") < 0) {
+        ok(0, "%s: symlinks (setup)", mode);
+        return;
+    }
+    static const char *const inc[] = {"*.py"};
+    cg_watch *w = start(poll_mode, "ln", inc, 1, NULL, 0);
+    if (!ok(w != NULL, "%s: a tree with link loops is watched", mode))
+        return;
+    if (poll_mode)
+        ok(w->nfiles == 2, "polling: the file and the link to it are tracked (%zu)", w->nfiles);
+    else
+        ok(w->ndirs == 2, "inotify: links to directories not followed (%zu watches)", w->ndirs);
+    cg_strlist got = {0};
+    write_file("ln/sub/x.py", "changed");
+    ok(wait_for(w, &got, "ln/sub/x.py"), "%s: the target of a link is watched", mode);
+    if (poll_mode)
+        ok(has(&got, "ln/l.py") || wait_for(w, &got, "ln/l.py"),
+           "polling: a link to a changed file is reported");
+    cg_strlist_clear(&got);
+    if (symlink("sub/x.py", "ln/new.py") == 0)
+        ok(wait_for(w, &got, "ln/new.py"), "%s: a new link to a file is reported", mode);
+    cg_strlist_clear(&got);
+    cg_watch_free(w);
+    rm_rf("ln");
+}
+
 /* Queue overflow: more events than the kernel queues; the rescan reports
  * files whose events were dropped. */
 static void test_overflow(void)
@@ -813,6 +848,8 @@ int main(void)
     scenarios(1);
     test_absolute(0);
     test_absolute(1);
+    test_symlinks(0);
+    test_symlinks(1);
     test_overflow();
     test_runtime_fallback();
     test_start_fallback();
