@@ -45,7 +45,8 @@ typedef struct sup_run {
 } sup_run;
 
 typedef struct sup_opts {
-    const char *mode; /* fake_worker MODE, or NULL for "@modefile" */
+    const char *mode;  /* fake_worker MODE, or NULL for "@modefile" */
+    const char *first; /* with mode NULL: the mode file's first content (default "serve") */
     const char *arg;
     const char *argv0; /* override the executable */
     int workers;
@@ -75,7 +76,7 @@ static void sleep_ms(long ms)
 
 static void write_file(const char *path, const char *text)
 {
-    char tmp[160];
+    char tmp[256];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f)
@@ -108,7 +109,7 @@ static sup_run start_sup(const sup_opts *o)
     snprintf(r.slog, sizeof(r.slog), "%s/s%d.log", dir, case_no);
     snprintf(r.modefile, sizeof(r.modefile), "%s/mode%d", dir, case_no);
     if (!o->mode)
-        write_file(r.modefile, "serve\n");
+        write_file(r.modefile, o->first ? o->first : "serve");
     char casedir[96];
     snprintf(casedir, sizeof(casedir), "%s/c%d", dir, case_no);
     snprintf(r.app, sizeof(r.app), "%s/app", casedir);
@@ -607,9 +608,8 @@ static void test_rolling_abort(const char *mode, const char *why)
 
 static void test_stuck_worker(void)
 {
-    sup_opts o = {.mode = NULL, .workers = 1, .healthcheck_timeout = 0.5};
+    sup_opts o = {.mode = NULL, .first = "stuck 300\n", .workers = 1, .healthcheck_timeout = 0.5};
     sup_run r = start_sup(&o);
-    write_file(r.modefile, "stuck 300\n");
     int pids[8];
     ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "worker ready");
     pids_with(&r, "ready", pids, 8);
@@ -632,9 +632,8 @@ static void test_stuck_worker(void)
 
 static void test_retire(void)
 {
-    sup_opts o = {.mode = NULL, .workers = 1};
+    sup_opts o = {.mode = NULL, .first = "retire 200\n", .workers = 1};
     sup_run r = start_sup(&o);
-    write_file(r.modefile, "retire 200\n");
     int pids[8];
     ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "worker ready");
     write_file(r.modefile, "serve-slow 200\n");
@@ -707,9 +706,8 @@ static void test_closed_ctl(void)
 static void test_ready_then_exit(void)
 {
     /* Exit 1 before 'R' in workers mode is not a boot failure: replaced. */
-    sup_opts o = {.mode = NULL, .workers = 1};
+    sup_opts o = {.mode = NULL, .first = "exit1\n", .workers = 1};
     sup_run r = start_sup(&o);
-    write_file(r.modefile, "exit1\n");
     ok(WAIT_FOR(count_with(&r, "exit 1") >= 1, 3000), "the worker exits 1 before 'R'");
     write_file(r.modefile, "serve\n");
     ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "it is replaced (status 1 is not 3)");
@@ -829,10 +827,10 @@ static void test_reload(int backend)
  * and its replacement starts at once (in parallel). */
 static void test_reload_bound(void)
 {
-    sup_opts o = {.mode = NULL, .workers = 1, .reload = 1, .reload_timeout = 0.6};
+    sup_opts o = {
+        .mode = NULL, .first = "ignore-term\n", .workers = 1, .reload = 1, .reload_timeout = 0.6};
     sup_run r = start_sup(&o);
     int old[4];
-    write_file(r.modefile, "ignore-term\n");
     ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "reload: worker ready");
     pids_with(&r, "ready", old, 4);
     write_file(r.modefile, "serve\n");
@@ -887,8 +885,8 @@ int main(int argc, char **argv)
     test_ignore_sigterm();
     test_ttin_ttou();
     test_rolling_restart();
-    test_rolling_abort("exit1\n", "died before it was ready");
-    test_rolling_abort("never-ready\n", "was not ready in time");
+    test_rolling_abort("exit1", "died before it was ready");
+    test_rolling_abort("never-ready", "was not ready in time");
     test_stuck_worker();
     test_retire();
     test_exec_failure();
