@@ -260,6 +260,7 @@ struct cg_watch {
     int64_t pass_busy_ns; /* time spent in the pass in progress */
     size_t scan_budget;   /* CG_SCAN_BUDGET (tests lower it) */
     int scanning;         /* a polling pass is in progress: its walk is on the stack */
+    size_t scan_hint;     /* files[] index the pass probably reaches next */
     uint32_t gen;
 
     cg_wdir *dirs; /* inotify: dense array + index by wd */
@@ -441,10 +442,14 @@ int cg_glob_match(const char *pattern, const char *path)
     return 1;
 }
 
+/* `name` is a suffix of `rel`. A pattern without '/' is one component: it
+ * cannot match a rel that has several (a lone "**" already matched the name),
+ * so rel is only tried for patterns with a '/'. */
 static int any_match(char *const *pats, size_t n, const char *name, const char *rel)
 {
     for (size_t i = 0; i < n; i++)
-        if (cg_glob_match(pats[i], name) || cg_glob_match(pats[i], rel))
+        if (cg_glob_match(pats[i], name) ||
+            (rel != name && strchr(pats[i], '/') && cg_glob_match(pats[i], rel)))
             return 1;
     return 0;
 }
@@ -647,9 +652,17 @@ static int poll_file(cg_watch *w, int dfd, const char *name, int mode)
         return 0; /* vanished, or a link to something else */
     int64_t mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     uint32_t h = hash_str(w->path);
-    long i = file_find(w, w->path, h);
+    /* Passes visit files in the order they were added: try the entry after
+     * the last one found before probing the index (sequential reads instead
+     * of a cache miss per file in a large table). */
+    size_t hint = w->scan_hint;
+    long i =
+        hint < w->nfiles && w->files[hint].hash == h && strcmp(w->files[hint].path, w->path) == 0
+            ? (long)hint
+            : file_find(w, w->path, h);
     if (i >= 0) {
         cg_wfile *f = &w->files[i];
+        w->scan_hint = (size_t)i + 1;
         if (f->gen == w->gen)
             return 0; /* reached twice in one scan */
         f->gen = w->gen;
@@ -675,7 +688,7 @@ static int poll_file(cg_watch *w, int dfd, const char *name, int mode)
                                      .size = (int64_t)st.st_size,
                                      .ino = st.st_ino};
     index_insert(&w->file_ix, h, w->nfiles);
-    w->nfiles++;
+    w->scan_hint = ++w->nfiles;
     return mode == CG_WALK_SCAN ? report(w, w->path) : 0;
 }
 
@@ -859,6 +872,7 @@ static int poll_step(cg_watch *w, int mode, size_t budget)
                 return -1;
         w->scanning = 1;
         w->pass_busy_ns = 0;
+        w->scan_hint = 0;
     }
     int r = run_walk(w, mode, budget);
     if (r <= 0) {
