@@ -548,8 +548,11 @@ static void read_ctl(cg_sup *s, cg_worker *w, int drain, double now)
 {
     char buf[CG_SUP_CTL_BATCH];
     ssize_t n;
+    /* Bounded even when draining: a grandchild holding the write end could
+     * keep it full forever. */
+    int reads = drain ? 16 : 1;
 
-    while (w->ctl >= 0) {
+    while (w->ctl >= 0 && reads-- > 0) {
         n = read(w->ctl, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
@@ -565,8 +568,6 @@ static void read_ctl(cg_sup *s, cg_worker *w, int drain, double now)
             break; /* EAGAIN */
         for (ssize_t i = 0; i < n; i++)
             on_ctl_byte(s, w, buf[i], now);
-        if (!drain)
-            break;
     }
 }
 
@@ -614,8 +615,12 @@ static void on_worker_exit(cg_sup *s, cg_worker *w, int status, double now)
         begin_stop(s, 3, now);
         return;
     } else if (now - w->started < CG_SUP_BACKOFF_RESET) {
-        spawn_backoff(s, now);
-        sup_log(s, CG_SUP_INFO, "Workers are dying quickly; next start in %.1f s", s->backoff);
+        /* Several deaths within one backoff window (all workers crashing on
+         * the same request) double the delay once, not once each. */
+        if (now >= s->next_spawn_at) {
+            spawn_backoff(s, now);
+            sup_log(s, CG_SUP_INFO, "Workers are dying quickly; next start in %.1f s", s->backoff);
+        }
     } else {
         s->backoff = 0;
     }
@@ -1008,6 +1013,13 @@ fail_loop:
     rc = 1;
 
 out:
+    /* Signals already queued for us are consumed here, not delivered to the
+     * caller's handlers once the mask is restored. */
+    if (s.sfd >= 0) {
+        struct signalfd_siginfo si[CG_SUP_SIGINFO_BATCH];
+        for (int i = 0; i < 4 && read(s.sfd, si, sizeof(si)) > 0; i++)
+            ;
+    }
     close_fd(&s.sfd);
     while (s.nw > 0)
         remove_worker(&s, &s.w[0]);
