@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "supervise.h"
 
 #define CG_VERSION "0.1.0"
 
@@ -20,7 +21,8 @@ static PyObject *casgi_main(PyObject *module, PyObject *argv)
     }
     status = cg_config_from_argv(argv, &cfg);
     if (status < 0)
-        status = cg_serve(module, &cfg, NULL);
+        status =
+            cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg) : cg_serve(module, &cfg, NULL);
     cg_config_free(&cfg);
     if (status < 0)
         return NULL;
@@ -52,7 +54,7 @@ static PyObject *casgi_run(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
         app = NULL;
     }
-    status = cg_serve(module, &cfg, app);
+    status = cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg) : cg_serve(module, &cfg, app);
 done:
     cg_config_free(&cfg);
     if (status < 0)

@@ -537,7 +537,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     Py_DECREF(coro);
     if (!listener)
         goto error;
-    log_running(st, cfg, url);
+    if (srv->ctl_fd < 0)
+        log_running(st, cfg, url); /* under a supervisor, the supervisor says it */
     if (worker_start(srv) < 0)
         goto error;
     worker_notify(srv, 'R');

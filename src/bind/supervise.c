@@ -1,0 +1,291 @@
+/* --reload and --workers: the supervising process. It binds the listening
+ * socket once, never imports the application, and runs the pure-C supervisor
+ * (core/supervisor.c); each worker is a fresh `python -m casgi` whose whole
+ * configuration is written out from the option table, with the inherited
+ * socket given as --fd. */
+#include "supervise.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sock.h"
+#include "supervisor.h"
+#include "watch.h"
+
+/* Options the supervisor consumes itself; a worker gets --fd instead. */
+static int supervisor_only(const char *name)
+{
+    static const char *const names[] = {
+        "reload",
+        "reload-dir",
+        "reload-include",
+        "reload-exclude",
+        "reload-delay",
+        "reload-poll",
+        "workers",
+        "host",
+        "port",
+        "uds",
+        "fd",
+        "backlog",
+        "app",
+        NULL,
+    };
+    for (size_t i = 0; names[i]; i++)
+        if (!strcmp(names[i], name))
+            return 1;
+    return 0;
+}
+
+typedef struct argv_builder {
+    char **items;
+    size_t n, cap;
+    int failed;
+} argv_builder;
+
+static void argv_push(argv_builder *a, const char *s)
+{
+    if (a->failed)
+        return;
+    if (a->n + 2 > a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 32;
+        char **p = realloc(a->items, cap * sizeof(char *));
+        if (!p) {
+            a->failed = 1;
+            return;
+        }
+        a->items = p;
+        a->cap = cap;
+    }
+    a->items[a->n] = strdup(s);
+    if (!a->items[a->n]) {
+        a->failed = 1;
+        return;
+    }
+    a->n++;
+    a->items[a->n] = NULL;
+}
+
+static void argv_flag(argv_builder *a, const char *name, const char *value)
+{
+    char flag[96];
+    snprintf(flag, sizeof(flag), "--%s", name);
+    argv_push(a, flag);
+    if (value)
+        argv_push(a, value);
+}
+
+static void argv_free(argv_builder *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->items[i]);
+    free(a->items);
+    a->items = NULL;
+    a->n = a->cap = 0;
+}
+
+/* Writes every set option of cfg as command-line arguments. */
+static void argv_from_config(argv_builder *a, const cg_config *cfg)
+{
+    char num[64];
+    for (size_t i = 0; i < cg_options_count; i++) {
+        const cg_option *o = &cg_options[i];
+        const char *field = (const char *)cfg + o->offset;
+        if (supervisor_only(o->name))
+            continue;
+        switch (o->type) {
+        case CG_OPT_STR: {
+            const char *v = *(char *const *)field;
+            if (v)
+                argv_flag(a, o->name, v);
+            break;
+        }
+        case CG_OPT_INT: {
+            long v = *(const long *)field;
+            if (v < 0 && !o->default_value)
+                break;
+            snprintf(num, sizeof(num), "%ld", v);
+            argv_flag(a, o->name, num);
+            break;
+        }
+        case CG_OPT_FLOAT: {
+            double v = *(const double *)field;
+            if (v < 0 && !o->default_value)
+                break;
+            snprintf(num, sizeof(num), "%.17g", v);
+            argv_flag(a, o->name, num);
+            break;
+        }
+        case CG_OPT_BOOL: {
+            int v = *(const int *)field;
+            char neg[96];
+            if (v < 0)
+                break;
+            snprintf(neg, sizeof(neg), "no-%s", o->name);
+            argv_flag(a, v ? o->name : neg, NULL);
+            break;
+        }
+        case CG_OPT_FLAG:
+            if (*(const int *)field)
+                argv_flag(a, o->name, NULL);
+            break;
+        case CG_OPT_CHOICE:
+            argv_flag(a, o->name, o->choices[*(const int *)field]);
+            break;
+        case CG_OPT_LIST: {
+            const cg_strlist *l = (const cg_strlist *)field;
+            for (size_t j = 0; j < l->n; j++)
+                argv_flag(a, o->name, l->items[j]);
+            break;
+        }
+        }
+    }
+}
+
+static void sup_log(void *ctx, int level, const char *msg)
+{
+    cg_log((cg_log_state *)ctx, level, "%s", msg);
+}
+
+/* The reload patterns: defaults, minus any default the user put in the
+ * other list (a pattern cannot be both included and excluded). */
+static const char *const default_includes[] = {"*.py"};
+static const char *const default_excludes[] = {".*", ".py[cod]", ".sw.*", "~*"};
+
+static int in_list(const cg_strlist *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->items[i], s))
+            return 1;
+    return 0;
+}
+
+static size_t patterns(const cg_strlist *given, const char *const *defaults, size_t ndefaults,
+                       const cg_strlist *other, const char **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ndefaults; i++)
+        if (!in_list(other, defaults[i]) && !in_list(given, defaults[i]))
+            out[n++] = defaults[i];
+    for (size_t i = 0; i < given->n; i++)
+        out[n++] = given->items[i];
+    return n;
+}
+
+int cg_supervise(PyObject *module, cg_config *cfg)
+{
+    cg_state *st = cg_get_state(module);
+    argv_builder argv = {0};
+    cg_watch *watch = NULL;
+    const char **includes = NULL, **excludes = NULL;
+    const char *dot = ".";
+    char err[256], fdtext[32];
+    int fd = -1, status = 3;
+    extern char **environ;
+
+    if (cg_log_setup(&st->log, cfg) < 0)
+        return 3;
+    if (!cfg->app) {
+        cg_log(&st->log, CG_ERROR,
+               "You must pass the application as an import string to enable 'reload' or "
+               "'workers'.");
+        return 3;
+    }
+    if (cfg->fd >= 0)
+        fd = (int)cfg->fd;
+    else if (cfg->uds)
+        fd = cg_listen_unix(cfg->uds, (int)cfg->backlog, err, sizeof(err));
+    else
+        fd = cg_listen_tcp(cfg->host, (int)cfg->port, (int)cfg->backlog, err, sizeof(err));
+    if (fd < 0) {
+        cg_log(&st->log, CG_ERROR, "%s: error while attempting to bind on address ('%s', %ld)", err,
+               cfg->uds ? cfg->uds : cfg->host, cfg->port);
+        return 3;
+    }
+
+    if (cfg->uds)
+        cg_log(&st->log, CG_INFO, "casgi running on unix socket %s (Press CTRL+C to quit)",
+               cfg->uds);
+    else if (cg_sock_url(fd, err, sizeof(err)) == 0)
+        cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", err);
+
+    /* The worker's command: the same interpreter, the whole configuration. */
+    PyObject *exe = PySys_GetObject("executable"); /* borrowed */
+    const char *exe_s = exe ? PyUnicode_AsUTF8(exe) : NULL;
+    if (!exe_s || !*exe_s) {
+        PyErr_Clear();
+        cg_log(&st->log, CG_ERROR, "cannot find the Python executable to start workers");
+        goto done;
+    }
+    argv_push(&argv, exe_s);
+    argv_push(&argv, "-m");
+    argv_push(&argv, "casgi");
+    argv_from_config(&argv, cfg);
+    snprintf(fdtext, sizeof(fdtext), "%d", fd);
+    argv_flag(&argv, "fd", fdtext);
+    argv_push(&argv, "--");
+    argv_push(&argv, cfg->app);
+    if (argv.failed) {
+        cg_log(&st->log, CG_ERROR, "out of memory");
+        goto done;
+    }
+
+    if (cfg->reload) {
+        size_t ni, ne;
+        includes = calloc(cfg->reload_includes.n + 1, sizeof(char *));
+        excludes = calloc(cfg->reload_excludes.n + 4, sizeof(char *));
+        if (!includes || !excludes)
+            goto done;
+        ni = patterns(&cfg->reload_includes, default_includes, 1, &cfg->reload_excludes, includes);
+        ne = patterns(&cfg->reload_excludes, default_excludes, 4, &cfg->reload_includes, excludes);
+        cg_watch_opts wo = {
+            .dirs = cfg->reload_dirs.n ? (const char *const *)cfg->reload_dirs.items : &dot,
+            .ndirs = cfg->reload_dirs.n ? cfg->reload_dirs.n : 1,
+            .include = includes,
+            .ninclude = ni,
+            .exclude = excludes,
+            .nexclude = ne,
+            .poll = cfg->reload_poll > 0,
+            .poll_interval = 0.25,
+        };
+        watch = cg_watch_new(&wo, err, sizeof(err));
+        if (!watch) {
+            cg_log(&st->log, CG_ERROR, "Error: cannot watch for changes: %s", err);
+            goto done;
+        }
+    }
+
+    double graceful = cfg->timeout_graceful_shutdown;
+    cg_sup_config sc = {
+        .argv = argv.items,
+        .envp = environ,
+        .listen_fds = &fd,
+        .nlisten = 1,
+        .workers = cfg->workers > 0 ? (int)cfg->workers : 1,
+        .watch = watch,
+        .reload_delay = cfg->reload_delay > 0 ? cfg->reload_delay : 0.1,
+        .reload_timeout = graceful >= 0 ? graceful : 5.0,
+        .shutdown_timeout = graceful >= 0 ? graceful : 30.0,
+        .healthcheck_timeout = cfg->timeout_worker_healthcheck,
+        .log = sup_log,
+        .log_ctx = &st->log,
+    };
+    status = cg_supervisor_run(&sc);
+done:
+    if (watch)
+        cg_watch_free(watch);
+    free(includes);
+    free(excludes);
+    argv_free(&argv);
+    if (fd >= 0 && fd != cfg->fd)
+        close(fd);
+    if (cfg->uds && cfg->fd < 0)
+        unlink(cfg->uds);
+    return status;
+}
+
+int cg_wants_supervisor(const cg_config *cfg)
+{
+    return (cfg->reload > 0 || cfg->workers > 1) && !getenv("CASGI_WORKER");
+}
