@@ -405,6 +405,7 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
                 continue
             if not scenario.latency:
                 run["p50_ms"] = run["p99_ms"] = None
+            run["round"] = round_no
             entry["runs"].append(run)
             log(f"  round {round_no} {name}: {run['rps']:.0f} req/s"
                 + (f", p99 {run['p99_ms']:.2f} ms" if scenario.latency else "")
@@ -485,8 +486,9 @@ def pairwise_ratio(row: dict, peer_row: dict | None) -> float | None:
     """Median over rounds of this server's req/s divided by the peer's in the same round."""
     if not peer_row or not row.get("runs") or not peer_row.get("runs"):
         return None
-    pairs = zip(row["runs"], peer_row["runs"])
-    return median([a["rps"] / b["rps"] for a, b in pairs if b["rps"]])
+    peer_by_round = {run["round"]: run for run in peer_row["runs"]}
+    return median([run["rps"] / peer_by_round[run["round"]]["rps"] for run in row["runs"]
+                   if peer_by_round.get(run["round"], {}).get("rps")])
 
 
 def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) -> dict:

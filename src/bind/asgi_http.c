@@ -857,10 +857,10 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
     }
 
     srv->nrequests++;
-    if (cfg->limit_max_requests >= 0 &&
-        srv->nrequests >= (unsigned long long)cfg->limit_max_requests && !srv->should_exit) {
-        cg_log(&st->log, CG_WARNING, "Maximum request limit of %ld exceeded. Terminating process.",
-               cfg->limit_max_requests);
+    if (srv->max_requests >= 0 && srv->nrequests >= (unsigned long long)srv->max_requests &&
+        !srv->should_exit && !srv->retiring) {
+        cg_log(&st->log, CG_WARNING, "Maximum request limit of %lld exceeded. Terminating process.",
+               srv->max_requests);
         cg_server_retire(srv);
     }
     if (cfg->limit_concurrency >= 0 && (srv->nconns > (size_t)cfg->limit_concurrency ||

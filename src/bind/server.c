@@ -333,6 +333,12 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
     worker_attach(srv);
+    srv->max_requests = cfg->limit_max_requests;
+    if (srv->max_requests >= 0 && cfg->limit_max_requests_jitter > 0) {
+        /* Workers retire at different times, so they are not all replaced at once. */
+        srand((unsigned)getpid() ^ (unsigned)time(NULL));
+        srv->max_requests += rand() % (cfg->limit_max_requests_jitter + 1);
+    }
     srv->hdrs = PyMem_Calloc(srv->limits.fields + 1, sizeof(cg_http1_header));
     srv->state = PyDict_New();
     srv->tasks = PySet_New(NULL);

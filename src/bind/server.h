@@ -30,6 +30,7 @@ typedef struct cg_server {
     size_t nconns;
     size_t ntasks;
     unsigned long long nrequests;
+    long long max_requests; /* --limit-max-requests plus this worker's jitter; -1 = none */
     cg_http1_limits limits;
     cg_http1_header *hdrs; /* scratch for head parsing, limits.fields entries */
     double tick_interval;

@@ -412,6 +412,7 @@ fail:
     } else {
         /* fork or pipe failures (EAGAIN, EMFILE) may pass: retry later. */
         spawn_backoff(s, now);
+        sup_log(s, CG_SUP_INFO, "Next attempt to start a worker in %.1f s", s->backoff);
     }
     return NULL;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -51,7 +52,8 @@ typedef struct sup_opts {
     const char *argv0; /* override the executable */
     int workers;
     double reload_timeout, shutdown_timeout, healthcheck_timeout;
-    int reload; /* 1: watch "app" with inotify, 2: with polling */
+    int reload;     /* 1: watch "app" with inotify, 2: with polling */
+    int fd_starved; /* the supervisor may open one more fd (its signalfd), no pipes */
 } sup_opts;
 
 typedef struct ev {
@@ -172,6 +174,12 @@ static sup_run start_sup(const sup_opts *o)
         .log = log_to_file,
         .log_ctx = NULL,
     };
+    if (o->fd_starved) {
+        int lowest = dup(0);
+        close(lowest);
+        struct rlimit rl = {(rlim_t)lowest + 1, (rlim_t)lowest + 1};
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     cg_watch *watch = NULL;
     if (o->reload) {
         /* Paths are reported relative to the current directory: "app/main.py". */
@@ -292,6 +300,23 @@ static int slog_has(const sup_run *r, const char *text)
         return 0;
     buf[n] = '\0';
     return strstr(buf, text) != NULL;
+}
+
+/* How many times `text` occurs in the supervisor's log. */
+static int slog_count(const sup_run *r, const char *text)
+{
+    static char buf[1 << 16];
+    int fd = open(r->slog, O_RDONLY | O_CLOEXEC), n = 0;
+    if (fd < 0)
+        return 0;
+    ssize_t len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len < 0)
+        return 0;
+    buf[len] = '\0';
+    for (char *p = buf; (p = strstr(p, text)); p += strlen(text))
+        n++;
+    return n;
 }
 
 static void dump_slog(const sup_run *r)
@@ -660,6 +685,19 @@ static void test_exec_failure(void)
         dump_slog(&r);
 }
 
+static void test_no_fds(void)
+{
+    /* pipe2 fails with EMFILE: logged, retried with backoff, never fatal. */
+    sup_opts o = {.mode = "serve", .workers = 1, .fd_starved = 1};
+    sup_run r = start_sup(&o);
+    ok(WAIT_FOR(slog_count(&r, "cannot start worker: [Errno 24] Too many open files") >= 3, 3000),
+       "a pipe failure is logged and retried");
+    ok(slog_has(&r, "Next attempt to start a worker in 0.4 s"), "with a growing delay");
+    ok(kill(r.pid, 0) == 0 && count_with(&r, "start") == 0, "the supervisor stays up");
+    kill(r.pid, SIGTERM);
+    ok(wait_sup(&r, 3000, NULL) == 0, "and stops cleanly");
+}
+
 static void test_sigquit(void)
 {
     sup_opts o = {.mode = "ignore-term", .workers = 2, .shutdown_timeout = 10};
@@ -713,23 +751,6 @@ static void test_ready_then_exit(void)
     ok(WAIT_FOR(count_with(&r, "ready") == 1, 3000), "it is replaced (status 1 is not 3)");
     finish(&r);
     ok(no_orphans(), "no orphan");
-}
-
-/* How many times `text` occurs in the supervisor's log. */
-static int slog_count(const sup_run *r, const char *text)
-{
-    static char buf[1 << 16];
-    int fd = open(r->slog, O_RDONLY | O_CLOEXEC), n = 0;
-    if (fd < 0)
-        return 0;
-    ssize_t len = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (len < 0)
-        return 0;
-    buf[len] = '\0';
-    for (char *p = buf; (p = strstr(p, text)); p += strlen(text))
-        n++;
-    return n;
 }
 
 /* Edits a file of the watched app: in place (truncate, then write) with
@@ -810,6 +831,8 @@ static void test_reload(int backend)
        "and the supervisor waits for a change");
     usleep(300000);
     ok(count_with(&r, "start") == 10 && gone(pids[n - 1]), "not restarted, reaped");
+    int kids[16], z;
+    ok(sup_children(&r, kids, 16, &z) == 1 && z == 0, "one child left, no zombie");
 
     /* SIGHUP restarts now. */
     kill(r.pid, SIGHUP);
@@ -890,6 +913,7 @@ int main(int argc, char **argv)
     test_stuck_worker();
     test_retire();
     test_exec_failure();
+    test_no_fds();
     test_sigquit();
     test_double_sigint();
     test_closed_ctl();
