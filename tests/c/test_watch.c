@@ -9,7 +9,41 @@
  * CASGI_WATCH_BENCH=50000 ./test_watch also times polling passes over a tree
  * of that many files (reported as TAP comments). The temporary directory is
  * made in $CASGI_WATCH_TMPDIR, else /dev/shm when writable, else /tmp. */
+#include <stdlib.h>
+#include <string.h>
+
+/* Allocations made by watch.c, counted to check that a steady polling pass
+ * makes none. */
+static size_t watch_allocs;
+static void *count_malloc(size_t n)
+{
+    watch_allocs++;
+    return malloc(n);
+}
+static void *count_calloc(size_t n, size_t size)
+{
+    watch_allocs++;
+    return calloc(n, size);
+}
+static void *count_realloc(void *p, size_t n)
+{
+    watch_allocs++;
+    return realloc(p, n);
+}
+static char *count_strdup(const char *s)
+{
+    watch_allocs++;
+    return strdup(s);
+}
+#define malloc count_malloc
+#define calloc count_calloc
+#define realloc count_realloc
+#define strdup count_strdup
 #include "watch.c"
+#undef malloc
+#undef calloc
+#undef realloc
+#undef strdup
 
 #include <ftw.h>
 #include <poll.h>
@@ -511,6 +545,7 @@ static void scenarios(int poll_mode)
     ok(got.n == 1000, "%s: 1000 new files reported (%zu)", mode, got.n);
     cg_strlist_clear(&got);
     if (poll_mode) {
+        size_t allocs = watch_allocs;
         w->next_scan_ns = 0;
         int n = cg_watch_process(w, &got), calls = 1;
         int sliced = w->scanning && cg_watch_timeout_ms(w) == 0;
@@ -521,6 +556,8 @@ static void scenarios(int poll_mode)
         ok(sliced && n == 0 && got.n == 0 && calls > 1,
            "polling: a pass over 1000 entries is done in slices (%d calls)", calls);
         ok(cg_watch_timeout_ms(w) > 0, "polling: then waits for the next pass");
+        ok(watch_allocs == allocs, "polling: a pass without changes allocates nothing (%zu)",
+           watch_allocs - allocs);
     }
     for (int i = 0; i < 1000; i += 2) {
         snprintf(name, sizeof(name), "tree/many/m%04d.py", i);
