@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 BATCH = 256  # connections being opened at the same time
+OPEN_DEADLINE = 60.0  # seconds to open them all; the rest count as failed
 
 
 async def _open_one(port: int, request: bytes, expect: bytes):
@@ -27,9 +28,14 @@ async def _open_all(port: int, count: int, request: bytes, expect: bytes):
         async with limit:
             return await _open_one(port, request, expect)
 
-    results = await asyncio.gather(*(guarded() for _ in range(count)), return_exceptions=True)
-    writers = [r for r in results if not isinstance(r, BaseException)]
-    failures = [r for r in results if isinstance(r, BaseException)]
+    tasks = [asyncio.ensure_future(guarded()) for _ in range(count)]
+    done, pending = await asyncio.wait(tasks, timeout=OPEN_DEADLINE)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    writers = [t.result() for t in done if t.exception() is None]
+    failures = [t.exception() for t in done if t.exception() is not None]
+    failures += [TimeoutError(f"not open after {OPEN_DEADLINE} s")] * len(pending)
     return writers, failures
 
 
