@@ -11,13 +11,17 @@ OPEN_DEADLINE = 60.0  # seconds to open them all; the rest count as failed
 
 async def _open_one(port: int, request: bytes, expect: bytes):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    received = b""
-    while not received.endswith(expect):
-        chunk = await asyncio.wait_for(reader.read(65536), timeout=10)
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        received += chunk
+    try:
+        writer.write(request)
+        received = b""
+        while not received.endswith(expect):
+            chunk = await asyncio.wait_for(reader.read(65536), timeout=10)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            received += chunk
+    except BaseException:
+        writer.close()
+        raise
     return writer
 
 
