@@ -335,6 +335,10 @@ struct cg_log_fast {
     PyObject *s_formatter;
     PyObject *s_write;
     PyObject *s_flush;
+    PyObject *get_running_loop; /* asyncio._get_running_loop */
+    PyObject *s_call_soon;
+    PyObject *flush_state;  /* capsule of struct cg_flush_state */
+    PyObject *flush_fn;     /* callable flushing the stream, for call_soon */
     PyObject *manager_dict; /* logging.Logger.manager.__dict__ (logging.disable) */
     PyObject *s_disable;
     long logger_level; /* logger.level at setup */
@@ -346,6 +350,45 @@ struct cg_log_fast {
     unsigned char status_len[CG_STATUS_MAX - CG_STATUS_MIN + 1]; /* 0 = not cached */
     char status[CG_STATUS_MAX - CG_STATUS_MIN + 1][CG_STATUS_TEXT];
 };
+
+/* Access lines are written at once but flushed once per event loop
+ * iteration: a flush is a write(2), and under load one iteration completes
+ * many requests. The state lives in a capsule that the scheduled callback
+ * also holds, so a pending flush outlives a reconfiguration safely. */
+struct cg_flush_state {
+    PyObject *stream;
+    int pending; /* a flush is scheduled with call_soon */
+};
+
+#define CG_FLUSH_CAPSULE "casgi._casgi.access_flush"
+
+static void flush_state_free(PyObject *capsule)
+{
+    struct cg_flush_state *fs = PyCapsule_GetPointer(capsule, CG_FLUSH_CAPSULE);
+    if (!fs)
+        return;
+    Py_XDECREF(fs->stream);
+    PyMem_Free(fs);
+}
+
+static PyObject *flush_now(PyObject *capsule, PyObject *unused)
+{
+    struct cg_flush_state *fs = PyCapsule_GetPointer(capsule, CG_FLUSH_CAPSULE);
+    PyObject *r;
+    (void)unused;
+    if (!fs)
+        return NULL;
+    fs->pending = 0;
+    r = PyObject_CallMethod(fs->stream, "flush", NULL);
+    /* A failing stream is ignored, as a logging handler would. */
+    if (!r)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef flush_def = {"casgi_access_flush", flush_now, METH_NOARGS,
+                                "Flushes the access log stream."};
 
 static void fast_free(struct cg_log_fast *f)
 {
@@ -365,6 +408,10 @@ static void fast_free(struct cg_log_fast *f)
     Py_XDECREF(f->s_formatter);
     Py_XDECREF(f->s_write);
     Py_XDECREF(f->s_flush);
+    Py_XDECREF(f->get_running_loop);
+    Py_XDECREF(f->s_call_soon);
+    Py_XDECREF(f->flush_fn);
+    Py_XDECREF(f->flush_state);
     Py_XDECREF(f->manager_dict);
     Py_XDECREF(f->s_disable);
     PyMem_Free(f);
@@ -493,8 +540,31 @@ static void fast_init(cg_log_state *st, PyObject *logging)
         !intern(&f->disabled, "disabled") || !intern(&f->level, "level") ||
         !intern(&f->propagate, "propagate") || !intern(&f->s_stream, "stream") ||
         !intern(&f->s_formatter, "formatter") || !intern(&f->s_write, "write") ||
-        !intern(&f->s_flush, "flush"))
+        !intern(&f->s_flush, "flush") || !intern(&f->s_call_soon, "call_soon"))
         goto done;
+    {
+        struct cg_flush_state *fs = PyMem_Calloc(1, sizeof(*fs));
+        PyObject *asyncio = PyImport_ImportModule("asyncio");
+        if (asyncio) {
+            f->get_running_loop = PyObject_GetAttrString(asyncio, "_get_running_loop");
+            Py_DECREF(asyncio);
+        }
+        if (!fs || !f->get_running_loop) {
+            PyMem_Free(fs);
+            goto done;
+        }
+        Py_INCREF(f->stream);
+        fs->stream = f->stream;
+        f->flush_state = PyCapsule_New(fs, CG_FLUSH_CAPSULE, flush_state_free);
+        if (!f->flush_state) {
+            Py_DECREF(fs->stream);
+            PyMem_Free(fs);
+            goto done;
+        }
+        f->flush_fn = PyCFunction_New(&flush_def, f->flush_state);
+        if (!f->flush_fn)
+            goto done;
+    }
 
     /* The texts, as the formatter itself makes them. */
     levelname = PyObject_CallMethod(logging, "getLevelName", "i", CG_INFO);
@@ -564,7 +634,9 @@ done:
     Py_XDECREF(handlers);
 }
 
-int cg_log_setup(cg_log_state *st, const cg_config *cfg)
+/* configure: 1 to apply --log-config or the default configuration, 0 to keep
+ * the handlers and levels the host (gunicorn) has set. */
+static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
 {
     PyObject *logging = NULL, *logging_config = NULL, *r = NULL;
     PyObject *error_logger = NULL, *access_logger = NULL, *lvl = NULL;
@@ -586,7 +658,9 @@ int cg_log_setup(cg_log_state *st, const cg_config *cfg)
         goto failed;
     Py_CLEAR(r);
 
-    if (cfg->log_config) {
+    if (!configure) {
+        /* The host configured the loggers. */
+    } else if (cfg->log_config) {
         const char *p = cfg->log_config;
         int yaml = ends_with(p, ".yaml") || ends_with(p, ".yml");
         int loaded = yaml || ends_with(p, ".json") ? load_dict_config(logging_config, cfg, yaml)
@@ -597,8 +671,9 @@ int cg_log_setup(cg_log_state *st, const cg_config *cfg)
         goto done;
     }
 
-    if (set_level(logging, "casgi", level) < 0 || set_level(logging, "casgi.error", level) < 0 ||
-        set_level(logging, "casgi.access", cfg->access_log ? level : CG_CRITICAL + 1) < 0)
+    if (configure &&
+        (set_level(logging, "casgi", level) < 0 || set_level(logging, "casgi.error", level) < 0 ||
+         set_level(logging, "casgi.access", cfg->access_log ? level : CG_CRITICAL + 1) < 0))
         goto failed;
 
     error_logger = get_logger(logging, "casgi.error");
@@ -631,7 +706,7 @@ int cg_log_setup(cg_log_state *st, const cg_config *cfg)
     error_logger = access_logger = NULL;
     st->error_level = level;
     st->access_enabled = enabled;
-    if (cfg->log_config) {
+    if (cfg->log_config || !configure) {
         fast_free(st->fast);
         st->fast = NULL;
     } else {
@@ -649,6 +724,16 @@ done:
     Py_XDECREF(logging_config);
     Py_XDECREF(logging);
     return rc;
+}
+
+int cg_log_setup(cg_log_state *st, const cg_config *cfg)
+{
+    return log_setup(st, cfg, 1);
+}
+
+int cg_log_attach(cg_log_state *st, const cg_config *cfg)
+{
+    return log_setup(st, cfg, 0);
 }
 
 void cg_log_clear(cg_log_state *st)
@@ -835,6 +920,30 @@ static PyObject *escaped_str(cg_slice a, cg_slice b)
     return s;
 }
 
+/* Flushes at the end of this loop iteration, or now when no loop runs in
+ * this thread. */
+static void fast_schedule_flush(struct cg_log_fast *f)
+{
+    struct cg_flush_state *fs = PyCapsule_GetPointer(f->flush_state, CG_FLUSH_CAPSULE);
+    PyObject *loop, *r = NULL;
+    if (!fs)
+        return;
+    if (fs->pending)
+        return;
+    loop = PyObject_CallNoArgs(f->get_running_loop);
+    if (loop && loop != Py_None)
+        r = PyObject_CallMethodObjArgs(loop, f->s_call_soon, f->flush_fn, NULL);
+    Py_XDECREF(loop);
+    if (r) {
+        fs->pending = 1;
+        Py_DECREF(r);
+        return;
+    }
+    PyErr_Clear();
+    r = PyObject_CallMethodObjArgs(f->stream, f->s_flush, NULL);
+    Py_XDECREF(r);
+}
+
 static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -886,11 +995,10 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
     put(p, f->term, f->term_len);
     r = PyObject_CallMethodObjArgs(f->stream, f->s_write, line, NULL);
     Py_DECREF(line);
-    if (r) {
-        Py_DECREF(r);
-        r = PyObject_CallMethodObjArgs(f->stream, f->s_flush, NULL);
-        Py_XDECREF(r);
-    }
+    if (!r)
+        return 0;
+    Py_DECREF(r);
+    fast_schedule_flush(f);
     return 0;
 }
 
