@@ -91,7 +91,8 @@ typedef struct cg_sup {
     double reload_at, first_change_at; /* debounce window; 0 = none */
     double watch_retry_at;
     double reload_bound, shutdown_bound;
-    char **changed; /* owned: pending changed paths (debounced) */
+    double roll_bound; /* a rolling replacement must be ready within this */
+    char **changed;    /* owned: pending changed paths (debounced) */
     size_t nchanged, capchanged;
 } cg_sup;
 
@@ -828,7 +829,7 @@ static void run_due(cg_sup *s, double now)
                 r = spawn_worker(s, now);
                 if (r) {
                     r->roll = 1;
-                    r->ready_by = now + s->shutdown_bound;
+                    r->ready_by = now + s->roll_bound;
                 }
                 if (s->stopping)
                     return;
@@ -909,6 +910,8 @@ int cg_supervisor_run(const cg_sup_config *cfg)
     s.reload_mode = cfg->watch != NULL;
     s.reload_bound = bound(cfg->reload_timeout, 5.0);
     s.shutdown_bound = bound(cfg->shutdown_timeout, 30.0);
+    s.roll_bound =
+        s.shutdown_bound > cfg->healthcheck_timeout ? s.shutdown_bound : cfg->healthcheck_timeout;
 
     if (!cfg->argv || !cfg->argv[0]) {
         sup_log(&s, CG_SUP_ERROR, "supervisor: no worker command");
