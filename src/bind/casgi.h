@@ -117,10 +117,19 @@ static inline cg_state *cg_get_state(PyObject *m)
     return (cg_state *)PyModule_GetState(m);
 }
 
+/* What a hosting process (the gunicorn worker) provides in place of casgi's
+ * own setup: its listening sockets, a heartbeat, and its logging. */
+typedef struct cg_host {
+    PyObject *sockets; /* list of listening socket.socket objects */
+    PyObject *notify;  /* called from the event loop on every tick, or NULL */
+} cg_host;
+
 /** Runs the server for `cfg` until shutdown. `app` is an ASGI application
- * object given to run(), or NULL to import cfg->app. Returns the process exit
- * status (0 clean, 3 startup failure). */
-int cg_serve(PyObject *module, cg_config *cfg, PyObject *app);
+ * object given to run(), or NULL to import cfg->app. `host` is NULL except
+ * under gunicorn. Returns the process exit status (0 clean, 3 startup
+ * failure), or -1 with an exception set when an uncaught BaseException
+ * (SystemExit, KeyboardInterrupt) must propagate. */
+int cg_serve(PyObject *module, cg_config *cfg, PyObject *app, const cg_host *host);
 
 /* Type specs, one file each; registered by module.c. */
 int cg_server_types_init(PyObject *module, cg_state *st);

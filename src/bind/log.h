@@ -44,6 +44,9 @@ typedef struct cg_log_state {
  * "Error: ..." to stderr.
  */
 int cg_log_setup(cg_log_state *st, const struct cg_config *cfg);
+/** Like cg_log_setup, but keeps the handlers and levels already set on the
+ * casgi loggers (a host such as gunicorn configured them). */
+int cg_log_attach(cg_log_state *st, const struct cg_config *cfg);
 void cg_log_clear(cg_log_state *st);
 int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg);
 

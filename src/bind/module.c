@@ -21,8 +21,8 @@ static PyObject *casgi_main(PyObject *module, PyObject *argv)
     }
     status = cg_config_from_argv(argv, &cfg);
     if (status < 0)
-        status =
-            cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg) : cg_serve(module, &cfg, NULL);
+        status = cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg)
+                                           : cg_serve(module, &cfg, NULL, NULL);
     cg_config_free(&cfg);
     if (status < 0)
         return NULL;
@@ -54,7 +54,8 @@ static PyObject *casgi_run(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
         app = NULL;
     }
-    status = cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg) : cg_serve(module, &cfg, app);
+    status =
+        cg_wants_supervisor(&cfg) ? cg_supervise(module, &cfg) : cg_serve(module, &cfg, app, NULL);
 done:
     cg_config_free(&cfg);
     if (status < 0)
@@ -62,7 +63,29 @@ done:
     return PyLong_FromLong(status);
 }
 
+static PyObject *casgi_serve_host(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    cg_config cfg;
+    cg_host host;
+    int status = -1;
+
+    if (nargs != 4 || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "serve_host(app, options: dict, sockets: list, notify)");
+        return NULL;
+    }
+    host.sockets = args[2];
+    host.notify = args[3] == Py_None ? NULL : args[3];
+    if (cg_config_from_kwargs(args[1], &cfg) == 0)
+        status = cg_serve(module, &cfg, args[0], &host);
+    cg_config_free(&cfg);
+    if (status < 0)
+        return NULL;
+    return PyLong_FromLong(status);
+}
+
 static PyMethodDef module_methods[] = {
+    {"serve_host", (PyCFunction)(void (*)(void))casgi_serve_host, METH_FASTCALL,
+     "serve_host(app, options, sockets, notify) -> int: serve on a host's sockets (gunicorn)."},
     {"main", (PyCFunction)casgi_main, METH_O,
      "main(argv) -> int: run the command line (argv without the program name)."},
     {"run", (PyCFunction)(void (*)(void))casgi_run, METH_FASTCALL,

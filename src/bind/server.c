@@ -180,6 +180,12 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     srv->now = now;
     cg_server_update_date(srv);
     worker_notify(srv, 'H');
+    if (srv->notify) {
+        PyObject *r = PyObject_CallNoArgs(srv->notify);
+        if (!r)
+            cg_log_exception(&srv->st->log, "Error in the worker heartbeat");
+        Py_XDECREF(r);
+    }
     for (c = srv->conns; c; c = next) {
         next = c->next;
         if (c->deadline > 0 && now >= c->deadline) {
@@ -208,7 +214,8 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
     long sig = PyLong_AsLong(signum);
     if (sig == -1 && PyErr_Occurred())
         return NULL;
-    if (srv->should_exit && sig == SIGINT) {
+    if (sig == SIGQUIT || (srv->should_exit && sig == SIGINT)) {
+        srv->should_exit = 1;
         srv->force_exit = 1;
         cg_future_wake(srv->st, srv->drained_fut);
     } else {
@@ -411,16 +418,18 @@ static void abort_everything(cg_server *srv)
     Py_DECREF(tasks);
 }
 
-static void shutdown_server(cg_server *srv, PyObject *listener)
+static void shutdown_server(cg_server *srv, PyObject *listeners)
 {
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
     PyObject *r, *timer = NULL;
 
     cg_log(&st->log, CG_INFO, "Shutting down");
-    r = PyObject_CallMethodNoArgs(listener, st->s_close);
-    Py_XDECREF(r);
-    PyErr_Clear();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(listeners); i++) {
+        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(listeners, i), st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
     close_idle_connections(srv);
     if ((srv->nconns || srv->ntasks) && !srv->force_exit) {
         Py_XSETREF(srv->drained_fut, cg_future_new(st, srv->loop));
@@ -472,10 +481,14 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
 }
 
-static int add_signal_handlers(cg_server *srv, PyObject *handler)
+/* SIGINT and SIGTERM stop gracefully (a second SIGINT forces); under
+ * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
+static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
+
+static int add_signal_handlers(cg_server *srv, PyObject *handler, int nsigs)
 {
-    int sigs[2] = {SIGINT, SIGTERM};
-    for (int i = 0; i < 2; i++) {
+    const int *sigs = handled_signals;
+    for (int i = 0; i < nsigs; i++) {
         PyObject *r =
             PyObject_CallMethod(srv->loop, "add_signal_handler", "iOi", sigs[i], handler, sigs[i]);
         if (!r)
@@ -485,16 +498,47 @@ static int add_signal_handlers(cg_server *srv, PyObject *handler)
     return 0;
 }
 
-int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
+/* Listening servers for every socket: loop.create_server(factory, sock=s). */
+static PyObject *start_listeners(cg_server *srv, PyObject *socks)
+{
+    PyObject *listeners = PyList_New(0);
+    PyObject *meth = PyObject_GetAttrString(srv->loop, "create_server");
+    if (!listeners || !meth)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(socks); i++) {
+        PyObject *kw = Py_BuildValue("{s:O,s:l}", "sock", PyList_GET_ITEM(socks, i), "backlog",
+                                     srv->cfg->backlog);
+        PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
+        PyObject *coro = args ? PyObject_Call(meth, args, kw) : NULL;
+        PyObject *listener = coro ? run_until_complete(srv, coro) : NULL;
+        Py_XDECREF(coro);
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+        if (!listener || PyList_Append(listeners, listener) < 0) {
+            Py_XDECREF(listener);
+            goto fail;
+        }
+        Py_DECREF(listener);
+    }
+    Py_DECREF(meth);
+    return listeners;
+fail:
+    Py_XDECREF(meth);
+    Py_XDECREF(listeners);
+    return NULL;
+}
+
+int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host *host)
 {
     cg_state *st = cg_get_state(module);
     cg_server *srv = NULL;
-    PyObject *app = NULL, *sock = NULL, *listener = NULL, *coro, *handler = NULL, *r;
-    PyObject *lifespan = NULL;
+    PyObject *app = NULL, *sock = NULL, *listener = NULL, *handler = NULL, *r;
+    PyObject *lifespan = NULL, *socks = NULL;
+    PyObject *pending_t = NULL, *pending_v = NULL, *pending_tb = NULL;
     char url[300];
     int status = 3;
 
-    if (cg_log_setup(&st->log, cfg) < 0)
+    if ((host ? cg_log_attach(&st->log, cfg) : cg_log_setup(&st->log, cfg)) < 0)
         return 3;
     if (cg_config_load_env_file(cfg) < 0)
         return 3;
@@ -517,33 +561,30 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     /* Signals are handled from here on: one arriving during startup stops
      * the server right after it. */
     handler = PyCFunction_New(&signal_def, (PyObject *)srv);
-    if (!handler || add_signal_handlers(srv, handler) < 0)
+    if (!handler || add_signal_handlers(srv, handler, host ? 3 : 2) < 0)
         goto error;
-    sock = open_listener(st, cfg, url, sizeof(url));
-    if (!sock)
-        goto done;
+    if (host) {
+        srv->notify = host->notify ? Py_NewRef(host->notify) : NULL;
+        socks = Py_NewRef(host->sockets);
+        snprintf(url, sizeof(url), "%zd socket(s) of the host", PyList_GET_SIZE(socks));
+    } else {
+        sock = open_listener(st, cfg, url, sizeof(url));
+        if (!sock)
+            goto done;
+        socks = PyList_New(1);
+        if (!socks)
+            goto error;
+        PyList_SET_ITEM(socks, 0, Py_NewRef(sock));
+    }
     cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
 
     if (cg_lifespan_startup(srv, &lifespan) < 0)
         goto done;
 
-    {
-        PyObject *meth = PyObject_GetAttrString(srv->loop, "create_server");
-        PyObject *kw =
-            meth ? Py_BuildValue("{s:O,s:l}", "sock", sock, "backlog", cfg->backlog) : NULL;
-        PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
-        coro = args ? PyObject_Call(meth, args, kw) : NULL;
-        Py_XDECREF(meth);
-        Py_XDECREF(kw);
-        Py_XDECREF(args);
-    }
-    if (!coro)
-        goto error;
-    listener = run_until_complete(srv, coro);
-    Py_DECREF(coro);
+    listener = start_listeners(srv, socks);
     if (!listener)
         goto error;
-    if (srv->ctl_fd < 0)
+    if (srv->ctl_fd < 0 && !host)
         log_running(st, cfg, url); /* under a supervisor, the supervisor says it */
     if (worker_start(srv) < 0)
         goto error;
@@ -566,14 +607,18 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj)
     goto done;
 
 error:
-    if (PyErr_Occurred())
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        /* Raised in the loop by a host's signal handler: it decides. */
+        PyErr_Fetch(&pending_t, &pending_v, &pending_tb);
+    } else if (PyErr_Occurred()) {
         cg_log_exception(&st->log, "Error: the server failed");
+    }
     status = 3;
 done:
     if (srv && srv->loop) {
-        for (int sig = 0; sig < 2; sig++) {
-            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i",
-                                    sig ? SIGTERM : SIGINT);
+        for (int i = 0; i < (host ? 3 : 2); i++) {
+            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", handled_signals[i]);
             Py_XDECREF(r);
         }
         PyErr_Clear();
@@ -599,15 +644,21 @@ done:
         PyErr_Clear();
     }
     Py_XDECREF(sock);
+    Py_XDECREF(socks);
     Py_XDECREF(app);
     if (srv) {
         /* Break the server's reference cycles (bound callables, futures). */
         Py_CLEAR(srv->tick_cb);
+        Py_CLEAR(srv->notify);
         Py_CLEAR(srv->ticker);
         Py_CLEAR(srv->stop_fut);
         Py_CLEAR(srv->drained_fut);
         Py_CLEAR(srv->loop);
         Py_DECREF(srv);
+    }
+    if (pending_t) {
+        PyErr_Restore(pending_t, pending_v, pending_tb);
+        return -1;
     }
     return status;
 }
@@ -626,6 +677,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->drained_fut);
     Py_VISIT(srv->ticker);
     Py_VISIT(srv->tick_cb);
+    Py_VISIT(srv->notify);
     Py_VISIT(srv->root_path);
     Py_VISIT(srv->root_path_b);
     return 0;
@@ -641,6 +693,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->drained_fut);
     Py_CLEAR(srv->ticker);
     Py_CLEAR(srv->tick_cb);
+    Py_CLEAR(srv->notify);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_b);
     return 0;

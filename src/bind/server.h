@@ -24,6 +24,7 @@ typedef struct cg_server {
     PyObject *drained_fut; /* completed when nothing is left during shutdown */
     PyObject *ticker;      /* TimerHandle of the next tick */
     PyObject *tick_cb;     /* bound C callable for the ticker */
+    PyObject *notify;      /* host heartbeat called on each tick, or NULL */
     PyObject *root_path;   /* str */
     PyObject *root_path_b; /* bytes */
     cg_conn *conns;        /* every open connection (strong refs), doubly linked */

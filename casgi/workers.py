@@ -1,0 +1,67 @@
+"""gunicorn worker: ``gunicorn -k casgi.workers.CasgiWorker main:app``.
+
+gunicorn owns the processes, the sockets and the logging; each worker serves
+them with casgi's C protocol. gunicorn's settings map onto casgi's options:
+keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
+limit_request_line / limit_request_fields / limit_request_field_size, and
+the heartbeat that gunicorn's ``timeout`` watches is sent from the event loop.
+"""
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Dict
+
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
+
+from casgi import _casgi
+
+__all__ = ["CasgiWorker"]
+
+# gunicorn uses 0 for "no limit"; casgi's limits are plain numbers.
+_NO_LIMIT = 2**31 - 1
+
+
+class CasgiWorker(Worker):
+    """A gunicorn worker running casgi's server on gunicorn's sockets."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._attach_logging()
+
+    def _attach_logging(self) -> None:
+        # casgi's loggers write through gunicorn's handlers, at its levels.
+        for name, source in (("casgi.error", self.log.error_log), ("casgi.access", self.log.access_log)):
+            logger = logging.getLogger(name)
+            logger.handlers = source.handlers
+            logger.setLevel(source.level)
+            logger.propagate = False
+
+    def _options(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        options: Dict[str, Any] = {
+            "timeout_keep_alive": cfg.keepalive,
+            "timeout_graceful_shutdown": cfg.graceful_timeout,
+            "limit_request_line": cfg.limit_request_line or _NO_LIMIT,
+            "limit_request_fields": cfg.limit_request_fields or _NO_LIMIT,
+            "limit_request_field_size": cfg.limit_request_field_size or _NO_LIMIT,
+            "access_log": bool(cfg.accesslog),
+        }
+        if self.max_requests < sys.maxsize:
+            options["limit_max_requests"] = self.max_requests
+        return options
+
+    def _heartbeat(self) -> None:
+        self.notify()
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def run(self) -> None:
+        sockets = [s.sock for s in self.sockets]
+        status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
+        if status == 3:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        sys.exit(status)
