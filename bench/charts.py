@@ -75,14 +75,15 @@ def summary_chart(results: dict, outdir: str) -> str | None:
     """casgi's requests/s relative to each peer, one group per scenario."""
     scenarios = [s for s in results["scenarios"] if s["kind"] == "wrk"
                  and s["servers"].get("casgi", {}).get("ratios")]
-    peers = ["uvicorn", "granian"]
-    data = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios] for p in peers}
-    if not scenarios or not any(any(v) for v in data.values()):
+    data = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios]
+            for p in ("uvicorn", "granian")}
+    peers = [p for p, values in data.items() if any(values)]
+    if not scenarios or not peers:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(scenarios) + 2), 4), dpi=100)
     width = 0.38
     for i, peer in enumerate(peers):
-        xs = [x + (i - 0.5) * width for x in range(len(scenarios))]
+        xs = [x + (i - (len(peers) - 1) / 2) * width for x in range(len(scenarios))]
         bars = ax.bar(xs, data[peer], width, label=f"casgi / {peer}", color=COLOURS[peer])
         ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in data[peer]], fontsize=8)
     ax.axhline(1.0, color="black", linewidth=0.8)
