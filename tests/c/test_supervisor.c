@@ -167,7 +167,9 @@ static sup_run start_sup(const sup_opts *o)
         .nlisten = 1,
         .workers = o->workers ? o->workers : 1,
         .watch = NULL,
-        .reload_delay = 0.05,
+        /* Polling: a burst can straddle a scan (every 0.1 s), so the window
+         * must be longer than that for the burst to stay one reload. */
+        .reload_delay = o->reload == 2 ? 0.3 : 0.05,
         .reload_timeout = o->reload_timeout ? o->reload_timeout : 1.0,
         .shutdown_timeout = o->shutdown_timeout ? o->shutdown_timeout : 1.0,
         .healthcheck_timeout = o->healthcheck_timeout,
