@@ -658,3 +658,18 @@ def test_response_headers_given_as_lists(server):
     with server.connect() as c:
         r = c.request(req("GET", "/headers-as-lists"))
     assert r.body == b"lists" and r.header("x-list") == "yes"
+
+
+
+def test_many_tiny_chunks(server):
+    n = 20000
+    raw = b"".join(b"1\r\n%c\r\n" % (97 + i % 26) for i in range(n)) + b"0\r\n\r\n"
+    with server.connect(timeout=20) as c:
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + raw)
+    assert r.body == bytes(97 + i % 26 for i in range(n))
+
+
+def test_chunk_size_with_leading_zeros(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + b"0005\r\nhello\r\n000\r\n\r\n")
+    assert r.body == b"hello"

@@ -243,6 +243,15 @@ def test_long_field_gets_431(server):
     assert_rejected(server, req("GET", "/", headers=[("X-Big", "v" * 9000)]), STATUS_431)
 
 
+def test_long_field_name_gets_431(server):
+    assert_rejected(server, req("GET", "/", headers=[("X-" + "n" * 9000, "v")]), STATUS_431)
+
+
+def test_empty_host_accepted(server):
+    # RFC 9110 7.2: a Host field with an empty value is valid.
+    assert_accepted(server, b"GET / HTTP/1.1\r\nHost:\r\n\r\n", b"Hello, world!")
+
+
 def test_field_under_default_limit_accepted(server):
     assert_accepted(server, req("GET", "/", headers=[("X-Big", "v" * 7000)]), b"Hello, world!")
 

@@ -1,6 +1,7 @@
 """The HTTP connection scope the app receives (ASGI spec 2.x, asgi.version 3.0)."""
 
 import json
+import time
 
 import pytest
 
@@ -214,3 +215,38 @@ def test_scope_headers_per_pipelined_request(server):
         h2 = c.read_response().json()["headers"]
     assert ["x-req", "one"] in h1 and ["x-req", "two"] not in h1
     assert ["x-req", "two"] in h2 and ["x-req", "one"] not in h2
+
+
+def test_known_and_unknown_header_names_lowercased(server):
+    headers = [b"CONTENT-TYPE: text/x", b"Accept: */*", b"uSER-aGENT: ua/1", b"Cookie: a=1",
+               b"COOKIE: b=2", b"X-Custom-HEADER:\tv", b"TE: trailers", b"Content-Length: 0"]
+    with server.connect() as c:
+        r = c.request(req("POST", "/scope", headers=headers))
+    assert r.json()["headers"] == [
+        ["host", "t"], ["content-type", "text/x"], ["accept", "*/*"], ["user-agent", "ua/1"],
+        ["cookie", "a=1"], ["cookie", "b=2"], ["x-custom-header", "v"], ["te", "trailers"],
+        ["content-length", "0"],
+    ]
+
+
+def test_request_sent_one_byte_at_a_time(server):
+    data = req("POST", "/scope/one%20by%20one?x=y", headers=[("X-Slow", "yes"), ("Content-Length", "4")]) + b"body"
+    with server.connect() as c:
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+            time.sleep(0.001)
+        s = c.read_response().json()
+    assert s["path"] == "/scope/one by one"
+    assert s["query_string"] == "x=y"
+    assert ["x-slow", "yes"] in s["headers"]
+
+
+def test_large_head_arriving_in_pieces(server):
+    headers = [(f"X-Field-{i}", "v" * 3000) for i in range(20)]
+    data = req("GET", "/scope", headers=headers)
+    with server.connect() as c:
+        for i in range(0, len(data), 1000):
+            c.send(data[i:i + 1000])
+            time.sleep(0.002)
+        s = c.read_response().json()
+    assert s["headers"][1:] == [[f"x-field-{i}", "v" * 3000] for i in range(20)]
