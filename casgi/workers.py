@@ -3,6 +3,7 @@
 gunicorn owns the processes, the sockets and the logging; each worker serves
 them with casgi's C protocol. gunicorn's settings map onto casgi's options:
 keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
+forwarded_allow_ips,
 limit_request_line / limit_request_fields / limit_request_field_size, and
 the heartbeat that gunicorn's ``timeout`` watches is sent from the event loop.
 """
@@ -48,6 +49,7 @@ class CasgiWorker(Worker):
             "limit_request_fields": cfg.limit_request_fields or _NO_LIMIT,
             "limit_request_field_size": cfg.limit_request_field_size or _NO_LIMIT,
             "access_log": bool(cfg.accesslog),
+            "forwarded_allow_ips": ",".join(cfg.forwarded_allow_ips),
         }
         if self.max_requests < sys.maxsize:
             options["limit_max_requests"] = self.max_requests

@@ -9,6 +9,7 @@
 #include "server.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "hdrtab.h"
 
@@ -123,6 +124,47 @@ static PyObject *header_list(cg_state *st, const cg_http1_request *req)
     return list;
 }
 
+/* X-Forwarded-For from a trusted proxy: walking from the nearest hop, the
+ * first address that is not itself a trusted proxy is the client. Returns a
+ * new (host, 0) tuple, or NULL without error to keep the peer address. */
+static PyObject *forwarded_client(cg_server *srv, cg_slice xff)
+{
+    const char *end = xff.base + xff.len;
+    PyObject *host = NULL;
+    while (end > xff.base) {
+        const char *start = end;
+        while (start > xff.base && start[-1] != ',')
+            start--;
+        const char *a = start, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        end = start > xff.base ? start - 1 : xff.base;
+        if (a == b)
+            continue;
+        Py_XSETREF(host, PyUnicode_DecodeLatin1(a, b - a, NULL));
+        if (!host)
+            return NULL;
+        if (!cg_server_trusts(srv, host))
+            break;
+    }
+    if (!host)
+        return NULL;
+    PyObject *t = Py_BuildValue("(Oi)", host, 0);
+    Py_DECREF(host);
+    return t;
+}
+
+static PyObject *forwarded_scheme(cg_state *st, cg_slice proto)
+{
+    if (proto.len == 5 && !strncasecmp(proto.base, "https", 5))
+        return Py_NewRef(st->s_https);
+    if (proto.len == 4 && !strncasecmp(proto.base, "http", 4))
+        return Py_NewRef(st->s_http);
+    return NULL;
+}
+
 static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
 {
     if (!value)
@@ -158,13 +200,32 @@ static PyObject *build_scope(cg_conn *c, cg_cycle *cy, const cg_http1_request *r
     } else {
         raw = Py_NewRef(cy->raw_path);
     }
+    PyObject *client = Py_NewRef(c->client), *scheme = Py_NewRef(st->s_http);
+    if (c->trusted_proxy) {
+        for (size_t i = 0; i < req->num_headers; i++) {
+            const cg_http1_header *h = &req->headers[i];
+            PyObject *v = NULL;
+            if (h->token == CG_HDR_X_FORWARDED_FOR && (v = forwarded_client(srv, h->value)))
+                Py_SETREF(client, v);
+            else if (h->token == CG_HDR_X_FORWARDED_PROTO && (v = forwarded_scheme(st, h->value)))
+                Py_SETREF(scheme, v);
+            else if (PyErr_Occurred())
+                PyErr_Clear();
+        }
+    }
+    int failed = PyDict_SetItem(scope, st->s_client, client) < 0 ||
+                 PyDict_SetItem(scope, st->s_scheme, scheme) < 0;
+    Py_DECREF(client);
+    Py_DECREF(scheme);
+    if (failed) {
+        Py_DECREF(raw);
+        goto fail;
+    }
     if (PyDict_SetItem(scope, st->s_type, st->s_http) < 0 ||
         dict_set_steal(scope, st->s_asgi, PyDict_Copy(st->asgi_dict)) < 0 ||
         PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
             0 ||
         PyDict_SetItem(scope, st->s_server, c->sockname) < 0 ||
-        PyDict_SetItem(scope, st->s_client, c->client) < 0 ||
-        PyDict_SetItem(scope, st->s_scheme, st->s_http) < 0 ||
         PyDict_SetItem(scope, st->s_method, cy->method) < 0 ||
         PyDict_SetItem(scope, st->s_root_path, srv->root_path) < 0 ||
         dict_set_steal(scope, st->s_path, decoded_path(srv, req->path)) < 0 ||

@@ -307,6 +307,9 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     if (!c->client || !c->sockname)
         return NULL;
 
+    c->trusted_proxy =
+        c->client != Py_None && cg_server_trusts(srv, PyTuple_GET_ITEM(c->client, 0));
+
     /* Join the server's list (the list holds a reference). */
     Py_INCREF(c);
     c->in_list = 1;

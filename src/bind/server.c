@@ -325,6 +325,47 @@ static int build_extra_headers(cg_server *srv)
     return 0;
 }
 
+/* --forwarded-allow-ips: "*" or a comma-separated list of addresses. */
+static int parse_trusted(cg_server *srv)
+{
+    const char *list = srv->cfg->forwarded_allow_ips;
+    if (!srv->cfg->proxy_headers || !list)
+        return 0;
+    PyObject *text = PyUnicode_FromString(list);
+    PyObject *sep = PyUnicode_FromString(",");
+    PyObject *parts = text && sep ? PyUnicode_Split(text, sep, -1) : NULL;
+    Py_XDECREF(text);
+    Py_XDECREF(sep);
+    if (!parts)
+        return -1;
+    srv->trusted = PySet_New(NULL);
+    for (Py_ssize_t i = 0; srv->trusted && i < PyList_GET_SIZE(parts); i++) {
+        PyObject *item = PyObject_CallMethod(PyList_GET_ITEM(parts, i), "strip", NULL);
+        if (!item || (PyUnicode_GET_LENGTH(item) && PySet_Add(srv->trusted, item) < 0)) {
+            Py_XDECREF(item);
+            Py_DECREF(parts);
+            return -1;
+        }
+        if (PyUnicode_CompareWithASCIIString(item, "*") == 0)
+            srv->trust_all = 1;
+        Py_DECREF(item);
+    }
+    Py_DECREF(parts);
+    return srv->trusted ? 0 : -1;
+}
+
+int cg_server_trusts(cg_server *srv, PyObject *host)
+{
+    if (srv->trust_all)
+        return 1;
+    if (!srv->trusted || !host || !PyUnicode_Check(host))
+        return 0;
+    int r = PySet_Contains(srv->trusted, host);
+    if (r < 0)
+        PyErr_Clear();
+    return r > 0;
+}
+
 static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cfg)
 {
     cg_server *srv = PyObject_GC_New(cg_server, st->ServerType);
@@ -352,7 +393,8 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->root_path = PyUnicode_FromString(cfg->root_path ? cfg->root_path : "");
     srv->root_path_b = srv->root_path ? PyUnicode_AsUTF8String(srv->root_path) : NULL;
     srv->tick_cb = PyCFunction_New(&tick_def, (PyObject *)srv);
-    if (!srv->hdrs || !srv->state || !srv->tasks || !srv->root_path_b || !srv->tick_cb) {
+    if (!srv->hdrs || !srv->state || !srv->tasks || !srv->root_path_b || !srv->tick_cb ||
+        parse_trusted(srv) < 0) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         Py_DECREF(srv);
@@ -678,6 +720,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->ticker);
     Py_VISIT(srv->tick_cb);
     Py_VISIT(srv->notify);
+    Py_VISIT(srv->trusted);
     Py_VISIT(srv->root_path);
     Py_VISIT(srv->root_path_b);
     return 0;
@@ -694,6 +737,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->ticker);
     Py_CLEAR(srv->tick_cb);
     Py_CLEAR(srv->notify);
+    Py_CLEAR(srv->trusted);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_b);
     return 0;

@@ -25,6 +25,8 @@ typedef struct cg_server {
     PyObject *ticker;      /* TimerHandle of the next tick */
     PyObject *tick_cb;     /* bound C callable for the ticker */
     PyObject *notify;      /* host heartbeat called on each tick, or NULL */
+    PyObject *trusted;     /* set of trusted proxy addresses (str), or NULL */
+    int trust_all;         /* --forwarded-allow-ips "*" */
     PyObject *root_path;   /* str */
     PyObject *root_path_b; /* bytes */
     cg_conn *conns;        /* every open connection (strong refs), doubly linked */
@@ -71,10 +73,11 @@ struct cg_conn {
     PyObject *sockname;   /* scope["server"]: (host, port) or None */
     char client_text[72]; /* "host:port" for the access log */
     size_t client_len;
-    double deadline;        /* monotonic time after which the ticker closes it; 0 = none */
-    int deadline_is_head;   /* the deadline is the request-head timeout (answer 408) */
-    int idle_ticks;         /* ticks spent idle; buffers are released after one */
-    PyObject *drain_waiter; /* future completed by resume_writing/connection_lost */
+    double deadline;            /* monotonic time after which the ticker closes it; 0 = none */
+    int deadline_is_head;       /* the deadline is the request-head timeout (answer 408) */
+    int idle_ticks;             /* ticks spent idle; buffers are released after one */
+    PyObject *drain_waiter;     /* future completed by resume_writing/connection_lost */
+    unsigned trusted_proxy : 1; /* the peer may set X-Forwarded-For/-Proto */
     unsigned read_paused : 1;
     unsigned write_paused : 1;
     unsigned in_list : 1;
@@ -122,6 +125,8 @@ void cg_server_request_exit(cg_server *srv);
 void cg_server_retire(cg_server *srv);
 /** Called when a connection or task goes away during shutdown. */
 void cg_server_check_drained(cg_server *srv);
+/** 1 when `host` (str) is a trusted proxy address. */
+int cg_server_trusts(cg_server *srv, PyObject *host);
 /** Refreshes the cached date line. */
 void cg_server_update_date(cg_server *srv);
 

@@ -85,6 +85,13 @@ const cg_option cg_options[] = {
     {"timeout-worker-healthcheck", CG_OPT_FLOAT, F(timeout_worker_healthcheck), "30",
      "CASGI_TIMEOUT_WORKER_HEALTHCHECK", "SECONDS", NULL, 0, NOMAX,
      "With --workers: replace a worker whose event loop is stuck this long (0 = never)."},
+    {"proxy-headers", CG_OPT_BOOL, F(proxy_headers), "true", "CASGI_PROXY_HEADERS", NULL, NULL, 0,
+     0,
+     "Take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto sent by a "
+     "trusted proxy."},
+    {"forwarded-allow-ips", CG_OPT_STR, F(forwarded_allow_ips), "127.0.0.1", "FORWARDED_ALLOW_IPS",
+     "IPS", NULL, 0, 0,
+     "Comma-separated proxy addresses trusted for proxy headers, or '*' for all."},
     {"server-header", CG_OPT_BOOL, F(server_header), "true", "CASGI_SERVER_HEADER", NULL, NULL, 0,
      0, "Add a 'server: casgi' header to responses."},
     {"date-header", CG_OPT_BOOL, F(date_header), "true", "CASGI_DATE_HEADER", NULL, NULL, 0, 0,

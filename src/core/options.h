@@ -56,14 +56,16 @@ typedef struct cg_config {
     long limit_request_fields;     /* default 100 */
     long workers;                  /* --workers, default $WEB_CONCURRENCY or 1 */
     /* Process management (supervisor). */
-    int reload;                         /* --reload */
-    cg_strlist reload_dirs;             /* --reload-dir, repeatable; empty = "." */
-    cg_strlist reload_includes;         /* --reload-include, repeatable; empty = "*.py" */
-    cg_strlist reload_excludes;         /* --reload-exclude, repeatable */
-    double reload_delay;                /* --reload-delay, debounce seconds, default 0.1 */
-    int reload_poll;                    /* --reload-poll (env CASGI_RELOAD_POLL=1) */
-    double timeout_worker_healthcheck;  /* seconds without heartbeat, default 30; 0 = off */
-    long limit_max_requests_jitter;     /* random extra requests per worker, default 0 */
+    int reload;                        /* --reload */
+    cg_strlist reload_dirs;            /* --reload-dir, repeatable; empty = "." */
+    cg_strlist reload_includes;        /* --reload-include, repeatable; empty = "*.py" */
+    cg_strlist reload_excludes;        /* --reload-exclude, repeatable */
+    double reload_delay;               /* --reload-delay, debounce seconds, default 0.1 */
+    int reload_poll;                   /* --reload-poll (env CASGI_RELOAD_POLL=1) */
+    double timeout_worker_healthcheck; /* seconds without heartbeat, default 30; 0 = off */
+    long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
+    int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */
+    char *forwarded_allow_ips;         /* comma-separated trusted proxy IPs or "*" */
 } cg_config;
 
 typedef enum cg_opt_type {
