@@ -290,6 +290,7 @@ def test_http10_keep_alive_streamed_body_not_chunked(server):
         assert r.body == b"part0\npart1\n"
         if r.framing == "close":
             assert c.eof
+            assert not r.has_token("connection", "keep-alive"), "keep-alive announced on a close-delimited body"
 
 
 def test_http10_request_body_by_content_length(server):
@@ -673,3 +674,10 @@ def test_chunk_size_with_leading_zeros(server):
     with server.connect() as c:
         r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + b"0005\r\nhello\r\n000\r\n\r\n")
     assert r.body == b"hello"
+
+
+def test_content_length_with_leading_zeros_accepted(server):
+    with server.connect() as c:
+        r = c.request(req("POST", "/echo", headers=[("Content-Length", "005")]) + b"hello" + req("GET", "/"))
+        assert r.body == b"hello"
+        assert c.read_response().body == HELLO

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import req, unique
+from conftest import ConnectionClosed, req, unique
 
 
 def test_receive_gives_disconnect_when_client_goes_away(server):
@@ -84,3 +84,25 @@ def test_app_returning_without_response_gives_500(start_server, tmp_path, loop):
     with s.connect() as c:
         r = c.request(req("GET", "/"))
     assert r.status_line == b"HTTP/1.1 500 Internal Server Error"
+
+
+def test_receive_keeps_giving_disconnect(server):
+    ident = unique()
+    mark = server.mark()
+    c = server.connect()
+    c.send(req("POST", f"/wait-disconnect?id={ident}", body=b"abc"))
+    time.sleep(0.3)
+    c.close()
+    m = server.wait_for(rf"DISCONNECT-AGAIN {ident} (\S+)", since=mark, timeout=5)
+    assert m.group(1) == "http.disconnect"
+
+
+def test_app_returning_after_start_does_not_hang_client(server):
+    with server.connect() as c:
+        c.send(req("GET", "/start-only"))
+        try:
+            r = c.read_response()
+        except ConnectionClosed as exc:
+            assert exc.partial.startswith(b"HTTP/1.1 200 OK\r\n")
+        else:
+            assert r.body == b"begun"

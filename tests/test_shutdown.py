@@ -106,6 +106,24 @@ def test_graceful_shutdown_timeout_bounds_a_hanging_request(start_server, loop):
     c.close()
 
 
+def test_lifespan_shutdown_runs_after_graceful_timeout_cancels_requests(start_server, tmp_path, loop):
+    events = tmp_path / "events.txt"
+    s = start_server("lifespan_app:app", "--timeout-graceful-shutdown", "1", loop=loop,
+                     env=clean_env({"EVENTS_FILE": str(events)}))
+    c = s.connect(timeout=10)
+    c.send(req("GET", "/hang"))
+    deadline = time.monotonic() + 5
+    while "request /hang" not in events.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    s.signal(signal.SIGINT)
+    assert s.wait(8) == 0
+    c.close()
+    lines = events.read_text().split()
+    assert lines[-1] == "shutdown", lines
+    assert "hang-cancelled" in lines, "the request still running at the graceful timeout was not cancelled"
+
+
 def test_second_sigint_forces_exit(start_server, loop):
     s = start_server("basic:app", loop=loop)
     c = s.connect(timeout=10)

@@ -158,6 +158,11 @@ async def app(scope, receive, send):
         loop_type = type(asyncio.get_running_loop())
         await respond_json(send, {"module": loop_type.__module__, "name": loop_type.__name__})
 
+    elif path == "/start-only":
+        # Starts a response and returns without finishing it.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"begun", "more_body": True})
+
     elif path == "/minimal":
         # Every optional key left out: no headers, no body, no more_body.
         await send({"type": "http.response.start", "status": 200})
@@ -272,6 +277,11 @@ async def app(scope, receive, send):
             note("DISCONNECT-MESSAGE", ident, msg["type"])
         else:
             note("DISCONNECT-MESSAGE", ident, "http.disconnect")
+        try:
+            again = await asyncio.wait_for(receive(), 2)
+            note("DISCONNECT-AGAIN", ident, again["type"])
+        except asyncio.TimeoutError:
+            note("DISCONNECT-AGAIN", ident, "timeout")
         try:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"too late"})

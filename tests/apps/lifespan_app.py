@@ -44,6 +44,12 @@ async def app(scope, receive, send):
 
     assert scope["type"] == "http"
     event("request " + scope["path"])
+    if scope["path"] == "/hang":
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            event("hang-cancelled")
+            raise
     if scope["path"] == "/slow":
         await asyncio.sleep(float(scope["query_string"].decode() or "2"))
         event("slow-done")
