@@ -841,6 +841,10 @@ static void test_reload(int backend)
     ok(WAIT_FOR(count_with(&r, "ready") == 10, 3000), "SIGHUP restarts the workers");
     ok(slog_has(&r, "Received SIGHUP. Reloading..."), "SIGHUP is logged");
 
+    char fds[32];
+    snprintf(fds, sizeof(fds), "fds %d", inherited_fds);
+    ok(count_with(&r, fds) == count_with(&r, "start"), "no fd of the watcher leaks into workers");
+
     kill(r.pid, SIGTERM);
     ok(wait_sup(&r, 5000, NULL) == 0, "SIGTERM: returns 0");
     ok(slog_has(&r, "Stopping reloader process ["), "logs Stopping reloader process [PID]");
