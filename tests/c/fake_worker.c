@@ -16,12 +16,14 @@
  *   retire N       like serve, and sends 'X' after N ms
  *   never-ready    heartbeats but never sends 'R'
  *   no-alive       like serve, but ignores EOF on the alive pipe
+ *   no-pdeath      like serve, but clears PR_SET_PDEATHSIG (only the alive pipe is left)
  *   close-ctl      'R', then closes the ctl pipe and keeps running
  *   @FILE          reads "MODE [ARG]" from FILE (the test changes it between starts)
  * Always: SIGUSR1 logs "usr1" and prints a fake stack to stderr; EOF on the
  * alive pipe logs "orphan" and exits 0. At start it logs what it inherited:
  * "env ctl alive" (or "env-bad"), "mask-ok"/"mask-bad" (signal mask and
- * dispositions reset), "listen-ok"/"listen-bad" (FAKE_LISTEN_FD open), and
+ * dispositions reset), "pdeath-ok"/"pdeath-bad" (PR_SET_PDEATHSIG is SIGKILL),
+ * "listen-ok"/"listen-bad" (FAKE_LISTEN_FD open), and
  * "fds N" (open fds besides 0-2, the listening fd, ctl and alive).
  */
 #include <dirent.h>
@@ -32,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,6 +108,11 @@ int main(int argc, char **argv)
         if (sigaction(sigs[i], NULL, &sa) < 0 || sa.sa_handler != SIG_DFL)
             mask_ok = 0;
     event("%s", mask_ok ? "mask-ok" : "mask-bad");
+    int pdeath = 0;
+    prctl(PR_GET_PDEATHSIG, &pdeath);
+    event("%s", pdeath == SIGKILL ? "pdeath-ok" : "pdeath-bad");
+    if (!strcmp(mode, "no-pdeath"))
+        prctl(PR_SET_PDEATHSIG, 0);
     const char *lfd = getenv("FAKE_LISTEN_FD");
     if (lfd) {
         listen_fd = atoi(lfd);

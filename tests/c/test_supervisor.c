@@ -432,6 +432,7 @@ static void test_start_and_sigterm(void)
     ok(count_with(&r, "env ") == 3 && count_with(&r, "env-bad") == 0,
        "CASGI_WORKER is ctl:alive, both open, the stale value replaced");
     ok(count_with(&r, "mask-ok") == 3, "signal mask and dispositions are reset in workers");
+    ok(count_with(&r, "pdeath-ok") == 3, "workers have PR_SET_PDEATHSIG = SIGKILL");
     ok(count_with(&r, "listen-ok") == 3, "the listening fd is inherited at the same number");
     char fds[32];
     snprintf(fds, sizeof(fds), "fds %d", inherited_fds);
@@ -907,6 +908,7 @@ int main(int argc, char **argv)
     test_start_and_sigterm();
     test_sigkill_supervisor("serve", "alive pipe and PDEATHSIG");
     test_sigkill_supervisor("no-alive", "PDEATHSIG alone");
+    test_sigkill_supervisor("no-pdeath", "alive pipe alone");
     test_crash_replaced();
     test_crash_loop_backoff();
     test_boot_failure();
