@@ -12,6 +12,7 @@
 
 static const char *const loop_choices[] = {"auto", "asyncio", "uvloop", NULL};
 static const char *const lifespan_choices[] = {"auto", "on", "off", NULL};
+static const char *const ws_choices[] = {"auto", "casgi", "none", NULL};
 /* Same order as enum cg_log_level. */
 static const char *const log_level_choices[] = {"critical", "error", "warning", "info",
                                                 "debug",    "trace", NULL};
@@ -85,6 +86,20 @@ const cg_option cg_options[] = {
     {"timeout-worker-healthcheck", CG_OPT_FLOAT, F(timeout_worker_healthcheck), "30",
      "CASGI_TIMEOUT_WORKER_HEALTHCHECK", "SECONDS", NULL, 0, NOMAX,
      "With --workers: replace a worker whose event loop is stuck this long (0 = never)."},
+    {"ws", CG_OPT_CHOICE, F(ws), "auto", "CASGI_WS", NULL, ws_choices, 0, 0,
+     "WebSocket support: auto and casgi use the C implementation, none serves upgrade requests "
+     "as plain HTTP."},
+    {"ws-max-size", CG_OPT_INT, F(ws_max_size), "16777216", "CASGI_WS_MAX_SIZE", "BYTES", NULL, 1,
+     LMAX, "Largest WebSocket message accepted (after decompression); larger closes with 1009."},
+    {"ws-max-queue", CG_OPT_INT, F(ws_max_queue), "32", "CASGI_WS_MAX_QUEUE", "N", NULL, 1, LMAX,
+     "Received WebSocket messages waiting for the app before reading pauses."},
+    {"ws-ping-interval", CG_OPT_FLOAT, F(ws_ping_interval), "20", "CASGI_WS_PING_INTERVAL",
+     "SECONDS", NULL, 0, NOMAX, "Send a WebSocket ping this often (0 = never)."},
+    {"ws-ping-timeout", CG_OPT_FLOAT, F(ws_ping_timeout), "20", "CASGI_WS_PING_TIMEOUT", "SECONDS",
+     NULL, 0, NOMAX, "Close with 1011 when a ping gets no pong within this time (0 = wait)."},
+    {"ws-per-message-deflate", CG_OPT_BOOL, F(ws_per_message_deflate), "true",
+     "CASGI_WS_PER_MESSAGE_DEFLATE", NULL, NULL, 0, 0,
+     "Allow the permessage-deflate WebSocket extension."},
     {"proxy-headers", CG_OPT_BOOL, F(proxy_headers), "true", "CASGI_PROXY_HEADERS", NULL, NULL, 0,
      0,
      "Take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto sent by a "

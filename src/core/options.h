@@ -15,6 +15,7 @@ typedef struct cg_strlist {
 
 enum cg_loop_kind { CG_LOOP_AUTO, CG_LOOP_ASYNCIO, CG_LOOP_UVLOOP };
 enum cg_lifespan_mode { CG_LIFESPAN_AUTO, CG_LIFESPAN_ON, CG_LIFESPAN_OFF };
+enum cg_ws_mode { CG_WS_AUTO, CG_WS_CASGI, CG_WS_NONE };
 enum cg_log_level {
     CG_LOG_CRITICAL,
     CG_LOG_ERROR,
@@ -66,6 +67,13 @@ typedef struct cg_config {
     long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
     int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */
     char *forwarded_allow_ips;         /* comma-separated trusted proxy IPs or "*" */
+    /* WebSockets. */
+    int ws;                     /* enum cg_ws_mode, --ws */
+    long ws_max_size;           /* largest message (decompressed), default 16 MiB */
+    long ws_max_queue;          /* received messages waiting for the app, default 32 */
+    double ws_ping_interval;    /* seconds between server pings, 0 = none, default 20 */
+    double ws_ping_timeout;     /* seconds to wait for a pong, 0 = none, default 20 */
+    int ws_per_message_deflate; /* allow permessage-deflate, default 1 */
 } cg_config;
 
 typedef enum cg_opt_type {
