@@ -372,3 +372,36 @@ def test_pipelined_marker_after_valid_request_is_served(server):
         assert c.read_response().status == 200
         assert c.read_response().status == 404
     assert any(marker in s for s in seen_paths(server))
+
+
+# ---------------------------------------------------------------------------
+# Other protocols on the HTTP/1.1 port
+# ---------------------------------------------------------------------------
+
+
+def test_http2_preface_rejected(server):
+    # "PRI * HTTP/2.0": both the target rule (400) and the version rule (505) refuse it.
+    assert_rejected(server, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", STATUS_400 + STATUS_505)
+
+
+def test_tls_client_hello_rejected(server):
+    hello = bytes.fromhex("16 03 01 02 00 01 00 01 fc 03 03") + bytes(range(32)) + b"\x00\x02\x13\x01\x01\x00"
+    marker = unique("/mark/")
+    with server.connect() as c:
+        c.send(hello + b"\r\n\r\n" + req("GET", marker))
+        r = c.read_response()
+        assert r.status_line == b"HTTP/1.1 400 Bad Request"
+        c.assert_closed()
+    assert not any(marker in s for s in seen_paths(server))
+
+
+def test_binary_garbage_rejected(server):
+    assert_rejected(server, bytes(range(256)) + b"\r\n\r\n", STATUS_400)
+
+
+def test_h2c_upgrade_request_served_as_http11(server):
+    with server.connect() as c:
+        r = c.request(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                      b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        assert r.status_line == b"HTTP/1.1 200 OK"
+        assert r.body == b"Hello, world!"
