@@ -497,11 +497,18 @@ static int set_env_list(cg_config *c, const cg_option *o, const char *text, cons
     return rc;
 }
 
-int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errlen)
+/* Applies the environment. With `bad` NULL the first invalid variable is an
+ * error; otherwise each invalid one only marks its option in `bad` (the
+ * command line may still set that option) and the call succeeds. */
+static int apply_env(cg_config *c, char *const envp[], char *err, size_t errlen, unsigned char *bad)
 {
     const char *wc = env_get(envp, "WEB_CONCURRENCY");
-    if (wc && set_labeled(c, cg_option_find("workers"), wc, "WEB_CONCURRENCY", err, errlen) < 0)
-        return -1;
+    const cg_option *workers = cg_option_find("workers");
+    if (wc && set_labeled(c, workers, wc, "WEB_CONCURRENCY", err, errlen) < 0) {
+        if (!bad)
+            return -1;
+        bad[workers - cg_options] = 1;
+    }
     for (size_t i = 0; i < cg_options_count; i++) {
         const cg_option *o = &cg_options[i];
         const char *v = o->env ? env_get(envp, o->env) : NULL;
@@ -514,10 +521,42 @@ int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errl
         } else {
             rc = set_labeled(c, o, v, o->env, err, errlen);
         }
-        if (rc < 0)
-            return -1;
+        if (rc < 0) {
+            if (!bad)
+                return -1;
+            bad[i] = 1;
+        }
     }
+    if (err && errlen)
+        err[0] = '\0';
     return 0;
+}
+
+int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errlen)
+{
+    return apply_env(c, envp, err, errlen, NULL);
+}
+
+/* The error an invalid environment variable for option index i gave. */
+static void env_error(size_t i, char *const envp[], char *err, size_t errlen)
+{
+    cg_config scratch;
+    const cg_option *o = &cg_options[i];
+    const char *wc = env_get(envp, "WEB_CONCURRENCY");
+    const char *v = o->env ? env_get(envp, o->env) : NULL;
+    memset(&scratch, 0, sizeof(scratch));
+    /* WEB_CONCURRENCY is read first, so it is the culprit if it is bad. */
+    if (wc && strcmp(o->name, "workers") == 0 &&
+        set_labeled(&scratch, o, wc, "WEB_CONCURRENCY", err, errlen) < 0)
+        goto out;
+    if (v) {
+        if (o->type == CG_OPT_LIST)
+            set_env_list(&scratch, o, v, o->env, err, errlen);
+        else
+            set_labeled(&scratch, o, v, o->env, err, errlen);
+    }
+out:
+    cg_config_free(&scratch);
 }
 
 /* ---- "did you mean" ---- */
@@ -606,12 +645,14 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
     /* Per option: set on the command line already (a list then appends
      * instead of replacing what the environment gave). */
     unsigned char seen[sizeof(cg_options) / sizeof(cg_options[0])] = {0};
+    /* Per option: its environment variable is invalid. That is an error
+     * only when the command line does not set the option (as click does). */
+    unsigned char bad[sizeof(cg_options) / sizeof(cg_options[0])] = {0};
     int have_app = 0, only_positional = 0;
 
     if (err && errlen)
         err[0] = '\0';
-    if (cg_config_apply_env(c, envp, err, errlen) < 0)
-        return CG_PARSE_ERROR;
+    apply_env(c, envp, err, errlen, bad);
 
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
@@ -629,6 +670,7 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
             if (cg_option_set(c, &cg_options[0], arg, err, errlen) < 0)
                 return CG_PARSE_ERROR;
             have_app = 1;
+            seen[0] = 1;
             continue;
         }
         if (strcmp(arg, "--") == 0) {
@@ -681,6 +723,12 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
         seen[o - cg_options] = 1;
         if (set_labeled(c, o, value, label, err, errlen) < 0)
             return CG_PARSE_ERROR;
+    }
+    for (size_t i = 0; i < cg_options_count; i++) {
+        if (bad[i] && !seen[i]) {
+            env_error(i, envp, err, errlen);
+            return CG_PARSE_ERROR;
+        }
     }
     if (!c->app) {
         set_err(err, errlen, "missing argument 'APP'");

@@ -75,7 +75,42 @@ static void test_defaults(void)
 static void test_table(void)
 {
     int env_ok = 1, help_ok = 1;
-    ok(cg_options_count == 28, "28 entries in the table (%zu)", cg_options_count);
+    static const char *const required[] = {"factory",
+                                           "app-dir",
+                                           "host",
+                                           "port",
+                                           "uds",
+                                           "fd",
+                                           "backlog",
+                                           "workers",
+                                           "loop",
+                                           "lifespan",
+                                           "root-path",
+                                           "log-level",
+                                           "access-log",
+                                           "use-colors",
+                                           "log-config",
+                                           "timeout-keep-alive",
+                                           "timeout-graceful-shutdown",
+                                           "timeout-request-header",
+                                           "limit-concurrency",
+                                           "limit-max-requests",
+                                           "server-header",
+                                           "date-header",
+                                           "header",
+                                           "env-file",
+                                           "limit-request-line",
+                                           "limit-request-fields",
+                                           "limit-request-field-size"};
+    int all = 1;
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        const cg_option *o = cg_option_find(required[i]);
+        if (!o || strcmp(o->name, required[i]) != 0) {
+            all = 0;
+            printf("# missing option %s\n", required[i]);
+        }
+    }
+    ok(all, "every required option is in the table (%zu entries)", cg_options_count);
     ok(strcmp(cg_options[0].name, "app") == 0, "APP first");
     for (size_t i = 0; i < cg_options_count; i++) {
         const cg_option *o = &cg_options[i];
@@ -85,6 +120,9 @@ static void test_table(void)
         for (const char *p = o->name; *p && k + 1 < sizeof(want); p++)
             want[k++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
         want[k] = '\0';
+        /* uvicorn reads FORWARDED_ALLOW_IPS; casgi keeps that name. */
+        if (strcmp(o->name, "forwarded-allow-ips") == 0)
+            snprintf(want, sizeof(want), "FORWARDED_ALLOW_IPS");
         if (!o->env || strcmp(o->env, want) != 0) {
             env_ok = 0;
             printf("# bad env name for %s\n", o->name);
@@ -224,6 +262,13 @@ static void test_env(void)
         char *env3[] = {"CASGI_PORT=abc", NULL};
         char *argv[] = {"a:b"};
         expect_error("invalid value for 'CASGI_PORT': 'abc' is not an integer", env3, argv, 1);
+    }
+    {
+        char *env3b[] = {"CASGI_PORT=abc", "WEB_CONCURRENCY=x", NULL};
+        rc = parse(&c, env3b, "--port", "2", "--workers", "3", "a:b", NULL);
+        ok(rc == CG_PARSE_OK && c.port == 2 && c.workers == 3,
+           "an invalid env var is no error when the option is given (%s)", err);
+        cg_config_free(&c);
     }
     {
         char *env4[] = {"WEB_CONCURRENCY=zero", NULL};
