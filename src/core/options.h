@@ -120,9 +120,10 @@ void cg_option_clear(cg_config *c, const cg_option *o);
  * 0, or -1 with a one-line message naming the variable in err. */
 int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errlen);
 /**
- * Applies CASGI_* variables from envp (cg_config_apply_env) to `c`, which
+ * Applies CASGI_* variables from envp (as cg_config_apply_env) to `c`, which
  * cg_config_init has filled, then argv[0..argc) (program name NOT
- * included). Accepts "--name value", "--name=value", "--no-name", "--" and one
+ * included). An invalid variable is an error only when argv does not set
+ * its option. Accepts "--name value", "--name=value", "--no-name", "--" and one
  * positional APP. Returns CG_PARSE_OK, CG_PARSE_HELP (-h/--help),
  * CG_PARSE_VERSION (--version) or CG_PARSE_ERROR with a one-line message
  * ("unknown option '--prot'", "invalid value for '--port': 'abc' is not an
