@@ -13,6 +13,9 @@
 #include "supervisor.h"
 #include "watch.h"
 
+/* Seconds between scans when watching by polling. */
+#define CG_POLL_INTERVAL 0.25
+
 /* Options the supervisor consumes itself; a worker gets --fd instead. */
 static int supervisor_only(const char *name)
 {
@@ -247,7 +250,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
             .exclude = excludes,
             .nexclude = ne,
             .poll = cfg->reload_poll > 0,
-            .poll_interval = 0.25,
+            .poll_interval = CG_POLL_INTERVAL,
         };
         watch = cg_watch_new(&wo, err, sizeof(err));
         if (!watch) {
@@ -257,6 +260,11 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     }
 
     double graceful = cfg->timeout_graceful_shutdown;
+    double delay = cfg->reload_delay > 0 ? cfg->reload_delay : 0.1;
+    /* Polling sees a burst of writes over one scan interval: debounce longer
+     * than that so the burst is one reload. */
+    if (watch && !strcmp(cg_watch_backend(watch), "polling") && delay < CG_POLL_INTERVAL + 0.05)
+        delay = CG_POLL_INTERVAL + 0.05;
     cg_sup_config sc = {
         .argv = argv.items,
         .envp = environ,
@@ -264,7 +272,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         .nlisten = 1,
         .workers = cfg->workers > 0 ? (int)cfg->workers : 1,
         .watch = watch,
-        .reload_delay = cfg->reload_delay > 0 ? cfg->reload_delay : 0.1,
+        .reload_delay = delay,
         .reload_timeout = graceful >= 0 ? graceful : 5.0,
         .shutdown_timeout = graceful >= 0 ? graceful : 30.0,
         .healthcheck_timeout = cfg->timeout_worker_healthcheck,
