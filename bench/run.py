@@ -559,7 +559,7 @@ def parse_args(argv=None):
     p.add_argument("--client-cpu", type=int, default=1, help="CPU for wrk (default 1)")
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="before each run, wait up to this many seconds for both CPUs to be "
-                        "idle (default 30, 5 with --quick)")
+                        "idle (default 10, 5 with --quick)")
     p.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                    help="skip counting instructions per request with callgrind")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
@@ -567,7 +567,7 @@ def parse_args(argv=None):
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
     if args.quiet_wait is None:
-        args.quiet_wait = 5.0 if args.quick else 30.0
+        args.quiet_wait = 5.0 if args.quick else 10.0
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
     unknown = [n for n in names if n not in servers.LAUNCHERS]
     if unknown:
