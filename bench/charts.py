@@ -71,28 +71,44 @@ def idle_chart(scenario: dict, quick: bool, outdir: str) -> str | None:
     return path
 
 
-def summary_chart(results: dict, outdir: str) -> str | None:
-    """casgi's requests/s relative to each peer, one group per scenario."""
-    scenarios = [s for s in results["scenarios"] if s["kind"] == "wrk"
-                 and s["servers"].get("casgi", {}).get("ratios")]
-    data = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios]
-            for p in ("uvicorn", "granian")}
+def _cpu_ratio(scenario: dict, peer: str):
+    """Peer's server CPU per request divided by casgi's (above 1: casgi needs less)."""
+    casgi = scenario["servers"]["casgi"]["median"].get("cpu_per_100k")
+    other = ((scenario["servers"].get(peer) or {}).get("median") or {}).get("cpu_per_100k")
+    return other / casgi if casgi and other else 0
+
+
+def _grouped_bars(ax, scenarios, data, ylabel) -> None:
     peers = [p for p, values in data.items() if any(values)]
-    if not scenarios or not peers:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(scenarios) + 2), 4), dpi=100)
-    width = 0.38
+    width = 0.8 / max(len(peers), 1)
     for i, peer in enumerate(peers):
         xs = [x + (i - (len(peers) - 1) / 2) * width for x in range(len(scenarios))]
-        bars = ax.bar(xs, data[peer], width, label=f"casgi / {peer}", color=COLOURS[peer])
+        bars = ax.bar(xs, data[peer], width, label=f"vs {peer}", color=COLOURS[peer])
         ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in data[peer]], fontsize=8)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(scenarios)), [s["name"] for s in scenarios], rotation=30,
                   ha="right")
-    ax.set_ylabel("ratio of requests/s (higher: casgi faster)")
-    ax.set_title("casgi relative to its peers" + (" [smoke run]" if results["quick"] else ""))
-    ax.legend(frameon=False)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def summary_chart(results: dict, outdir: str) -> str | None:
+    """casgi relative to uvicorn and granian, one group per scenario: requests per
+    second (same round) and server CPU time per request."""
+    scenarios = [s for s in results["scenarios"] if s["kind"] == "wrk"
+                 and s["servers"].get("casgi", {}).get("ratios")]
+    peers = ("uvicorn", "granian")
+    rps = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios] for p in peers}
+    cpu = {p: [_cpu_ratio(s, p) for s in scenarios] for p in peers}
+    if not scenarios or not any(any(v) for v in rps.values()):
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 1.1 * len(scenarios) + 2), 7),
+                                      dpi=100)
+    _grouped_bars(top, scenarios, rps, "casgi req/s ÷ peer req/s")
+    _grouped_bars(bottom, scenarios, cpu, "peer CPU/request ÷ casgi's")
+    fig.suptitle("casgi relative to its peers (above 1: casgi ahead)"
+                 + (" [smoke run]" if results["quick"] else ""))
     fig.tight_layout()
     path = os.path.join(outdir, "summary.png")
     fig.savefig(path)
