@@ -32,12 +32,14 @@ static void decode(const uint8_t *in, size_t n, size_t cut, size_t step, const c
     o->error = NULL;
     o->body_len = 0;
     size_t off = 0;
+    char *one = step == 1 ? malloc(1) : NULL;
     do {
         size_t sz = cut ? cut : step;
         cut = 0;
         if (sz > n - off)
             sz = n - off;
-        char *b = malloc(sz ? sz : 1);
+        /* One-byte pieces reuse one exact-size buffer: far less allocator churn. */
+        char *b = sz == 1 && one ? one : malloc(sz ? sz : 1);
         if (sz)
             memcpy(b, in + off, sz);
         size_t pos = 0;
@@ -61,16 +63,19 @@ static void decode(const uint8_t *in, size_t n, size_t cut, size_t step, const c
             }
             pos += used;
         } while (ret == CG_CHUNKED_DATA && pos < sz);
-        free(b);
+        if (b != one)
+            free(b);
         off += sz;
         if (ret == CG_CHUNKED_DONE || ret == CG_CHUNKED_ERROR) {
             o->ret = ret;
             o->error = d.error;
             o->consumed = off - sz + pos;
+            free(one);
             return;
         }
     } while (off < n);
     o->consumed = n;
+    free(one);
 }
 
 static void check_same(const out *a, const out *b)
