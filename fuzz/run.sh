@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan/UBSan) in build/fuzz and runs each
-# for SECONDS (default 60) on a copy of its seed corpus. Exits non-zero when a
-# target finds a crash. Usage: bash fuzz/run.sh [SECONDS]
+# for SECONDS (default 60) on a copy of its seed corpus in fuzz/corpus-run/.
+# Exits non-zero when a target finds a crash (reproducer in
+# build/fuzz/artifacts/<target>/).
+# Usage: bash fuzz/run.sh [SECONDS]; FUZZ_TARGETS="http1_head ..." picks targets
+# (default: every fuzz/fuzz_*.c).
 set -euo pipefail
 SECS=${1:-60}
 cd "$(dirname "$0")/.."
-TARGETS="http1_head http1_chunked"
 
 # clang and the libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
 probe() {
@@ -16,27 +18,49 @@ if ! command -v clang >/dev/null 2>&1 || ! probe; then
     echo "fuzz: installing clang and libclang-rt-14-dev"
     apt-get update -qq
     apt-get install -y -qq clang libclang-rt-14-dev
+    probe || { echo "fuzz: clang cannot link -fsanitize=fuzzer" >&2; exit 2; }
 fi
 
-MESON=${MESON:-meson}
-if ! command -v "$MESON" >/dev/null 2>&1; then
-    MESON="python3 -m mesonbuild.mesonmain"
+# meson and ninja: the project venv (as `make` sets it up), else PATH, else
+# a fresh venv.
+if [ -x .venv/bin/meson ]; then
+    export PATH="$PWD/.venv/bin:$PATH"
+elif ! command -v meson >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install -q meson ninja
+    export PATH="$PWD/.venv/bin:$PATH"
 fi
 if [ ! -f build/fuzz/build.ninja ]; then
-    CC=clang $MESON setup build/fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+    CC=clang meson setup build/fuzz -Dfuzz=true -Db_sanitize=address,undefined \
         -Db_lundef=false -Dbuildtype=debugoptimized
 fi
-$MESON compile -C build/fuzz
+meson compile -C build/fuzz
+
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+    targets=$FUZZ_TARGETS
+else
+    targets=$(for f in fuzz/fuzz_*.c; do f=${f#fuzz/fuzz_}; echo "${f%.c}"; done)
+fi
 
 status=0
-for t in $TARGETS; do
+for t in $targets; do
     run=fuzz/corpus-run/$t
     mkdir -p "$run" "build/fuzz/artifacts/$t"
-    cp -n fuzz/corpus/$t/* "$run"/ 2>/dev/null || true
+    if [ -d "fuzz/corpus/$t" ]; then
+        cp -n "fuzz/corpus/$t"/* "$run"/ 2>/dev/null || true
+    fi
+    # Dictionary: fuzz/<target>.dict, else the one of its family (http1_head -> http1.dict).
+    dict=()
+    for d in "fuzz/$t.dict" "fuzz/${t%%_*}.dict"; do
+        if [ -f "$d" ]; then
+            dict=("-dict=$d")
+            break
+        fi
+    done
     echo "fuzz: $t for ${SECS}s"
     if ! ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
         UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
-        "build/fuzz/fuzz_$t" "$run" -dict=fuzz/http1.dict -max_len=65536 \
+        "build/fuzz/fuzz_$t" "$run" ${dict[@]+"${dict[@]}"} -max_len=65536 \
         -max_total_time="$SECS" -print_final_stats=1 \
         -artifact_prefix="build/fuzz/artifacts/$t/"; then
         echo "fuzz: $t FAILED (artifacts in build/fuzz/artifacts/$t/)"
