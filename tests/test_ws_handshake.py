@@ -1,0 +1,450 @@
+"""WebSocket opening handshake, --ws modes, subprotocols, the websocket scope and
+the ASGI message flow (accept, close before accept, exceptions, denial
+responses, receive/send, disconnect codes, send after disconnect, logs)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import struct
+import time
+
+import pytest
+
+from conftest import ConnectionClosed, RawConn, loop_params, req
+from ws_util import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    SharedWs,
+    WsConn,
+    check_shared_after,
+    open_ws,
+    raw_handshake,
+    upgrade_request,
+    wait_event,
+    ws_accept_for,
+    ws_key,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def _ws_shared(tmp_path_factory):
+    s = SharedWs(tmp_path_factory.mktemp("wsh"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=loop_params())
+def wss(request, _ws_shared):
+    p = _ws_shared.get("ws_app:app", request.param, ())
+    mark = p.mark()
+    yield p
+    check_shared_after(p, mark)
+
+
+@pytest.fixture
+def ws1(_ws_shared):
+    """The shared server on asyncio only (for checks that do not depend on the transport)."""
+    p = _ws_shared.get("ws_app:app", "asyncio", ())
+    mark = p.mark()
+    yield p
+    check_shared_after(p, mark)
+
+
+def handshake(p, request: bytes):
+    c, r = raw_handshake(p.host, p.port, request)
+    return c, r
+
+
+# -- the opening handshake -------------------------------------------------------
+
+def test_rfc_example_key_gets_the_rfc_accept_value(wss):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    c, r = handshake(wss, upgrade_request("/echo", key=key))
+    with c:
+        assert r.status == 101, r.raw
+        assert r.version == "1.1"
+        assert r.header("sec-websocket-accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        assert r.has_token("upgrade", "websocket"), r.raw
+        assert r.has_token("connection", "upgrade"), r.raw
+        assert r.header("content-length") is None and r.header("transfer-encoding") is None, r.raw
+        assert r.header("sec-websocket-protocol") is None, r.raw
+        assert c.buf == b"", f"bytes after the 101 head before any frame: {c.buf!r}"
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_random_keys_accept_value(ws1, n):
+    key = ws_key()
+    c, r = handshake(ws1, upgrade_request("/echo", key=key))
+    with c:
+        assert r.status == 101, r.raw
+        assert r.header("sec-websocket-accept") == ws_accept_for(key)
+
+
+@pytest.mark.parametrize("extra", [
+    {"connection": "keep-alive, Upgrade"},
+    {"connection": "upgrade"},
+    {"upgrade": "WebSocket"},
+])
+def test_header_token_forms_accepted(ws1, extra):
+    c, r = handshake(ws1, upgrade_request("/echo", **extra))
+    with c:
+        assert r.status == 101, r.raw
+
+
+def test_echo_after_handshake_on_the_same_connection(wss):
+    with open_ws(wss, "/echo") as ws:
+        ws.send_text("hello")
+        assert ws.recv_text() == "hello"
+        ws.send_binary(b"\x00\x01\xff")
+        assert ws.recv_binary() == b"\x00\x01\xff"
+        ws.close_handshake(1000)
+
+
+@pytest.mark.parametrize("version", ["12", "8", "14", "abc"])
+def test_unsupported_version_426(ws1, version):
+    c, r = handshake(ws1, upgrade_request("/echo", version=version))
+    with c:
+        assert r.status == 426, r.raw
+        assert r.header("sec-websocket-version") == "13", r.raw
+
+
+def test_unsupported_version_response_is_complete(ws1):
+    """The 426 is a complete HTTP response (framed body or connection close)."""
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        r = c.request(upgrade_request("/echo", version="7"))
+        assert r.status == 426
+
+
+@pytest.mark.parametrize("key", [
+    "abc",
+    base64.b64encode(b"x" * 15).decode(),
+    base64.b64encode(b"x" * 17).decode(),
+    "!!!!!!!!!!!!!!!!!!!!!!==",
+    "dGhlIHNhbXBsZSBub25jZQ",  # padding missing
+    "",
+])
+def test_bad_key_400(ws1, key):
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        c.send(upgrade_request("/echo", key=key) if key else upgrade_request("/echo", key=False))
+        r = c.read_response()
+        assert r.status == 400, (key, r.raw)
+
+
+def test_bad_key_does_not_reach_the_app(ws1):
+    mark = ws1.mark()
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        c.send(upgrade_request("/echo?id=badkey", key="abc"))
+        assert c.read_response().status == 400
+    with open_ws(ws1, "/echo?id=goodkey") as ws:
+        wait_event(ws1, "accepted", "goodkey", since=mark)
+        ws.close_handshake()
+    assert "WSEVENT accepted badkey" not in ws1.output(mark)
+
+
+def test_ws_none_serves_upgrade_as_http(start_server, loop):
+    s = start_server("ws_app:app", "--ws", "none", loop=loop)
+    c = RawConn.tcp(s.host, s.port)
+    with c:
+        r = c.request(upgrade_request("/plain?q=1"))
+        assert r.status == 200, r.raw
+        data = r.json()
+        assert data["type"] == "http"
+        assert data["path"] == "/plain"
+        names = [n for n, _ in data["headers"]]
+        assert "upgrade" in names and "sec-websocket-key" in names
+        # the connection is still a plain HTTP connection
+        r2 = c.request(req("GET", "/again"))
+        assert r2.status == 200 and r2.json()["path"] == "/again"
+
+
+@pytest.mark.parametrize("mode", ["auto", "casgi"])
+def test_ws_modes_upgrade(start_server, mode):
+    s = start_server("ws_app:app", "--ws", mode)
+    with open_ws(s, "/echo") as ws:
+        ws.send_text("m")
+        assert ws.recv_text() == "m"
+
+
+def test_plain_http_still_served_by_the_ws_app(ws1):
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        r = c.request(req("GET", "/x"))
+        assert r.status == 200 and r.json()["type"] == "http"
+
+
+# -- subprotocols and accept headers ---------------------------------------------
+
+def test_subprotocol_negotiation_and_extra_headers(wss):
+    with open_ws(wss, "/subproto", subprotocols=["chat", "superchat"]) as ws:
+        r = ws.response
+        assert r.header("sec-websocket-protocol") == "chat", r.raw
+        assert r.header("x-extra") == "yes", r.raw
+        assert r.header("x-second") == "2", r.raw
+        assert json.loads(ws.recv_text()) == ["chat", "superchat"]
+        ws.close_handshake()
+
+
+def test_subprotocols_from_several_header_lines(ws1):
+    with open_ws(ws1, "/subproto?proto=b", headers=[("Sec-WebSocket-Protocol", "a, b"),
+                                                    ("Sec-WebSocket-Protocol", "c")]) as ws:
+        assert ws.response.header("sec-websocket-protocol") == "b", ws.response.raw
+        assert json.loads(ws.recv_text()) == ["a", "b", "c"]
+
+
+def test_no_subprotocol_offered(ws1):
+    with open_ws(ws1, "/subproto") as ws:
+        assert ws.response.header("sec-websocket-protocol") is None, ws.response.raw
+        assert ws.response.header("x-extra") == "yes"
+        assert json.loads(ws.recv_text()) == []
+
+
+# -- scope -------------------------------------------------------------------------
+
+def get_scope(p, path, **kw):
+    ws = open_ws(p, path, **kw)
+    with ws:
+        scope = json.loads(ws.recv_text())
+        ws.close_handshake()
+    return scope, ws
+
+
+def test_scope_fields(wss):
+    scope, ws = get_scope(wss, "/scope/x%20y?a=1&b=%20", subprotocols=["p1", "p2"],
+                          headers=[("X-Custom", "Value 1")])
+    local_port = ws.raw.local_port
+    assert scope["type"] == "websocket"
+    assert scope["asgi"]["version"] == "3.0"
+    assert scope["asgi"]["spec_version"] == "2.4"
+    assert scope["http_version"] == "1.1"
+    assert scope["scheme"] == "ws"
+    assert scope["path"] == "/scope/x y"
+    assert scope["raw_path"] == "/scope/x%20y"
+    assert scope["_types"]["raw_path"] == "bytes"
+    assert scope["query_string"] == "a=1&b=%20"
+    assert scope["_types"]["query_string"] == "bytes"
+    assert scope["root_path"] == ""
+    assert scope["client"] == ["127.0.0.1", local_port]
+    assert scope["server"] == ["127.0.0.1", wss.port]
+    assert scope["subprotocols"] == ["p1", "p2"]
+    assert scope["_types"]["subprotocols"] == "list"
+    headers = scope["headers"]
+    assert scope["_header_types"][1:] == ["bytes", "bytes"]
+    names = [n for n, _ in headers]
+    assert all(n == n.lower() for n in names), names
+    assert ["x-custom", "Value 1"] in headers
+    assert ["upgrade", "websocket"] in headers
+    assert ["sec-websocket-version", "13"] in headers
+    assert "sec-websocket-key" in names
+    assert scope["extensions"].get("websocket.http.response") == {}
+    assert scope["state"]["type"] == "dict"
+    assert scope["state"]["value"] == "yes", "lifespan state not copied into the websocket scope"
+
+
+def test_scope_wss_behind_trusted_proxy(ws1):
+    scope, _ = get_scope(ws1, "/scope", headers=[("X-Forwarded-Proto", "https"),
+                                                 ("X-Forwarded-For", "10.1.2.3")])
+    assert scope["scheme"] == "wss"
+    assert scope["client"][0] == "10.1.2.3"
+
+
+def test_scope_x_forwarded_proto_wss(ws1):
+    scope, _ = get_scope(ws1, "/scope", headers=[("X-Forwarded-Proto", "wss")])
+    assert scope["scheme"] == "wss"
+
+
+def test_scope_untrusted_proxy_headers_ignored(start_server):
+    s = start_server("ws_app:app", "--forwarded-allow-ips", "10.9.9.9")
+    scope, _ = get_scope(s, "/scope", headers=[("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "10.1.2.3")])
+    assert scope["scheme"] == "ws"
+    assert scope["client"][0] == "127.0.0.1"
+
+
+def test_scope_root_path_matches_http_scope(start_server):
+    s = start_server("ws_app:app", "--root-path", "/api")
+    scope, _ = get_scope(s, "/api/scope?z=1")
+    c = RawConn.tcp(s.host, s.port)
+    with c:
+        h = c.request(req("GET", "/api/scope?z=1")).json()
+    assert scope["root_path"] == "/api" == h["root_path"]
+    assert scope["path"] == h["path"]
+    assert scope["raw_path"] == h["raw_path"]
+
+
+# -- ASGI flow ---------------------------------------------------------------------
+
+def test_close_before_accept_is_403(wss):
+    mark = wss.mark()
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        r = c.request(upgrade_request("/close-before"))
+        assert r.status == 403, r.raw
+    wss.wait_for(r'127\.0\.0\.1:\d+ - "WebSocket /close-before" 403', since=mark)
+
+
+def test_exception_before_accept_is_500(wss):
+    mark = wss.mark()
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        r = c.request(upgrade_request("/raise-before"))
+        assert r.status == 500, r.raw
+    wss.wait_for("raised before accept", since=mark)
+    wss.wait_for(r'"WebSocket /raise-before" 500', since=mark)
+
+
+def test_return_without_accept_is_500(ws1):
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        r = c.request(upgrade_request("/return-before"))
+        assert r.status == 500, r.raw
+
+
+def test_exception_after_accept_closes_1011(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/raise-after") as ws:
+        ws.send_text("boom")
+        ws.fail_with(1011)
+    wss.wait_for("raised after accept", since=mark)
+
+
+def test_denial_response(wss):
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        c.send(upgrade_request("/deny"))
+        r = c.read_response()
+        assert r.status == 418, r.raw
+        assert r.header("x-deny") == "1"
+        assert r.header("content-type") == "text/plain"
+        assert r.body == b"not a teapot"
+        assert r.header("sec-websocket-accept") is None
+        assert not r.has_token("upgrade", "websocket")
+
+
+def test_receive_message_shapes(wss):
+    with open_ws(wss, "/events") as ws:
+        ws.send_text("héllo")
+        m = ws.recv_json()
+        assert m["type"] == "websocket.receive"
+        assert m["text"] == "héllo" and m["bytes"] is None, m
+        ws.send_binary(b"\x00\xff")
+        m = ws.recv_json()
+        assert m["bytes"] == "00ff" and m["text"] is None, m
+        ws.send_text("")
+        m = ws.recv_json()
+        assert m["text"] == "" and m["bytes"] is None, m
+        ws.send_binary(b"")
+        m = ws.recv_json()
+        assert m["bytes"] == "" and m["text"] is None, m
+        ws.close_handshake()
+
+
+def test_disconnect_with_code_and_reason(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/disconnect?id=cr") as ws:
+        wait_event(wss, "accepted", "cr", since=mark)
+        f = ws.close_handshake(1000, "bye now".encode())
+        assert f.code == 1000
+    ev = wait_event(wss, "disconnect", "cr", since=mark)
+    assert ev["type"] == "websocket.disconnect"
+    assert ev["code"] == 1000
+    assert ev["reason"] == "bye now"
+
+
+def test_disconnect_custom_code(ws1):
+    mark = ws1.mark()
+    with open_ws(ws1, "/disconnect?id=c4000") as ws:
+        wait_event(ws1, "accepted", "c4000", since=mark)
+        ws.close_handshake(4000, "é".encode())
+    ev = wait_event(ws1, "disconnect", "c4000", since=mark)
+    assert ev["code"] == 4000 and ev["reason"] == "é"
+
+
+def test_disconnect_without_code_is_1005(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/disconnect?id=nocode") as ws:
+        wait_event(wss, "accepted", "nocode", since=mark)
+        ws.send_close(None)
+        while ws.read_frame().opcode != OP_CLOSE:
+            pass
+        ws.assert_eof()
+    ev = wait_event(wss, "disconnect", "nocode", since=mark)
+    assert ev["code"] == 1005, ev
+
+
+def test_close_without_code_answered_without_code_or_1000(ws1):
+    with open_ws(ws1, "/echo") as ws:
+        ws.send_close(None)
+        while True:
+            f = ws.read_frame()
+            if f.opcode == OP_CLOSE:
+                break
+        assert f.code in (None, 1000), f
+        ws.assert_eof()
+
+
+def test_tcp_drop_is_1006(wss):
+    mark = wss.mark()
+    ws = open_ws(wss, "/disconnect?id=drop")
+    wait_event(wss, "accepted", "drop", since=mark)
+    ws.close_socket()
+    ev = wait_event(wss, "disconnect", "drop", since=mark)
+    assert ev["code"] == 1006, ev
+
+
+def test_tcp_reset_is_1006(ws1):
+    mark = ws1.mark()
+    ws = open_ws(ws1, "/disconnect?id=rst")
+    wait_event(ws1, "accepted", "rst", since=mark)
+    ws.raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.close_socket()
+    ev = wait_event(ws1, "disconnect", "rst", since=mark)
+    assert ev["code"] == 1006, ev
+
+
+def test_send_after_disconnect_raises_oserror(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/send-after-disconnect?id=sad") as ws:
+        wait_event(wss, "accepted", "sad", since=mark)
+        ws.close_handshake(1001)
+    ev = wait_event(wss, "send-after", "sad", since=mark, timeout=8)
+    assert ev["raised"] not in (None, "timeout"), ev
+    assert ev["oserror"] is True, ev
+
+
+def test_send_after_tcp_drop_raises_oserror(ws1):
+    mark = ws1.mark()
+    ws = open_ws(ws1, "/send-after-disconnect?id=sad2")
+    wait_event(ws1, "accepted", "sad2", since=mark)
+    ws.close_socket()
+    ev = wait_event(ws1, "send-after", "sad2", since=mark, timeout=8)
+    assert ev["raised"] not in (None, "timeout"), ev
+    assert ev["oserror"] is True, ev
+
+
+def test_app_close_with_code_and_reason(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/close?code=4001&reason=gone%20away&id=ac") as ws:
+        f = ws.expect_close(4001)
+        assert f.reason == b"gone away"
+        ws.send_close(4001)
+        ws.assert_eof(3)
+    ev = wait_event(wss, "disconnect", "ac", since=mark)
+    assert ev["type"] == "websocket.disconnect"
+
+
+def test_accept_log_line(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/echo?id=log1") as ws:
+        ws.send_text("x")
+        ws.recv_text()
+        port = ws.raw.local_port
+        ws.close_handshake()
+    wss.wait_for(r'127\.0\.0\.1:' + str(port) + r' - "WebSocket /echo\?id=log1" \[accepted\]', since=mark)
