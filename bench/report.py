@@ -15,6 +15,7 @@ SERVER_LABELS = {
 
 def markdown(results: dict, charts: list, report_dir: str) -> str:
     parts = [_header(results), _setup(results)]
+    parts.append(_targets(results))
     summary = _chart_for("summary", charts)
     if summary:
         parts.append(f"![casgi relative to its peers]({os.path.relpath(summary, report_dir)})\n")
@@ -76,6 +77,46 @@ def _setup(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _targets(results: dict) -> str:
+    """casgi's goals per scenario against what this run measured."""
+    rows = []
+    for scenario in results["scenarios"]:
+        casgi = scenario["servers"].get("casgi") or {}
+        med = casgi.get("median") or {}
+        ratios = casgi.get("ratios") or {}
+        for peer, goal in scenario.get("targets", []):
+            rows.append(_target_row(scenario["name"], f"req/s vs {peer}", f">= {goal:g}x",
+                                    ratios.get(peer), lambda v, g=goal: v >= g, "{:.2f}x"))
+        for peer in scenario.get("p99_targets", []):
+            peer_p99 = ((scenario["servers"].get(peer) or {}).get("median") or {}).get("p99_ms")
+            mine = med.get("p99_ms")
+            rows.append(_target_row(
+                scenario["name"], f"p99 vs {peer}",
+                "<= " + _fmt(peer_p99, "{:.2f} ms", "peer's"),
+                mine if peer_p99 is not None else None,
+                lambda v, p=peer_p99: v <= p, "{:.2f} ms"))
+        limit = scenario.get("max_kib_per_connection")
+        if limit:
+            rows.append(_target_row(scenario["name"], "RSS per idle connection",
+                                    f"<= {limit:g} KiB", med.get("kib_per_connection"),
+                                    lambda v, lim=limit: v <= lim, "{:.2f} KiB"))
+    if not rows:
+        return ""
+    lines = ["## casgi's targets", ""]
+    if results["quick"]:
+        lines += ["Smoke run: indicative only.", ""]
+    lines += ["| scenario | measure | target | measured | |", "|---|---|---|---:|---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def _target_row(scenario: str, measure: str, target: str, value, met, pattern: str) -> str:
+    if value is None:
+        measured, verdict = "-", "not measured"
+    else:
+        measured, verdict = pattern.format(value), ("met" if met(value) else "missed")
+    return f"| `{scenario}` | {measure} | {target} | {measured} | {verdict} |"
 
 
 def _fmt(value, pattern: str, missing: str = "-") -> str:

@@ -478,7 +478,7 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
     if scenario.kind == "wrk":
         for name, row in rows.items():
             row["ratios"] = {peer: pairwise_ratio(row, rows.get(peer))
-                             for peer in ("uvicorn", "granian")}
+                             for peer in ("uvicorn", "granian", "nginx")}
     return rows
 
 
@@ -535,6 +535,9 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         "wrk_script": wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
                                      scenario.pipeline) or None,
         "commands": {n: c.replace("{cpu}", str(args.server_cpu)) for n, c in commands.items()},
+        "targets": [list(t) for t in scenario.targets],
+        "p99_targets": list(scenario.p99_targets),
+        "max_kib_per_connection": scenario.max_kib_per_connection,
         "servers": summarise(scenario, running, skipped),
     }
 

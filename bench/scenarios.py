@@ -37,37 +37,47 @@ class Scenario:
     idle_connections: int = 0
     keep_alive: float | None = None  # keep-alive timeout to ask of servers that have one
     latency: bool = True  # False when wrk's latency numbers do not apply (pipelining)
+    # casgi's goals here: (peer, least casgi/peer requests-per-second ratio)
+    targets: tuple = ()
+    p99_targets: tuple = ()  # peers whose p99 latency casgi's must not exceed
+    max_kib_per_connection: float | None = None  # idle scenarios
     notes: str = ""
 
 
 SCENARIOS = [
     Scenario("plaintext", "Plaintext 13 B, 64 connections, uvloop", PLAINTEXT,
-             servers=WITH_NGINX, expect=HELLO),
+             servers=WITH_NGINX, expect=HELLO,
+             targets=(("granian", 1.3), ("uvicorn", 2.5), ("nginx", 0.6)),
+             p99_targets=("uvicorn", "granian")),
     Scenario("plaintext-asyncio", "Plaintext 13 B, 64 connections, asyncio loop", PLAINTEXT,
-             loop="asyncio", expect=HELLO,
+             loop="asyncio", expect=HELLO, targets=(("uvicorn", 2.0),),
              notes="Every Python server on the standard library's asyncio loop."),
     Scenario("json", "JSON (json.dumps of a small dict), 64 connections, uvloop",
-             "json_app:app"),
+             "json_app:app", targets=(("granian", 1.3), ("uvicorn", 2.0))),
     Scenario("echo-10k", "POST echo of a 10 KiB body, 64 connections, uvloop",
              "echo:app", method="POST", body=ECHO_BODY,
-             content_type="application/octet-stream", expect=ECHO_BODY),
+             content_type="application/octet-stream", expect=ECHO_BODY,
+             targets=(("granian", 1.3), ("uvicorn", 1.5))),
     Scenario("plaintext-c1", "Plaintext 13 B, 1 connection, uvloop", PLAINTEXT,
              connections=1, servers=WITH_NGINX, expect=HELLO),
     Scenario("plaintext-c512", "Plaintext 13 B, 512 connections, uvloop", PLAINTEXT,
              connections=512, servers=WITH_NGINX, expect=HELLO),
     Scenario("pipelined", "Plaintext 13 B pipelined 16 deep, 64 connections, uvloop", PLAINTEXT,
              pipeline=16, servers=WITH_NGINX, expect=HELLO, latency=False,
+             targets=(("granian", 1.5),),
              notes="wrk times a pipelined batch, not each request: no latency is reported."),
     Scenario("stream-1m", "1 MiB response streamed in 64 KiB chunks, 64 connections, uvloop",
              "stream:app"),
     Scenario("starlette", "Starlette route with a path parameter, JSON answer, uvloop",
-             "starlette_app:app", path="/items/42", requires=("starlette",)),
+             "starlette_app:app", path="/items/42", requires=("starlette",),
+             targets=(("uvicorn", 1.2),)),
     Scenario("fastapi", "FastAPI route validating a JSON body with pydantic, uvloop",
              "fastapi_app:app", path="/items", method="POST", body=FASTAPI_BODY,
-             content_type="application/json", requires=("fastapi",)),
+             content_type="application/json", requires=("fastapi",),
+             targets=(("uvicorn", 1.2),)),
     Scenario("idle-10k", "10,000 idle keep-alive connections: memory per connection",
              PLAINTEXT, kind="idle", idle_connections=10000, servers=WITH_NGINX,
-             expect=HELLO, keep_alive=120,
+             expect=HELLO, keep_alive=120, max_kib_per_connection=2.0,
              notes="Each connection sends one request, reads the answer, then stays open. "
                    "Servers with a keep-alive timeout are given 120 s."),
 ]
