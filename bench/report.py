@@ -71,7 +71,10 @@ def _setup(results: dict) -> str:
         f"waits (at most {results.get('quiet_wait', 0):g} s) for both CPUs to be idle.",
         "- CPU is the server's user + system time (all threads, all processes of its tree, from "
         "`/proc/PID/stat`) during the run, per 100,000 requests answered; *CPU use* is that time "
-        "divided by the run's duration (1.00 = one core busy all the time). Peak RSS is the sum "
+        "divided by the run's duration (1.00 = one core busy all the time); well below 1.00 "
+        "means something else limited that server (the single wrk thread, the connection count, "
+        "other work on the machine), and CPU per request still compares servers fairly. Peak "
+        "RSS is the sum "
         "of the peak resident set (`VmHWM`) of the server's processes at the end of the "
         "scenario.",
         "",
