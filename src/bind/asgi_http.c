@@ -174,8 +174,9 @@ static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
     return rc;
 }
 
-static PyObject *build_scope(cg_conn *c, cg_cycle *cy, const cg_http1_request *req)
+PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 {
+    cg_conn *c = cy->conn;
     cg_server *srv = c->server;
     cg_state *st = srv->st;
     PyObject *scope = PyDict_New();
@@ -183,11 +184,6 @@ static PyObject *build_scope(cg_conn *c, cg_cycle *cy, const cg_http1_request *r
 
     if (!scope)
         return NULL;
-    cy->method = method_str(st, req->method);
-    cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
-    cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
-    if (!cy->method || !cy->raw_path || !cy->query)
-        goto fail;
     if (PyBytes_GET_SIZE(srv->root_path_b) > 0) {
         raw = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(srv->root_path_b) +
                                                   (Py_ssize_t)req->path.len);
@@ -213,20 +209,23 @@ static PyObject *build_scope(cg_conn *c, cg_cycle *cy, const cg_http1_request *r
                 PyErr_Clear();
         }
     }
+    if (websocket)
+        Py_SETREF(scheme, Py_NewRef(scheme == st->s_https ? st->s_wss : st->s_ws));
     int failed = PyDict_SetItem(scope, st->s_client, client) < 0 ||
-                 PyDict_SetItem(scope, st->s_scheme, scheme) < 0;
+                 PyDict_SetItem(scope, st->s_scheme, scheme) < 0 ||
+                 (!websocket && PyDict_SetItem(scope, st->s_method, cy->method) < 0);
     Py_DECREF(client);
     Py_DECREF(scheme);
     if (failed) {
         Py_DECREF(raw);
         goto fail;
     }
-    if (PyDict_SetItem(scope, st->s_type, st->s_http) < 0 ||
-        dict_set_steal(scope, st->s_asgi, PyDict_Copy(st->asgi_dict)) < 0 ||
+    if (PyDict_SetItem(scope, st->s_type, websocket ? st->s_websocket : st->s_http) < 0 ||
+        dict_set_steal(scope, st->s_asgi,
+                       PyDict_Copy(websocket ? st->asgi_ws_dict : st->asgi_dict)) < 0 ||
         PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
             0 ||
         PyDict_SetItem(scope, st->s_server, c->sockname) < 0 ||
-        PyDict_SetItem(scope, st->s_method, cy->method) < 0 ||
         PyDict_SetItem(scope, st->s_root_path, srv->root_path) < 0 ||
         dict_set_steal(scope, st->s_path, decoded_path(srv, req->path)) < 0 ||
         dict_set_steal(scope, st->s_raw_path, raw) < 0 ||
@@ -718,16 +717,43 @@ static int response_body(cg_cycle *cy, PyObject *message)
 static PyObject *poll_drain(PyObject *owner, PyObject **fut)
 {
     cg_cycle *cy = (cg_cycle *)owner;
-    cg_conn *c = cy->conn;
-    if (!c || !c->write_paused || c->phase == CG_PHASE_CLOSED || cy->disconnected)
+    if (!cy->conn || cy->disconnected)
         return Py_NewRef(Py_None);
-    if (!c->drain_waiter) {
-        c->drain_waiter = cg_future_new(c->server->st, c->server->loop);
-        if (!c->drain_waiter)
-            return NULL;
+    return cg_conn_poll_drain(cy->conn, fut);
+}
+
+int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message)
+{
+    if (start) {
+        if (cy->resp != CG_RESP_NONE) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            cy->resp == CG_RESP_COMPLETE
+                                ? "Unexpected ASGI message 'http.response.start' sent, after "
+                                  "response already completed."
+                                : "Expected ASGI message 'http.response.body', but got "
+                                  "'http.response.start'.");
+            return -1;
+        }
+        if (!cy->conn)
+            return 0;
+        if (response_start(cy, message) < 0)
+            return -1;
+        cy->resp = CG_RESP_HELD;
+        if (!cy->in_step && flush_held_head(cy) < 0)
+            return -1;
+        return 0;
     }
-    *fut = Py_NewRef(c->drain_waiter);
-    return NULL;
+    if (cy->resp == CG_RESP_NONE) {
+        PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', "
+                                            "but got 'http.response.body'.");
+        return -1;
+    }
+    if (cy->resp == CG_RESP_COMPLETE) {
+        PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' "
+                                            "sent, after response already completed.");
+        return -1;
+    }
+    return response_body(cy, message);
 }
 
 static PyObject *cycle_send(PyObject *self, PyObject *message)
@@ -735,6 +761,7 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
     cg_cycle *cy = (cg_cycle *)self;
     cg_state *st = cycle_state(cy);
     PyObject *type;
+    int start;
 
     if (!PyDict_Check(message)) {
         PyErr_Format(PyExc_TypeError, "send() expects a dict, not %.100s",
@@ -750,39 +777,15 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
         return NULL;
     }
     if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_start) == 0) {
-        if (cy->resp != CG_RESP_NONE) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            cy->resp == CG_RESP_COMPLETE
-                                ? "Unexpected ASGI message 'http.response.start' sent, after "
-                                  "response already completed."
-                                : "Expected ASGI message 'http.response.body', but got "
-                                  "'http.response.start'.");
-            return NULL;
-        }
-        if (!cy->conn)
-            return Py_NewRef(st->done);
-        if (response_start(cy, message) < 0)
-            return NULL;
-        cy->resp = CG_RESP_HELD;
-        if (!cy->in_step && flush_held_head(cy) < 0)
-            return NULL;
+        start = 1;
     } else if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_body) == 0) {
-        if (cy->resp == CG_RESP_NONE) {
-            PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', "
-                                                "but got 'http.response.body'.");
-            return NULL;
-        }
-        if (cy->resp == CG_RESP_COMPLETE) {
-            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' "
-                                                "sent, after response already completed.");
-            return NULL;
-        }
-        if (response_body(cy, message) < 0)
-            return NULL;
+        start = 0;
     } else {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for http.", type);
         return NULL;
     }
+    if (cg_cycle_http_send(cy, start, message) < 0)
+        return NULL;
     if (cy->conn && cy->conn->write_paused)
         return cg_await_new(st, self, poll_drain);
     return Py_NewRef(st->done);
@@ -872,21 +875,16 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NO
 static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O,
                                "send(message) -> awaitable"};
 
-int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
+cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
 {
     cg_server *srv = c->server;
     cg_state *st = srv->st;
-    const cg_config *cfg = srv->cfg;
-    PyObject *scope = NULL, *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
-    PyObject *task = NULL, *r;
-    cg_cycle *cy;
-
-    cy = PyObject_GC_New(cg_cycle, st->CycleType);
+    cg_cycle *cy = PyObject_GC_New(cg_cycle, st->CycleType);
     if (!cy)
-        return -1;
+        return NULL;
     cy->server = (cg_server *)Py_NewRef(srv);
     cy->conn = (cg_conn *)Py_NewRef(c);
-    cy->task = cy->method = cy->raw_path = cy->query = cy->recv_waiter = NULL;
+    cy->task = cy->recv_waiter = NULL;
     cg_buf_init(&cy->body);
     cg_buf_init(&cy->head);
     cy->minor_version = req->minor_version;
@@ -896,10 +894,31 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
     cy->resp = CG_RESP_NONE;
     cy->keep_alive = req->keep_alive;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
-    cy->expect_continue = req->expect_continue;
+    cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->chunked_out = cy->no_body = cy->in_step = cy->task_done = 0;
+    cy->method = method_str(st, req->method);
+    cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
+    cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
     PyObject_GC_Track(cy);
+    if (!cy->method || !cy->raw_path || !cy->query) {
+        Py_DECREF(cy);
+        return NULL;
+    }
+    return cy;
+}
+
+int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
+{
+    cg_server *srv = c->server;
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    PyObject *scope = NULL, *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
+    PyObject *task = NULL, *r;
+    cg_cycle *cy = cg_cycle_new(c, req);
+
+    if (!cy)
+        return -1;
 
     /* The connection owns the cycle until its response completes. */
     Py_XSETREF(c->cycle, (cg_cycle *)Py_NewRef(cy));
@@ -933,7 +952,7 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
         return 0;
     }
 
-    scope = build_scope(c, cy, req);
+    scope = cg_scope_new(cy, req, 0);
     if (!scope)
         goto fail;
     receive = PyCFunction_New(&receive_def, (PyObject *)cy);

@@ -85,7 +85,26 @@
     X(m_DELETE, "DELETE")                                                                          \
     X(m_HEAD, "HEAD")                                                                              \
     X(m_PATCH, "PATCH")                                                                            \
-    X(m_OPTIONS, "OPTIONS")
+    X(m_OPTIONS, "OPTIONS")                                                                        \
+    X(websocket, "websocket")                                                                      \
+    X(ws, "ws")                                                                                    \
+    X(wss, "wss")                                                                                  \
+    X(v2_4, "2.4")                                                                                 \
+    X(subprotocols, "subprotocols")                                                                \
+    X(subprotocol, "subprotocol")                                                                  \
+    X(text, "text")                                                                                \
+    X(bytes, "bytes")                                                                              \
+    X(code, "code")                                                                                \
+    X(reason, "reason")                                                                            \
+    X(websocket_connect, "websocket.connect")                                                      \
+    X(websocket_accept, "websocket.accept")                                                        \
+    X(websocket_receive, "websocket.receive")                                                      \
+    X(websocket_send, "websocket.send")                                                            \
+    X(websocket_close, "websocket.close")                                                          \
+    X(websocket_disconnect, "websocket.disconnect")                                                \
+    X(websocket_http_response_start, "websocket.http.response.start")                              \
+    X(websocket_http_response_body, "websocket.http.response.body")                                \
+    X(websocket_http_response, "websocket.http.response")
 
 /* Module state: everything the extension keeps between calls. */
 typedef struct cg_state {
@@ -96,18 +115,22 @@ typedef struct cg_state {
     PyTypeObject *DoneType;   /* awaitable already complete with None */
     PyTypeObject *RunnerType; /* drives an app coroutine inside a Task */
     PyTypeObject *LifespanType;
-    PyObject *done;             /* the one DoneType instance */
-    PyTypeObject *ASGI2Type;    /* adapter for ASGI 2 (double-callable) apps */
-    PyObject *BufferedProtocol; /* asyncio.BufferedProtocol */
-    PyObject *asyncio;          /* the asyncio module */
-    PyObject *CancelledError;   /* asyncio.CancelledError */
-    PyObject *version;          /* "0.1.0" */
+    PyTypeObject *WebSocketType; /* one WebSocket session (asgi_ws.c) */
+    PyObject *done;              /* the one DoneType instance */
+    PyTypeObject *ASGI2Type;     /* adapter for ASGI 2 (double-callable) apps */
+    PyObject *BufferedProtocol;  /* asyncio.BufferedProtocol */
+    PyObject *asyncio;           /* the asyncio module */
+    PyObject *CancelledError;    /* asyncio.CancelledError */
+    PyObject *version;           /* "0.1.0" */
 #define CG_STATE_STR(name, text) PyObject *s_##name;
     CG_STRINGS(CG_STATE_STR)
 #undef CG_STATE_STR
     PyObject *hdr_names[CG_HDR__COUNT]; /* lower-case bytes per known header */
     PyObject *asgi_dict;                /* {"version": "3.0", "spec_version": "2.3"} template */
+    PyObject *asgi_ws_dict;             /* {"version": "3.0", "spec_version": "2.4"} template */
+    PyObject *ClientDisconnected;       /* OSError subclass raised by send() on a closed socket */
     PyObject *empty_bytes;
+    PyObject *empty_str;
     cg_log_state log;
 } cg_state;
 
@@ -137,6 +160,7 @@ int cg_conn_types_init(PyObject *module, cg_state *st);
 int cg_runner_types_init(PyObject *module, cg_state *st);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);
 int cg_lifespan_types_init(PyObject *module, cg_state *st);
+int cg_ws_types_init(PyObject *module, cg_state *st);
 int cg_app_types_init(PyObject *module, cg_state *st);
 
 /* ---- runner.c: awaitables and the app runner ---------------------------- */

@@ -26,7 +26,7 @@ static double monotonic_now(void)
 
 static void conn_process(cg_conn *c);
 
-static void conn_set_reading(cg_conn *c, int on)
+void cg_conn_set_reading(cg_conn *c, int on)
 {
     cg_state *st = c->server->st;
     if (!c->transport || (on ? !c->read_paused : c->read_paused))
@@ -49,7 +49,9 @@ void cg_conn_maybe_resume(cg_conn *c)
         return;
     if (c->phase == CG_PHASE_RESPONSE && cg_buf_unread(&c->in) >= CG_MAX_PENDING)
         return;
-    conn_set_reading(c, 1);
+    if (c->ws && cg_ws_queue_full(c->ws))
+        return;
+    cg_conn_set_reading(c, 1);
 }
 
 int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
@@ -229,6 +231,15 @@ static void conn_process(cg_conn *c)
             }
             c->deadline = 0;
             c->deadline_is_head = 0;
+            if (cg_ws_is_upgrade(srv, &req)) {
+                if (cg_ws_start(c, &req) < 0) {
+                    cg_log_exception(&srv->st->log, "Exception while starting a WebSocket");
+                    cg_conn_reject(c, 500);
+                    return;
+                }
+                cg_buf_consume(&c->in, (size_t)rc);
+                continue;
+            }
             if (cg_cycle_start(c, &req) < 0) {
                 cg_log_exception(&srv->st->log, "Exception while starting a request");
                 cg_conn_reject(c, 500);
@@ -247,16 +258,22 @@ static void conn_process(cg_conn *c)
             }
             if (c->phase == CG_PHASE_BODY && c->cycle &&
                 cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING) {
-                conn_set_reading(c, 0); /* the app is behind: bound the memory */
+                cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
                 return;
             }
             if (rc == 1)
                 return;
             continue;
         }
+        if (c->phase == CG_PHASE_WS) {
+            if (cg_buf_unread(&c->in) >= CG_MAX_PENDING && !c->ws)
+                cg_conn_set_reading(c, 0);
+            cg_ws_process(c);
+            return;
+        }
         /* CG_PHASE_RESPONSE: pipelined bytes wait for the response. */
         if (cg_buf_unread(&c->in) >= CG_MAX_PENDING)
-            conn_set_reading(c, 0);
+            cg_conn_set_reading(c, 0);
         return;
     }
 }
@@ -290,6 +307,7 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     Py_XSETREF(c->client, addr_tuple(peer));
     Py_XSETREF(c->sockname, addr_tuple(sock));
     c->client_len = 0;
+    c->client_text[0] = '\0';
     if (c->client != Py_None) {
         PyObject *s = PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(c->client, 0),
                                            PyTuple_GET_ITEM(c->client, 1));
@@ -297,6 +315,7 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
         const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
         if (u && (size_t)n < sizeof(c->client_text)) {
             memcpy(c->client_text, u, (size_t)n);
+            c->client_text[n] = '\0'; /* also used as a C string */
             c->client_len = (size_t)n;
         }
         Py_XDECREF(s);
@@ -339,6 +358,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
         cg_cycle_disconnect(c->cycle);
         conn_detach_cycle(c);
     }
+    cg_ws_connection_lost(c);
     cg_conn_wake_drain(c);
     Py_CLEAR(c->transport);
     cg_buf_free(&c->in);
@@ -408,6 +428,19 @@ static PyObject *conn_pause_writing(cg_conn *c, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut)
+{
+    if (!c->write_paused || c->phase == CG_PHASE_CLOSED || !c->transport)
+        return Py_NewRef(Py_None);
+    if (!c->drain_waiter) {
+        c->drain_waiter = cg_future_new(c->server->st, c->server->loop);
+        if (!c->drain_waiter)
+            return NULL;
+    }
+    *fut = Py_NewRef(c->drain_waiter);
+    return NULL;
+}
+
 void cg_conn_wake_drain(cg_conn *c)
 {
     PyObject *fut = c->drain_waiter;
@@ -458,6 +491,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->body_mode = CG_BODY_NONE;
     c->body_left = 0;
     c->cycle = NULL;
+    c->ws = NULL;
     c->client = NULL;
     c->sockname = NULL;
     c->client_len = 0;
@@ -476,6 +510,7 @@ static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(c->server);
     Py_VISIT(c->transport);
     Py_VISIT(c->cycle);
+    Py_VISIT(c->ws);
     Py_VISIT(c->client);
     Py_VISIT(c->sockname);
     Py_VISIT(c->drain_waiter);
@@ -486,6 +521,7 @@ static int conn_clear(cg_conn *c)
 {
     Py_CLEAR(c->transport);
     Py_CLEAR(c->cycle);
+    Py_CLEAR(c->ws);
     Py_CLEAR(c->client);
     Py_CLEAR(c->sockname);
     Py_CLEAR(c->drain_waiter);

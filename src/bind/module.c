@@ -118,6 +118,8 @@ static int module_exec(PyObject *m)
         return -1;
     if (!(st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)))
         return -1;
+    if (!(st->empty_str = PyUnicode_FromStringAndSize(NULL, 0)))
+        return -1;
     if (!(st->version = PyUnicode_FromString(CG_VERSION)))
         return -1;
     if (!(st->asgi_dict = PyDict_New()))
@@ -125,10 +127,22 @@ static int module_exec(PyObject *m)
     if (PyDict_SetItem(st->asgi_dict, st->s_version, st->s_v3_0) < 0 ||
         PyDict_SetItem(st->asgi_dict, st->s_spec_version, st->s_v2_3) < 0)
         return -1;
+    if (!(st->asgi_ws_dict = PyDict_New()))
+        return -1;
+    if (PyDict_SetItem(st->asgi_ws_dict, st->s_version, st->s_v3_0) < 0 ||
+        PyDict_SetItem(st->asgi_ws_dict, st->s_spec_version, st->s_v2_4) < 0)
+        return -1;
+    st->ClientDisconnected = PyErr_NewExceptionWithDoc(
+        "casgi._casgi.ClientDisconnected",
+        "send() on a WebSocket whose client has gone or that is closed.", PyExc_OSError, NULL);
+    if (!st->ClientDisconnected ||
+        PyModule_AddObjectRef(m, "ClientDisconnected", st->ClientDisconnected) < 0)
+        return -1;
 
     if (cg_runner_types_init(m, st) < 0 || cg_server_types_init(m, st) < 0 ||
         cg_conn_types_init(m, st) < 0 || cg_asgi_http_types_init(m, st) < 0 ||
-        cg_lifespan_types_init(m, st) < 0 || cg_app_types_init(m, st) < 0)
+        cg_lifespan_types_init(m, st) < 0 || cg_ws_types_init(m, st) < 0 ||
+        cg_app_types_init(m, st) < 0)
         return -1;
 
     tmp = Py_NewRef(st->version);
@@ -156,6 +170,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->RunnerType);
     Py_VISIT(st->CycleType);
     Py_VISIT(st->LifespanType);
+    Py_VISIT(st->WebSocketType);
+    Py_VISIT(st->asgi_ws_dict);
+    Py_VISIT(st->ClientDisconnected);
     Py_VISIT(st->ASGI2Type);
     Py_VISIT(st->done);
     Py_VISIT(st->BufferedProtocol);
@@ -164,6 +181,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->version);
     Py_VISIT(st->asgi_dict);
     Py_VISIT(st->empty_bytes);
+    Py_VISIT(st->empty_str);
     return cg_log_traverse(&st->log, visit, arg);
 }
 
@@ -184,6 +202,9 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->RunnerType);
     Py_CLEAR(st->CycleType);
     Py_CLEAR(st->LifespanType);
+    Py_CLEAR(st->WebSocketType);
+    Py_CLEAR(st->asgi_ws_dict);
+    Py_CLEAR(st->ClientDisconnected);
     Py_CLEAR(st->ASGI2Type);
     Py_CLEAR(st->done);
     Py_CLEAR(st->BufferedProtocol);
@@ -192,6 +213,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->version);
     Py_CLEAR(st->asgi_dict);
     Py_CLEAR(st->empty_bytes);
+    Py_CLEAR(st->empty_str);
     cg_log_clear(&st->log);
     return 0;
 }

@@ -188,6 +188,10 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     }
     for (c = srv->conns; c; c = next) {
         next = c->next;
+        if (c->ws) {
+            cg_ws_tick(c, now);
+            continue;
+        }
         if (c->deadline > 0 && now >= c->deadline) {
             c->deadline = 0;
             if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 && c->phase == CG_PHASE_HEAD) {
@@ -231,6 +235,21 @@ static PyObject *server_graceful_timeout(cg_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static void log_running(cg_state *st, const cg_config *cfg, const char *url);
+
+/* Runs inside the loop, so anything that reacts to the "running" line (a
+ * signal, the supervisor) finds the signal handlers live: uvloop drops a
+ * signal that arrives while no loop runs. */
+static PyObject *server_started(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    if (srv->ctl_fd < 0 && !srv->host_mode)
+        log_running(srv->st, srv->cfg, srv->url); /* a supervisor says it itself */
+    worker_notify(srv, 'R');
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef started_def = {"started", (PyCFunction)server_started, METH_NOARGS, NULL};
 static PyMethodDef tick_def = {"tick", (PyCFunction)server_tick, METH_NOARGS, NULL};
 static PyMethodDef signal_def = {"on_signal", (PyCFunction)server_on_signal, METH_O, NULL};
 static PyMethodDef timeout_def = {"graceful_timeout", (PyCFunction)server_graceful_timeout,
@@ -421,9 +440,12 @@ static PyObject *server_call(cg_server *srv, PyObject *args, PyObject *kwargs)
 
 static void close_idle_connections(cg_server *srv)
 {
-    for (cg_conn *c = srv->conns; c; c = c->next)
-        if (!c->cycle)
+    for (cg_conn *c = srv->conns; c; c = c->next) {
+        if (c->ws)
+            cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
+        else if (!c->cycle)
             cg_conn_close(c);
+    }
 }
 
 static void abort_everything(cg_server *srv)
@@ -623,14 +645,22 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     if (cg_lifespan_startup(srv, &lifespan) < 0)
         goto done;
 
+    snprintf(srv->url, sizeof(srv->url), "%s", url);
+    srv->host_mode = host != NULL;
     listener = start_listeners(srv, socks);
     if (!listener)
         goto error;
-    if (srv->ctl_fd < 0 && !host)
-        log_running(st, cfg, url); /* under a supervisor, the supervisor says it */
     if (worker_start(srv) < 0)
         goto error;
-    worker_notify(srv, 'R');
+    {
+        /* "running" (or, under a supervisor, ready) is said from inside the loop. */
+        PyObject *cb = PyCFunction_New(&started_def, (PyObject *)srv);
+        r = cb ? PyObject_CallMethodOneArg(srv->loop, st->s_call_soon, cb) : NULL;
+        Py_XDECREF(cb);
+        if (!r)
+            goto error;
+        Py_DECREF(r);
+    }
     if (arm_ticker(srv) < 0)
         goto error;
     if (!srv->should_exit) {

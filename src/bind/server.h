@@ -11,6 +11,7 @@
 
 typedef struct cg_conn cg_conn;
 typedef struct cg_cycle cg_cycle;
+typedef struct cg_ws cg_ws;
 
 typedef struct cg_server {
     PyObject_HEAD cg_state *st;
@@ -47,12 +48,15 @@ typedef struct cg_server {
     int should_exit;      /* shutdown requested */
     int force_exit;       /* second signal: stop waiting */
     int exit_status;
+    char url[300]; /* where it listens, for the "running on" line */
+    int host_mode; /* serving sockets of a host (gunicorn) */
 } cg_server;
 
 enum cg_phase {
     CG_PHASE_HEAD,     /* waiting for (more of) a request head */
     CG_PHASE_BODY,     /* a cycle is active and its body is still arriving */
     CG_PHASE_RESPONSE, /* a cycle is active, its body is complete */
+    CG_PHASE_WS,       /* upgraded to a WebSocket: bytes go to c->ws */
     CG_PHASE_CLOSED,   /* closing or closed: nothing more is read */
 };
 
@@ -69,6 +73,7 @@ struct cg_conn {
     int body_mode;        /* enum cg_body_mode of the active cycle */
     long long body_left;  /* CG_BODY_LENGTH: bytes still to arrive */
     cg_cycle *cycle;      /* strong: the active cycle, or NULL */
+    cg_ws *ws;            /* strong: the WebSocket session after an upgrade, or NULL */
     PyObject *client;     /* scope["client"]: (host, port) or None */
     PyObject *sockname;   /* scope["server"]: (host, port) or None */
     char client_text[72]; /* "host:port" for the access log */
@@ -147,7 +152,18 @@ void cg_conn_maybe_resume(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
 
+/** Pauses (on = 0) or resumes reading from the transport. */
+void cg_conn_set_reading(cg_conn *c, int on);
+/** Polls for the end of write backpressure on c (a cg_poll_fn body). */
+PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
+
 /* asgi_http.c */
+/** A cycle for the parsed head (no task, not owned by the connection). */
+cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req);
+/** The ASGI scope for the request of cy (type http, or websocket). */
+PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket);
+/** Handles http.response.start (start = 1) or http.response.body on cy. 0 or -1. */
+int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);
 /** Starts a cycle for the parsed head `req` on c (scope, task). Returns 0 or -1. */
 int cg_cycle_start(cg_conn *c, const cg_http1_request *req);
@@ -159,5 +175,22 @@ void cg_cycle_body_done(cg_cycle *cy);
 void cg_cycle_disconnect(cg_cycle *cy);
 /** Completes the drain waiter of c when writing may resume. */
 void cg_conn_wake_drain(cg_conn *c);
+
+/* asgi_ws.c */
+/** 1 when req is a WebSocket upgrade this server serves (--ws not none). */
+int cg_ws_is_upgrade(cg_server *srv, const cg_http1_request *req);
+/** Starts a WebSocket session on c for the upgrade request (answers 426/400
+ * itself when the handshake is invalid). Returns 0 or -1. */
+int cg_ws_start(cg_conn *c, const cg_http1_request *req);
+/** Frames arrived (c->phase is CG_PHASE_WS). */
+void cg_ws_process(cg_conn *c);
+/** 1 while received messages wait for the app beyond the queue bounds. */
+int cg_ws_queue_full(cg_ws *ws);
+/** The connection is gone. */
+void cg_ws_connection_lost(cg_conn *c);
+/** Pings and closing-handshake deadlines, from the server's ticker. */
+void cg_ws_tick(cg_conn *c, double now);
+/** Server shutdown: close an open WebSocket with 1012. */
+void cg_ws_shutdown(cg_conn *c);
 
 #endif

@@ -5,6 +5,7 @@
  * socket given as --fd. */
 #include "supervise.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -187,13 +188,25 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     int fd = -1, status = 3;
     extern char **environ;
 
+    sigset_t blocked, old_mask;
+
     if (cg_log_setup(&st->log, cfg) < 0)
         return 3;
+    /* Signals wait from here (the supervisor reads them from a signalfd): one
+     * sent right after the "running" line is never lost or fatal. */
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGTERM);
+    sigaddset(&blocked, SIGQUIT);
+    sigaddset(&blocked, SIGHUP);
+    sigaddset(&blocked, SIGTTIN);
+    sigaddset(&blocked, SIGTTOU);
+    sigprocmask(SIG_BLOCK, &blocked, &old_mask);
     if (!cfg->app) {
         cg_log(&st->log, CG_ERROR,
                "You must pass the application as an import string to enable 'reload' or "
                "'workers'.");
-        return 3;
+        goto done;
     }
     if (cfg->fd >= 0)
         fd = (int)cfg->fd;
@@ -288,8 +301,9 @@ done:
     argv_free(&argv);
     if (fd >= 0 && fd != cfg->fd)
         close(fd);
-    if (cfg->uds && cfg->fd < 0)
+    if (fd >= 0 && cfg->uds && cfg->fd < 0)
         unlink(cfg->uds);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
     return status;
 }
 

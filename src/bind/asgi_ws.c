@@ -1,0 +1,918 @@
+/* ASGI WebSocket sessions over the C codec (core/ws.c).
+ *
+ * After an upgrade request the connection belongs to a cg_ws: the app gets
+ * websocket.connect, then accepts (101), closes (403) or answers with a
+ * denial response (websocket.http.response.*, served by an HTTP cycle).
+ * Frames are read in C: pings are answered at once, messages are queued for
+ * receive() (reading pauses past --ws-max-queue messages or --ws-max-size
+ * bytes waiting), close handshakes are completed within a bound. */
+#include "server.h"
+
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "ws.h"
+
+/* How long a closing handshake may wait for the peer's close frame. */
+#define CG_WS_CLOSE_TIMEOUT 5.0
+
+enum cg_ws_state {
+    CG_WS_CONNECTING, /* waiting for the app to accept or deny */
+    CG_WS_OPEN,
+    CG_WS_CLOSING, /* our close frame is sent, waiting for the peer's */
+    CG_WS_CLOSED,
+    CG_WS_DENYING, /* answering with an HTTP response instead */
+};
+
+struct cg_ws {
+    PyObject_HEAD cg_server *server; /* strong */
+    cg_conn *conn;                   /* strong until the connection is gone */
+    cg_cycle *http;                  /* request data for logs; serves a denial response */
+    PyObject *task;                  /* the app's task until it finishes */
+    PyObject *queue;                 /* list of websocket.receive messages for the app */
+    size_t queue_bytes;
+    PyObject *recv_waiter; /* future completed when a message or the close arrives */
+    PyObject *subprotocols;
+    cg_ws_reader *reader;
+    cg_ws_deflater *deflater;
+    cg_ws_deflate_params deflate;
+    char extensions[160]; /* negotiated Sec-WebSocket-Extensions value, or "" */
+    char accept[29];
+    int state;
+    int close_code; /* for websocket.disconnect */
+    PyObject *close_reason;
+    double next_ping;
+    double pong_deadline;  /* 0 = no ping outstanding */
+    double close_deadline; /* CLOSING: when to give up on the peer */
+    cg_buf out;            /* frame being built */
+    unsigned connect_sent : 1;
+};
+
+static double now_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static cg_state *ws_state(cg_ws *ws)
+{
+    return ws->server->st;
+}
+
+static void ws_wake(cg_ws *ws)
+{
+    PyObject *fut = ws->recv_waiter;
+    ws->recv_waiter = NULL;
+    if (fut) {
+        cg_future_wake(ws_state(ws), fut);
+        Py_DECREF(fut);
+    }
+}
+
+/* "host:port - "WebSocket /path?query" <what>" on the error logger, as uvicorn does. */
+static void ws_log(cg_ws *ws, const char *what)
+{
+    cg_state *st = ws_state(ws);
+    cg_conn *c = ws->conn;
+    if (st->log.error_level > CG_INFO)
+        return;
+    const char *client = c ? c->client_text : "";
+    PyObject *q = ws->http->query;
+    if (PyBytes_GET_SIZE(q))
+        cg_log(&st->log, CG_INFO, "%s - \"WebSocket %s?%s\" %s", client,
+               PyBytes_AS_STRING(ws->http->raw_path), PyBytes_AS_STRING(q), what);
+    else
+        cg_log(&st->log, CG_INFO, "%s - \"WebSocket %s\" %s", client,
+               PyBytes_AS_STRING(ws->http->raw_path), what);
+}
+
+int cg_ws_queue_full(cg_ws *ws)
+{
+    const cg_config *cfg = ws->server->cfg;
+    return PyList_GET_SIZE(ws->queue) >= cfg->ws_max_queue ||
+           ws->queue_bytes >= (size_t)cfg->ws_max_size;
+}
+
+/* Writes one frame built by `build` into ws->out. */
+static int ws_write_out(cg_ws *ws)
+{
+    int rc = 0;
+    if (ws->conn && ws->out.len)
+        rc = cg_conn_write(ws->conn, ws->out.data, ws->out.len);
+    cg_buf_reset(&ws->out);
+    return rc;
+}
+
+/* The session is over: record how, release the connection. */
+static void ws_closed(cg_ws *ws, int code, const char *reason, size_t reason_len)
+{
+    if (ws->state != CG_WS_CLOSED) {
+        ws->state = CG_WS_CLOSED;
+        ws->close_code = code;
+        Py_XSETREF(ws->close_reason,
+                   PyUnicode_DecodeUTF8(reason, (Py_ssize_t)reason_len, "replace"));
+        if (!ws->close_reason)
+            PyErr_Clear();
+    }
+    if (ws->conn)
+        cg_conn_close(ws->conn);
+    ws_wake(ws);
+}
+
+/* Sends our close frame and waits (bounded) for the peer's. */
+static int ws_send_close(cg_ws *ws, int code, const char *reason, size_t reason_len)
+{
+    if (ws->state != CG_WS_OPEN)
+        return 0;
+    if (cg_ws_close_frame(&ws->out, code, reason, reason_len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ws->state = CG_WS_CLOSING;
+    ws->close_code = code;
+    ws->close_deadline = now_monotonic() + CG_WS_CLOSE_TIMEOUT;
+    return ws_write_out(ws);
+}
+
+/* A protocol failure: tell the peer why and end the session. */
+static void ws_fail(cg_ws *ws, int code, const char *why)
+{
+    cg_log(&ws_state(ws)->log, CG_DEBUG, "WebSocket closed with %d: %s", code, why);
+    if (ws->state == CG_WS_OPEN && cg_ws_close_frame(&ws->out, code, NULL, 0) == 0 &&
+        ws_write_out(ws) < 0)
+        PyErr_Clear();
+    ws_closed(ws, code, "", 0);
+}
+
+static int ws_queue_message(cg_ws *ws, int text, cg_slice data)
+{
+    cg_state *st = ws_state(ws);
+    PyObject *msg = PyDict_New(), *payload;
+    if (!msg)
+        return -1;
+    payload = text ? PyUnicode_DecodeUTF8(data.base, (Py_ssize_t)data.len, "strict")
+                   : PyBytes_FromStringAndSize(data.base, (Py_ssize_t)data.len);
+    if (!payload || PyDict_SetItem(msg, st->s_type, st->s_websocket_receive) < 0 ||
+        PyDict_SetItem(msg, text ? st->s_text : st->s_bytes, payload) < 0 ||
+        PyList_Append(ws->queue, msg) < 0) {
+        Py_XDECREF(payload);
+        Py_DECREF(msg);
+        return -1;
+    }
+    Py_DECREF(payload);
+    Py_DECREF(msg);
+    ws->queue_bytes += data.len;
+    ws_wake(ws);
+    return 0;
+}
+
+void cg_ws_process(cg_conn *c)
+{
+    cg_ws *ws = c->ws;
+    if (!ws)
+        return;
+    Py_INCREF(ws);
+    while (ws->state == CG_WS_OPEN || ws->state == CG_WS_CLOSING) {
+        size_t avail = cg_buf_unread(&c->in), used = 0;
+        cg_ws_event ev;
+        if (avail == 0)
+            break;
+        if (cg_ws_queue_full(ws)) {
+            cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
+            break;
+        }
+        int type = cg_ws_read(ws->reader, c->in.data + c->in.pos, avail, &used, &ev);
+        (void)type;
+        cg_buf_consume(&c->in, used);
+        switch (ev.type) {
+        case CG_WS_EV_NONE:
+            goto out;
+        case CG_WS_EV_TEXT:
+        case CG_WS_EV_BINARY:
+            if (ws->state == CG_WS_OPEN &&
+                ws_queue_message(ws, ev.type == CG_WS_EV_TEXT, ev.data) < 0) {
+                PyErr_Clear();
+                ws_fail(ws, CG_WS_CLOSE_INTERNAL_ERROR, "cannot queue a message");
+            }
+            break;
+        case CG_WS_EV_PING:
+            if (ws->state == CG_WS_OPEN && (cg_ws_write_message(&ws->out, NULL, CG_WS_OP_PONG,
+                                                                ev.data.base, ev.data.len) < 0 ||
+                                            ws_write_out(ws) < 0))
+                PyErr_Clear();
+            break;
+        case CG_WS_EV_PONG:
+            ws->pong_deadline = 0;
+            break;
+        case CG_WS_EV_CLOSE:
+            if (ws->state == CG_WS_OPEN) {
+                /* Echo the close, then the server ends the TCP connection. */
+                int code = ev.code == CG_WS_CLOSE_NO_STATUS ? 0 : ev.code;
+                if (cg_ws_close_frame(&ws->out, code, NULL, 0) < 0 || ws_write_out(ws) < 0)
+                    PyErr_Clear();
+            }
+            ws_closed(ws, ev.code, ev.data.base, ev.data.len);
+            goto out;
+        case CG_WS_EV_ERROR:
+            ws_fail(ws, ev.code, ev.error ? ev.error : "protocol error");
+            goto out;
+        }
+    }
+out:
+    Py_DECREF(ws);
+}
+
+/* ---- receive ------------------------------------------------------------ */
+
+static PyObject *ws_message(cg_state *st, PyObject *type)
+{
+    PyObject *d = PyDict_New();
+    if (d && PyDict_SetItem(d, st->s_type, type) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+static PyObject *poll_ws_receive(PyObject *owner, PyObject **fut)
+{
+    cg_ws *ws = (cg_ws *)owner;
+    cg_state *st = ws_state(ws);
+
+    if (!ws->connect_sent) {
+        ws->connect_sent = 1;
+        return ws_message(st, st->s_websocket_connect);
+    }
+    if (PyList_GET_SIZE(ws->queue) > 0) {
+        PyObject *msg = Py_NewRef(PyList_GET_ITEM(ws->queue, 0));
+        PyObject *payload = PyDict_GetItem(msg, st->s_text);
+        if (!payload)
+            payload = PyDict_GetItem(msg, st->s_bytes);
+        if (payload)
+            ws->queue_bytes -= (size_t)(PyUnicode_Check(payload) ? PyUnicode_GET_LENGTH(payload)
+                                                                 : PyBytes_GET_SIZE(payload));
+        if (PySequence_DelItem(ws->queue, 0) < 0) {
+            Py_DECREF(msg);
+            return NULL;
+        }
+        if (PyList_GET_SIZE(ws->queue) == 0)
+            ws->queue_bytes = 0;
+        cg_conn *c = ws->conn;
+        if (c && !cg_ws_queue_full(ws)) {
+            cg_conn_maybe_resume(c);
+            if (cg_buf_unread(&c->in))
+                cg_ws_process(c); /* frames that waited for room */
+        }
+        return msg;
+    }
+    if (ws->state == CG_WS_CLOSED) {
+        PyObject *msg = ws_message(st, st->s_websocket_disconnect);
+        PyObject *code = PyLong_FromLong(ws->close_code);
+        if (!msg || !code || PyDict_SetItem(msg, st->s_code, code) < 0 ||
+            PyDict_SetItem(msg, st->s_reason, ws->close_reason ? ws->close_reason : st->empty_str) <
+                0) {
+            Py_XDECREF(code);
+            Py_XDECREF(msg);
+            return NULL;
+        }
+        Py_DECREF(code);
+        return msg;
+    }
+    if (!ws->recv_waiter) {
+        ws->recv_waiter = cg_future_new(st, ws->server->loop);
+        if (!ws->recv_waiter)
+            return NULL;
+    }
+    *fut = Py_NewRef(ws->recv_waiter);
+    return NULL;
+}
+
+static PyObject *ws_receive(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return cg_await_new(ws_state((cg_ws *)self), self, poll_ws_receive);
+}
+
+/* ---- send --------------------------------------------------------------- */
+
+static int append_header(cg_buf *b, const char *name, const char *value, size_t vlen)
+{
+    return cg_buf_append(b, name, strlen(name)) < 0 || cg_buf_append(b, ": ", 2) < 0 ||
+                   cg_buf_append(b, value, vlen) < 0 || cg_buf_append(b, "\r\n", 2) < 0
+               ? -1
+               : 0;
+}
+
+/* websocket.accept: the 101 response, then frames flow. */
+static int ws_accept(cg_ws *ws, PyObject *message)
+{
+    cg_state *st = ws_state(ws);
+    cg_server *srv = ws->server;
+    cg_buf *b = &ws->out;
+    PyObject *sub, *headers;
+
+    sub = PyDict_GetItemWithError(message, st->s_subprotocol);
+    if (!sub && PyErr_Occurred())
+        return -1;
+    headers = PyDict_GetItemWithError(message, st->s_headers);
+    if (!headers && PyErr_Occurred())
+        return -1;
+    cg_buf_reset(b);
+    static const char status_lines[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                       "upgrade: websocket\r\nconnection: Upgrade\r\n";
+    if (cg_buf_append(b, status_lines, sizeof(status_lines) - 1) < 0 ||
+        append_header(b, "sec-websocket-accept", ws->accept, 28) < 0)
+        goto nomem;
+    if (sub && sub != Py_None) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_Check(sub) ? PyUnicode_AsUTF8AndSize(sub, &n) : NULL;
+        if (!s || !cg_http1_valid_field("x", 1, s, (size_t)n)) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_RuntimeError, "invalid subprotocol %R", sub);
+            return -1;
+        }
+        if (append_header(b, "sec-websocket-protocol", s, (size_t)n) < 0)
+            goto nomem;
+    }
+    if (ws->extensions[0] &&
+        append_header(b, "sec-websocket-extensions", ws->extensions, strlen(ws->extensions)) < 0)
+        goto nomem;
+    if (srv->cfg->server_header && cg_buf_append(b, "server: casgi\r\n", 15) < 0)
+        goto nomem;
+    if (srv->cfg->date_header && cg_buf_append(b, srv->date_line, srv->date_len) < 0)
+        goto nomem;
+    if (headers && headers != Py_None) {
+        PyObject *it = PyObject_GetIter(headers), *item;
+        if (!it)
+            return -1;
+        while ((item = PyIter_Next(it))) {
+            PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
+            Py_DECREF(item);
+            int ok = pair && PySequence_Fast_GET_SIZE(pair) == 2 &&
+                     PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 0)) &&
+                     PyBytes_Check(PySequence_Fast_GET_ITEM(pair, 1));
+            if (ok) {
+                PyObject *n = PySequence_Fast_GET_ITEM(pair, 0),
+                         *v = PySequence_Fast_GET_ITEM(pair, 1);
+                ok = cg_http1_valid_field(PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n),
+                                          PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) &&
+                     cg_buf_append(b, PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n)) == 0 &&
+                     cg_buf_append(b, ": ", 2) == 0 &&
+                     cg_buf_append(b, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) == 0 &&
+                     cg_buf_append(b, "\r\n", 2) == 0;
+            }
+            if (!ok) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError,
+                                    "websocket.accept headers must be valid (bytes, bytes) pairs");
+                Py_XDECREF(pair);
+                Py_DECREF(it);
+                cg_buf_reset(b);
+                return -1;
+            }
+            Py_DECREF(pair);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (cg_buf_append(b, "\r\n", 2) < 0)
+        goto nomem;
+    if (ws_write_out(ws) < 0)
+        return -1;
+    ws->state = CG_WS_OPEN;
+    ws->next_ping = now_monotonic() + srv->cfg->ws_ping_interval;
+    ws_log(ws, "[accepted]");
+    if (ws->conn && cg_buf_unread(&ws->conn->in))
+        cg_ws_process(ws->conn); /* frames sent right after the handshake */
+    return 0;
+nomem:
+    cg_buf_reset(b);
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int ws_send_data(cg_ws *ws, PyObject *message)
+{
+    cg_state *st = ws_state(ws);
+    PyObject *text = PyDict_GetItemWithError(message, st->s_text), *bytes = NULL;
+    const char *data;
+    Py_ssize_t len;
+    int opcode;
+
+    if (!text && PyErr_Occurred())
+        return -1;
+    if (text && text != Py_None) {
+        if (!PyUnicode_Check(text)) {
+            PyErr_SetString(PyExc_TypeError, "websocket.send 'text' must be str");
+            return -1;
+        }
+        data = PyUnicode_AsUTF8AndSize(text, &len);
+        if (!data)
+            return -1;
+        opcode = CG_WS_OP_TEXT;
+    } else {
+        bytes = PyDict_GetItemWithError(message, st->s_bytes);
+        if ((!bytes && PyErr_Occurred()))
+            return -1;
+        if (!bytes || bytes == Py_None || !PyBytes_Check(bytes)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "websocket.send needs 'text' (str) or 'bytes' (bytes)");
+            return -1;
+        }
+        data = PyBytes_AS_STRING(bytes);
+        len = PyBytes_GET_SIZE(bytes);
+        opcode = CG_WS_OP_BINARY;
+    }
+    if (cg_ws_write_message(&ws->out, ws->deflater, opcode, data, (size_t)len) < 0) {
+        cg_buf_reset(&ws->out);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return ws_write_out(ws);
+}
+
+static int ws_send_close_message(cg_ws *ws, PyObject *message)
+{
+    cg_state *st = ws_state(ws);
+    PyObject *code_obj = PyDict_GetItemWithError(message, st->s_code);
+    PyObject *reason = PyDict_GetItemWithError(message, st->s_reason);
+    long code = 1000;
+    const char *r = "";
+    Py_ssize_t rlen = 0;
+
+    if (PyErr_Occurred())
+        return -1;
+    if (code_obj && code_obj != Py_None) {
+        code = PyLong_AsLong(code_obj);
+        if (code == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (reason && reason != Py_None) {
+        r = PyUnicode_Check(reason) ? PyUnicode_AsUTF8AndSize(reason, &rlen) : NULL;
+        if (!r) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "websocket.close 'reason' must be str");
+            return -1;
+        }
+    }
+    if (ws->state == CG_WS_CONNECTING) {
+        /* Closing before accept refuses the handshake. */
+        ws_log(ws, "403");
+        ws->state = CG_WS_CLOSED;
+        ws->close_code = (int)code;
+        if (ws->conn)
+            cg_conn_reject(ws->conn, 403);
+        ws_wake(ws);
+        return 0;
+    }
+    return ws_send_close(ws, (int)code, r, (size_t)rlen);
+}
+
+static PyObject *poll_ws_drain(PyObject *owner, PyObject **fut)
+{
+    cg_ws *ws = (cg_ws *)owner;
+    if (!ws->conn || ws->state == CG_WS_CLOSED)
+        return Py_NewRef(Py_None);
+    return cg_conn_poll_drain(ws->conn, fut);
+}
+
+static int type_is(PyObject *type, PyObject *name)
+{
+    return PyUnicode_Check(type) && PyUnicode_Compare(type, name) == 0;
+}
+
+static PyObject *ws_send(PyObject *self, PyObject *message)
+{
+    cg_ws *ws = (cg_ws *)self;
+    cg_state *st = ws_state(ws);
+    PyObject *type;
+    int rc;
+
+    if (!PyDict_Check(message)) {
+        PyErr_Format(PyExc_TypeError, "send() expects a dict, not %.100s",
+                     Py_TYPE(message)->tp_name);
+        return NULL;
+    }
+    type = PyDict_GetItemWithError(message, st->s_type);
+    if (!type) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
+        return NULL;
+    }
+    if (type_is(type, st->s_websocket_accept)) {
+        if (ws->state != CG_WS_CONNECTING) {
+            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.accept': "
+                                                "the handshake is already over.");
+            return NULL;
+        }
+        rc = ws_accept(ws, message);
+    } else if (type_is(type, st->s_websocket_send)) {
+        if (ws->state == CG_WS_CONNECTING || ws->state == CG_WS_DENYING) {
+            PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'websocket.accept' or "
+                                                "'websocket.close' before 'websocket.send'.");
+            return NULL;
+        }
+        if (ws->state != CG_WS_OPEN || !ws->conn) {
+            PyErr_SetString(st->ClientDisconnected, "the WebSocket is closed");
+            return NULL;
+        }
+        rc = ws_send_data(ws, message);
+    } else if (type_is(type, st->s_websocket_close)) {
+        if (ws->state == CG_WS_DENYING) {
+            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.close' "
+                                                "during a denial response.");
+            return NULL;
+        }
+        rc = ws_send_close_message(ws, message);
+    } else if (type_is(type, st->s_websocket_http_response_start) ||
+               type_is(type, st->s_websocket_http_response_body)) {
+        if (ws->state != CG_WS_CONNECTING && ws->state != CG_WS_DENYING) {
+            PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R: the handshake is over.",
+                         type);
+            return NULL;
+        }
+        ws->state = CG_WS_DENYING;
+        rc = cg_cycle_http_send(ws->http, type_is(type, st->s_websocket_http_response_start),
+                                message);
+        if (rc == 0 && ws->http->resp == CG_RESP_COMPLETE)
+            ws->state = CG_WS_CLOSED;
+    } else {
+        PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for websocket.", type);
+        return NULL;
+    }
+    if (rc < 0)
+        return NULL;
+    if (ws->conn && ws->conn->write_paused)
+        return cg_await_new(st, self, poll_ws_drain);
+    return Py_NewRef(st->done);
+}
+
+/* ---- the app's task ----------------------------------------------------- */
+
+static void ws_finish(PyObject *owner, PyObject *exc)
+{
+    cg_ws *ws = (cg_ws *)owner;
+    cg_state *st = ws_state(ws);
+    cg_server *srv = ws->server;
+
+    if (exc && PyObject_IsInstance(exc, PyExc_Exception) == 1 &&
+        !PyObject_IsInstance(exc, st->CancelledError)) {
+        PyObject *tb = PyException_GetTraceback(exc);
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc), tb);
+        cg_log_exception(&st->log, "Exception in ASGI application\n");
+        if (ws->state == CG_WS_CONNECTING) {
+            ws_log(ws, "500");
+            ws->state = CG_WS_CLOSED;
+            if (ws->conn)
+                cg_conn_reject(ws->conn, 500);
+        } else if (ws->state == CG_WS_OPEN) {
+            if (ws_send_close(ws, CG_WS_CLOSE_INTERNAL_ERROR, NULL, 0) < 0)
+                PyErr_Clear();
+        } else if (ws->state == CG_WS_DENYING && ws->conn) {
+            cg_conn_close(ws->conn);
+        }
+    } else if (ws->state == CG_WS_CONNECTING) {
+        cg_log(&st->log, CG_ERROR, "ASGI callable returned without sending handshake.");
+        ws_log(ws, "500");
+        ws->state = CG_WS_CLOSED;
+        if (ws->conn)
+            cg_conn_reject(ws->conn, 500);
+    } else if (ws->state == CG_WS_OPEN) {
+        if (ws_send_close(ws, CG_WS_CLOSE_NORMAL, NULL, 0) < 0)
+            PyErr_Clear();
+    } else if (ws->state == CG_WS_DENYING && ws->conn) {
+        cg_conn_close(ws->conn); /* an unfinished denial response */
+    }
+    PyErr_Clear();
+    if (ws->task) {
+        PyObject *task = ws->task, *r;
+        ws->task = NULL;
+        r = PyObject_CallMethodOneArg(srv->tasks, st->s_discard, task);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_DECREF(task);
+        srv->ntasks--;
+        cg_server_check_drained(srv);
+    }
+}
+
+static const cg_runner_hooks ws_hooks = {NULL, NULL, ws_finish};
+static PyMethodDef ws_receive_def = {"receive", (PyCFunction)ws_receive, METH_NOARGS, NULL};
+static PyMethodDef ws_send_def = {"send", (PyCFunction)ws_send, METH_O, NULL};
+
+/* ---- handshake ---------------------------------------------------------- */
+
+static const cg_http1_header *find_header(const cg_http1_request *req, int token)
+{
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (req->headers[i].token == token)
+            return &req->headers[i];
+    return NULL;
+}
+
+int cg_ws_is_upgrade(cg_server *srv, const cg_http1_request *req)
+{
+    const cg_http1_header *up;
+    if (srv->cfg->ws == CG_WS_NONE || !req->upgrade || req->method.len != 3 ||
+        memcmp(req->method.base, "GET", 3) != 0)
+        return 0;
+    up = find_header(req, CG_HDR_UPGRADE);
+    return up && cg_http1_has_token(up->value.base, up->value.len, "websocket");
+}
+
+/* Subprotocols the client offers, in order. */
+static PyObject *offered_subprotocols(const cg_http1_request *req)
+{
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; list && i < req->num_headers; i++) {
+        const cg_http1_header *h = &req->headers[i];
+        if (h->token != CG_HDR_SEC_WEBSOCKET_PROTOCOL)
+            continue;
+        const char *p = h->value.base, *end = p + h->value.len;
+        while (p < end) {
+            const char *q = memchr(p, ',', (size_t)(end - p));
+            const char *a = p, *b = q ? q : end;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            if (b > a) {
+                PyObject *s = PyUnicode_DecodeLatin1(a, b - a, NULL);
+                if (!s || PyList_Append(list, s) < 0) {
+                    Py_XDECREF(s);
+                    Py_CLEAR(list);
+                    break;
+                }
+                Py_DECREF(s);
+            }
+            p = q ? q + 1 : end;
+        }
+    }
+    return list;
+}
+
+/* Answers an invalid upgrade: 426 names the version we speak, 400 otherwise. */
+static void ws_refuse(cg_conn *c, int status)
+{
+    if (status == 426) {
+        static const char resp[] = "HTTP/1.1 426 Upgrade Required\r\nsec-websocket-version: 13\r\n"
+                                   "content-type: text/plain; charset=utf-8\r\n"
+                                   "content-length: 16\r\nconnection: close\r\n\r\n"
+                                   "Upgrade Required";
+        if (cg_conn_write(c, resp, sizeof(resp) - 1) < 0)
+            PyErr_Clear();
+        cg_buf_reset(&c->in);
+        cg_conn_close(c);
+        return;
+    }
+    cg_conn_reject(c, status);
+}
+
+int cg_ws_start(cg_conn *c, const cg_http1_request *req)
+{
+    cg_server *srv = c->server;
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    const cg_http1_header *ver = find_header(req, CG_HDR_SEC_WEBSOCKET_VERSION);
+    const cg_http1_header *key = find_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
+    PyObject *scope = NULL, *ext = NULL, *receive = NULL, *send = NULL, *coro = NULL;
+    PyObject *runner = NULL, *r;
+    cg_ws *ws;
+
+    if (!ver || ver->value.len != 2 || memcmp(ver->value.base, "13", 2) != 0) {
+        cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: unsupported version");
+        ws_refuse(c, 426);
+        return 0;
+    }
+    if (!key || !cg_ws_valid_key(key->value.base, key->value.len)) {
+        cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: bad Sec-WebSocket-Key");
+        ws_refuse(c, 400);
+        return 0;
+    }
+
+    ws = PyObject_GC_New(cg_ws, st->WebSocketType);
+    if (!ws)
+        return -1;
+    memset((char *)ws + sizeof(PyObject), 0, sizeof(*ws) - sizeof(PyObject));
+    ws->server = (cg_server *)Py_NewRef(srv);
+    ws->conn = (cg_conn *)Py_NewRef(c);
+    cg_buf_init(&ws->out);
+    PyObject_GC_Track(ws);
+    ws->state = CG_WS_CONNECTING;
+    ws->close_code = CG_WS_CLOSE_ABNORMAL;
+    cg_ws_accept(key->value.base, key->value.len, ws->accept);
+
+    if (cfg->ws_per_message_deflate) {
+        /* Every offer header, joined, is negotiated at once. */
+        cg_buf offer;
+        cg_buf_init(&offer);
+        for (size_t i = 0; i < req->num_headers; i++) {
+            const cg_http1_header *h = &req->headers[i];
+            if (h->token != CG_HDR_SEC_WEBSOCKET_EXTENSIONS)
+                continue;
+            if ((offer.len && cg_buf_append(&offer, ", ", 2) < 0) ||
+                cg_buf_append(&offer, h->value.base, h->value.len) < 0)
+                break;
+        }
+        if (offer.len && cg_ws_negotiate_deflate(offer.data, offer.len, &ws->deflate,
+                                                 ws->extensions, sizeof(ws->extensions)) <= 0) {
+            ws->deflate.enabled = 0;
+            ws->extensions[0] = 0;
+        }
+        cg_buf_free(&offer);
+    }
+    ws->reader = cg_ws_reader_new((size_t)cfg->ws_max_size, &ws->deflate);
+    if (ws->deflate.enabled)
+        ws->deflater = cg_ws_deflater_new(&ws->deflate);
+    ws->queue = PyList_New(0);
+    ws->subprotocols = offered_subprotocols(req);
+    ws->http = cg_cycle_new(c, req);
+    if (!ws->reader || (ws->deflate.enabled && !ws->deflater) || !ws->queue || !ws->subprotocols ||
+        !ws->http)
+        goto fail;
+    ws->http->keep_alive = 0; /* a denial response ends the connection */
+
+    scope = cg_scope_new(ws->http, req, 1);
+    ext = Py_BuildValue("{s:{}}", "websocket.http.response");
+    if (!scope || !ext || PyDict_SetItem(scope, st->s_subprotocols, ws->subprotocols) < 0 ||
+        PyDict_SetItem(scope, st->s_extensions, ext) < 0)
+        goto fail;
+
+    /* The connection now belongs to the session. */
+    Py_XSETREF(c->ws, (cg_ws *)Py_NewRef(ws));
+    c->phase = CG_PHASE_WS;
+    c->deadline = 0;
+
+    receive = PyCFunction_New(&ws_receive_def, (PyObject *)ws);
+    send = PyCFunction_New(&ws_send_def, (PyObject *)ws);
+    if (!receive || !send)
+        goto fail;
+    {
+        PyObject *args[3] = {scope, receive, send};
+        coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    }
+    if (!coro) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (v && tb)
+            PyException_SetTraceback(v, tb);
+        ws_finish((PyObject *)ws, v);
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        goto done;
+    }
+    runner = cg_runner_new(st, coro, (PyObject *)ws, &ws_hooks);
+    if (!runner)
+        goto fail;
+    ws->task = PyObject_CallMethodOneArg(srv->loop, st->s_create_task, runner);
+    if (!ws->task)
+        goto fail;
+    r = PyObject_CallMethodOneArg(srv->tasks, st->s_add, ws->task);
+    if (!r)
+        goto fail;
+    Py_DECREF(r);
+    srv->ntasks++;
+done:
+    Py_XDECREF(runner);
+    Py_XDECREF(coro);
+    Py_XDECREF(send);
+    Py_XDECREF(receive);
+    Py_XDECREF(ext);
+    Py_XDECREF(scope);
+    Py_DECREF(ws);
+    return 0;
+fail:
+    Py_XDECREF(runner);
+    Py_XDECREF(coro);
+    Py_XDECREF(send);
+    Py_XDECREF(receive);
+    Py_XDECREF(ext);
+    Py_XDECREF(scope);
+    if (c->ws == ws) {
+        c->ws = NULL;
+        Py_DECREF(ws);
+    }
+    ws->state = CG_WS_CLOSED;
+    Py_DECREF(ws);
+    return -1;
+}
+
+/* ---- connection events -------------------------------------------------- */
+
+void cg_ws_connection_lost(cg_conn *c)
+{
+    cg_ws *ws = c->ws;
+    if (!ws)
+        return;
+    c->ws = NULL;
+    if (ws->state == CG_WS_CLOSING)
+        ws_closed(ws, ws->close_code, "", 0); /* our close stands */
+    else if (ws->state != CG_WS_CLOSED)
+        ws_closed(ws, CG_WS_CLOSE_ABNORMAL, "", 0);
+    if (ws->http && ws->http->conn == c) {
+        cg_cycle_disconnect(ws->http);
+        Py_CLEAR(ws->http->conn);
+    }
+    Py_CLEAR(ws->conn);
+    ws_wake(ws);
+    Py_DECREF(ws);
+}
+
+void cg_ws_tick(cg_conn *c, double now)
+{
+    cg_ws *ws = c->ws;
+    const cg_config *cfg = c->server->cfg;
+    if (!ws)
+        return;
+    if (ws->state == CG_WS_CLOSING && now >= ws->close_deadline) {
+        ws_closed(ws, ws->close_code, "", 0); /* the peer never answered */
+        return;
+    }
+    if (ws->state != CG_WS_OPEN)
+        return;
+    if (ws->pong_deadline > 0 && cfg->ws_ping_timeout > 0 && now >= ws->pong_deadline) {
+        ws_fail(ws, CG_WS_CLOSE_INTERNAL_ERROR, "keepalive ping timeout");
+        return;
+    }
+    if (cfg->ws_ping_interval > 0 && ws->pong_deadline == 0 && now >= ws->next_ping) {
+        if (cg_ws_write_message(&ws->out, NULL, CG_WS_OP_PING, "casgi", 5) < 0 ||
+            ws_write_out(ws) < 0)
+            PyErr_Clear();
+        ws->next_ping = now + cfg->ws_ping_interval;
+        ws->pong_deadline = cfg->ws_ping_timeout > 0 ? now + cfg->ws_ping_timeout : 0;
+    }
+}
+
+void cg_ws_shutdown(cg_conn *c)
+{
+    cg_ws *ws = c->ws;
+    if (ws && ws->state == CG_WS_OPEN &&
+        ws_send_close(ws, CG_WS_CLOSE_SERVICE_RESTART, NULL, 0) < 0)
+        PyErr_Clear();
+}
+
+/* ---- type --------------------------------------------------------------- */
+
+static int ws_traverse(cg_ws *ws, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(ws));
+    Py_VISIT(ws->server);
+    Py_VISIT(ws->conn);
+    Py_VISIT(ws->http);
+    Py_VISIT(ws->task);
+    Py_VISIT(ws->queue);
+    Py_VISIT(ws->recv_waiter);
+    Py_VISIT(ws->subprotocols);
+    Py_VISIT(ws->close_reason);
+    return 0;
+}
+
+static int ws_clear(cg_ws *ws)
+{
+    Py_CLEAR(ws->conn);
+    Py_CLEAR(ws->http);
+    Py_CLEAR(ws->task);
+    Py_CLEAR(ws->queue);
+    Py_CLEAR(ws->recv_waiter);
+    Py_CLEAR(ws->subprotocols);
+    Py_CLEAR(ws->close_reason);
+    return 0;
+}
+
+static void ws_dealloc(cg_ws *ws)
+{
+    PyTypeObject *tp = Py_TYPE(ws);
+    PyObject_GC_UnTrack(ws);
+    ws_clear(ws);
+    Py_CLEAR(ws->server);
+    if (ws->reader)
+        cg_ws_reader_free(ws->reader);
+    if (ws->deflater)
+        cg_ws_deflater_free(ws->deflater);
+    cg_buf_free(&ws->out);
+    tp->tp_free(ws);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot ws_slots[] = {
+    {Py_tp_traverse, ws_traverse},
+    {Py_tp_clear, ws_clear},
+    {Py_tp_dealloc, ws_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec ws_spec = {
+    .name = "casgi._casgi.WebSocket",
+    .basicsize = sizeof(cg_ws),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = ws_slots,
+};
+
+int cg_ws_types_init(PyObject *module, cg_state *st)
+{
+    st->WebSocketType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ws_spec, NULL);
+    return st->WebSocketType ? 0 : -1;
+}
