@@ -213,6 +213,7 @@ def get_scope(p, path, **kw):
     ws = open_ws(p, path, **kw)
     with ws:
         scope = json.loads(ws.recv_text())
+        scope["_local_port"] = ws.raw.local_port
         ws.close_handshake()
     return scope, ws
 
@@ -220,7 +221,7 @@ def get_scope(p, path, **kw):
 def test_scope_fields(wss):
     scope, ws = get_scope(wss, "/scope/x%20y?a=1&b=%20", subprotocols=["p1", "p2"],
                           headers=[("X-Custom", "Value 1")])
-    local_port = ws.raw.local_port
+    local_port = scope["_local_port"]
     assert scope["type"] == "websocket"
     assert scope["asgi"]["version"] == "3.0"
     assert scope["asgi"]["spec_version"] == "2.4"
@@ -257,6 +258,7 @@ def test_scope_wss_behind_trusted_proxy(ws1):
 
 
 def test_scope_x_forwarded_proto_wss(ws1):
+    """uvicorn's proxy-header handling takes ws/wss as well as http/https."""
     scope, _ = get_scope(ws1, "/scope", headers=[("X-Forwarded-Proto", "wss")])
     assert scope["scheme"] == "wss"
 
@@ -270,10 +272,10 @@ def test_scope_untrusted_proxy_headers_ignored(start_server):
 
 def test_scope_root_path_matches_http_scope(start_server):
     s = start_server("ws_app:app", "--root-path", "/api")
-    scope, _ = get_scope(s, "/api/scope?z=1")
+    scope, _ = get_scope(s, "/scope?z=1")
     c = RawConn.tcp(s.host, s.port)
     with c:
-        h = c.request(req("GET", "/api/scope?z=1")).json()
+        h = c.request(req("GET", "/scope?z=1")).json()
     assert scope["root_path"] == "/api" == h["root_path"]
     assert scope["path"] == h["path"]
     assert scope["raw_path"] == h["raw_path"]

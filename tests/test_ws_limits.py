@@ -237,9 +237,11 @@ def test_12_corrupt_deflate_data_closes(wss):
         ws.assert_eof()
 
 
-@pytest.mark.parametrize("enabled", ["false"])
-def test_12_deflate_disabled_by_option(start_server, enabled):
-    s = start_server("ws_app:app", "--ws-per-message-deflate", enabled)
+@pytest.mark.parametrize("args", [("--ws-per-message-deflate", "false"), ("--no-ws-per-message-deflate",)],
+                         ids=["uvicorn-form", "negated-flag"])
+def test_12_deflate_disabled_by_option(start_server, args):
+    """uvicorn spells it `--ws-per-message-deflate false` (click type=bool)."""
+    s = start_server("ws_app:app", *args)
     with open_ws(s, "/echo", extensions="permessage-deflate; client_max_window_bits") as ws:
         assert ws.response.header("sec-websocket-extensions") is None, ws.response.raw
         ws.send_frame(OP_TEXT, Deflate().compress(b"hello"), rsv=RSV1)

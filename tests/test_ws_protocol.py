@@ -179,9 +179,11 @@ def test_3_reserved_bits_after_a_valid_message(echo):
     echo.send_text("valid")
     echo.send_frame(OP_TEXT, b"bad", rsv=RSV2)
     echo.send_frame(OP_PING, b"never answered")
-    f = echo.expect_close(1002)
+    echo.expect_close(1002)
+    # the echo of the valid message may come before the close or not at all
+    # (Autobahn 3.2: NON-STRICT without it): the app may not have run yet
     texts = [x.payload for x in echo.received if x.opcode == OP_TEXT]
-    assert texts == [b"valid"], echo.received
+    assert texts in ([b"valid"], []), echo.received
     assert not any(x.opcode == OP_PONG for x in echo.received), "a ping after the violation was answered"
 
 
@@ -200,7 +202,7 @@ def test_4_reserved_opcode_after_valid_message(echo, op):
     echo.send_text("never echoed")
     echo.expect_close(1002)
     texts = [x.payload for x in echo.received if x.opcode == OP_TEXT]
-    assert texts == [b"first"], echo.received
+    assert texts in ([b"first"], []), echo.received  # never the message after the violation
 
 
 # -- 5 fragmentation ---------------------------------------------------------------
@@ -250,7 +252,7 @@ def test_5_continuation_after_complete_message_is_1002(echo):
     echo.send_text("complete")
     echo.send_frame(OP_CONT, b"orphan", fin=True)
     echo.expect_close(1002)
-    assert [x.payload for x in echo.received if x.opcode == OP_TEXT] == [b"complete"]
+    assert [x.payload for x in echo.received if x.opcode == OP_TEXT] in ([b"complete"], [])
 
 
 @pytest.mark.parametrize("second", [OP_TEXT, OP_BINARY])

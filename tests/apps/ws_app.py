@@ -165,7 +165,7 @@ async def app(scope, receive, send):
 
     if path == "/echo":
         return await echo_loop(receive, send, tag)
-    if path == "/scope":
+    if path == "/scope" or path.startswith("/scope/"):
         await send({"type": "websocket.send", "text": json.dumps(scope_json(scope))})
         return await echo_loop(receive, send, tag)
     if path == "/version":
