@@ -174,6 +174,9 @@ def _idle_table(scenario: dict) -> list:
     lines = [
         f"Target: {scenario['idle_connections']:,} connections.",
         "",
+        "RSS before is the fresh server's, measured once; RSS with connections is measured with "
+        "all of them open and idle for a second.",
+        "",
         "| server | connections held | RSS before | RSS with connections | per connection |",
         "|---|---:|---:|---:|---:|",
     ]

@@ -422,7 +422,9 @@ def run_idle_scenario(scenario: Scenario, running: dict, args) -> None:
                 continue
             server = entry["server"]
             pids = server.pids()
-            before = procstat.rss_kib(pids)
+            # The baseline is the fresh server's RSS before the first round: after a
+            # round, memory the server freed may stay mapped and would hide the cost.
+            before = entry.setdefault("rss_baseline_kib", procstat.rss_kib(pids))
             cpu_before = procstat.cpu_seconds(pids)
 
             def measure(opened: int, failures: list) -> dict:
