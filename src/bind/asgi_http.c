@@ -855,17 +855,7 @@ static void hook_finish(PyObject *owner, PyObject *exc)
     if (c)
         Py_DECREF(c);
     srv = cy->server;
-    if (cy->task) {
-        PyObject *task = cy->task;
-        cy->task = NULL;
-        PyObject *r = PyObject_CallMethodOneArg(srv->tasks, st->s_discard, task);
-        if (!r)
-            PyErr_Clear();
-        Py_XDECREF(r);
-        Py_DECREF(task);
-        srv->ntasks--;
-        cg_server_check_drained(srv);
-    }
+    cg_server_task_done(srv, &cy->task);
 }
 
 /* ---- the cycle type ----------------------------------------------------- */
@@ -913,8 +903,7 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
     cg_server *srv = c->server;
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
-    PyObject *scope = NULL, *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
-    PyObject *task = NULL, *r;
+    PyObject *scope, *task = NULL;
     cg_cycle *cy = cg_cycle_new(c, req);
 
     if (!cy)
@@ -953,60 +942,20 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
     }
 
     scope = cg_scope_new(cy, req, 0);
-    if (!scope)
-        goto fail;
-    receive = PyCFunction_New(&receive_def, (PyObject *)cy);
-    send = PyCFunction_New(&send_def, (PyObject *)cy);
-    if (!receive || !send)
-        goto fail;
-    {
-        PyObject *args[3] = {scope, receive, send};
-        coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
+    if (!scope ||
+        cg_app_start(st, srv->loop, srv->app, scope, (PyObject *)cy, &receive_def, &send_def,
+                     &http_hooks, &task) < 0 ||
+        (task && cg_server_add_task(srv, task) < 0)) {
+        Py_XDECREF(task);
+        Py_XDECREF(scope);
+        cy->resp = CG_RESP_COMPLETE;
+        Py_DECREF(cy);
+        return -1;
     }
-    if (!coro) {
-        /* The app failed before returning an awaitable: same as raising in it. */
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
-        if (v && tb)
-            PyException_SetTraceback(v, tb);
-        hook_finish((PyObject *)cy, v);
-        Py_XDECREF(t);
-        Py_XDECREF(v);
-        Py_XDECREF(tb);
-        goto done;
-    }
-    runner = cg_runner_new(st, coro, (PyObject *)cy, &http_hooks);
-    if (!runner)
-        goto fail;
-    task = PyObject_CallMethodOneArg(srv->loop, st->s_create_task, runner);
-    if (!task)
-        goto fail;
-    r = PyObject_CallMethodOneArg(srv->tasks, st->s_add, task);
-    if (!r)
-        goto fail;
-    Py_DECREF(r);
-    cy->task = Py_NewRef(task);
-    srv->ntasks++;
-done:
-    Py_XDECREF(task);
-    Py_XDECREF(runner);
-    Py_XDECREF(coro);
-    Py_XDECREF(send);
-    Py_XDECREF(receive);
-    Py_XDECREF(scope);
+    cy->task = task; /* NULL when the app raised at once: already handled */
+    Py_DECREF(scope);
     Py_DECREF(cy);
     return 0;
-fail:
-    Py_XDECREF(task);
-    Py_XDECREF(runner);
-    Py_XDECREF(coro);
-    Py_XDECREF(send);
-    Py_XDECREF(receive);
-    Py_XDECREF(scope);
-    cy->resp = CG_RESP_COMPLETE;
-    Py_DECREF(cy);
-    return -1;
 }
 
 static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)

@@ -585,16 +585,7 @@ static void ws_finish(PyObject *owner, PyObject *exc)
         cg_conn_close(ws->conn); /* an unfinished denial response */
     }
     PyErr_Clear();
-    if (ws->task) {
-        PyObject *task = ws->task, *r;
-        ws->task = NULL;
-        r = PyObject_CallMethodOneArg(srv->tasks, st->s_discard, task);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        Py_DECREF(task);
-        srv->ntasks--;
-        cg_server_check_drained(srv);
-    }
+    cg_server_task_done(srv, &ws->task);
 }
 
 static const cg_runner_hooks ws_hooks = {NULL, NULL, ws_finish};
@@ -676,8 +667,7 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     const cg_config *cfg = srv->cfg;
     const cg_http1_header *ver = find_header(req, CG_HDR_SEC_WEBSOCKET_VERSION);
     const cg_http1_header *key = find_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
-    PyObject *scope = NULL, *ext = NULL, *receive = NULL, *send = NULL, *coro = NULL;
-    PyObject *runner = NULL, *r;
+    PyObject *scope = NULL, *ext = NULL, *task = NULL;
     cg_ws *ws;
 
     if (!ver || ver->value.len != 2 || memcmp(ver->value.base, "13", 2) != 0) {
@@ -744,51 +734,18 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     c->phase = CG_PHASE_WS;
     c->deadline = 0;
 
-    receive = PyCFunction_New(&ws_receive_def, (PyObject *)ws);
-    send = PyCFunction_New(&ws_send_def, (PyObject *)ws);
-    if (!receive || !send)
+    if (cg_app_start(st, srv->loop, srv->app, scope, (PyObject *)ws, &ws_receive_def, &ws_send_def,
+                     &ws_hooks, &task) < 0 ||
+        (task && cg_server_add_task(srv, task) < 0))
         goto fail;
-    {
-        PyObject *args[3] = {scope, receive, send};
-        coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
-    }
-    if (!coro) {
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
-        if (v && tb)
-            PyException_SetTraceback(v, tb);
-        ws_finish((PyObject *)ws, v);
-        Py_XDECREF(t);
-        Py_XDECREF(v);
-        Py_XDECREF(tb);
-        goto done;
-    }
-    runner = cg_runner_new(st, coro, (PyObject *)ws, &ws_hooks);
-    if (!runner)
-        goto fail;
-    ws->task = PyObject_CallMethodOneArg(srv->loop, st->s_create_task, runner);
-    if (!ws->task)
-        goto fail;
-    r = PyObject_CallMethodOneArg(srv->tasks, st->s_add, ws->task);
-    if (!r)
-        goto fail;
-    Py_DECREF(r);
-    srv->ntasks++;
-done:
-    Py_XDECREF(runner);
-    Py_XDECREF(coro);
-    Py_XDECREF(send);
-    Py_XDECREF(receive);
+    ws->task = task; /* NULL when the app raised at once: already handled */
+    task = NULL;
     Py_XDECREF(ext);
     Py_XDECREF(scope);
     Py_DECREF(ws);
     return 0;
 fail:
-    Py_XDECREF(runner);
-    Py_XDECREF(coro);
-    Py_XDECREF(send);
-    Py_XDECREF(receive);
+    Py_XDECREF(task);
     Py_XDECREF(ext);
     Py_XDECREF(scope);
     if (c->ws == ws) {

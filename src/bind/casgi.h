@@ -192,6 +192,17 @@ typedef struct cg_runner_hooks {
 PyObject *cg_runner_new(cg_state *st, PyObject *awaitable, PyObject *owner,
                         const cg_runner_hooks *hooks);
 
+/**
+ * Starts an ASGI app: binds receive/send (`receive_def`, `send_def`) to
+ * `owner`, calls app(scope, receive, send), and runs the result in a Task
+ * (*task, a new reference) through a Runner with `hooks`. When the call
+ * itself raises, hooks->on_finish gets that exception at once and *task stays
+ * NULL. Returns 0, or -1 with an exception set when no task could be made.
+ */
+int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
+                 PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
+                 PyObject **task);
+
 /** Calls loop.create_future(). */
 PyObject *cg_future_new(cg_state *st, PyObject *loop);
 /** Completes fut with None unless it is already done. Never raises. */

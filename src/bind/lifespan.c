@@ -183,8 +183,7 @@ int cg_lifespan_startup(cg_server *srv, PyObject **out)
 {
     cg_state *st = srv->st;
     cg_lifespan *ls = NULL;
-    PyObject *scope = NULL, *asgi = NULL, *receive = NULL, *send = NULL, *coro = NULL;
-    PyObject *runner = NULL;
+    PyObject *scope = NULL, *asgi = NULL;
     int rc = -1;
 
     *out = NULL;
@@ -201,38 +200,17 @@ int cg_lifespan_startup(cg_server *srv, PyObject **out)
     scope = asgi ? Py_BuildValue("{s:O,s:O,s:O}", "type", st->s_lifespan, "asgi", asgi, "state",
                                  srv->state)
                  : NULL;
-    receive = PyCFunction_New(&ls_receive_def, (PyObject *)ls);
-    send = PyCFunction_New(&ls_send_def, (PyObject *)ls);
-    if (!scope || !receive || !send)
+    if (!scope)
         goto error;
 
     cg_log(&st->log, CG_INFO, "Waiting for application startup.");
     ls->pending = LS_STARTUP;
-    {
-        PyObject *args[3] = {scope, receive, send};
-        coro = PyObject_Vectorcall(srv->app, args, 3, NULL);
-    }
-    if (!coro) {
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
-        if (v && tb)
-            PyException_SetTraceback(v, tb);
-        ls_finish((PyObject *)ls, v);
-        Py_XDECREF(t);
-        Py_XDECREF(v);
-        Py_XDECREF(tb);
-    } else {
-        runner = cg_runner_new(st, coro, (PyObject *)ls, &ls_hooks);
-        if (!runner)
-            goto error;
-        ls->task = PyObject_CallMethodOneArg(srv->loop, st->s_create_task, runner);
-        if (!ls->task)
-            goto error;
-        ls->pending = LS_NONE;
-        if (ls_run_phase(ls, LS_STARTUP) < 0)
-            goto error;
-    }
+    if (cg_app_start(st, srv->loop, srv->app, scope, (PyObject *)ls, &ls_receive_def, &ls_send_def,
+                     &ls_hooks, &ls->task) < 0)
+        goto error;
+    /* ls->task is NULL when the app raised at once (ls_finish ran already). */
+    if (ls->task && ls_run_phase(ls, LS_STARTUP) < 0)
+        goto error;
     if (ls->startup_failed || ls->error) {
         if (ls->message && PyUnicode_GET_LENGTH(ls->message) > 0)
             cg_log(&st->log, CG_ERROR, "%U", ls->message);
@@ -253,10 +231,6 @@ error:
         cg_log_exception(&st->log, "Error during lifespan startup");
     rc = -1;
 done:
-    Py_XDECREF(runner);
-    Py_XDECREF(coro);
-    Py_XDECREF(send);
-    Py_XDECREF(receive);
     Py_XDECREF(scope);
     Py_XDECREF(asgi);
     if (ls && rc < 0 && ls->task) {

@@ -392,6 +392,50 @@ static PyType_Spec runner_spec = {
     .slots = runner_slots,
 };
 
+/* ---- starting an app ---------------------------------------------------- */
+
+int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
+                 PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
+                 PyObject **task)
+{
+    PyObject *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
+    int rc = -1;
+
+    *task = NULL;
+    receive = PyCFunction_New(receive_def, owner);
+    send = receive ? PyCFunction_New(send_def, owner) : NULL;
+    if (!send)
+        goto done;
+    PyObject *args[3] = {scope, receive, send};
+    coro = PyObject_Vectorcall(app, args, 3, NULL);
+    if (!coro) {
+        /* Raising before returning an awaitable is the same as raising in it. */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (v && tb)
+            PyException_SetTraceback(v, tb);
+        hooks->on_finish(owner, v);
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        rc = 0;
+        goto done;
+    }
+    runner = cg_runner_new(st, coro, owner, hooks);
+    if (!runner)
+        goto done;
+    *task = PyObject_CallMethodOneArg(loop, st->s_create_task, runner);
+    if (*task)
+        rc = 0;
+done:
+    Py_XDECREF(runner);
+    Py_XDECREF(coro);
+    Py_XDECREF(send);
+    Py_XDECREF(receive);
+    return rc;
+}
+
 /* ---- futures ------------------------------------------------------------ */
 
 PyObject *cg_future_new(cg_state *st, PyObject *loop)

@@ -43,6 +43,31 @@ void cg_server_check_drained(cg_server *srv)
         cg_future_wake(srv->st, srv->drained_fut);
 }
 
+int cg_server_add_task(cg_server *srv, PyObject *task)
+{
+    PyObject *r = PyObject_CallMethodOneArg(srv->tasks, srv->st->s_add, task);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    srv->ntasks++;
+    return 0;
+}
+
+void cg_server_task_done(cg_server *srv, PyObject **slot)
+{
+    PyObject *task = *slot, *r;
+    if (!task)
+        return;
+    *slot = NULL;
+    r = PyObject_CallMethodOneArg(srv->tasks, srv->st->s_discard, task);
+    if (!r)
+        PyErr_Clear();
+    Py_XDECREF(r);
+    Py_DECREF(task);
+    srv->ntasks--;
+    cg_server_check_drained(srv);
+}
+
 void cg_server_request_exit(cg_server *srv)
 {
     srv->should_exit = 1;

@@ -123,6 +123,10 @@ struct cg_cycle {
 };
 
 /* server.c */
+/** Counts an app task as running until cg_server_task_done. 0 or -1. */
+int cg_server_add_task(cg_server *srv, PyObject *task);
+/** The task in *slot finished: forgets it and clears the slot. */
+void cg_server_task_done(cg_server *srv, PyObject **slot);
 /** Begins a graceful shutdown (as on SIGTERM). */
 void cg_server_request_exit(cg_server *srv);
 /** --limit-max-requests reached: under a supervisor ask to be replaced,
