@@ -515,7 +515,7 @@ int cg_utf8_feed(cg_utf8 *u, const unsigned char *p, size_t len)
 enum { CG_RD_HEAD, CG_RD_PAYLOAD, CG_RD_FAILED };
 
 #define CG_WS_ZCHUNK 8192      /* compressed bytes unmasked per inflate call */
-#define CG_WS_KEEP (64 * 1024) /* message buffer kept between messages */
+#define CG_WS_KEEP (32 * 1024) /* message buffer kept between messages */
 #define CG_WS_MIN_GROW 4096
 
 struct cg_ws_reader {
@@ -534,6 +534,7 @@ struct cg_ws_reader {
     /* current message */
     int msg_op;    /* TEXT or BINARY while a message is open, else 0 */
     int msg_z;     /* the open message is compressed */
+    uint64_t zin;  /* compressed bytes declared so far for the open message */
     int delivered; /* msg holds a returned message: cleared on the next call */
     cg_utf8 utf8;
     unsigned char *msg; /* owned; msg_len <= max_size except transiently by one byte */
@@ -798,14 +799,23 @@ static int cg_head_done(cg_ws_reader *r, cg_ws_event *ev)
         if (r->opcode != CG_WS_OP_CONT) {
             r->msg_op = r->opcode;
             r->msg_z = (b0 >> 6) & 1;
+            r->zin = 0;
             r->utf8.state = 0;
             if (r->msg_z && cg_inflate_init(r) < 0)
                 return cg_fail(r, ev, CG_WS_CLOSE_INTERNAL_ERROR, "out of memory");
-        }
-        /* Uncompressed sizes are known up front; compressed ones are checked
-         * on the output as it is produced. */
+        } /* Uncompressed sizes are known up front; compressed ones are checked
+           * on the output as it is produced. The compressed input is bounded
+           * too (deflate never needs more than 1/8 over the plain size), so a
+           * message cannot go on forever while producing nothing. */
         if (!r->msg_z && plen > (uint64_t)(r->max_size - r->msg_len))
             return cg_fail(r, ev, CG_WS_CLOSE_TOO_BIG, "message too big");
+        if (r->msg_z) {
+            uint64_t m = r->max_size;
+            uint64_t zmax = m > UINT64_MAX / 4 ? UINT64_MAX : m + m / 8 + 1024;
+            if (plen > zmax - r->zin)
+                return cg_fail(r, ev, CG_WS_CLOSE_TOO_BIG, "message too big");
+            r->zin += plen;
+        }
     }
     r->state = CG_RD_PAYLOAD;
     return 0;
@@ -867,7 +877,7 @@ static int cg_frame_done(cg_ws_reader *r, cg_ws_event *ev)
     if (r->msg_op == CG_WS_OP_TEXT && !cg_utf8_complete(&r->utf8))
         return cg_fail(r, ev, CG_WS_CLOSE_INVALID_DATA, "invalid UTF-8");
     ev->type = r->msg_op == CG_WS_OP_TEXT ? CG_WS_EV_TEXT : CG_WS_EV_BINARY;
-    ev->data.base = (const char *)r->msg;
+    ev->data.base = r->msg ? (const char *)r->msg : ""; /* never NULL */
     ev->data.len = r->msg_len;
     r->msg_op = 0;
     r->msg_z = 0;

@@ -1348,6 +1348,20 @@ static void test_deflate(void)
         zc_free(&c);
         free(p);
         free(p1);
+        /* Compressed input far beyond what max_size could need. */
+        unsigned char big[1000 + 125 + 1024 + 1];
+        for (size_t i = 0; i < sizeof(big); i++)
+            big[i] = "\x00\x00\x00\xff\xff"[i % 5]; /* empty stored blocks */
+        frame(&b, RSV1 | 2, big, 1000);
+        frame(&b, 0, big + 1000, sizeof(big) - 1000 - 1);
+        int tz[] = {-1};
+        expect_types("12 compressed input of max_size * 9/8 + 1024", &s, &b, tz, 0);
+        b_free(&b);
+        frame(&b, RSV1 | 2, big, 1000);
+        frame(&b, 0, big + 1000, sizeof(big) - 1000);
+        expect_error("12 compressed input one byte over the bound", &s, &b, 1009,
+                     "message too big");
+        b_free(&b);
         /* Corrupt deflate data. */
         frame(&b, FIN | RSV1 | 2, "\xff\xff\xff\xff", 4);
         expect_error("12 invalid compressed data", &z, &b, 1002, "invalid compressed data");
