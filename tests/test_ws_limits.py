@@ -96,8 +96,8 @@ def test_9_fragmented_message_over_limit_is_1009(small):
         chunk = b"f" * 4096
         n = MAX // len(chunk)
         for i in range(n):
-            ws.send_frame(OP_BINARY if i == 0 else OP_CONT, chunk, fin=False)
-        ws.send_frame(OP_CONT, b"!", fin=False)  # one byte past the limit, message not finished
+            ws.try_send_frame(OP_BINARY if i == 0 else OP_CONT, chunk, fin=False)
+        ws.try_send_frame(OP_CONT, b"!", fin=False)  # one byte past the limit, message not finished
         ws.expect_close(1009, timeout=3)
 
 
@@ -386,7 +386,8 @@ def test_9_compression_bomb_in_fragments(small):
     with pmd_open(small) as ws:
         parts = [bomb[i:i + 512] for i in range(0, len(bomb), 512)]
         for i, part in enumerate(parts):
-            ws.send_frame(OP_BINARY if i == 0 else OP_CONT, part, fin=False, rsv=RSV1 if i == 0 else 0)
+            if not ws.try_send_frame(OP_BINARY if i == 0 else OP_CONT, part, fin=False, rsv=RSV1 if i == 0 else 0):
+                break
         ws.expect_close(1009, timeout=3)
 
 

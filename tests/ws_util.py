@@ -234,6 +234,15 @@ class WsConn:
         self.sent_log.append(f"{OPNAMES.get(opcode, hex(opcode))} len={len(payload)} {kw or ''}")
         self.raw.send(build_frame(opcode, payload, **kw))
 
+    def try_send_frame(self, opcode: int, payload: bytes = b"", **kw) -> bool:
+        """send_frame that tolerates the server having closed already (a server
+        failing fast may close while the client is still sending)."""
+        try:
+            self.send_frame(opcode, payload, **kw)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
     def send_text(self, text, **kw) -> None:
         self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text, **kw)
 
