@@ -124,6 +124,19 @@ def test_lifespan_shutdown_runs_after_graceful_timeout_cancels_requests(start_se
     assert "hang-cancelled" in lines, "the request still running at the graceful timeout was not cancelled"
 
 
+def test_connection_with_partial_head_does_not_delay_shutdown(start_server, loop):
+    s = start_server("basic:app", loop=loop)
+    c = s.connect()
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Half")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    s.signal(signal.SIGINT)
+    c.read_until_close(timeout=3)
+    assert s.wait(5) == 0
+    assert time.monotonic() - t0 < 3
+    c.close()
+
+
 def test_second_sigint_forces_exit(start_server, loop):
     s = start_server("basic:app", loop=loop)
     c = s.connect(timeout=10)
