@@ -54,7 +54,8 @@ def wrk_chart(scenario: dict, quick: bool, outdir: str) -> str | None:
         labels.append(f"{row['median']['rps']:,.0f}" + (f"  ({cpu:.2f} CPU s/100k)" if cpu else ""))
     title = scenario["title"] + (" [smoke run]" if quick else "")
     path = os.path.join(outdir, f"{scenario['name']}.png")
-    bar_chart(names, rps, labels, title, "requests per second (median)", path)
+    unit = "messages" if scenario.get("unit") == "msg" else "requests"
+    bar_chart(names, rps, labels, title, f"{unit} per second (median)", path)
     return path
 
 
@@ -96,7 +97,7 @@ def _grouped_bars(ax, scenarios, data, ylabel) -> None:
 def summary_chart(results: dict, outdir: str) -> str | None:
     """casgi relative to uvicorn and granian, one group per scenario: requests per
     second (same round) and server CPU time per request."""
-    scenarios = [s for s in results["scenarios"] if s["kind"] == "wrk"
+    scenarios = [s for s in results["scenarios"] if s["kind"] != "idle"
                  and s["servers"].get("casgi", {}).get("ratios")]
     peers = ("uvicorn", "granian")
     rps = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios] for p in peers}
@@ -105,7 +106,7 @@ def summary_chart(results: dict, outdir: str) -> str | None:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 1.1 * len(scenarios) + 2), 7),
                                       dpi=100)
-    _grouped_bars(top, scenarios, rps, "casgi req/s ÷ peer req/s")
+    _grouped_bars(top, scenarios, rps, "casgi rate ÷ peer rate")
     _grouped_bars(bottom, scenarios, cpu, "peer CPU/request ÷ casgi's")
     fig.suptitle("casgi relative to its peers (above 1: casgi ahead)"
                  + (" [smoke run]" if results["quick"] else ""))

@@ -71,7 +71,7 @@ def _setup(results: dict) -> str:
         f"waits (at most {results.get('quiet_wait', 0):g} s) for both CPUs to be idle.",
         "- CPU is the server's user + system time (all threads, all processes of its tree, from "
         "`/proc/PID/stat`) during the run, per 100,000 requests answered; *CPU use* is that time "
-        "divided by the run's duration (1.00 = one core busy all the time); well below 1.00 "
+        "divided by the run's wall time (1.00 = one core busy all the time); well below 1.00 "
         "means something else limited that server (the single wrk thread, the connection count, "
         "other work on the machine), and CPU per request still compares servers fairly. Peak "
         "RSS is the sum "
@@ -149,8 +149,9 @@ def _scenario(scenario: dict, results: dict, charts: list, report_dir: str) -> s
 
 
 def _wrk_table(scenario: dict) -> list:
+    unit = scenario.get("unit", "req")
     lines = [
-        "| server | req/s | p50 | p99 | CPU s / 100k req | CPU use | peak RSS | vs uvicorn "
+        f"| server | {unit}/s | p50 | p99 | CPU s / 100k {unit} | CPU use | peak RSS | vs uvicorn "
         "| vs granian |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -204,8 +205,9 @@ def _cpu_comparison(scenario: dict) -> list:
             parts.append(f"{name} {peer['cpu_per_100k'] / casgi['cpu_per_100k']:.2f}x")
     if not parts:
         return []
-    return ["", "Server CPU time per request, relative to casgi's: " + ", ".join(parts)
-            + " (above 1x: that server spends more CPU than casgi on each request)."]
+    what = "message" if scenario.get("unit") == "msg" else "request"
+    return ["", f"Server CPU time per {what}, relative to casgi's: " + ", ".join(parts)
+            + f" (above 1x: that server spends more CPU than casgi on each {what})."]
 
 
 def _interference(scenario: dict, threshold: float = 0.10) -> list:

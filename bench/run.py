@@ -323,11 +323,14 @@ def median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
-def measure_wrk(server: Server, argv: list, duration: float, server_cpu: int) -> dict:
+def measure_wrk(scenario: Scenario, server: Server, argv: list, duration: float,
+                server_cpu: int) -> dict:
     pids = server.pids()
     cpu_before = procstat.cpu_seconds(pids)
     busy_before = procstat.cpu_busy_seconds(server_cpu)
-    result = wrk.run(argv, duration)
+    started = time.monotonic()
+    result = run_load(scenario, argv, duration)
+    window = time.monotonic() - started  # includes the load tool's start-up
     cpu = procstat.cpu_seconds(pids) - cpu_before
     # Time the server's CPU spent on anything but the server: other processes
     # on a shared machine make the run unfair, and the report says so.
@@ -341,8 +344,8 @@ def measure_wrk(server: Server, argv: list, duration: float, server_cpu: int) ->
         "errors": result.errors,
         "cpu_s": round(cpu, 3),
         "cpu_per_100k": round(cpu / result.requests * 100_000, 4) if result.requests else None,
-        "cpu_use": round(cpu / result.seconds, 3) if result.seconds else None,
-        "others_use": round(max(others, 0.0) / result.seconds, 3) if result.seconds else None,
+        "cpu_use": round(cpu / window, 3),
+        "others_use": round(max(others, 0.0) / window, 3),
     }
 
 
@@ -361,8 +364,29 @@ def wait_quiet(cpus: list, limit: float, threshold: float = 0.10) -> float:
 
 
 def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int) -> list:
+    """The load command: wrk, or bench/wsload.py for WebSocket scenarios."""
+    if scenario.kind == "ws":
+        return ["taskset", "-c", str(cpu), VENV_PY, os.path.join(BENCH, "wsload.py"),
+                "--port", str(port), "--connections", str(scenario.connections),
+                "--duration", f"{duration:g}", "--size", str(scenario.message_size)]
     url = f"http://127.0.0.1:{port}{scenario.path}"
     return wrk.command(url, scenario.connections, duration, script, cpu)
+
+
+def run_load(scenario: Scenario, argv: list, duration: float) -> wrk.WrkResult:
+    if scenario.kind != "ws":
+        return wrk.run(argv, duration)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wsload failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+    out = json.loads(proc.stdout)
+    return wrk.WrkResult(requests=out["messages"], seconds=out["seconds"], rps=out["rate"],
+                         p50_ms=out["p50_ms"], p99_ms=out["p99_ms"], errors=out["errors"],
+                         output=proc.stdout)
+
+
+def display_load(argv: list) -> str:
+    return " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in argv)
 
 
 def write_script(scenario: Scenario, workdir: str) -> str | None:
@@ -382,9 +406,9 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
         server = entry["server"]
         log(f"  warm-up {name} ({args.warmup:g} s)")
         try:
-            wrk.run(wrk_argv(scenario, server.port, script, args.warmup, args.client_cpu),
-                    args.warmup)
-        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+            run_load(scenario, wrk_argv(scenario, server.port, script, args.warmup,
+                                        args.client_cpu), args.warmup)
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
             entry["failure"] = f"warm-up failed: {exc}"
     for round_no in range(1, args.runs + 1):
         for name, entry in running.items():
@@ -396,8 +420,8 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
             if waited > 1:
                 log(f"  waited {waited:.0f} s for the CPUs to be quiet")
             try:
-                run = measure_wrk(server, argv, args.duration, args.server_cpu)
-            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:
+                run = measure_wrk(scenario, server, argv, args.duration, args.server_cpu)
+            except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
                 entry["failure"] = f"run {round_no} failed: {exc}"
                 continue
             if not server.alive():
@@ -407,7 +431,7 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
                 run["p50_ms"] = run["p99_ms"] = None
             run["round"] = round_no
             entry["runs"].append(run)
-            log(f"  round {round_no} {name}: {run['rps']:.0f} req/s"
+            log(f"  round {round_no} {name}: {run['rps']:.0f} {scenario.unit}/s"
                 + (f", p99 {run['p99_ms']:.2f} ms" if scenario.latency else "")
                 + (f", other processes used {run['others_use']:.0%} of CPU {args.server_cpu}"
                    if run["others_use"] and run["others_use"] > 0.05 else "")
@@ -468,7 +492,7 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
         runs = entry["runs"]
         row = {"status": entry.get("failure", "ok") if not runs else "ok", "runs": runs,
                "note": entry.get("failure"), "peak_rss_kib": entry.get("peak_rss_kib")}
-        if runs and scenario.kind == "wrk":
+        if runs and scenario.kind != "idle":
             row["median"] = {key: median([r[key] for r in runs])
                              for key in ("rps", "p50_ms", "p99_ms", "cpu_per_100k", "cpu_use",
                                          "others_use", "errors")}
@@ -477,7 +501,7 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
                              for key in ("opened", "rss_before_kib", "rss_after_kib",
                                          "kib_per_connection")}
         rows[name] = row
-    if scenario.kind == "wrk":
+    if scenario.kind != "idle":
         for name, row in rows.items():
             row["ratios"] = {peer: pairwise_ratio(row, rows.get(peer))
                              for peer in ("uvicorn", "granian", "nginx")}
@@ -532,8 +556,10 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         "notes": scenario.notes,
         "connections": scenario.connections,
         "idle_connections": idle_count(scenario, args),
-        "wrk_command": " ".join(wrk_argv(scenario, "PORT", script, args.duration,
-                                         args.client_cpu)) if scenario.kind == "wrk" else None,
+        "unit": scenario.unit,
+        "wrk_command": display_load(wrk_argv(scenario, "PORT", script, args.duration,
+                                             args.client_cpu)) if scenario.kind != "idle"
+        else None,
         "wrk_script": wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
                                      scenario.pipeline) or None,
         "commands": {n: c.replace("{cpu}", str(args.server_cpu)) for n, c in commands.items()},

@@ -33,7 +33,8 @@ class Scenario:
     servers: tuple = PEERS
     expect: bytes | None = None  # exact body the readiness check must see
     requires: tuple = ()  # modules the bench venv must import for this app
-    kind: str = "wrk"  # "wrk" or "idle"
+    kind: str = "wrk"  # "wrk", "ws" (bench/wsload.py) or "idle"
+    message_size: int = 64  # "ws": bytes per message
     idle_connections: int = 0
     keep_alive: float | None = None  # keep-alive timeout to ask of servers that have one
     latency: bool = True  # False when wrk's latency numbers do not apply (pipelining)
@@ -42,6 +43,10 @@ class Scenario:
     p99_targets: tuple = ()  # peers whose p99 latency casgi's must not exceed
     max_kib_per_connection: float | None = None  # idle scenarios
     notes: str = ""
+
+    @property
+    def unit(self) -> str:
+        return "msg" if self.kind == "ws" else "req"
 
 
 SCENARIOS = [
@@ -75,6 +80,11 @@ SCENARIOS = [
              "fastapi_app:app", path="/items", method="POST", body=FASTAPI_BODY,
              content_type="application/json", requires=("fastapi",),
              targets=(("uvicorn", 1.2),)),
+    Scenario("ws-echo", "WebSocket echo of 64-byte text messages, 64 connections, uvloop",
+             "ws_echo:app", kind="ws", expect=b"websocket echo",
+             notes="Load from `bench/wsload.py` (Python, raw frames, one message in flight per "
+                   "connection) on the load CPU: at high rates the client is the limit, so "
+                   "compare the servers' CPU time per message."),
     Scenario("idle-10k", "10,000 idle keep-alive connections: memory per connection",
              PLAINTEXT, kind="idle", idle_connections=10000, servers=WITH_NGINX,
              expect=HELLO, keep_alive=120, max_kib_per_connection=2.0,
