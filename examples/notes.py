@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import time
 
 from starlette.applications import Starlette
@@ -59,10 +60,13 @@ async def lifespan(app: Starlette):
     db.execute(SCHEMA)
     db.commit()
     app.state.db = db
+    count = db.execute("SELECT COUNT(*) FROM notes").fetchone()[0]
+    print(f"notes: opened {database_path()} ({count} notes)", file=sys.stderr, flush=True)
     try:
         yield
     finally:
         db.close()
+        print(f"notes: closed {database_path()}", file=sys.stderr, flush=True)
 
 
 def db_of(request: Request) -> sqlite3.Connection:
