@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, RawConn, loop_params, req
+from conftest import RawConn, loop_params, req
 from ws_util import (
-    OP_BINARY,
     OP_CLOSE,
     OP_TEXT,
     SharedWs,
     WsConn,
+    build_frame,
     check_shared_after,
     open_ws,
     raw_handshake,
@@ -120,6 +120,37 @@ def test_unsupported_version_response_is_complete(ws1):
     with c:
         r = c.request(upgrade_request("/echo", version="7"))
         assert r.status == 426
+
+
+def test_missing_version_rejected(ws1):
+    c = RawConn.tcp(ws1.host, ws1.port)
+    with c:
+        r = c.request(upgrade_request("/echo", version=None))
+        assert r.status in (400, 426), r.raw
+
+
+def test_first_frame_in_the_same_segment_as_the_handshake(wss):
+    """The client's first frame arrives together with the upgrade request."""
+    key = ws_key()
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        c.send(upgrade_request("/echo", key=key) + build_frame(OP_TEXT, b"early bird"))
+        r = c.read_head()
+        assert r.status == 101, r.raw
+        ws = WsConn(c, r)
+        assert ws.recv_text() == "early bird"
+
+
+def test_upgrade_after_a_keep_alive_request(wss):
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        assert c.request(req("GET", "/first")).status == 200
+        c.send(upgrade_request("/echo"))
+        r = c.read_head()
+        assert r.status == 101, r.raw
+        ws = WsConn(c, r)
+        ws.send_text("after http")
+        assert ws.recv_text() == "after http"
 
 
 @pytest.mark.parametrize("key", [
@@ -439,6 +470,25 @@ def test_app_close_with_code_and_reason(wss):
         ws.send_close(4001)
         ws.assert_eof(3)
     ev = wait_event(wss, "disconnect", "ac", since=mark)
+    assert ev["type"] == "websocket.disconnect"
+
+
+def test_app_close_long_reason_truncated_to_valid_utf8(ws1):
+    reason = "%C3%A9" * 100  # 200 bytes of "é"
+    with open_ws(ws1, f"/close?code=4000&reason={reason}") as ws:
+        f = ws.expect_close(4000)
+        assert len(f.payload) <= 125
+        assert f.reason.decode("utf-8") == "é" * (len(f.reason) // 2)
+        assert len(f.reason) >= 100, f"reason cut to {len(f.reason)} bytes"
+
+
+def test_protocol_error_reported_to_app_as_disconnect(wss):
+    mark = wss.mark()
+    with open_ws(wss, "/disconnect?id=perr") as ws:
+        wait_event(wss, "accepted", "perr", since=mark)
+        ws.send_frame(0x3, b"reserved")
+        ws.fail_with(1002)
+    ev = wait_event(wss, "disconnect", "perr", since=mark)
     assert ev["type"] == "websocket.disconnect"
 
 

@@ -153,6 +153,33 @@ def test_9_large_server_message_to_client(wss):
         assert data[:256] == bytes(range(256))
 
 
+def test_server_send_backpressure_client_not_reading(start_server, loop):
+    """The app sends 64 MiB while the client reads nothing for 2 s: send()
+    waits on the transport instead of buffering everything in the server."""
+    s = start_server("ws_app:app", loop=loop)
+    mark = s.mark()
+    n, size = 1024, 65536
+    with open_ws(s, f"/flood?n={n}&size={size}&id=sbp", timeout=30) as ws:
+        ws.raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        wait_event(s, "accepted", "sbp", since=mark)
+        base = s.rss_kib()
+        with RssSampler(s.pid, 0.01) as rss:
+            time.sleep(2.0)
+            grew_stalled = rss.max_kib - base
+            assert "WSEVENT flood-done sbp" not in s.output(mark), "64 MiB sent to a client that read nothing"
+            got = 0
+            while True:
+                op, data = ws.read_message(timeout=20)
+                if op == OP_TEXT:
+                    assert data.startswith(b"DONE"), data[:40]
+                    break
+                assert len(data) == size
+                got += 1
+        assert got == n
+        assert grew_stalled < 24 * 1024, f"server RSS grew by {grew_stalled} KiB while the client did not read"
+        ws.close_handshake()
+
+
 # -- 12/13 compression ---------------------------------------------------------------
 
 def test_12_deflate_negotiated_default_offer(wss):
@@ -184,6 +211,15 @@ def test_12_compressed_echo_both_ways(wss, op):
             assert first.rsv & RSV1, f"server echo of a compressible message not compressed: {first!r}"
             assert len(first.payload) < len(payload) // 4
         ws.close_handshake()
+
+
+def test_12_large_compressed_server_message(wss):
+    with pmd_open(wss, "/bigsend?n=3000000", timeout=10) as ws:
+        n = len(ws.received)
+        op, data = ws.read_message(inflate=Inflate(), timeout=10)
+        assert op == OP_BINARY and len(data) == 3000000
+        assert data[:512] == bytes(range(256)) * 2
+        assert ws.received[n].rsv & RSV1
 
 
 def test_12_uncompressed_message_on_a_deflate_connection(wss):

@@ -24,6 +24,8 @@ Paths:
   /bigsend?n=&kind=  accept, send one message of n bytes ('x' or bytes 0..255)
   /hold            accept, receive until disconnect (reporting it)
   /version         accept, send the module's VERSION
+  /flood?n=&size=  accept, send n binary messages of size bytes, then "DONE"
+                   and the seconds send() took in total
 http scope: 200 with {"type": "http", "path": ..., "headers": ...} as JSON.
 """
 
@@ -223,6 +225,16 @@ async def app(scope, receive, send):
                 continue
             count += 1
             total += len(m["bytes"] if m.get("bytes") is not None else m["text"].encode())
+    if path == "/flood":
+        import time
+        n, size = int(q.get("n", "100")), int(q.get("size", "65536"))
+        block = b"\xa5" * size
+        t0 = time.monotonic()
+        for _ in range(n):
+            await send({"type": "websocket.send", "bytes": block})
+        await send({"type": "websocket.send", "text": "DONE %.3f" % (time.monotonic() - t0)})
+        event("flood-done", tag, {"seconds": time.monotonic() - t0})
+        return await echo_loop(receive, send, tag)
     if path == "/bigsend":
         n = int(q.get("n", "0"))
         if q.get("kind") == "text":
