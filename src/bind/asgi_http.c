@@ -156,11 +156,15 @@ static PyObject *forwarded_client(cg_server *srv, cg_slice xff)
     return t;
 }
 
+/* X-Forwarded-Proto: http/ws or https/wss (the scope's type picks which
+ * spelling is used); anything else keeps the connection's scheme. */
 static PyObject *forwarded_scheme(cg_state *st, cg_slice proto)
 {
-    if (proto.len == 5 && !strncasecmp(proto.base, "https", 5))
+    if ((proto.len == 5 && !strncasecmp(proto.base, "https", 5)) ||
+        (proto.len == 3 && !strncasecmp(proto.base, "wss", 3)))
         return Py_NewRef(st->s_https);
-    if (proto.len == 4 && !strncasecmp(proto.base, "http", 4))
+    if ((proto.len == 4 && !strncasecmp(proto.base, "http", 4)) ||
+        (proto.len == 2 && !strncasecmp(proto.base, "ws", 2)))
         return Py_NewRef(st->s_http);
     return NULL;
 }
@@ -189,14 +193,42 @@ static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
     return rc;
 }
 
+/* A dict holding every key of a scope, built once per server: copying it
+ * clones its key table in one step, and each request then only replaces
+ * values, instead of inserting keys into a growing dict. */
+static PyObject *scope_template(cg_state *st, int websocket)
+{
+    PyObject *keys[] = {st->s_type,   st->s_asgi,         st->s_http_version, st->s_server,
+                        st->s_client, st->s_scheme,       st->s_method,       st->s_root_path,
+                        st->s_path,   st->s_raw_path,     st->s_query_string, st->s_headers,
+                        st->s_state,  st->s_subprotocols, st->s_extensions};
+    size_t n = sizeof(keys) / sizeof(keys[0]);
+    PyObject *d = PyDict_New();
+    for (size_t i = 0; d && i < n; i++) {
+        if (websocket ? keys[i] == st->s_method
+                      : keys[i] == st->s_subprotocols || keys[i] == st->s_extensions)
+            continue;
+        if (PyDict_SetItem(d, keys[i], Py_None) < 0)
+            Py_CLEAR(d);
+    }
+    if (d && PyDict_SetItem(d, st->s_type, websocket ? st->s_websocket : st->s_http) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
 PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 {
     cg_conn *c = cy->conn;
     cg_server *srv = c->server;
     cg_state *st = srv->st;
-    PyObject *scope = PyDict_New();
-    PyObject *raw;
+    PyObject **tpl = &srv->scope_templates[websocket ? 1 : 0];
+    PyObject *scope, *raw;
 
+    if (!*tpl && !(*tpl = scope_template(st, websocket)))
+        return NULL;
+    scope = PyDict_Copy(*tpl);
+    if (!scope)
+        return NULL;
     if (!scope)
         return NULL;
     if (PyBytes_GET_SIZE(srv->root_path_b) > 0) {
@@ -235,8 +267,7 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
         Py_DECREF(raw);
         goto fail;
     }
-    if (PyDict_SetItem(scope, st->s_type, websocket ? st->s_websocket : st->s_http) < 0 ||
-        dict_set_steal(scope, st->s_asgi,
+    if (dict_set_steal(scope, st->s_asgi,
                        PyDict_Copy(websocket ? st->asgi_ws_dict : st->asgi_dict)) < 0 ||
         PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
             0 ||

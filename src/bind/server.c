@@ -444,11 +444,14 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
         Py_DECREF(srv);
         return NULL;
     }
+    /* The ticker checks every deadline: tick at a quarter of the shortest
+     * timeout (at most once a second, at least every 50 ms). */
+    const double timeouts[] = {cfg->timeout_keep_alive, cfg->timeout_request_header,
+                               cfg->ws_ping_interval, cfg->ws_ping_timeout};
     double t = 1.0;
-    if (cfg->timeout_keep_alive > 0 && cfg->timeout_keep_alive / 4 < t)
-        t = cfg->timeout_keep_alive / 4;
-    if (cfg->timeout_request_header > 0 && cfg->timeout_request_header / 4 < t)
-        t = cfg->timeout_request_header / 4;
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+        if (timeouts[i] > 0 && timeouts[i] / 4 < t)
+            t = timeouts[i] / 4;
     srv->tick_interval = t < 0.05 ? 0.05 : t;
     cg_server_update_date(srv);
     return srv;
@@ -770,6 +773,8 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->app);
     Py_VISIT(srv->state);
     Py_VISIT(srv->tasks);
+    Py_VISIT(srv->scope_templates[0]);
+    Py_VISIT(srv->scope_templates[1]);
     Py_VISIT(srv->stop_fut);
     Py_VISIT(srv->drained_fut);
     Py_VISIT(srv->ticker);
@@ -787,6 +792,8 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->app);
     Py_CLEAR(srv->state);
     Py_CLEAR(srv->tasks);
+    Py_CLEAR(srv->scope_templates[0]);
+    Py_CLEAR(srv->scope_templates[1]);
     Py_CLEAR(srv->stop_fut);
     Py_CLEAR(srv->drained_fut);
     Py_CLEAR(srv->ticker);

@@ -18,19 +18,20 @@ typedef struct cg_server {
     PyObject *module;     /* keeps the state alive */
     const cg_config *cfg; /* borrowed for the duration of cg_serve */
     PyObject *loop;
-    PyObject *app;         /* ASGI 3 callable */
-    PyObject *state;       /* lifespan state dict, copied into each scope */
-    PyObject *tasks;       /* set of running app tasks */
-    PyObject *stop_fut;    /* completed to begin shutdown */
-    PyObject *drained_fut; /* completed when nothing is left during shutdown */
-    PyObject *ticker;      /* TimerHandle of the next tick */
-    PyObject *tick_cb;     /* bound C callable for the ticker */
-    PyObject *notify;      /* host heartbeat called on each tick, or NULL */
-    PyObject *trusted;     /* set of trusted proxy addresses (str), or NULL */
-    int trust_all;         /* --forwarded-allow-ips "*" */
-    PyObject *root_path;   /* str */
-    PyObject *root_path_b; /* bytes */
-    cg_conn *conns;        /* every open connection (strong refs), doubly linked */
+    PyObject *app;                /* ASGI 3 callable */
+    PyObject *state;              /* lifespan state dict, copied into each scope */
+    PyObject *tasks;              /* set of running app tasks */
+    PyObject *scope_templates[2]; /* every scope key (http, websocket), see cg_scope_new */
+    PyObject *stop_fut;           /* completed to begin shutdown */
+    PyObject *drained_fut;        /* completed when nothing is left during shutdown */
+    PyObject *ticker;             /* TimerHandle of the next tick */
+    PyObject *tick_cb;            /* bound C callable for the ticker */
+    PyObject *notify;             /* host heartbeat called on each tick, or NULL */
+    PyObject *trusted;            /* set of trusted proxy addresses (str), or NULL */
+    int trust_all;                /* --forwarded-allow-ips "*" */
+    PyObject *root_path;          /* str */
+    PyObject *root_path_b;        /* bytes */
+    cg_conn *conns;               /* every open connection (strong refs), doubly linked */
     size_t nconns;
     size_t ntasks;
     unsigned long long nrequests;

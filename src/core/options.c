@@ -704,12 +704,21 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
             return CG_PARSE_ERROR;
         }
         snprintf(label, sizeof(label), "--%.*s", (int)nlen, name);
-        if (o->type == CG_OPT_BOOL || o->type == CG_OPT_FLAG) {
+        if (o->type == CG_OPT_FLAG || (o->type == CG_OPT_BOOL && neg)) {
             if (eq) {
                 set_err(err, errlen, "option '%s' does not take a value", label);
                 return CG_PARSE_ERROR;
             }
             value = neg ? "false" : "true";
+        } else if (o->type == CG_OPT_BOOL) {
+            /* Also spelled with a value, as uvicorn has some switches:
+             * "--ws-per-message-deflate false", "--access-log=0". */
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc && parse_bool(argv[i + 1]) >= 0)
+                value = argv[++i];
+            else
+                value = "true";
         } else if (eq) {
             value = eq + 1;
         } else if (i + 1 < argc) {

@@ -214,6 +214,19 @@ static void test_bools_text(void)
            cg_option_set(&c, cg_option_find("timeout-keep-alive"), "inf", err, sizeof(err)) == -1,
        "nan and inf are not numbers");
     cg_config_free(&c);
+
+    /* uvicorn's spelling with a value: --ws-per-message-deflate false. */
+    ok(parse(&c, NULL, "--ws-per-message-deflate", "false", "a:b", NULL) == CG_PARSE_OK &&
+           c.ws_per_message_deflate == 0 && c.app && strcmp(c.app, "a:b") == 0,
+       "boolean followed by a boolean word takes it as its value");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "--access-log=0", "--ws-per-message-deflate", "a:b", NULL) == CG_PARSE_OK &&
+           c.access_log == 0 && c.ws_per_message_deflate == 1 && c.app && strcmp(c.app, "a:b") == 0,
+       "--name=value for a boolean; a boolean before APP stays a switch");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "--no-access-log=1", "a:b", NULL) == CG_PARSE_ERROR,
+       "the --no- form takes no value");
+    cg_config_free(&c);
 }
 
 static void test_env(void)
