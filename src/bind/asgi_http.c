@@ -967,6 +967,7 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
     if (!cy)
         return -1;
 
+    c->served = 1;
     /* The connection owns the cycle until its response completes. */
     Py_XSETREF(c->cycle, (cg_cycle *)Py_NewRef(cy));
     if (req->chunked) {

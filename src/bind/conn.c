@@ -342,8 +342,8 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);
     c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
-    if (srv->should_exit)
-        cg_conn_close(c);
+    if (srv->should_exit && c->deadline > monotonic_now() + 1.0)
+        c->deadline = monotonic_now() + 1.0; /* its request is still served, if it comes soon */
     Py_RETURN_NONE;
 }
 
@@ -499,7 +499,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->deadline_is_head = 0;
     c->idle_ticks = 0;
     c->drain_waiter = NULL;
-    c->read_paused = c->write_paused = c->in_list = 0;
+    c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }

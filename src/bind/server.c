@@ -22,6 +22,10 @@
 #include "lifespan.h"
 #include "sock.h"
 
+/* On shutdown, how long a connection accepted just before may take to send
+ * its first request. */
+#define CG_SHUTDOWN_FIRST_REQUEST 1.0
+
 static double monotonic_now(void)
 {
     struct timespec ts;
@@ -468,11 +472,18 @@ static PyObject *server_call(cg_server *srv, PyObject *args, PyObject *kwargs)
 
 static void close_idle_connections(cg_server *srv)
 {
+    srv->now = monotonic_now();
+    double soon = srv->now + CG_SHUTDOWN_FIRST_REQUEST;
     for (cg_conn *c = srv->conns; c; c = c->next) {
-        if (c->ws)
+        if (c->ws) {
             cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
-        else if (!c->cycle)
-            cg_conn_close(c);
+        } else if (!c->cycle && c->served && cg_buf_unread(&c->in) == 0) {
+            cg_conn_close(c); /* idle between requests */
+        } else if (!c->cycle && (c->deadline == 0 || c->deadline > soon)) {
+            /* Accepted but its request not read yet: it is served (with
+             * connection: close) if it comes soon; closing it now would lose it. */
+            c->deadline = soon;
+        }
     }
 }
 

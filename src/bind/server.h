@@ -84,6 +84,7 @@ struct cg_conn {
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     PyObject *drain_waiter;     /* future completed by resume_writing/connection_lost */
     unsigned trusted_proxy : 1; /* the peer may set X-Forwarded-For/-Proto */
+    unsigned served : 1;        /* at least one request started on it */
     unsigned read_paused : 1;
     unsigned write_paused : 1;
     unsigned in_list : 1;
