@@ -1065,7 +1065,8 @@ static size_t cg_header_len(uint64_t n)
 
 int cg_ws_write_message(cg_buf *out, cg_ws_deflater *d, int opcode, const char *data, size_t len)
 {
-    if (!d)
+    /* Control frames are never compressed (RFC 7692 section 6.1). */
+    if (!d || (opcode & 0x08))
         return cg_write_plain(out, opcode, data, len);
     if (len == 0) {
         /* An empty message compresses to one 0x00 byte (RFC 7692 7.2.3.6). */
