@@ -474,6 +474,53 @@ def test_backpressure_app_not_receiving(start_server, loop):
         ws.close_handshake()
 
 
+def test_ping_flood_without_reading_pongs_bounded(start_server, loop):
+    """A client sends pings and never reads the pongs: the server stops reading
+    when its output backs up instead of buffering pongs without limit."""
+    s = start_server("ws_app:app", loop=loop)
+    with open_ws(s, "/echo", timeout=30) as ws:
+        ws.raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        ping = build_frame(OP_PING, b"p" * 125, mask_key=b"\x00\x00\x00\x00")
+        batch = ping * 512  # 67 KB per write
+        n = 600  # ~40 MB of pings -> ~38 MB of pongs
+        base = s.rss_kib()
+        flood = Flooder(ws.raw.sock, [batch] * n)
+        with RssSampler(s.pid, 0.01) as rss:
+            flood.start()
+            flood.join(4)
+            sent = flood.sent
+        grew = rss.max_kib - base
+        assert grew < 24 * 1024, (
+            f"server RSS grew by {grew} KiB answering pings nobody reads "
+            f"({sent * len(batch) / 1e6:.1f} MB of pings taken in 4s)")
+        assert sent < n, "all 40 MB of pings were taken while no pong was read"
+        assert s.alive()
+
+
+def test_echo_flood_without_reading_bounded(start_server, loop):
+    """The client sends 64 KiB messages to the echo app and reads nothing: the
+    echoes back up, the app's send() waits, its queue fills, reading pauses."""
+    s = start_server("ws_app:app", "--ws-max-queue", "8", loop=loop)
+    with open_ws(s, "/echo", timeout=30) as ws:
+        ws.raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        frame = build_frame(OP_BINARY, b"m" * 65536, mask_key=b"\x00\x00\x00\x00")
+        n = 600  # 39 MB
+        base = s.rss_kib()
+        flood = Flooder(ws.raw.sock, [frame] * n)
+        with RssSampler(s.pid, 0.01) as rss:
+            flood.start()
+            flood.join(3)
+            sent = flood.sent
+        grew = rss.max_kib - base
+        assert sent < n, "all 39 MB were taken although no echo was read"
+        assert grew < 24 * 1024, f"server RSS grew by {grew} KiB ({sent} messages taken)"
+        # reading resumes: every message taken so far is echoed
+        got = 0
+        while got < sent:
+            assert len(ws.recv_binary(timeout=10)) == 65536
+            got += 1
+
+
 def test_backpressure_pings_still_answered_while_app_busy(start_server):
     """Reading pauses for messages, but a client ping sent before the queue fills is answered."""
     s = start_server("ws_app:app", "--ws-max-queue", "4")

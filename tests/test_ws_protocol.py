@@ -176,9 +176,7 @@ def test_3_reserved_bits_without_extension_is_1002(echo, rsv, op):
 
 
 def test_3_reserved_bits_after_a_valid_message(echo):
-    echo.send_text("valid")
-    echo.send_frame(OP_TEXT, b"bad", rsv=RSV2)
-    echo.send_frame(OP_PING, b"never answered")
+    echo.send_batch((OP_TEXT, b"valid"), (OP_TEXT, b"bad", {"rsv": RSV2}), (OP_PING, b"never answered"))
     echo.expect_close(1002)
     # the echo of the valid message may come before the close or not at all
     # (Autobahn 3.2: NON-STRICT without it): the app may not have run yet
@@ -197,9 +195,7 @@ def test_4_reserved_opcodes_are_1002(echo, op):
 
 @pytest.mark.parametrize("op", [3, 0xB])
 def test_4_reserved_opcode_after_valid_message(echo, op):
-    echo.send_text("first")
-    echo.send_frame(op, b"payload")
-    echo.send_text("never echoed")
+    echo.send_batch((OP_TEXT, b"first"), (op, b"payload"), (OP_TEXT, b"never echoed"))
     echo.expect_close(1002)
     texts = [x.payload for x in echo.received if x.opcode == OP_TEXT]
     assert texts in ([b"first"], []), echo.received  # never the message after the violation
@@ -249,16 +245,14 @@ def test_5_continuation_without_start_is_1002(echo, fin):
 
 
 def test_5_continuation_after_complete_message_is_1002(echo):
-    echo.send_text("complete")
-    echo.send_frame(OP_CONT, b"orphan", fin=True)
+    echo.send_batch((OP_TEXT, b"complete"), (OP_CONT, b"orphan"))
     echo.expect_close(1002)
     assert [x.payload for x in echo.received if x.opcode == OP_TEXT] in ([b"complete"], [])
 
 
 @pytest.mark.parametrize("second", [OP_TEXT, OP_BINARY])
 def test_5_new_data_frame_inside_fragmented_message_is_1002(echo, second):
-    echo.send_frame(OP_TEXT, b"start", fin=False)
-    echo.send_frame(second, b"intruder", fin=True)
+    echo.send_batch((OP_TEXT, b"start", {"fin": False}), (second, b"intruder"))
     echo.fail_with(1002)
     assert not [x for x in echo.received if x.opcode in (OP_TEXT, OP_BINARY)]
 
@@ -266,8 +260,7 @@ def test_5_new_data_frame_inside_fragmented_message_is_1002(echo, second):
 @pytest.mark.parametrize("op", [OP_PING, OP_PONG, OP_CLOSE])
 def test_5_fragmented_control_frame_is_1002(echo, op):
     payload = close_payload(1000) if op == OP_CLOSE else b"frag"
-    echo.send_frame(op, payload, fin=False)
-    echo.send_frame(OP_CONT, b"rest", fin=True)
+    echo.send_batch((op, payload, {"fin": False}), (OP_CONT, b"rest"))
     echo.fail_with(1002, context=f"fragmented opcode {op:#x}: ")
 
 
@@ -346,21 +339,18 @@ def test_6_invalid_utf8_is_1007(echo, bad):
 def test_6_invalid_utf8_fragmented_fails_fast(echo, bad):
     """The invalid fragment is not the last: the close comes without the
     message being finished."""
-    echo.send_frame(OP_TEXT, b"valid start ", fin=False)
-    echo.send_frame(OP_CONT, bad, fin=False)
+    echo.send_batch((OP_TEXT, b"valid start ", {"fin": False}), (OP_CONT, bad, {"fin": False}))
     echo.expect_close(1007, timeout=3, context=f"fragment {bad!r}: ")
 
 
 def test_6_invalid_utf8_split_across_fragments(echo):
     # U+D800 as ED | A0 80: each fragment alone could start something valid
-    echo.send_frame(OP_TEXT, b"ok \xed", fin=False)
-    echo.send_frame(OP_CONT, b"\xa0", fin=False)
+    echo.send_batch((OP_TEXT, b"ok \xed", {"fin": False}), (OP_CONT, b"\xa0", {"fin": False}))
     echo.expect_close(1007, timeout=3)
 
 
 def test_6_truncated_sequence_at_message_end_is_1007(echo):
-    echo.send_frame(OP_TEXT, b"abc \xe2\x82", fin=False)
-    echo.send_frame(OP_CONT, b"", fin=True)
+    echo.send_batch((OP_TEXT, b"abc \xe2\x82", {"fin": False}), (OP_CONT, b""))
     echo.fail_with(1007)
 
 
@@ -424,17 +414,14 @@ def test_7_close_with_126_byte_payload_is_1002(echo):
 
 
 def test_7_nothing_processed_after_close(echo):
-    echo.send_close(1000)
-    echo.send_text("after close")
-    echo.send_frame(OP_PING, b"after close")
+    echo.send_batch((OP_CLOSE, close_payload(1000)), (OP_TEXT, b"after close"), (OP_PING, b"after close"))
     f = echo.expect_close(1000, allow_data=False)
     echo.assert_eof(3)
     assert not [x for x in echo.received if x.opcode in (OP_TEXT, OP_PONG)], echo.received
 
 
 def test_7_close_in_the_middle_of_a_fragmented_message(echo):
-    echo.send_frame(OP_TEXT, b"never ", fin=False)
-    echo.send_close(1000)
+    echo.send_batch((OP_TEXT, b"never ", {"fin": False}), (OP_CLOSE, close_payload(1000)))
     echo.expect_close(1000, allow_data=False)
     echo.assert_eof(3)
 

@@ -234,6 +234,18 @@ class WsConn:
         self.sent_log.append(f"{OPNAMES.get(opcode, hex(opcode))} len={len(payload)} {kw or ''}")
         self.raw.send(build_frame(opcode, payload, **kw))
 
+    def send_batch(self, *frames) -> None:
+        """Several frames in one write: (opcode, payload[, kwargs]) tuples. A
+        server failing at one of them may close before later writes would
+        arrive; one write keeps the test independent of that timing."""
+        data = []
+        for fr in frames:
+            op, payload = fr[0], fr[1]
+            kw = fr[2] if len(fr) > 2 else {}
+            self.sent_log.append(f"{OPNAMES.get(op, hex(op))} len={len(payload)} {kw or ''}")
+            data.append(build_frame(op, payload, **kw))
+        self.raw.send(b"".join(data))
+
     def try_send_frame(self, opcode: int, payload: bytes = b"", **kw) -> bool:
         """send_frame that tolerates the server having closed already (a server
         failing fast may close while the client is still sending)."""
