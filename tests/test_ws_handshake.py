@@ -473,6 +473,21 @@ def test_app_close_with_code_and_reason(wss):
     assert ev["type"] == "websocket.disconnect"
 
 
+VALID_CODES = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 5000))
+
+
+@pytest.mark.parametrize("code", [1005, 1006, 1015, 999, 5000])
+def test_app_close_with_a_code_that_must_not_be_sent(ws1, code):
+    """RFC 6455 7.4.1: 1005, 1006 and 1015 (and codes outside the registry
+    ranges) never go on the wire; the close frame carries no code or a valid one."""
+    with open_ws(ws1, f"/close?code={code}") as ws:
+        while True:
+            f = ws.read_frame()
+            if f.opcode == OP_CLOSE:
+                break
+        assert f.code is None or f.code in VALID_CODES, f"close frame on the wire with code {f.code}: {f!r}"
+
+
 def test_app_close_long_reason_truncated_to_valid_utf8(ws1):
     reason = "%C3%A9" * 100  # 200 bytes of "é"
     with open_ws(ws1, f"/close?code=4000&reason={reason}") as ws:
