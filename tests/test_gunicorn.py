@@ -1,0 +1,202 @@
+"""casgi.workers.CasgiWorker under real gunicorn (from PyPI): startup,
+requests (keep-alive, request bodies), lifespan, HUP, TERM, gunicorn's worker
+timeout (the heartbeat must come from the event loop), boot errors. The
+process tree is checked through /proc after every scenario."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+import time
+
+import pytest
+
+from conftest import RawConn, free_port, req
+from supervisor_util import (
+    GUNICORN_BOOT_RE,
+    get,
+    live_children,
+    sups,  # noqa: F401 - fixture
+    wait_until,
+)
+
+pytest.importorskip("gunicorn")
+
+pytestmark = pytest.mark.timeout(60)
+
+WORKER = "casgi.workers.CasgiWorker"
+
+
+def gunicorn_cmd(app: str, port: int, *extra: str, worker: str = WORKER) -> list:
+    return [sys.executable, "-m", "gunicorn", "-k", worker, app, "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "2", "--log-level", "info", *extra]
+
+
+def start_gunicorn(sups, *extra: str, workers: int = 2):
+    sups.copy_app("sup_app.py", "main.py")
+    port = free_port()
+    p = sups.start([], cmd=gunicorn_cmd("main:app", port, "-w", str(workers), *extra), wait=False,
+                   patterns=(GUNICORN_BOOT_RE,))
+    p.wait_for(r"Listening at: http://127\.0\.0\.1:%d" % port, timeout=20)
+    p.port = port
+    pids = boots(p, workers)
+    wait_until(lambda: len(live_children(p.pid)) == workers, 10, f"{workers} gunicorn workers", proc=p)
+    wait_serving(p, set(pids))
+    return p, pids
+
+
+def boots(p, n: int, since: int = 0, timeout: float = 20.0) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(m.group(1)) for _, m in p.timed_matches(GUNICORN_BOOT_RE, since)]
+        if len(pids) >= n:
+            return pids
+        if time.monotonic() > deadline or not p.alive():
+            raise AssertionError(f"{len(pids)} of {n} workers booted; output:\n{p.tail(since)}")
+        time.sleep(0.05)
+
+
+def wait_serving(p, want: set, timeout: float = 15.0) -> set:
+    """Requests until every worker of `want` answered; returns the pids seen."""
+    seen: set = set()
+    deadline = time.monotonic() + timeout
+    while not want <= seen:
+        try:
+            r = get(p.port, timeout=5)
+            assert r.status == 200, r.status_line
+            seen.add(int(r.header("x-pid")))
+        except ConnectionRefusedError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"served by {seen}, expected {want}; output:\n{p.tail()}")
+        time.sleep(0.01)
+    return seen
+
+
+def test_gunicorn_startup_requests_keepalive_bodies_lifespan(sups):
+    p, pids = start_gunicorn(sups)
+    assert "Booting worker" in p.stderr
+    # Keep-alive: several requests on one connection, one worker.
+    with RawConn.tcp("127.0.0.1", p.port) as c:
+        got = [c.request(req("GET", "/")) for _ in range(5)]
+        assert [r.status for r in got] == [200] * 5
+        assert len({r.header("x-pid") for r in got}) == 1
+        assert not any(r.has_token("connection", "close") for r in got)
+        # A request body, by length and chunked.
+        body = bytes(range(256)) * 400
+        r = c.request(req("POST", "/echo", body=body))
+        assert r.status == 200 and r.body == body
+        chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        r = c.request(req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")], body=chunked))
+        assert r.status == 200 and r.body == b"hello world"
+    # HTTP/1.0 without keep-alive is closed after the response.
+    with RawConn.tcp("127.0.0.1", p.port) as c:
+        r = c.request(req("GET", "/", version="HTTP/1.0"))
+        assert r.status == 200
+        c.assert_closed(3)
+    started = {int(pid) for what, pid, _ in sups.hook_lines() if what == "startup"}
+    assert set(pids) <= started, f"lifespan startup did not run in every worker: {started} vs {pids}"
+    p.finish(signal.SIGTERM)
+    stopped = {int(pid) for what, pid, _ in sups.hook_lines() if what == "shutdown"}
+    assert set(pids) <= stopped, f"lifespan shutdown did not run in every worker: {stopped} vs {pids}"
+
+
+def test_gunicorn_term_clean_exit(sups):
+    p, pids = start_gunicorn(sups)
+    c = RawConn.tcp("127.0.0.1", p.port)
+    assert c.request(req("GET", "/")).status == 200
+    t0 = time.monotonic()
+    rc = p.finish(signal.SIGTERM, timeout=10)
+    assert rc == 0
+    assert time.monotonic() - t0 < 2 + 3
+    assert re.search(r"Shutting down: Master", p.stderr), p.tail()
+    assert "Traceback" not in p.output(), p.tail()
+    c.close()
+
+
+def test_gunicorn_hup_replaces_workers_and_keeps_serving(sups):
+    p, pids = start_gunicorn(sups)
+    mark = p.mark()
+    p.signal(signal.SIGHUP)
+    p.wait_for(r"Handling signal: hup", since=mark, timeout=5)
+    new = boots(p, 2, since=mark)
+    assert not set(new) & set(pids)
+    wait_until(lambda: not any(p.tracker.alive(x) for x in pids), 2 + 3, "old workers gone", proc=p)
+    wait_until(lambda: live_children(p.pid) == set(new), 5, "only the new workers", proc=p)
+    assert wait_serving(p, set(new)) == set(new)
+    p.tracker.assert_no_zombies()
+    p.finish(signal.SIGTERM)
+
+
+def test_gunicorn_timeout_idle_worker_is_not_killed(sups):
+    """gunicorn's --timeout watches the heartbeat; an idle worker must keep
+    sending it."""
+    p, pids = start_gunicorn(sups, "--timeout", "2", workers=1)
+    time.sleep(4.5)
+    assert "WORKER TIMEOUT" not in p.stderr, p.tail()
+    assert live_children(p.pid) == set(pids)
+    assert int(get(p.port).header("x-pid")) == pids[0]
+    p.finish(signal.SIGTERM)
+
+
+def assert_blocked_worker_replaced(p, victim: int, mark: int, t0: float, timeout: float) -> float:
+    m = p.wait_for(r"WORKER TIMEOUT \(pid:(\d+)\)", since=mark, timeout=timeout + 6)
+    took = time.monotonic() - t0
+    assert int(m.group(1)) == victim
+    new = boots(p, 1, since=mark)[0]
+    wait_until(lambda: not p.tracker.alive(victim), 5, "blocked worker gone", proc=p)
+    assert wait_serving(p, {new}) == {new}
+    p.tracker.assert_no_zombies()
+    return took
+
+
+def test_gunicorn_timeout_kills_and_replaces_a_blocked_worker(sups):
+    p, pids = start_gunicorn(sups, "--timeout", "2", workers=1)
+    time.sleep(2.5)  # the worker has been serving for a while
+    mark = p.mark()
+    c = RawConn.tcp("127.0.0.1", p.port, timeout=15)
+    t0 = time.monotonic()
+    c.send(req("GET", "/block"))
+    took = assert_blocked_worker_replaced(p, pids[0], mark, t0, 2)
+    c.close()
+    print(f"\ngunicorn timeout: blocked worker detected after {took:.2f}s")
+    p.finish(signal.SIGTERM)
+
+
+def test_gunicorn_timeout_worker_blocked_by_its_first_request(sups):
+    """The first request, waiting in the backlog while the worker boots,
+    blocks its loop before any heartbeat: gunicorn's timeout must still fire
+    (gunicorn's heartbeat file starts with a wall-clock time that its check
+    reads as "fresh" until the worker's first notify())."""
+    sups.copy_app("sup_app.py", "main.py")
+    port = free_port()
+    p = sups.start([], cmd=gunicorn_cmd("main:app", port, "-w", "1", "--timeout", "2"), wait=False,
+                   patterns=(GUNICORN_BOOT_RE,))
+    p.port = port
+    p.wait_for(r"Listening at: http://127\.0\.0\.1:%d" % port, timeout=20)
+    c = RawConn.tcp("127.0.0.1", port, timeout=15)
+    t0 = time.monotonic()
+    c.send(req("GET", "/block"))
+    victim = boots(p, 1)[0]
+    mark = p.mark()
+    took = assert_blocked_worker_replaced(p, victim, 0, t0, 2)
+    c.close()
+    print(f"\ngunicorn timeout, first request blocking: detected after {took:.2f}s")
+    p.finish(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("app", ["casgi_test_no_such_module:app", "main:no_such_attribute"],
+                         ids=["missing-module", "missing-attribute"])
+def test_gunicorn_boot_error_exit_status(sups, app):
+    """The app cannot load: gunicorn exits with its boot-error status, the same
+    one its own sync worker gets for the same app."""
+    sups.copy_app("sup_app.py", "main.py")
+    ref = sups.start([], cmd=gunicorn_cmd(app, free_port(), worker="sync"), wait=False, patterns=(GUNICORN_BOOT_RE,))
+    expected = ref.wait(30)
+    ref.check_gone()
+    assert expected in (3, 4), f"gunicorn's sync worker exited {expected}:\n{ref.tail()}"
+    p = sups.start([], cmd=gunicorn_cmd(app, free_port()), wait=False, patterns=(GUNICORN_BOOT_RE,))
+    rc = p.wait(30)
+    p.check_gone()
+    assert rc == expected, f"exit status {rc}, gunicorn's boot-error status here is {expected}:\n{p.tail()}"
