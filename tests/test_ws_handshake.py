@@ -507,6 +507,27 @@ def test_protocol_error_reported_to_app_as_disconnect(wss):
     assert ev["type"] == "websocket.disconnect"
 
 
+def test_client_gone_before_accept(wss):
+    """The client drops the connection while the app has not accepted yet: the
+    app's accept() raises an OSError subclass (ASGI: send() on a closed
+    connection) or is ignored, and receive() returns websocket.disconnect."""
+    mark = wss.mark()
+    c = RawConn.tcp(wss.host, wss.port)
+    c.send(upgrade_request("/slow-accept?delay=0.5&id=gone"))
+    time.sleep(0.1)
+    c.close()
+    ev = wait_event(wss, "slow-accept", "gone", since=mark)
+    assert ev["raised"] is None or ev["oserror"] is True, ev
+    assert ev["next"].get("type") == "websocket.disconnect", ev
+    assert ev["next"].get("code") == 1006, ev
+
+
+def test_slow_accept_then_echo(ws1):
+    with open_ws(ws1, "/slow-accept?delay=0.3") as ws:
+        # the app reports after its next receive(); a close answers it
+        ws.close_handshake(1000)
+
+
 def test_accept_log_line(wss):
     mark = wss.mark()
     with open_ws(wss, "/echo?id=log1") as ws:

@@ -24,6 +24,8 @@ Paths:
   /bigsend?n=&kind=  accept, send one message of n bytes ('x' or bytes 0..255)
   /hold            accept, receive until disconnect (reporting it)
   /version         accept, send the module's VERSION
+  /slow-accept?delay=  wait, then accept (the client may be gone): reports
+                   what accept() did and what receive() returns next
   /flood?n=&size=  accept, send n binary messages of size bytes, then "DONE"
                    and the seconds send() took in total
 http scope: 200 with {"type": "http", "path": ..., "headers": ...} as JSON.
@@ -152,6 +154,21 @@ async def app(scope, receive, send):
                     "headers": [(b"content-type", b"text/plain"), (b"x-deny", b"1")]})
         await send({"type": "websocket.http.response.body", "body": b"not ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"a teapot"})
+        return
+    if path == "/slow-accept":
+        await asyncio.sleep(float(q.get("delay", "0.5")))
+        try:
+            await send({"type": "websocket.accept"})
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            res = {"raised": type(exc).__name__, "oserror": isinstance(exc, OSError)}
+        else:
+            res = {"raised": None}
+        try:
+            m = await asyncio.wait_for(receive(), 5)
+            res["next"] = msg_json(m)
+        except BaseException as exc:  # noqa: BLE001
+            res["next"] = {"raised": type(exc).__name__}
+        event("slow-accept", tag, res)
         return
     if path == "/subproto":
         proto = q.get("proto") or (scope["subprotocols"][0] if scope["subprotocols"] else None)
