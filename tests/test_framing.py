@@ -681,3 +681,17 @@ def test_content_length_with_leading_zeros_accepted(server):
         r = c.request(req("POST", "/echo", headers=[("Content-Length", "005")]) + b"hello" + req("GET", "/"))
         assert r.body == b"hello"
         assert c.read_response().body == HELLO
+
+
+def test_100_continue_for_pipelined_request_comes_after_previous_response(server):
+    """The interim response of a pipelined request may not be written in the
+    middle of (or before) the response to the request ahead of it."""
+    with server.connect() as c:
+        c.send(req("GET", "/slow?t=0.5")
+               + req("POST", "/echo", headers=[("Expect", "100-continue"), ("Content-Length", "5")]))
+        first = c.read_response(allow_interim=True)
+        assert first.status_line == b"HTTP/1.1 200 OK" and first.body == b"slow done"
+        interim = c.read_response(allow_interim=True)
+        assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
+        c.send(b"later")
+        assert c.read_response().body == b"later"

@@ -405,3 +405,15 @@ def test_h2c_upgrade_request_served_as_http11(server):
                       b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
         assert r.status_line == b"HTTP/1.1 200 OK"
         assert r.body == b"Hello, world!"
+
+
+def test_head_timeout_does_not_apply_to_a_slow_body(start_server, loop):
+    s = start_server("basic:app", "--timeout-request-header", "1", "--timeout-keep-alive", "1", loop=loop)
+    body = b"0123456789"
+    with s.connect() as c:
+        c.send(req("POST", "/echo", headers=[("Content-Length", str(len(body)))]))
+        for i in range(len(body)):
+            time.sleep(0.25)
+            c.send(body[i:i + 1])
+        r = c.read_response()
+    assert r.status == 200 and r.body == body

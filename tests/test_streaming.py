@@ -245,3 +245,23 @@ def test_memory_stable_over_many_connections(server):
         one_connection()
     growth = server.rss_kib() - base
     assert growth < 4 * 1024, f"RSS grew by {growth} KiB over 4000 connections"
+
+
+def test_pipelined_large_responses_to_a_stalled_reader_stay_bounded(server):
+    """Responses to pipelined requests are produced one at a time: a client
+    that pipelines 300 MiB of downloads and does not read cannot make the
+    server hold them."""
+    n, size = 300, MiB
+    warm_up(server)
+    base = server.rss_kib()
+    with server.connect(timeout=30) as c, RssSampler(server.pid) as rss:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send(b"".join(req("GET", f"/download?size={size}&cl=1") for _ in range(n)))
+        time.sleep(2.5)
+        stalled = rss.max_kib - base
+        for _ in range(n):
+            head = c.read_head()
+            assert head.status == 200
+            assert drain_body(c, head) == size
+    assert stalled < RSS_LIMIT_KIB, f"server RSS grew by {stalled // 1024} MiB for pipelined downloads"
+    assert rss.max_kib - base < RSS_LIMIT_KIB
