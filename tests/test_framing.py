@@ -695,3 +695,20 @@ def test_100_continue_for_pipelined_request_comes_after_previous_response(server
         assert interim.raw == b"HTTP/1.1 100 Continue\r\n\r\n"
         c.send(b"later")
         assert c.read_response().body == b"later"
+
+
+def test_exception_after_complete_response_keeps_response_intact(server):
+    ident = unique()
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("GET", f"/raise-after-complete?id={ident}") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status_line == b"HTTP/1.1 200 OK" and r.body == b"complete"
+        # The connection may go on or be closed, but never carries garbage.
+        try:
+            nxt = c.read_response()
+        except ConnectionClosed as exc:
+            assert exc.partial == b""
+        else:
+            assert nxt.body == HELLO
+    server.wait_for(f"RuntimeError: boom-after-complete {ident}", since=mark)

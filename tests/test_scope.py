@@ -250,3 +250,10 @@ def test_large_head_arriving_in_pieces(server):
             time.sleep(0.002)
         s = c.read_response().json()
     assert s["headers"][1:] == [[f"x-field-{i}", "v" * 3000] for i in range(20)]
+
+
+def test_absolute_form_https_target(server):
+    with server.connect() as c:
+        r = c.request(b"GET https://example.com/scope/s?z HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    s = r.json()
+    assert s["path"] == "/scope/s" and s["query_string"] == "z"

@@ -242,6 +242,10 @@ async def app(scope, receive, send):
     elif path == "/raise-before":
         raise RuntimeError("boom-before-start " + q("id", ""))
 
+    elif path == "/raise-after-complete":
+        await respond(send, 200, b"complete")
+        raise RuntimeError("boom-after-complete " + q("id", ""))
+
     elif path == "/raise-after":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
