@@ -358,7 +358,7 @@ def test_13_client_context_takeover_used_by_client(wss):
             assert ws.read_message(inflate=inf) == (OP_TEXT, payload)
 
 
-@pytest.mark.parametrize("bits", [9, 10, 12])
+@pytest.mark.parametrize("bits", [8, 9, 10, 12])
 def test_13_server_max_window_bits(wss, bits):
     with pmd_open(wss, offer=f"permessage-deflate; server_max_window_bits={bits}") as ws:
         got = ws.deflate_params.get("server_max_window_bits")
@@ -369,7 +369,7 @@ def test_13_server_max_window_bits(wss, bits):
         assert ws.read_message(inflate=inf) == (OP_BINARY, payload)
 
 
-@pytest.mark.parametrize("bits", [9, 11, 15])
+@pytest.mark.parametrize("bits", [8, 9, 11, 15])
 def test_13_client_max_window_bits(wss, bits):
     with pmd_open(wss, offer=f"permessage-deflate; client_max_window_bits={bits}") as ws:
         got = ws.deflate_params.get("client_max_window_bits")
@@ -519,6 +519,28 @@ def test_echo_flood_without_reading_bounded(start_server, loop):
         while got < sent:
             assert len(ws.recv_binary(timeout=10)) == 65536
             got += 1
+
+
+@pytest.mark.parametrize("args,size", [(("--ws-max-queue", "1"), 100), (("--ws-max-size", "1000"), 1000)],
+                         ids=["queue-1", "bytes-cap"])
+def test_tight_queue_limits_no_stall(start_server, loop, args, size):
+    """With a queue of one message, or a byte cap met by every message, a
+    pipelined stream still flows: reading resumes as the app receives."""
+    s = start_server("ws_app:app", *args, loop=loop)
+    with open_ws(s, "/echo", timeout=20) as ws:
+        n = 500
+        msgs = [bytes([i % 256]) * size for i in range(n)]
+        sender = threading.Thread(target=ws.send_raw, args=(b"".join(build_frame(OP_BINARY, m) for m in msgs),))
+        sender.start()
+        for i in range(n):
+            assert ws.recv_binary(timeout=10) == msgs[i], f"message {i}"
+        sender.join(10)
+        # non-ASCII text: the byte cap counts UTF-8 bytes consistently
+        for _ in range(200):
+            ws.send_text("é" * (size // 2))
+        for _ in range(200):
+            assert ws.recv_text(timeout=10) == "é" * (size // 2)
+        ws.close_handshake()
 
 
 def test_backpressure_pings_still_answered_while_app_busy(start_server):
