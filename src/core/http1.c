@@ -223,6 +223,8 @@ static inline const char *why_at(const char *q, const char *otherwise)
     return (q[0] == '\r' && q[1] != '\n') ? "bare CR" : otherwise;
 }
 
+/* authority-form "host:port": a reg-name or IPv4 host, or an IP literal in
+ * brackets (hex digits, ':' and '.'), then 1 to 5 port digits. */
 static int authority_ok(const char *s, size_t n)
 {
     size_t colon = n;
