@@ -227,3 +227,54 @@ def test_reload_closes_websocket_1012_and_new_code_serves(start_server, tmp_path
         time.sleep(0.1)
     assert version == "ws-v2", f"after the edit the server still serves {version!r}"
     assert s.stop(signal.SIGTERM, 10) == 0
+
+
+# -- no leaks --------------------------------------------------------------------------
+
+def fd_count(pid: int) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_no_fd_or_memory_leak_over_many_sessions(start_server, loop):
+    """300 sessions ended every way (clean close, TCP drop, protocol error,
+    app close, denial, 403): descriptors return to the baseline and memory
+    stays flat."""
+    from conftest import RawConn
+    from ws_util import build_frame, upgrade_request
+
+    s = start_server("ws_app:app", loop=loop)
+
+    def round_of_sessions():
+        with open_ws(s, "/echo") as ws:
+            ws.send_text("x" * 1000)
+            ws.recv_text()
+            ws.close_handshake()
+        ws = open_ws(s, "/echo")
+        ws.send_binary(b"y" * 5000)
+        ws.close_socket()
+        with open_ws(s, "/echo") as ws:
+            ws.send_frame(0x3, b"bad")
+            ws.fail_with(1002)
+        with open_ws(s, "/close?code=1000") as ws:
+            ws.expect_close(1000)
+            ws.send_close(1000)
+            ws.assert_eof()
+        for path in ("/deny", "/close-before"):
+            c = RawConn.tcp(s.host, s.port)
+            with c:
+                c.request(upgrade_request(path))
+
+    for _ in range(10):
+        round_of_sessions()
+    time.sleep(0.5)
+    fds0, rss0 = fd_count(s.pid), s.rss_kib()
+    for _ in range(50):
+        round_of_sessions()
+    deadline = time.monotonic() + 5
+    while fd_count(s.pid) > fds0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fd_count(s.pid) <= fds0, f"descriptors: {fds0} before, {fd_count(s.pid)} after 300 sessions"
+    grew = s.rss_kib() - rss0
+    assert grew < 4096, f"RSS grew by {grew} KiB over 300 sessions"
