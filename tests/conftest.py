@@ -15,6 +15,7 @@ Every test talks to a real `casgi` process started with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -43,11 +44,7 @@ HTTP_RUNNING_RE = re.compile(r"casgi running on http://(?P<host>[^\s]+):(?P<port
 
 
 def _have_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("uvloop") is not None
 
 
 HAVE_UVLOOP = _have_uvloop()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, ProtocolError, req, unique, seen_paths
+from conftest import ConnectionClosed, req, seen_paths, unique
 
 HELLO = b"Hello, world!"
 

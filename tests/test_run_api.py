@@ -4,8 +4,6 @@ import signal
 import sys
 import textwrap
 
-import pytest
-
 from conftest import APPS_DIR, req
 
 

@@ -1,6 +1,5 @@
 """The HTTP connection scope the app receives (ASGI spec 2.x, asgi.version 3.0)."""
 
-import json
 import time
 
 import pytest
@@ -162,7 +161,7 @@ def test_request_body_messages(server):
 
 def test_uds_scope_client_is_none(start_server, tmp_path, loop):
     path = str(tmp_path / "casgi.sock")
-    s = start_server("basic:app", "--uds", path, loop=loop, port=None)
+    start_server("basic:app", "--uds", path, loop=loop, port=None)
     with RawConn.unix(path) as c:
         r = c.request(req("GET", "/scope"))
     sc = r.json()

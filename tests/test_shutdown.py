@@ -2,12 +2,11 @@
 
 import signal
 import socket
-import threading
 import time
 
 import pytest
 
-from conftest import RawConn, clean_env, req
+from conftest import clean_env, req
 
 
 def connect_refused(port: int) -> bool:

@@ -1,6 +1,5 @@
 """Streaming both ways with bounded server memory (backpressure)."""
 
-import re
 import socket
 import threading
 import time
