@@ -210,6 +210,10 @@ CHUNKED_400 = {
     "size-line-bare-lf": b"3\nabc\r\n0\r\n\r\n",
     "extension-over-4-kib": b"3;" + b"e" * 5000 + b"\r\nabc\r\n0\r\n\r\n",
     "extension-over-4-kib-last-chunk": b"3\r\nabc\r\n0;" + b"x=" + b"y" * 5000 + b"\r\n\r\n",
+    "trailer-without-colon": b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n",
+    "trailer-with-nul": b"3\r\nabc\r\n0\r\nX-T: a\x00b\r\n\r\n",
+    "trailer-obs-fold": b"3\r\nabc\r\n0\r\nX-T: a\r\n b\r\n\r\n",
+    "trailer-bare-lf": b"3\r\nabc\r\n0\r\nX-T: a\n\r\n",
 }
 
 

@@ -51,7 +51,7 @@ def test_scope_http10(server):
     assert r.json()["http_version"] == "1.0"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CUSTOM"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CUSTOM", "get", "M-SEARCH"])
 def test_scope_method(server, method):
     with server.connect() as c:
         r = c.request(req(method, "/scope", headers=[("Content-Length", "0")]))
