@@ -320,10 +320,13 @@ static void read_cuts(const ropts *o, const unsigned char *in, size_t n, const s
 
 static events whole;
 
-/* Reads `in` whole (result in `whole`), byte by byte and in two pieces at
- * every position (or a sample); returns 1 when all agree. */
+/* Reads `in` whole (result in `whole`), in small pieces and in two pieces at
+ * every position, or, when a read is costly (input plus output beyond the
+ * budget), at a spread sample of positions plus those inside the first
+ * header; returns 1 when all agree. */
 static int read_every_way(const ropts *o, const void *input, size_t n)
 {
+    const size_t budget = 2u << 20; /* bytes read and produced per way, summed */
     const unsigned char *in = input;
     events v = {0};
     int agree = 1;
@@ -331,8 +334,11 @@ static int read_every_way(const ropts *o, const void *input, size_t n)
     read_cuts(o, in, n, NULL, 0, 1, &whole);
     if (whole.bad)
         agree = 0;
+    size_t cost = n;
+    for (size_t i = 0; i < whole.n; i++)
+        cost += whole.e[i].code == 1009 ? o->max_size : whole.e[i].len;
 
-    /* One byte at a time (big inputs: 7-byte pieces, then a sample). */
+    /* One byte at a time (big inputs: 7-byte pieces, huge ones: a sample). */
     size_t step = n > 70000 ? 7919 : n > 20000 ? 7 : 1;
     size_t ncuts = n / step;
     size_t *cuts = malloc((ncuts + 1) * sizeof(size_t));
@@ -347,20 +353,23 @@ static int read_every_way(const ropts *o, const void *input, size_t n)
     free(cuts);
 
     /* Two pieces. */
-    size_t stride = n <= 2048 ? 1 : n <= 300000 ? n / 509 : n / 31;
+    size_t splits = cost ? budget / cost : n + 1;
+    if (splits < 12)
+        splits = 12;
+    size_t stride = splits > n ? 1 : n / splits;
     for (size_t s = 0; s <= n; s += stride) {
         read_cuts(o, in, n, &s, 1, n <= 4096, &v);
         if (!ev_same(&v, &whole))
             agree = 0;
         ev_clear(&v);
     }
-    /* Always the positions around the end of the first header. */
-    for (size_t s = 1; s < 16 && s < n; s++) {
-        read_cuts(o, in, n, &s, 1, 0, &v);
-        if (!ev_same(&v, &whole))
-            agree = 0;
-        ev_clear(&v);
-    }
+    if (stride > 1)
+        for (size_t s = 1; s < 15 && s < n; s++) {
+            read_cuts(o, in, n, &s, 1, 0, &v);
+            if (!ev_same(&v, &whole))
+                agree = 0;
+            ev_clear(&v);
+        }
     return agree;
 }
 
