@@ -246,3 +246,43 @@ format={FORMAT}
 """)
     s = start_server("basic:app", "--log-config", str(cfg))
     check_config_log(s, log_file)
+
+
+def test_colors_by_default_on_a_terminal(tmp_path):
+    """On a TTY the default format colours the level name, as uvicorn does."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import APPS_DIR
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casgi", "basic:app", "--port", "0", "--app-dir", str(APPS_DIR)],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=clean_env(), cwd=str(tmp_path),
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"running on" not in out and time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    break
+        assert b"running on" in out, out
+        text = out.decode("utf-8", "replace")
+        assert re.search(r"\x1b\[[0-9;]*mINFO\x1b\[0m", text), repr(text)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        os.close(master)
