@@ -712,3 +712,19 @@ def test_exception_after_complete_response_keeps_response_intact(server):
         else:
             assert nxt.body == HELLO
     server.wait_for(f"RuntimeError: boom-after-complete {ident}", since=mark)
+
+
+@pytest.mark.parametrize("path", ["/cl-long-stream", "/cl-short-stream"])
+def test_streamed_body_length_mismatch_closes_connection(server, path):
+    mark = server.mark()
+    with server.connect() as c:
+        c.send(req("GET", path) + req("GET", "/"))
+        head = c.read_head()
+        declared = int(head.header("content-length"))
+        rest = c.read_until_close(timeout=5)
+    # Never more than the declared length on the wire, and never the next response.
+    assert len(rest) <= declared, rest
+    assert b"HTTP/1.1" not in rest
+    if path == "/cl-short-stream":
+        assert len(rest) < declared
+    server.wait_for(r"^ERROR", since=mark)

@@ -201,6 +201,16 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await send({"type": "http.response.body", "body": b"1234567890", "more_body": False})
 
+    elif path == "/cl-long-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"123", "more_body": True})
+        await send({"type": "http.response.body", "body": b"456", "more_body": False})
+
+    elif path == "/cl-short-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"123", "more_body": True})
+        await send({"type": "http.response.body", "body": b"45", "more_body": False})
+
     elif path == "/status":
         code = int(q("code", "200"))
         headers = [(b"x-status", str(code).encode())]
