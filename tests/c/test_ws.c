@@ -1621,6 +1621,46 @@ static void test_writer(void)
         cg_buf_free(&o);
         cg_ws_deflater_free(d);
     }
+    /* server_max_window_bits=8: zlib compresses with 9, yet a peer inflating
+     * with a 256-byte window decodes every message (matches stay within 250
+     * bytes). */
+    {
+        cg_ws_deflate_params dp = {1, 0, 0, 8, 15};
+        cg_ws_deflater *d = cg_ws_deflater_new(&dp);
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        int good = inflateInit2(&z, -8) == Z_OK;
+        unsigned char *msg = malloc(20000), *dec = malloc(40000);
+        unsigned seed = 1;
+        for (int m = 0; good && m < 60; m++) {
+            size_t n = 1 + (seed = seed * 1103515245u + 12345u) % 20000;
+            for (size_t i = 0; i < n; i++) {
+                seed = seed * 1103515245u + 12345u;
+                /* Literals mixed with copies from up to 300 bytes back. */
+                msg[i] = (seed >> 16) % 4 == 0 || i <= 300 ? (unsigned char)(seed >> 24)
+                                                           : msg[i - 1 - (seed >> 8) % 300];
+            }
+            cg_buf o;
+            cg_buf_init(&o);
+            cg_ws_write_message(&o, d, 2, (const char *)msg, n);
+            unsigned l7 = (unsigned char)o.data[1];
+            size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
+            cg_buf_append(&o, "\x00\x00\xff\xff", 4);
+            z.next_in = (unsigned char *)o.data + hl;
+            z.avail_in = (uInt)(o.len - hl);
+            z.next_out = dec;
+            z.avail_out = 40000;
+            int rc = inflate(&z, Z_SYNC_FLUSH);
+            good = rc == Z_OK && z.avail_in == 0 && 40000 - z.avail_out == n &&
+                   memcmp(dec, msg, n) == 0;
+            cg_buf_free(&o);
+        }
+        ok(good, "writer: window bits 8 output decodes with a 256-byte window");
+        inflateEnd(&z);
+        free(msg);
+        free(dec);
+        cg_ws_deflater_free(d);
+    }
     /* Control frames stay uncompressed even with a deflater. */
     {
         cg_ws_deflate_params dp = {1, 0, 0, 15, 15};
