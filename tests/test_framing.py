@@ -728,3 +728,68 @@ def test_streamed_body_length_mismatch_closes_connection(server, path):
     if path == "/cl-short-stream":
         assert len(rest) < declared
     server.wait_for(r"^ERROR", since=mark)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_pipelines_with_random_segmentation(server, seed):
+    """Seeded mixes of requests (Content-Length and chunked bodies, extensions,
+    trailers, varied headers) pipelined on one connection and written in random
+    pieces: every response matches its request, in order."""
+    import random
+
+    rnd = random.Random(seed)
+    stream = b""
+    expected = []
+    for i in range(150):
+        body = bytes(rnd.randrange(256) for _ in range(rnd.choice([0, 1, 7, 100, 5000, 70000])))
+        headers = [(f"X-R{j}", "v" * rnd.randrange(0, 200)) for j in range(rnd.randrange(0, 12))]
+        kind = rnd.choice(["cl", "chunked", "get", "head"])
+        if kind == "cl":
+            stream += req("POST", f"/echo?i={i}", headers=headers + [("Content-Length", str(len(body)))]) + body
+            expected.append(("echo", body))
+        elif kind == "chunked":
+            pieces, pos = [], 0
+            while pos < len(body):
+                n = rnd.randrange(1, 9000)
+                ext = b";e=%d" % n if rnd.random() < 0.3 else b""
+                pieces.append(b"%x%s\r\n%s\r\n" % (len(body[pos:pos + n]), ext, body[pos:pos + n]))
+                pos += n
+            trailer = b"X-Trailer: t\r\n" if rnd.random() < 0.5 else b""
+            stream += (req("POST", f"/echo?i={i}", headers=headers + [("Transfer-Encoding", "chunked")])
+                       + b"".join(pieces) + b"0\r\n" + trailer + b"\r\n")
+            expected.append(("echo", body))
+        elif kind == "get":
+            stream += req("GET", "/", headers=headers)
+            expected.append(("get", HELLO))
+        else:
+            stream += req("HEAD", "/", headers=headers)
+            expected.append(("head", b""))
+
+    results = []
+    errors = []
+
+    def reader(conn):
+        try:
+            for kind, body in expected:
+                r = conn.read_response(head=(kind == "head"))
+                results.append((r.status, r.body))
+        except AssertionError as exc:
+            errors.append(exc)
+
+    with server.connect(timeout=20) as c:
+        import threading
+
+        t = threading.Thread(target=reader, args=(c,), daemon=True)
+        t.start()
+        pos = 0
+        while pos < len(stream):
+            n = rnd.choice([1, 2, 3, 17, 100, 1000, 4096, 65536])
+            c.sock.sendall(stream[pos:pos + n])
+            pos += n
+        t.join(30)
+        assert not t.is_alive(), f"only {len(results)} of {len(expected)} responses arrived"
+    assert not errors, f"after {len(results)} responses: {errors[0]}"
+    assert len(results) == len(expected)
+    for i, ((kind, body), (status, got)) in enumerate(zip(expected, results)):
+        assert status == 200, (i, kind, status)
+        assert got == body, (i, kind, len(got), len(body))
