@@ -5,7 +5,9 @@
  * piece in its own exact-size heap buffer, freed right after use) gives the
  * same events; consumed counts are within the piece; every slice lies in the
  * reader's memory (never in the input) and is fully readable; events obey
- * the contract (sizes, UTF-8 of text and close reasons, codes). */
+ * the contract (sizes, UTF-8 of text and close reasons, codes). The input is
+ * also run through the UTF-8 validator, whole and split, against a plain
+ * reference decoder. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,53 @@ static void same(const fevs *a, const fevs *b)
               a->e[i].hash == b->e[i].hash);
 }
 
+/* Reference: 1 when p[0..n) is valid UTF-8 (RFC 3629), decoding code points. */
+static int ref_utf8(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint32_t c = p[i], cp, min;
+        size_t k;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC0 && c < 0xE0)
+            k = 1, cp = c & 0x1f, min = 0x80;
+        else if (c >= 0xE0 && c < 0xF0)
+            k = 2, cp = c & 0x0f, min = 0x800;
+        else if (c >= 0xF0 && c < 0xF8)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static void check_utf8(const uint8_t *in, size_t n, size_t cut)
+{
+    int want = ref_utf8(in, n);
+    cg_utf8 u = {0};
+    check((cg_utf8_feed(&u, in, n) && cg_utf8_complete(&u)) == want);
+    cg_utf8 v = {0};
+    int ok = cg_utf8_feed(&v, in, cut);
+    ok = ok && cg_utf8_feed(&v, in + cut, n - cut);
+    check((ok && cg_utf8_complete(&v)) == want);
+    /* A prefix the validator rejects is never part of a valid string. */
+    if (want)
+        check(ok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const size_t sizes[8] = {0, 1, 125, 126, 1000, 65535, 65536, 1 << 20};
@@ -175,6 +224,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cg_ws_deflate_params dp = {opt & 1, (opt >> 5) & 1, (opt >> 1) & 1, 15, 15};
     size_t cut = (size_t)sel * n / 255;
 
+    check_utf8(in, n, cut);
     fevs whole = {0}, other = {0};
     run(&dp, in, n, step_whole, 0, &whole);
     run(&dp, in, n, step_cut, cut, &other);
