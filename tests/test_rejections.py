@@ -421,3 +421,36 @@ def test_head_timeout_does_not_apply_to_a_slow_body(start_server, loop):
             c.send(body[i:i + 1])
         r = c.read_response()
     assert r.status == 200 and r.body == body
+
+
+def test_mutated_requests_never_hang_or_crash(server):
+    """Seeded single-byte mutations of valid requests: whatever the server
+    decides, it answers with HTTP/1.1 responses or closes, promptly, and keeps
+    serving."""
+    import random
+
+    rnd = random.Random(20261123)
+    seeds = [
+        req("GET", "/?a=b", headers=[("X-A", "b"), ("Accept", "*/*")]),
+        req("POST", "/echo", headers=[("Content-Length", "5")]) + b"hello",
+        req("POST", "/echo", headers=[("Transfer-Encoding", "chunked")]) + b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\n",
+        req("GET", "/", version="HTTP/1.0", host=None, headers=[("Connection", "keep-alive")]),
+    ]
+    for _ in range(1500):
+        data = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.choice([1, 1, 2, 3])):
+            pos = rnd.randrange(len(data))
+            op = rnd.random()
+            if op < 0.5:
+                data[pos] = rnd.choice(b"\x00\r\n \t:;,/\x7f\xff0aZ")
+            elif op < 0.75:
+                del data[pos]
+            else:
+                data.insert(pos, rnd.randrange(256))
+        with server.connect() as c:
+            c.send(bytes(data))
+            c.sock.shutdown(socket.SHUT_WR)
+            rest = c.read_until_close(timeout=5)
+        assert rest == b"" or rest.startswith(b"HTTP/1.1 "), (bytes(data), rest[:200])
+    with server.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
