@@ -136,6 +136,23 @@ def test_connection_with_partial_head_does_not_delay_shutdown(start_server, loop
     c.close()
 
 
+def test_graceful_timeout_bounds_a_response_stuck_on_a_stalled_reader(start_server, loop):
+    s = start_server("basic:app", "--timeout-graceful-shutdown", "1", loop=loop)
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        sock.sendall(req("GET", f"/download?size={500 * 1024 * 1024}"))
+        sock.settimeout(5)
+        assert sock.recv(1024)
+        time.sleep(0.5)  # the app is now blocked in send()
+        t0 = time.monotonic()
+        s.signal(signal.SIGINT)
+        assert s.wait(8) == 0
+        assert time.monotonic() - t0 < 4
+    finally:
+        sock.close()
+
+
 def test_second_sigint_forces_exit(start_server, loop):
     s = start_server("basic:app", loop=loop)
     c = s.connect(timeout=10)
