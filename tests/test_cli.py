@@ -371,3 +371,19 @@ def test_equals_form_of_options(start_server):
         r = c.request(req("GET", "/scope"))
     assert r.header("x-eq") == "equals"
     assert r.json()["root_path"] == "/eq"
+
+
+@pytest.mark.parametrize("header", ["X-A: b\r\nInjected: yes", "X-A: b\nInjected: yes", "X A: b",
+                                    "X\r\nInjected: b"])
+def test_header_option_with_bad_bytes_never_reaches_the_wire(start_server, header):
+    s = start_server("basic:app", "--header", header, wait=False)
+    m = s.wait_for(r"casgi running on|Error", timeout=20)
+    if "Error" in m.group(0):
+        # Refused at startup: one line (the bad bytes escaped), exit 2.
+        assert s.wait(10) == 2
+        assert_one_line_error(s.stderr, "--header")
+        return
+    s.wait_running()
+    with s.connect() as c:
+        r = c.request(req("GET", "/"))
+    assert b"Injected" not in r.raw
