@@ -7,7 +7,8 @@ of casgi's reload supervisor.
    that shows the new code, median of N edits (written in place, then polled
    every 2 ms on fresh connections), for a Starlette app and a FastAPI app,
    with `casgi --reload` and `uvicorn --reload` (watchfiles installed), both
-   with their default options, in the same run.
+   with their default options, running side by side with the edits
+   alternating between them.
 2. Idle: the supervisor's CPU over S seconds (utime+stime from
    /proc/PID/stat) and its RSS while it watches a tree of N files and nothing
    changes, with inotify and with --reload-poll; uvicorn's reloader
@@ -178,34 +179,47 @@ def server_cmd(py: Path, server: str, port: int, extra: tuple = ()) -> list:
 # ---------------------------------------------------------------------------
 
 
-def save_to_served(py: Path, server: str, app_text: str, edits: int) -> tuple:
-    work = Path(tempfile.mkdtemp(prefix=f"rl-{server}-"))
-    main = work / "main.py"
-    main.write_text(app_text)
-    port = free_port()
-    cmd = server_cmd(py, server, port)
-    srv = Server(server, cmd, work, port)
-    lat = []
+def save_to_served(py: Path, app_text: str, edits: int, servers=("casgi", "uvicorn")) -> tuple:
+    """Both servers run at once, each in its own directory; the edits alternate
+    between them (and which goes first alternates too), so a change in the
+    machine's load affects both alike."""
+    works, srvs, mains = {}, {}, {}
+    lat: dict = {name: [] for name in servers}
+    cmds = []
     try:
-        srv.wait_serving()
+        for name in servers:
+            works[name] = Path(tempfile.mkdtemp(prefix=f"rl-{name}-"))
+            mains[name] = works[name] / "main.py"
+            mains[name].write_text(app_text)
+            port = free_port()
+            cmd = server_cmd(py, name, port)
+            cmds.append(cmd)
+            srvs[name] = Server(name, cmd, works[name], port)
+        for srv in srvs.values():
+            srv.wait_serving()
         time.sleep(1.0)
         for i in range(1, edits + 1):
-            version = f"v{i}"
-            text = re.sub(r'^VERSION = "[^"]*"$', f'VERSION = "{version}"', app_text, flags=re.M)
-            t0 = time.perf_counter()
-            with open(main, "w") as f:
-                f.write(text)
-            deadline = time.monotonic() + 30
-            while http_get(port) != version.encode():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{server}: edit {i} not served within 30 s")
-                time.sleep(0.002)
-            lat.append(time.perf_counter() - t0)
-            time.sleep(0.3)
+            order = list(servers) if i % 2 else list(reversed(servers))
+            for name in order:
+                version = f"v{i}"
+                text = re.sub(r'^VERSION = "[^"]*"$', f'VERSION = "{version}"', app_text, flags=re.M)
+                port = srvs[name].port
+                t0 = time.perf_counter()
+                with open(mains[name], "w") as f:
+                    f.write(text)
+                deadline = time.monotonic() + 30
+                while http_get(port) != version.encode():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{name}: edit {i} not served within 30 s")
+                    time.sleep(0.002)
+                lat[name].append(time.perf_counter() - t0)
+                time.sleep(0.3)
     finally:
-        srv.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    return lat, cmd
+        for srv in srvs.values():
+            srv.stop()
+        for w in works.values():
+            shutil.rmtree(w, ignore_errors=True)
+    return lat, cmds
 
 
 def make_tree(root: Path, files: int) -> None:
@@ -267,11 +281,9 @@ def main() -> int:
     rows, cmds = [], []
     apps = () if args.skip_latency else (("Starlette", STARLETTE_APP), ("FastAPI", FASTAPI_APP))
     for app_name, app_text in apps:
-        res = {}
-        for server in ("casgi", "uvicorn"):
-            log(f"save-to-served: {server}, {app_name}, {args.edits} edits")
-            lat, cmd = save_to_served(py, server, app_text, args.edits)
-            res[server] = lat
+        log(f"save-to-served: casgi and uvicorn, {app_name}, {args.edits} edits each, alternating")
+        res, used = save_to_served(py, app_text, args.edits)
+        for cmd in used:
             cmds.append(" ".join(cmd) + f"   # {app_name} app in a temporary directory")
         c, u = statistics.median(res["casgi"]), statistics.median(res["uvicorn"])
         rows.append((app_name, c, min(res["casgi"]), max(res["casgi"]), u, min(res["uvicorn"]),

@@ -51,8 +51,8 @@ def test_fifty_edits_starlette_every_edit_served_hooks_for_every_worker(sups):
         assert p.alive(), f"supervisor exited after edit {i}: {p.tail()}"
     p.tracker.assert_no_zombies()
     assert p.count(RELOADING_RE) >= 50, p.tail()
-    started = p.started_pids()
-    assert len(set(started)) == len(started) >= 51, p.output()
+    started = p.wait_started(51, timeout=5)
+    assert len(set(started)) == len(started), p.output()
     p.finish(signal.SIGTERM)
 
     hooks = sups.hook_lines()
@@ -181,6 +181,36 @@ def test_reload_with_a_long_response_open_is_bounded(sups, path):
     # And another reload still works.
     edit_version(main, "v2", rename=True)
     wait_version(p.port, "v2", timeout=8, proc=p)
+    p.finish(signal.SIGTERM)
+
+
+def test_reload_with_a_websocket_open_is_bounded(sups):
+    ws_client = pytest.importorskip("websockets.sync.client")
+    p, main = start_reload(sups, "sup_app.py")
+    old = p.started_pids()[0]
+    ws = ws_client.connect(f"ws://127.0.0.1:{p.port}/ws", open_timeout=5, close_timeout=1)
+    try:
+        assert ws.recv(timeout=5) == f"v0 {old}"
+        ws.send("ping")
+        assert ws.recv(timeout=5) == "ping"
+        t0 = time.monotonic()
+        edit_version(main, "v1", rename=True)
+        _, waited = wait_version(p.port, "v1", timeout=8, proc=p)
+        bound = t0 + 2.0 + 2.5
+        wait_until(lambda: not p.tracker.alive(old), max(0.1, bound - time.monotonic()),
+                   f"old worker [{old}] gone within the graceful bound", proc=p)
+        # The WebSocket was closed by the server (going away / service restart).
+        with pytest.raises(Exception) as closed:
+            while True:
+                ws.recv(timeout=max(0.5, bound - time.monotonic()))
+        assert type(closed.value).__name__.startswith("ConnectionClosed"), repr(closed.value)
+        print(f"\nreload with a WebSocket open: served after {waited:.2f}s, close {closed.value!r}")
+    finally:
+        ws.close()
+    # A new WebSocket reaches the new code.
+    with ws_client.connect(f"ws://127.0.0.1:{p.port}/ws", open_timeout=5) as ws2:
+        assert ws2.recv(timeout=5).startswith("v1 ")
+    p.tracker.assert_no_zombies()
     p.finish(signal.SIGTERM)
 
 

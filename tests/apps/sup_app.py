@@ -6,6 +6,7 @@ GET /hang        a request that is never answered (an idle WebSocket's stand-in)
 GET /block       blocks the event loop for 60 s (blocking_handler_in_event_loop)
 GET /slow?S      answers after S seconds (asyncio.sleep)
 POST /echo       the request body back
+WS /ws           sends "VERSION PID", then echoes text messages until closed
 
 Lifespan startup/shutdown append "startup|shutdown PID VERSION" to $SUP_HOOKS.
 $SUP_CRASH_AFTER=S: the process exits (status 1) S seconds after startup;
@@ -73,6 +74,17 @@ async def app(scope, receive, send):
                 _hook("shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        m = await receive()
+        if m["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": f"{VERSION} {os.getpid()}"})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": m.get("text") or ""})
     if scope["type"] != "http":
         return
     path = scope["path"]
