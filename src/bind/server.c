@@ -684,6 +684,14 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     if (cg_lifespan_startup(srv, &lifespan) < 0)
         goto done;
 
+    if (srv->notify) {
+        /* The host watches for a stuck worker from its first heartbeat on:
+         * send one before any request can block the loop. */
+        r = PyObject_CallNoArgs(srv->notify);
+        if (!r)
+            goto error;
+        Py_DECREF(r);
+    }
     snprintf(srv->url, sizeof(srv->url), "%s", url);
     srv->host_mode = host != NULL;
     listener = start_listeners(srv, socks);
