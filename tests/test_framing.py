@@ -467,6 +467,17 @@ def test_extra_headers_option_strips_value_whitespace(start_server, loop):
     assert b"b c  " not in r.raw
 
 
+@pytest.mark.parametrize("target", ["/", "/raise-before"], ids=["app-response", "500-app-exception"])
+def test_extra_headers_on_app_and_500_responses(start_server, loop, target):
+    """--header adds its header to the responses of requests the app handled,
+    the server's own 500 included (as uvicorn does)."""
+    s = start_server("basic:app", "--header", "X-Every: yes", loop=loop)
+    with s.connect() as c:
+        r = c.request(req("GET", target))
+    assert r.header("server") == "casgi"
+    assert r.header("x-every") == "yes", r.status_line
+
+
 def test_app_headers_sent_with_raw_values(server):
     with server.connect() as c:
         r = c.request(req("GET", "/headers?h=X-Mixed:AbC%20dEf&h=set-cookie:a=1&h=set-cookie:b=2"))

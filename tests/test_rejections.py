@@ -454,14 +454,3 @@ def test_mutated_requests_never_hang_or_crash(server):
         assert rest == b"" or rest.startswith(b"HTTP/1.1 "), (bytes(data), rest[:200])
     with server.connect() as c:
         assert c.request(req("GET", "/")).status == 200
-
-
-@pytest.mark.parametrize("target", ["/", "/raise-before"], ids=["app-response", "500-app-exception"])
-def test_extra_headers_on_app_and_500_responses(start_server, loop, target):
-    """--header adds its header to the responses of requests the app handled,
-    the server's own 500 included (as uvicorn does)."""
-    s = start_server("basic:app", "--header", "X-Every: yes", loop=loop)
-    with s.connect() as c:
-        r = c.request(req("GET", target))
-    assert r.header("server") == "casgi"
-    assert r.header("x-every") == "yes", r.status_line
