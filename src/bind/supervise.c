@@ -14,6 +14,10 @@
 #include "supervisor.h"
 #include "watch.h"
 
+/* A worker bounds its own drain by --timeout-graceful-shutdown, then runs
+ * lifespan shutdown and exits: it is SIGKILLed only this much later. */
+#define CG_EXIT_MARGIN 1.0
+
 /* Seconds between scans when watching by polling. */
 #define CG_POLL_INTERVAL 0.25
 
@@ -286,8 +290,8 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         .workers = cfg->workers > 0 ? (int)cfg->workers : 1,
         .watch = watch,
         .reload_delay = delay,
-        .reload_timeout = graceful >= 0 ? graceful : 5.0,
-        .shutdown_timeout = graceful >= 0 ? graceful : 30.0,
+        .reload_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 5.0,
+        .shutdown_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 30.0,
         .healthcheck_timeout = cfg->timeout_worker_healthcheck,
         .log = sup_log,
         .log_ctx = &st->log,
