@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import RawConn, loop_params, req
-from ws_util import SharedWs, check_shared_after, open_ws, upgrade_request, wait_event
+from ws_util import SharedWs, check_shared_after, upgrade_request, wait_event
 
 websockets = pytest.importorskip("websockets")
 wsproto = pytest.importorskip("wsproto")

@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-import zlib
 
 import pytest
 

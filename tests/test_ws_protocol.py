@@ -415,7 +415,7 @@ def test_7_close_with_126_byte_payload_is_1002(echo):
 
 def test_7_nothing_processed_after_close(echo):
     echo.send_batch((OP_CLOSE, close_payload(1000)), (OP_TEXT, b"after close"), (OP_PING, b"after close"))
-    f = echo.expect_close(1000, allow_data=False)
+    echo.expect_close(1000, allow_data=False)
     echo.assert_eof(3)
     assert not [x for x in echo.received if x.opcode in (OP_TEXT, OP_PONG)], echo.received
 

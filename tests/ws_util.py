@@ -30,7 +30,7 @@ from typing import Iterable, Optional
 
 import pytest
 
-from conftest import CasgiProcess, ConnectionClosed, RawConn, Response, casgi_args, clean_env
+from conftest import CasgiProcess, RawConn, Response, casgi_args, clean_env
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -33,7 +33,6 @@ http scope: 200 with {"type": "http", "path": ..., "headers": ...} as JSON.
 
 import asyncio
 import json
-import sys
 from urllib.parse import parse_qs
 
 VERSION = "ws-v0"
