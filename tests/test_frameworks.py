@@ -97,3 +97,23 @@ def test_httpx_streaming_upload(server):
     with httpx.Client(timeout=10, trust_env=False) as c:
         r = c.post(server.url + "/consume", content=gen())
     assert r.status_code == 200 and int(r.text) == 64 * 65536
+
+
+def test_starlette_background_task_does_not_delay_response(start_server, loop):
+    """The response is on the wire as soon as the app sent it, even though the
+    app keeps running its background task; the connection serves the next
+    request meanwhile."""
+    import time
+
+    from conftest import req
+
+    s = start_server("starlette_app:app", loop=loop)
+    with s.connect() as c:
+        t0 = time.monotonic()
+        r = c.request(req("GET", "/background"))
+        assert r.body == b"sent before the task"
+        assert time.monotonic() - t0 < 1.0, "the response waited for the background task"
+        t1 = time.monotonic()
+        r2 = c.request(req("GET", "/"))
+        assert r2.body == b"starlette ok"
+        assert time.monotonic() - t1 < 1.0, "the next request waited for the background task"

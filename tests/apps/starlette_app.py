@@ -1,6 +1,9 @@
 """A Starlette application: JSON routes, path parameters, request bodies."""
 
+import asyncio
+
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
@@ -31,10 +34,18 @@ async def headers(request: Request):
     return JSONResponse({"x-custom": request.headers.get("x-custom"), "client": list(request.client or [])})
 
 
+async def with_background(request: Request):
+    async def slow_task():
+        await asyncio.sleep(2)
+
+    return PlainTextResponse("sent before the task", background=BackgroundTask(slow_task))
+
+
 app = Starlette(routes=[
     Route("/", index),
     Route("/items/{item_id:int}", item),
     Route("/echo", echo_json, methods=["POST"]),
     Route("/stream", stream),
     Route("/headers", headers),
+    Route("/background", with_background),
 ])
