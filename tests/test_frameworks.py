@@ -117,3 +117,15 @@ def test_starlette_background_task_does_not_delay_response(start_server, loop):
         r2 = c.request(req("GET", "/"))
         assert r2.body == b"starlette ok"
         assert time.monotonic() - t1 < 1.0, "the next request waited for the background task"
+
+
+def test_starlette_stream_stops_when_client_leaves(start_server, loop):
+    from conftest import req
+
+    s = start_server("starlette_app:app", loop=loop)
+    c = s.connect()
+    c.send(req("GET", "/infinite"))
+    head = c.read_head()
+    assert head.status == 200 and head.header("transfer-encoding") == "chunked"
+    c.close()
+    s.wait_for("INFINITE-STOPPED", timeout=5)

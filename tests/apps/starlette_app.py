@@ -1,6 +1,7 @@
 """A Starlette application: JSON routes, path parameters, request bodies."""
 
 import asyncio
+import sys
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -41,6 +42,20 @@ async def with_background(request: Request):
     return PlainTextResponse("sent before the task", background=BackgroundTask(slow_task))
 
 
+async def infinite(request: Request):
+    async def gen():
+        try:
+            i = 0
+            while True:
+                yield f"tick {i}\n"
+                i += 1
+                await asyncio.sleep(0.05)
+        finally:
+            print("INFINITE-STOPPED", flush=True, file=sys.stderr)
+
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
 app = Starlette(routes=[
     Route("/", index),
     Route("/items/{item_id:int}", item),
@@ -48,4 +63,5 @@ app = Starlette(routes=[
     Route("/stream", stream),
     Route("/headers", headers),
     Route("/background", with_background),
+    Route("/infinite", infinite),
 ])
