@@ -85,6 +85,16 @@ def test_random_keys_accept_value(ws1, n):
         assert r.header("sec-websocket-accept") == ws_accept_for(key)
 
 
+def test_key_and_version_with_surrounding_whitespace(ws1):
+    key = ws_key()
+    raw = upgrade_request("/echo", key=key).replace(key.encode(), b"  " + key.encode() + b" \t")
+    raw = raw.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version:   13  ")
+    c, r = handshake(ws1, raw)
+    with c:
+        assert r.status == 101, r.raw
+        assert r.header("sec-websocket-accept") == ws_accept_for(key)
+
+
 @pytest.mark.parametrize("extra", [
     {"connection": "keep-alive, Upgrade"},
     {"connection": "upgrade"},

@@ -97,6 +97,18 @@ def test_1_payload_sent_byte_by_byte(echo):
     assert echo.recv_text() == "Hello-µ@ßöäüàá-UTF-8!!"
 
 
+@pytest.mark.parametrize("op", [OP_TEXT, OP_BINARY])
+def test_1_large_frame_in_chops(echo, op):
+    """A 65536-byte message written in 997-byte pieces (Autobahn 1.1.8/1.2.8)."""
+    payload = b"*" * 65536 if op == OP_TEXT else os.urandom(65536)
+    data = build_frame(op, payload)
+    for i in range(0, len(data), 997):
+        echo.send_raw(data[i:i + 997])
+        if i % (997 * 8) == 0:
+            time.sleep(0.001)
+    assert echo.read_message(timeout=10) == (op, payload)
+
+
 def test_1_many_frames_in_one_segment(echo):
     msgs = [os.urandom(i % 300) for i in range(200)]
     echo.send_raw(b"".join(build_frame(OP_BINARY, m) for m in msgs))
