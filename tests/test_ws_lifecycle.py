@@ -277,3 +277,30 @@ def test_no_fd_or_memory_leak_over_many_sessions(start_server, loop):
     assert fd_count(s.pid) <= fds0, f"descriptors: {fds0} before, {fd_count(s.pid)} after 300 sessions"
     grew = s.rss_kib() - rss0
     assert grew < 4096, f"RSS grew by {grew} KiB over 300 sessions"
+
+
+def test_workers_sigterm_closes_websockets_1012(start_server):
+    port = free_port()
+    s = start_server("ws_app:app", "--workers", "2", "--timeout-graceful-shutdown", "3", port=str(port),
+                     wait=False)
+    s.wait_port("127.0.0.1", port)
+    mark = s.mark()
+    conns = []
+    deadline = time.monotonic() + 15
+    while len(conns) < 4:
+        try:
+            conns.append(WsConn.open("127.0.0.1", port, f"/hold?id=w{len(conns)}", timeout=10))
+        except (AssertionError, OSError):
+            assert time.monotonic() < deadline, s.tail()
+            time.sleep(0.1)
+    for i in range(4):
+        wait_event(s, "accepted", f"w{i}", since=mark)
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    for ws in conns:
+        ws.expect_close(1012, timeout=6)
+        ws.send_close(1012)
+        ws.assert_eof(5)
+        ws.close_socket()
+    assert s.wait(15) == 0
+    assert time.monotonic() - t0 < 8
