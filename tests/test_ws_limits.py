@@ -221,6 +221,28 @@ def test_12_large_compressed_server_message(wss):
         assert ws.received[n].rsv & RSV1
 
 
+@pytest.mark.parametrize("payload", [b"", b"\x00", None], ids=["empty", "zero-byte-block", "zlib-empty"])
+@pytest.mark.parametrize("op", [OP_TEXT, OP_BINARY])
+def test_12_empty_compressed_message(wss, op, payload):
+    """RFC 7692 7.2.3.6: an empty message compressed (one 0x00 byte, or what
+    zlib makes of b''); an RSV1 frame with no payload at all as well."""
+    with pmd_open(wss) as ws:
+        if payload is None:
+            payload = Deflate().compress(b"")
+        ws.send_frame(op, payload, rsv=RSV1)
+        assert ws.read_message(inflate=Inflate()) == (op, b"")
+        ws.send_compressed(op, b"after empty", Deflate())
+        assert ws.read_message(inflate=Inflate(no_context_takeover=True)) == (op, b"after empty")
+
+
+def test_12_compressed_message_with_empty_first_fragment(wss):
+    with pmd_open(wss) as ws:
+        comp = Deflate().compress(b"fragment after an empty one")
+        ws.send_frame(OP_TEXT, b"", fin=False, rsv=RSV1)
+        ws.send_frame(OP_CONT, comp, fin=True)
+        assert ws.read_message(inflate=Inflate()) == (OP_TEXT, b"fragment after an empty one")
+
+
 def test_12_uncompressed_message_on_a_deflate_connection(wss):
     with pmd_open(wss) as ws:
         ws.send_text("plain")  # RSV1 clear: not compressed, still valid
