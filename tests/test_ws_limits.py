@@ -235,6 +235,21 @@ def test_12_empty_compressed_message(wss, op, payload):
         assert ws.read_message(inflate=Inflate(no_context_takeover=True)) == (op, b"after empty")
 
 
+@pytest.mark.parametrize("offer", ["permessage-deflate; client_no_context_takeover", "permessage-deflate"])
+def test_12_client_flushes_with_bfinal_blocks(wss, offer):
+    """RFC 7692 7.2.3.3: a client may end each message with a BFINAL block
+    (zlib's Z_FINISH) instead of an empty stored block."""
+    import zlib
+
+    with pmd_open(wss, offer=offer) as ws:
+        inf = Inflate(no_context_takeover="server_no_context_takeover" in ws.deflate_params)
+        for i in range(3):
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            msg = b"final block message %d " % i * 20
+            ws.send_frame(OP_BINARY, c.compress(msg) + c.flush(), rsv=RSV1)
+            assert ws.read_message(inflate=inf) == (OP_BINARY, msg)
+
+
 def test_12_compressed_message_with_empty_first_fragment(wss):
     with pmd_open(wss) as ws:
         comp = Deflate().compress(b"fragment after an empty one")
