@@ -144,7 +144,8 @@ def assert_blocked_worker_replaced(p, victim: int, mark: int, t0: float, timeout
     m = p.wait_for(r"WORKER TIMEOUT \(pid:(\d+)\)", since=mark, timeout=timeout + 6)
     took = time.monotonic() - t0
     assert int(m.group(1)) == victim
-    new = boots(p, 1, since=mark)[0]
+    new = wait_until(lambda: [x for x in boots(p, 1, since=mark) if x != victim], 10,
+                     "a replacement worker booted", proc=p)[0]
     wait_until(lambda: not p.tracker.alive(victim), 5, "blocked worker gone", proc=p)
     assert wait_serving(p, {new}) == {new}
     p.tracker.assert_no_zombies()
@@ -179,7 +180,6 @@ def test_gunicorn_timeout_worker_blocked_by_its_first_request(sups):
     t0 = time.monotonic()
     c.send(req("GET", "/block"))
     victim = boots(p, 1)[0]
-    mark = p.mark()
     took = assert_blocked_worker_replaced(p, victim, 0, t0, 2)
     c.close()
     print(f"\ngunicorn timeout, first request blocking: detected after {took:.2f}s")
@@ -200,3 +200,45 @@ def test_gunicorn_boot_error_exit_status(sups, app):
     rc = p.wait(30)
     p.check_gone()
     assert rc == expected, f"exit status {rc}, gunicorn's boot-error status here is {expected}:\n{p.tail()}"
+
+
+def test_gunicorn_max_requests_replaces_workers_without_failed_requests(sups):
+    from supervisor_util import LoadClient
+
+    p, pids = start_gunicorn(sups, "--max-requests", "30", "--max-requests-jitter", "5")
+    mark = p.mark()
+    with LoadClient(p.port) as load:
+        boots(p, 3, since=mark, timeout=30)
+        time.sleep(0.3)
+    print(f"\ngunicorn max-requests: {load.report()}; {len(load.pids)} workers served")
+    assert not load.failures, load.report() + "\n" + p.tail()
+    assert len(load.pids) >= 4
+    p.tracker.assert_no_zombies()
+    p.finish(signal.SIGTERM)
+
+
+def test_gunicorn_term_with_an_open_stream_workers_exit_within_graceful_timeout(sups):
+    """An open response that never ends: the workers must finish (drain,
+    lifespan shutdown, exit) within gunicorn's graceful_timeout. gunicorn's
+    arbiter waits graceful_timeout, then SIGKILLs what is left, makes one
+    non-blocking reap pass and exits: a worker still running at that point is
+    killed and left unreaped."""
+    p, pids = start_gunicorn(sups)
+    conns = []
+    for _ in range(4):  # enough that both workers most likely hold one
+        c = RawConn.tcp("127.0.0.1", p.port, timeout=10)
+        c.send(req("GET", "/stream"))
+        assert c.read_head().status == 200
+        conns.append(c)
+    t0 = time.monotonic()
+    p.signal(signal.SIGTERM)
+    rc = p.wait(10)
+    took = time.monotonic() - t0
+    p.check_gone()
+    assert rc == 0
+    assert took < 2 + 2.5, f"TERM took {took:.2f}s with --graceful-timeout 2"
+    stopped = {int(pid) for what, pid, _ in sups.hook_lines() if what == "shutdown"}
+    assert set(pids) <= stopped, f"lifespan shutdown did not complete in every worker: {stopped} vs {pids}"
+    for c in conns:
+        c.read_until_close(timeout=1)
+        c.close()

@@ -188,8 +188,7 @@ def test_reload_with_a_websocket_open_is_bounded(sups):
     ws_client = pytest.importorskip("websockets.sync.client")
     p, main = start_reload(sups, "sup_app.py")
     old = p.started_pids()[0]
-    ws = ws_client.connect(f"ws://127.0.0.1:{p.port}/ws", open_timeout=5, close_timeout=1)
-    try:
+    with ws_client.connect(f"ws://127.0.0.1:{p.port}/ws", open_timeout=5, close_timeout=1) as ws:
         assert ws.recv(timeout=5) == f"v0 {old}"
         ws.send("ping")
         assert ws.recv(timeout=5) == "ping"
@@ -205,13 +204,26 @@ def test_reload_with_a_websocket_open_is_bounded(sups):
                 ws.recv(timeout=max(0.5, bound - time.monotonic()))
         assert type(closed.value).__name__.startswith("ConnectionClosed"), repr(closed.value)
         print(f"\nreload with a WebSocket open: served after {waited:.2f}s, close {closed.value!r}")
-    finally:
-        ws.close()
     # A new WebSocket reaches the new code.
     with ws_client.connect(f"ws://127.0.0.1:{p.port}/ws", open_timeout=5) as ws2:
         assert ws2.recv(timeout=5).startswith("v1 ")
     p.tracker.assert_no_zombies()
     p.finish(signal.SIGTERM)
+
+
+def test_reload_bounded_when_the_old_worker_does_not_stop(sups):
+    """Lifespan shutdown that takes 60 s: the old worker is killed at the
+    bound (--timeout-graceful-shutdown 2) and the new code serves meanwhile."""
+    p, main = start_reload(sups, "sup_app.py", env=sups.env({"SUP_SLOW_SHUTDOWN": "60"}))
+    old = p.started_pids()[0]
+    t0 = time.monotonic()
+    edit_version(main, "v1")
+    wait_version(p.port, "v1", timeout=8, proc=p)
+    wait_until(lambda: not p.tracker.alive(old), max(0.1, t0 + 2.0 + 2.5 - time.monotonic()),
+               f"old worker [{old}] killed at the bound", proc=p)
+    p.tracker.assert_no_zombies()
+    rc = p.finish(signal.SIGTERM, timeout=2 + 4)
+    assert rc == 0
 
 
 def test_reload_with_several_workers_replaces_all(sups):

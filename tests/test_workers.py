@@ -206,3 +206,37 @@ def test_max_requests_retires_workers_without_failed_requests(sups):
     assert not set(retired) & live_children(p.pid)
     p.tracker.assert_no_zombies()
     p.finish(signal.SIGTERM)
+
+
+def test_sighup_roll_with_a_broken_replacement_keeps_the_old_workers(sups):
+    p = start_workers(sups, 2)
+    old = set(p.started_pids())
+    main = sups.workdir / "main.py"
+    good = main.read_text()
+    main.write_text("def broken(:\n" + good)
+    mark = p.mark()
+    p.signal(signal.SIGHUP)
+    p.wait_for(r"Rolling restart aborted", since=mark, timeout=15)
+    time.sleep(0.3)
+    assert p.alive()
+    assert live_children(p.pid) == old, "the old workers must keep serving"
+    assert pids_serving(p.port, old) == old
+    p.tracker.assert_no_zombies()
+    main.write_text(good.replace('VERSION = "v0"', 'VERSION = "v1"'))
+    mark = p.mark()
+    p.signal(signal.SIGHUP)
+    p.wait_for(r"Rolling restart done", since=mark, timeout=20)
+    new = set(p.started_pids(mark))
+    wait_until(lambda: live_children(p.pid) == new, 5, "only the new workers", proc=p)
+    assert get(p.port).body.startswith(b"v1 ")
+    p.finish(signal.SIGTERM)
+
+
+def test_stop_is_bounded_when_workers_do_not_stop(sups):
+    """Lifespan shutdown that takes 60 s: SIGTERM still ends within the bound,
+    with exit status 0."""
+    p = start_workers(sups, 2, env=sups.env({"SUP_SLOW_SHUTDOWN": "60"}))
+    t0 = time.monotonic()
+    rc = p.finish(signal.SIGTERM, timeout=2 + 4)
+    assert rc == 0
+    assert time.monotonic() - t0 < 2 + 2.5

@@ -9,6 +9,7 @@ POST /echo       the request body back
 WS /ws           sends "VERSION PID", then echoes text messages until closed
 
 Lifespan startup/shutdown append "startup|shutdown PID VERSION" to $SUP_HOOKS.
+$SUP_SLOW_SHUTDOWN=S: lifespan shutdown takes S seconds.
 $SUP_CRASH_AFTER=S: the process exits (status 1) S seconds after startup;
 with $SUP_CRASH_LOCK=PATH, the one worker holding an flock on PATH does not.
 """
@@ -72,6 +73,7 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.startup.complete"})
             elif m["type"] == "lifespan.shutdown":
                 _hook("shutdown")
+                await asyncio.sleep(float(os.environ.get("SUP_SLOW_SHUTDOWN") or 0))
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "websocket":
