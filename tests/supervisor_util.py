@@ -229,8 +229,8 @@ class ProcTracker:
             time.sleep(0.05)
         if orphaned and not orphans_expected:
             raise AssertionError(
-                f"worker(s) {sorted(orphaned)} were left unreaped by the supervisor (they became "
-                "zombies of the test process after the supervisor exited)"
+                f"worker(s) {sorted(orphaned)} were left unreaped by their parent (the supervisor or "
+                "gunicorn's master): they became zombies of the test process after it exited"
                 + (("; output:\n" + self.out.tail(n=40)) if self.out else "")
             )
 
