@@ -172,7 +172,7 @@ static int ls_run_phase(cg_lifespan *ls, int event)
     ls->waiter = NULL;
     cg_future_wake(st, w);
     Py_XDECREF(w);
-    PyObject *r = PyObject_CallMethod(ls->srv->loop, "run_until_complete", "O", ls->phase_fut);
+    PyObject *r = cg_server_run(ls->srv, ls->phase_fut);
     if (!r)
         return -1;
     Py_DECREF(r);

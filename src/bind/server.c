@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,10 +179,75 @@ void cg_server_retire(cg_server *srv)
     cg_server_request_exit(srv);
 }
 
-/* Runs the loop until `awaitable` completes. Returns its result or NULL. */
-static PyObject *run_until_complete(cg_server *srv, PyObject *awaitable)
+/* ---- running the loop ---------------------------------------------------- */
+
+/* The signals the server handles stay blocked while its loop is not running
+ * and are unblocked from inside each run: uvloop drops a signal that arrives
+ * between two runs (its wakeup fd is only installed while it runs), so a
+ * SIGTERM sent during start-up or shutdown would otherwise be lost. A signal
+ * sent while blocked waits and is delivered at the next unblock. */
+static void handled_signal_set(sigset_t *set)
 {
-    return PyObject_CallMethod(srv->loop, "run_until_complete", "O", awaitable);
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGQUIT);
+}
+
+static PyObject *signals_unblock(PyObject *unused_self, PyObject *unused)
+{
+    sigset_t set;
+    (void)unused_self;
+    (void)unused;
+    handled_signal_set(&set);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *signals_block(PyObject *unused_self, PyObject *fut)
+{
+    sigset_t set;
+    (void)unused_self;
+    (void)fut;
+    handled_signal_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef unblock_def = {"unblock_signals", signals_unblock, METH_NOARGS, NULL};
+static PyMethodDef block_def = {"block_signals", signals_block, METH_O, NULL};
+
+PyObject *cg_server_run(cg_server *srv, PyObject *awaitable)
+{
+    cg_state *st = srv->st;
+    PyObject *fut, *cb, *r, *result = NULL;
+
+    fut = PyObject_CallMethod(st->asyncio, "ensure_future", "O", awaitable);
+    if (!fut)
+        return NULL;
+    /* Blocked again as soon as the awaited future is done, before the loop
+     * stops (our callback is added before run_until_complete adds its own). */
+    cb = PyCFunction_New(&block_def, NULL);
+    r = cb ? PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb) : NULL;
+    Py_XDECREF(cb);
+    if (!r)
+        goto done;
+    Py_DECREF(r);
+    cb = PyCFunction_New(&unblock_def, NULL);
+    r = cb ? PyObject_CallMethodOneArg(srv->loop, st->s_call_soon, cb) : NULL;
+    Py_XDECREF(cb);
+    if (!r)
+        goto done;
+    Py_DECREF(r);
+    result = PyObject_CallMethod(srv->loop, "run_until_complete", "O", fut);
+done:
+    Py_DECREF(fut);
+    {
+        sigset_t set;
+        handled_signal_set(&set);
+        pthread_sigmask(SIG_BLOCK, &set, NULL); /* however the run ended */
+    }
+    return result;
 }
 
 /* ---- ticker ------------------------------------------------------------- */
@@ -512,7 +578,7 @@ static void abort_everything(cg_server *srv)
         /* Let the cancellations run, briefly. */
         PyObject *w = PyObject_CallMethod(srv->st->asyncio, "wait", "Od", tasks, 1.0);
         if (w) {
-            r = run_until_complete(srv, w);
+            r = cg_server_run(srv, w);
             Py_XDECREF(r);
             Py_DECREF(w);
         }
@@ -552,7 +618,7 @@ static void shutdown_server(cg_server *srv, PyObject *listeners)
             PyErr_Clear();
         }
         cg_server_check_drained(srv);
-        r = run_until_complete(srv, srv->drained_fut);
+        r = cg_server_run(srv, srv->drained_fut);
         Py_XDECREF(r);
         PyErr_Clear();
         if (timer) {
@@ -613,7 +679,7 @@ static PyObject *start_listeners(cg_server *srv, PyObject *socks)
                                      srv->cfg->backlog);
         PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
         PyObject *coro = args ? PyObject_Call(meth, args, kw) : NULL;
-        PyObject *listener = coro ? run_until_complete(srv, coro) : NULL;
+        PyObject *listener = coro ? cg_server_run(srv, coro) : NULL;
         Py_XDECREF(coro);
         Py_XDECREF(args);
         Py_XDECREF(kw);
@@ -638,6 +704,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     PyObject *app = NULL, *sock = NULL, *listener = NULL, *handler = NULL, *r;
     PyObject *lifespan = NULL, *socks = NULL;
     PyObject *pending_t = NULL, *pending_v = NULL, *pending_tb = NULL;
+    sigset_t old_mask;
+    int mask_saved = 0;
     char url[300];
     int status = 3;
 
@@ -666,6 +734,12 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     handler = PyCFunction_New(&signal_def, (PyObject *)srv);
     if (!handler || add_signal_handlers(srv, handler, host ? 3 : 2) < 0)
         goto error;
+    {
+        sigset_t set;
+        handled_signal_set(&set);
+        pthread_sigmask(SIG_BLOCK, &set, &old_mask);
+        mask_saved = 1;
+    }
     if (host) {
         srv->notify = host->notify ? Py_NewRef(host->notify) : NULL;
         socks = Py_NewRef(host->sockets);
@@ -711,7 +785,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     if (arm_ticker(srv) < 0)
         goto error;
     if (!srv->should_exit) {
-        r = run_until_complete(srv, srv->stop_fut);
+        r = cg_server_run(srv, srv->stop_fut);
         if (!r)
             goto error;
         Py_DECREF(r);
@@ -740,10 +814,12 @@ done:
             r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", handled_signals[i]);
             Py_XDECREF(r);
         }
+        if (mask_saved)
+            pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         PyErr_Clear();
         r = PyObject_CallMethod(srv->loop, "shutdown_asyncgens", NULL);
         if (r) {
-            PyObject *r2 = run_until_complete(srv, r);
+            PyObject *r2 = cg_server_run(srv, r);
             Py_XDECREF(r2);
             Py_DECREF(r);
         }

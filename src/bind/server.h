@@ -125,6 +125,9 @@ struct cg_cycle {
 };
 
 /* server.c */
+/** Runs the loop until `awaitable` completes, with the server's signals
+ * unblocked only while it runs. Returns the result, or NULL. */
+PyObject *cg_server_run(cg_server *srv, PyObject *awaitable);
 /** Counts an app task as running until cg_server_task_done. 0 or -1. */
 int cg_server_add_task(cg_server *srv, PyObject *task);
 /** The task in *slot finished: forgets it and clears the slot. */
