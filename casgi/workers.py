@@ -44,7 +44,9 @@ class CasgiWorker(Worker):
         cfg = self.cfg
         options: Dict[str, Any] = {
             "timeout_keep_alive": cfg.keepalive,
-            "timeout_graceful_shutdown": cfg.graceful_timeout,
+            # gunicorn SIGKILLs at graceful_timeout (and does not reap then):
+            # drain a little earlier so lifespan shutdown and exit fit in it.
+            "timeout_graceful_shutdown": max(cfg.graceful_timeout * 0.8, cfg.graceful_timeout - 1.0),
             "limit_request_line": cfg.limit_request_line or _NO_LIMIT,
             "limit_request_fields": cfg.limit_request_fields or _NO_LIMIT,
             "limit_request_field_size": cfg.limit_request_field_size or _NO_LIMIT,
