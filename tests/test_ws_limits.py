@@ -344,6 +344,46 @@ def test_12_only_malformed_offers_no_extension(wss):
         assert ws.response.header("sec-websocket-extensions") is None, ws.response.raw
 
 
+@pytest.mark.parametrize("offer", [
+    "permessage-deflate",
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+])
+def test_13_many_mixed_messages_round_trip(wss, offer):
+    """200 messages of random sizes and content, text and binary, some
+    fragmented, some sent uncompressed, over one context."""
+    import random
+
+    rnd = random.Random(1234)
+    words = [b"alpha", b"beta", b"gamma", b"\xce\xb4\xce\xad\xce\xbb\xcf\x84\xce\xb1", b"epsilon", b" "]
+    with pmd_open(wss, offer=offer) as ws:
+        p = ws.deflate_params
+        cmwb = p.get("client_max_window_bits")
+        d = Deflate(no_context_takeover="client_no_context_takeover" in p,
+                    wbits=15 if cmwb in (None, True) else max(9, int(cmwb)))
+        inf = Inflate(no_context_takeover="server_no_context_takeover" in p)
+        for i in range(200):
+            n = rnd.choice([0, 1, 10, 100, 1000, 5000, 20000])
+            if i % 3 == 0:
+                payload = bytes(rnd.getrandbits(8) for _ in range(min(n, 2000)))
+                op = OP_BINARY
+            else:
+                payload = b"".join(rnd.choice(words) for _ in range(n // 5))
+                op = OP_TEXT
+            mode = i % 4
+            if mode == 3:
+                ws.send_frame(op, payload)  # uncompressed on a deflate connection
+            elif mode == 2 and len(payload) > 10:
+                comp = d.compress(payload)
+                cut = len(comp) // 2
+                ws.send_frame(op, comp[:cut], fin=False, rsv=RSV1)
+                ws.send_frame(OP_CONT, comp[cut:], fin=True)
+            else:
+                ws.send_compressed(op, payload, d)
+            assert ws.read_message(inflate=inf, timeout=10) == (op, payload), f"message {i}"
+        ws.close_handshake()
+
+
 def test_13_server_no_context_takeover(wss):
     with pmd_open(wss, offer="permessage-deflate; server_no_context_takeover") as ws:
         assert ws.deflate_params.get("server_no_context_takeover") is True, ws.response.raw
