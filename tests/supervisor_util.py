@@ -22,15 +22,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Iterable, Optional
+
+import pytest
 
 from conftest import APPS_DIR, CasgiProcess, ConnectionClosed, RawConn, clean_env, req
 
@@ -554,9 +552,6 @@ def stop_sup(p: SupProc, sig: int = signal.SIGTERM) -> None:
 # ----------------------------------------------------------------------------
 # Fixture
 # ----------------------------------------------------------------------------
-
-import pytest  # noqa: E402
-
 
 @pytest.fixture
 def sups(tmp_path):

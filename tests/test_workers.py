@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -15,7 +14,6 @@ import pytest
 from conftest import RawConn, req
 from supervisor_util import (
     DIED_RE,
-    STARTED_RE,
     WORKER_OPTS,
     LoadClient,
     get,
