@@ -14,6 +14,7 @@ import pytest
 
 from conftest import RawConn, loop_params, req
 from ws_util import (
+    OP_BINARY,
     OP_CLOSE,
     OP_TEXT,
     SharedWs,
@@ -529,6 +530,55 @@ def test_client_gone_before_accept(wss):
     assert ev["raised"] is None or ev["oserror"] is True, ev
     assert ev["next"].get("type") == "websocket.disconnect", ev
     assert ev["next"].get("code") == 1006, ev
+
+
+def test_frames_sent_before_the_app_accepts_wait_for_it(wss):
+    """Frames pipelined behind the upgrade request while the app takes its
+    time to accept are delivered, in order, once it has accepted."""
+    key = ws_key()
+    c = RawConn.tcp(wss.host, wss.port)
+    with c:
+        c.send(upgrade_request("/slow-accept?delay=0.4&echo=1", key=key)
+               + build_frame(OP_TEXT, b"one") + build_frame(OP_BINARY, b"two")
+               + build_frame(0x9, b"ping before accept") + build_frame(OP_TEXT, b"three"))
+        r = c.read_head()
+        assert r.status == 101, r.raw
+        ws = WsConn(c, r)
+        got = [ws.read_message(), ws.read_message(), ws.read_message()]
+        assert got == [(OP_TEXT, b"one"), (OP_BINARY, b"two"), (OP_TEXT, b"three")]
+        assert any(f.opcode == 0xA and f.payload == b"ping before accept" for f in ws.received), ws.received
+
+
+def test_flood_before_accept_bounded(start_server, loop):
+    """A client that streams frames while the app has not accepted cannot make
+    the server buffer without limit."""
+    from conftest import RssSampler
+    from ws_util import rss_bound
+
+    s = start_server("ws_app:app", "--ws-max-size", "1048576", loop=loop)
+    c = RawConn.tcp(s.host, s.port, timeout=10)
+    with c:
+        c.send(upgrade_request("/slow-accept?delay=3&echo=1"))
+        frame = build_frame(0x2, b"f" * 65536, mask_key=b"\x00\x00\x00\x00")
+        base = s.rss_kib()
+        c.sock.setblocking(False)
+        sent = 0
+        with RssSampler(s.pid, 0.01) as rss:
+            t0 = time.monotonic()
+            pending = b""
+            while time.monotonic() - t0 < 2.0 and sent < 64 * 1024 * 1024:
+                if not pending:
+                    pending = frame * 16
+                try:
+                    k = c.sock.send(pending)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                    continue
+                sent += k
+                pending = pending[k:]
+        assert sent < 64 * 1024 * 1024, "64 MiB taken before the app accepted"
+        grew = rss.max_kib - base
+        assert grew < rss_bound(24 * 1024), f"server RSS grew by {grew} KiB before accept ({sent} bytes sent)"
 
 
 def test_slow_accept_then_echo(ws1):

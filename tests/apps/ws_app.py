@@ -25,7 +25,8 @@ Paths:
   /hold            accept, receive until disconnect (reporting it)
   /version         accept, send the module's VERSION
   /slow-accept?delay=  wait, then accept (the client may be gone): reports
-                   what accept() did and what receive() returns next
+                   what accept() did and what receive() returns next; with
+                   &echo=1 echoes after accepting
   /flood?n=&size=  accept, send n binary messages of size bytes, then "DONE"
                    and the seconds send() took in total
 http scope: 200 with {"type": "http", "path": ..., "headers": ...} as JSON.
@@ -162,6 +163,9 @@ async def app(scope, receive, send):
             res = {"raised": type(exc).__name__, "oserror": isinstance(exc, OSError)}
         else:
             res = {"raised": None}
+            if q.get("echo"):
+                event("accepted", tag, {"path": path})
+                return await echo_loop(receive, send, tag)
         try:
             m = await asyncio.wait_for(receive(), 5)
             res["next"] = msg_json(m)
