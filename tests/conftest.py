@@ -78,6 +78,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Under AddressSanitizer (tests/asan.sh preloads libasan) freed memory sits in
+# ASan's quarantine, so RSS says nothing about what the server holds.
+UNDER_SANITIZER = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+def assert_rss_growth_below(growth_kib: int, limit_kib: int, what: str) -> None:
+    """Asserts a bounded RSS growth, except under a sanitizer (see above)."""
+    if UNDER_SANITIZER:
+        return
+    assert growth_kib < limit_kib, f"server RSS grew by {growth_kib // 1024} MiB {what}"
+
+
 def read_rss_kib(pid: int) -> int:
     """Resident set size of `pid` in KiB, from /proc/PID/status (VmRSS)."""
     with open(f"/proc/{pid}/status") as f:
