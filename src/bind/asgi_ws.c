@@ -121,11 +121,23 @@ static void ws_closed(cg_ws *ws, int code, const char *reason, size_t reason_len
     ws_wake(ws);
 }
 
-/* Sends our close frame and waits (bounded) for the peer's. */
+/* 1 when `code` may appear in a close frame (RFC 6455 section 7.4). */
+static int sendable_close_code(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* Sends our close frame and waits (bounded) for the peer's. A code that must
+ * not be sent (1005, 1006, 1015, out of range) becomes an empty payload. */
 static int ws_send_close(cg_ws *ws, int code, const char *reason, size_t reason_len)
 {
     if (ws->state != CG_WS_OPEN)
         return 0;
+    if (!sendable_close_code(code)) {
+        code = 0;
+        reason_len = 0;
+    }
     if (cg_ws_close_frame(&ws->out, code, reason, reason_len) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -173,18 +185,25 @@ void cg_ws_process(cg_conn *c)
     cg_ws *ws = c->ws;
     if (!ws)
         return;
+    if (ws->state == CG_WS_CONNECTING || ws->state == CG_WS_DENYING) {
+        /* Frames sent before the handshake is answered wait, boundedly. */
+        if (cg_buf_unread(&c->in) >= (size_t)c->server->cfg->ws_max_size)
+            cg_conn_set_reading(c, 0);
+        return;
+    }
     Py_INCREF(ws);
     while (ws->state == CG_WS_OPEN || ws->state == CG_WS_CLOSING) {
         size_t avail = cg_buf_unread(&c->in), used = 0;
         cg_ws_event ev;
         if (avail == 0)
             break;
-        if (cg_ws_queue_full(ws)) {
-            cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
+        if (cg_ws_queue_full(ws) || c->write_paused) {
+            /* The app, or the peer reading our pongs and echoes, is behind:
+             * stop reading so memory stays bounded. */
+            cg_conn_set_reading(c, 0);
             break;
         }
-        int type = cg_ws_read(ws->reader, c->in.data + c->in.pos, avail, &used, &ev);
-        (void)type;
+        cg_ws_read(ws->reader, c->in.data + c->in.pos, avail, &used, &ev);
         cg_buf_consume(&c->in, used);
         switch (ev.type) {
         case CG_WS_EV_NONE:
@@ -383,8 +402,11 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     ws->state = CG_WS_OPEN;
     ws->next_ping = now_monotonic() + srv->cfg->ws_ping_interval;
     ws_log(ws, "[accepted]");
-    if (ws->conn && cg_buf_unread(&ws->conn->in))
-        cg_ws_process(ws->conn); /* frames sent right after the handshake */
+    if (ws->conn) {
+        cg_conn_maybe_resume(ws->conn);
+        if (cg_buf_unread(&ws->conn->in))
+            cg_ws_process(ws->conn); /* frames sent right after the handshake */
+    }
     return 0;
 nomem:
     cg_buf_reset(b);
@@ -498,6 +520,10 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
     if (!type) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
+        return NULL;
+    }
+    if (!ws->conn && ws->state == CG_WS_CLOSED && !type_is(type, st->s_websocket_close)) {
+        PyErr_SetString(st->ClientDisconnected, "the client has disconnected");
         return NULL;
     }
     if (type_is(type, st->s_websocket_accept)) {

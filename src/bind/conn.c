@@ -49,7 +49,7 @@ void cg_conn_maybe_resume(cg_conn *c)
         return;
     if (c->phase == CG_PHASE_RESPONSE && cg_buf_unread(&c->in) >= CG_MAX_PENDING)
         return;
-    if (c->ws && cg_ws_queue_full(c->ws))
+    if (c->ws && (cg_ws_queue_full(c->ws) || c->write_paused))
         return;
     cg_conn_set_reading(c, 1);
 }
@@ -266,8 +266,6 @@ static void conn_process(cg_conn *c)
             continue;
         }
         if (c->phase == CG_PHASE_WS) {
-            if (cg_buf_unread(&c->in) >= CG_MAX_PENDING && !c->ws)
-                cg_conn_set_reading(c, 0);
             cg_ws_process(c);
             return;
         }
@@ -454,6 +452,14 @@ static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
     (void)unused;
     c->write_paused = 0;
     cg_conn_wake_drain(c);
+    if (c->ws) {
+        /* A WebSocket stopped reading while its output was backed up. */
+        Py_INCREF(c);
+        cg_conn_maybe_resume(c);
+        if (cg_buf_unread(&c->in))
+            cg_ws_process(c);
+        Py_DECREF(c);
+    }
     Py_RETURN_NONE;
 }
 
