@@ -130,14 +130,30 @@ const size_t cg_options_count = sizeof(cg_options) / sizeof(cg_options[0]);
 
 /* ---- small helpers ---- */
 
+/* Formats a one-line error. User text quoted in it may hold control
+ * characters (a newline in a --header value): they are written as \xNN, so
+ * the message stays one line and cannot forge output. */
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
+    char raw[1024];
+    size_t o = 0;
     va_list ap;
     if (!err || !errlen)
         return;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    for (const unsigned char *p = (const unsigned char *)raw; *p && o + 1 < errlen; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            if (o + 5 >= errlen)
+                break;
+            snprintf(err + o, errlen - o, "\\x%02x", *p);
+            o += 4;
+        } else {
+            err[o++] = (char)*p;
+        }
+    }
+    err[o] = '\0';
 }
 
 static char *dup_str(const char *s)

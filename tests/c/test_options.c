@@ -227,6 +227,10 @@ static void test_bools_text(void)
     ok(parse(&c, NULL, "--no-access-log=1", "a:b", NULL) == CG_PARSE_ERROR,
        "the --no- form takes no value");
     cg_config_free(&c);
+    ok(parse(&c, NULL, "--header", "X\nInjected: 1", "a:b", NULL) == CG_PARSE_ERROR &&
+           !strchr(err, '\n') && strstr(err, "X\\x0aInjected"),
+       "control characters in quoted input are escaped: %s", err);
+    cg_config_free(&c);
 }
 
 static void test_env(void)
