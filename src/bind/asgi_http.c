@@ -628,7 +628,8 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
         if (!out)
             return -1;
         char *p = PyBytes_AS_STRING(out);
-        memcpy(p, cy->head.data + cy->head.pos, head_len);
+        if (head_len) /* no held head: its buffer may be NULL */
+            memcpy(p, cy->head.data + cy->head.pos, head_len);
         p += head_len;
         memcpy(p, chunk_head, ch_len);
         p += ch_len;
