@@ -130,9 +130,11 @@ def test_connection_with_partial_head_does_not_delay_shutdown(start_server, loop
     time.sleep(0.3)
     t0 = time.monotonic()
     s.signal(signal.SIGINT)
-    c.read_until_close(timeout=3)
+    # The server may give the head a short grace to complete, but does not wait
+    # for the request-head timeout (30 s) or for ever.
+    c.read_until_close(timeout=5)
     assert s.wait(5) == 0
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 5
     c.close()
 
 
