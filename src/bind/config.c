@@ -9,31 +9,6 @@
 
 #define CG_PROG "casgi"
 
-/* Prints "Error: <Type>: <message>" for the current exception on one line
- * and clears it. For failures of the interpreter itself (memory, encoding). */
-static void print_exception(void)
-{
-    PyObject *t, *v, *tb, *text = NULL;
-    const char *s = NULL;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (v)
-        text = PyUnicode_FromFormat("%s: %S", Py_TYPE(v)->tp_name, v);
-    if (text)
-        s = PyUnicode_AsUTF8(text);
-    if (!s) {
-        PyErr_Clear();
-        s = "unknown error";
-    }
-    fflush(stdout);
-    fprintf(stderr, "Error: %s\n", s);
-    fflush(stderr);
-    Py_XDECREF(text);
-    Py_XDECREF(t);
-    Py_XDECREF(v);
-    Py_XDECREF(tb);
-}
-
 /* ---- the environment as envp ---- */
 
 static int wanted_env(const char *key, Py_ssize_t n)
@@ -150,7 +125,7 @@ static void print_version(void)
         printf("%s\n", PyUnicode_AsUTF8(line));
         fflush(stdout);
     } else {
-        print_exception();
+        cg_print_exception_line(NULL);
     }
     Py_XDECREF(line);
     Py_XDECREF(mod);
@@ -223,7 +198,7 @@ int cg_config_from_argv(PyObject *argv, cg_config *cfg)
     }
     goto done;
 pyerror:
-    print_exception();
+    cg_print_exception_line(NULL);
     status = 2;
 done:
     PyMem_Free(cargv);
@@ -503,12 +478,12 @@ int cg_config_load_env_file(const cg_config *cfg)
     }
     ctx.pairs = PyList_New(0);
     if (!ctx.pairs) {
-        print_exception();
+        cg_print_exception_line(NULL);
         goto done;
     }
     line = cg_envfile_parse(data ? data : "", len, env_collect, &ctx);
     if (ctx.failed) {
-        print_exception();
+        cg_print_exception_line(NULL);
         goto done;
     }
     if (line > 0) {
@@ -520,7 +495,7 @@ int cg_config_load_env_file(const cg_config *cfg)
         goto done;
     }
     if (env_apply(ctx.pairs) < 0) {
-        print_exception();
+        cg_print_exception_line(NULL);
         goto done;
     }
     rc = 0;

@@ -15,9 +15,7 @@ static const int level_values[] = {CG_CRITICAL, CG_ERROR, CG_WARNING, CG_INFO, C
 
 /* ---- errors during setup ---- */
 
-/* Prints "Error: <prefix>: <Type>: <message>" for the current exception, on
- * one line, to stderr, and clears the exception. */
-static void print_exc_line(const char *prefix)
+void cg_print_exception_line(const char *prefix)
 {
     PyObject *t, *v, *tb, *text = NULL;
     const char *s = NULL;
@@ -33,7 +31,10 @@ static void print_exc_line(const char *prefix)
         s = "unknown error";
     }
     fflush(stdout);
-    fprintf(stderr, "Error: %s: ", prefix);
+    if (prefix)
+        fprintf(stderr, "Error: %s: ", prefix);
+    else
+        fputs("Error: ", stderr);
     /* One line whatever the exception's text holds. */
     for (int blank = 0; *s; s++) {
         int ws = *s == '\n' || *s == '\r' || *s == '\t' || *s == ' ';
@@ -93,7 +94,7 @@ out:
     if (!text && PyErr_Occurred()) {
         char prefix[600];
         snprintf(prefix, sizeof(prefix), "cannot read %s '%s'", what, path);
-        print_exc_line(prefix);
+        cg_print_exception_line(prefix);
     }
     PyMem_Free(data);
     fclose(f);
@@ -183,7 +184,7 @@ static int load_dict_config(PyObject *logging_config, const cg_config *cfg, int 
     rc = 0;
     goto done;
 failed:
-    print_exc_line(prefix);
+    cg_print_exception_line(prefix);
 done:
     Py_XDECREF(r);
     Py_XDECREF(conf);
@@ -222,7 +223,7 @@ static int load_file_config(PyObject *logging_config, const cg_config *cfg)
     return 0;
 failed:
     snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
-    print_exc_line(prefix);
+    cg_print_exception_line(prefix);
     Py_XDECREF(kwargs);
     Py_XDECREF(args);
     Py_XDECREF(meth);
@@ -259,7 +260,7 @@ static int load_default_config(PyObject *logging_config, const cg_config *cfg)
     rc = 0;
     goto done;
 failed:
-    print_exc_line("cannot configure logging");
+    cg_print_exception_line("cannot configure logging");
 done:
     Py_XDECREF(r);
     Py_XDECREF(conf);
@@ -715,7 +716,7 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
     rc = 0;
     goto done;
 failed:
-    print_exc_line("cannot configure logging");
+    cg_print_exception_line("cannot configure logging");
 done:
     Py_XDECREF(lvl);
     Py_XDECREF(access_logger);

@@ -48,6 +48,10 @@ int cg_log_setup(cg_log_state *st, const struct cg_config *cfg);
  * casgi loggers (a host such as gunicorn configured them). */
 int cg_log_attach(cg_log_state *st, const struct cg_config *cfg);
 void cg_log_clear(cg_log_state *st);
+
+/** Prints "Error: [<prefix>: ]<Type>: <message>" for the current exception on
+ * one line to stderr (for failures before logging exists) and clears it. */
+void cg_print_exception_line(const char *prefix);
 int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg);
 
 /** Logs a PyUnicode_FromFormat-style message to casgi.error at `level` when

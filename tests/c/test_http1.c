@@ -12,43 +12,13 @@
 
 #include "hdrtab.h"
 #include "http1.h"
+#include "guard.h"
 #include "tap.h"
 
 #define S(lit) (lit), sizeof(lit) - 1
 #define MAXH 256
 
 static const cg_http1_limits deflim = {8190, 8190, 100};
-
-/* ---- guard pages ------------------------------------------------------ */
-
-typedef struct guard {
-    char *map;
-    size_t maplen;
-} guard;
-
-/* Copies src[0..n) so that its last byte is the last readable byte. */
-static char *guard_put(guard *g, const char *src, size_t n)
-{
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = n ? (n + pg - 1) / pg : 1;
-    g->maplen = (pages + 1) * pg;
-    g->map = mmap(NULL, g->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (g->map == MAP_FAILED || mprotect(g->map + pages * pg, pg, PROT_NONE) != 0) {
-        perror("mmap");
-        exit(2);
-    }
-    char *p = g->map + pages * pg - n;
-    if (n)
-        memcpy(p, src, n);
-    return p;
-}
-
-static void guard_free(guard *g)
-{
-    if (g->map)
-        munmap(g->map, g->maplen);
-    g->map = NULL;
-}
 
 /* ---- head parsing in every split ------------------------------------- */
 
