@@ -130,6 +130,9 @@ def _targets(results: dict) -> str:
     lines = ["## casgi's targets", ""]
     if results["quick"]:
         lines += ["Smoke run: indicative only.", ""]
+    elif _busy_scenarios(results):
+        lines += ["Measured on a shared machine (see the warning above): these verdicts are "
+                  "indicative until a run on a quiet machine confirms them.", ""]
     lines += ["| scenario | measure | target | measured | |", "|---|---|---|---:|---|", *rows, ""]
     return "\n".join(lines)
 
@@ -198,18 +201,23 @@ def _idle_table(scenario: dict) -> list:
         "RSS before is the fresh server's, measured once; RSS with connections is measured with "
         "all of them open and idle for a second.",
         "",
-        "| server | connections held | RSS before | RSS with connections | per connection |",
-        "|---|---:|---:|---:|---:|",
+        "| server | connections held | failed | RSS before | RSS with connections "
+        "| per connection | per connection, each round |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, row in scenario["servers"].items():
         med = row.get("median")
         if not med:
             continue
+        failed = max(run.get("failed", 0) for run in row["runs"])
+        rounds = ", ".join(_fmt(run.get("kib_per_connection"), "{:.2f}") for run in row["runs"])
         lines.append(
-            f"| {SERVER_LABELS.get(name, name)} | {med['opened']:,.0f} "
+            f"| {SERVER_LABELS.get(name, name)} | {med['opened']:,.0f} | {failed:,} "
             f"| {_mib(med['rss_before_kib']):.1f} MiB | {_mib(med['rss_after_kib']):.1f} MiB "
-            f"| {_fmt(med['kib_per_connection'], '{:.2f} KiB')} |"
+            f"| {_fmt(med['kib_per_connection'], '{:.2f} KiB')} | {rounds} |"
         )
+    lines += ["", "A value that grows from round to round means memory the server kept after "
+              "the previous round's connections closed."]
     return lines
 
 

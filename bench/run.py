@@ -593,6 +593,9 @@ def parse_args(argv=None):
                         "idle (default 10, 5 with --quick)")
     p.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                    help="skip counting instructions per request with callgrind")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: rewrite the report and charts from "
+                        "docs/bench/results.json")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
@@ -608,8 +611,21 @@ def parse_args(argv=None):
     return args
 
 
+def rewrite_report(output: str) -> int:
+    """Redraws the charts and rewrites the report from docs/bench/results.json."""
+    with open(RESULTS_JSON) as f:
+        results = json.load(f)
+    charts = make_charts()
+    with open(output, "w") as f:
+        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(output))))
+    log(f"rewrote {os.path.relpath(output)} from {os.path.relpath(RESULTS_JSON)}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        return rewrite_report(args.output)
     command_line = "python bench/run.py" + "".join(
         " " + a for a in (sys.argv[1:] if argv is None else argv))
     if os.cpu_count() and os.cpu_count() < 2:
