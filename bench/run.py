@@ -44,7 +44,6 @@ ROOT = os.path.dirname(BENCH)
 VENV = os.path.join(ROOT, ".bench-venv")
 VENV_BIN = os.path.join(VENV, "bin")
 VENV_PY = os.path.join(VENV_BIN, "python")
-RESULTS_JSON = os.path.join(ROOT, "docs", "bench", "results.json")
 CHARTS_DIR = os.path.join(ROOT, "docs", "bench")
 REPORT_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
@@ -363,8 +362,24 @@ def wait_quiet(cpus: list, limit: float, threshold: float = 0.10) -> float:
             return waited
 
 
+WS_CLIENT = os.path.join(VENV, "ws_client")  # built from bench/ws_client.c when cc exists
+
+
+def build_ws_client() -> bool:
+    """Compiles the C WebSocket load client into .bench-venv; False if that fails."""
+    source = os.path.join(BENCH, "ws_client.c")
+    if not os.path.exists(source) or not shutil.which("cc"):
+        return False
+    result = subprocess.run(["cc", "-O2", "-o", WS_CLIENT, source], capture_output=True)
+    return result.returncode == 0
+
+
 def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int) -> list:
-    """The load command: wrk, or bench/wsload.py for WebSocket scenarios."""
+    """The load command: wrk, or a WebSocket client (C when built, else bench/wsload.py)."""
+    if scenario.kind == "ws" and os.path.exists(WS_CLIENT):
+        return ["taskset", "-c", str(cpu), WS_CLIENT, "echo", "127.0.0.1", str(port), "/ws",
+                str(scenario.connections), str(scenario.message_size), f"{duration:g}", "0",
+                "text"]
     if scenario.kind == "ws":
         return ["taskset", "-c", str(cpu), VENV_PY, os.path.join(BENCH, "wsload.py"),
                 "--port", str(port), "--connections", str(scenario.connections),
@@ -378,11 +393,25 @@ def run_load(scenario: Scenario, argv: list, duration: float) -> wrk.WrkResult:
         return wrk.run(argv, duration)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
-        raise RuntimeError(f"wsload failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+        raise RuntimeError(f"WebSocket client failed ({proc.returncode}): "
+                           f"{proc.stderr.strip()[-300:]}")
+    if argv[3] == WS_CLIENT:
+        return parse_ws_client(proc.stdout)
     out = json.loads(proc.stdout)
     return wrk.WrkResult(requests=out["messages"], seconds=out["seconds"], rps=out["rate"],
                          p50_ms=out["p50_ms"], p99_ms=out["p99_ms"], errors=out["errors"],
                          output=proc.stdout)
+
+
+def parse_ws_client(output: str) -> wrk.WrkResult:
+    """The summary line of bench/ws_client.c: "conns=.. seconds=.. messages=.. ..."."""
+    line = next(l for l in output.splitlines() if l.startswith("conns="))
+    fields = dict(item.split("=", 1) for item in line.split())
+    return wrk.WrkResult(requests=int(fields["messages"]), seconds=float(fields["seconds"]),
+                         rps=float(fields["msgs_per_sec"]),
+                         p50_ms=float(fields["p50_us"]) / 1000,
+                         p99_ms=float(fields["p99_us"]) / 1000,
+                         errors=int(fields["errors"]), output=output)
 
 
 def display_load(argv: list) -> str:
@@ -594,8 +623,8 @@ def parse_args(argv=None):
     p.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                    help="skip counting instructions per request with callgrind")
     p.add_argument("--report-only", action="store_true",
-                   help="measure nothing: rewrite the report and charts from "
-                        "docs/bench/results.json")
+                   help="measure nothing: rewrite the report and charts from the saved "
+                        "results.json")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
     args = p.parse_args(argv)
     if args.quick:
@@ -611,14 +640,24 @@ def parse_args(argv=None):
     return args
 
 
+def artifacts_dir(output: str) -> str:
+    """Where the raw results and charts of a report go: docs/bench for BENCHMARKS.md,
+    else "<report name>-files" next to the report."""
+    if os.path.abspath(output) == REPORT_MD:
+        return CHARTS_DIR
+    return os.path.splitext(os.path.abspath(output))[0] + "-files"
+
+
 def rewrite_report(output: str) -> int:
-    """Redraws the charts and rewrites the report from docs/bench/results.json."""
-    with open(RESULTS_JSON) as f:
+    """Redraws the charts and rewrites the report from its saved results.json."""
+    outdir = artifacts_dir(output)
+    results_json = os.path.join(outdir, "results.json")
+    with open(results_json) as f:
         results = json.load(f)
-    charts = make_charts()
+    charts = make_charts(results_json, outdir)
     with open(output, "w") as f:
         f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(output))))
-    log(f"rewrote {os.path.relpath(output)} from {os.path.relpath(RESULTS_JSON)}")
+    log(f"rewrote {os.path.relpath(output)} from {os.path.relpath(results_json)}")
     return 0
 
 
@@ -635,6 +674,8 @@ def main(argv=None) -> int:
                              with_casgi="casgi" in args.server_names)
     if casgi_note:
         log(f"casgi will not be run: {casgi_note}")
+    if any(s.kind == "ws" for s in args.scenarios) and not build_ws_client():
+        log("no C compiler for bench/ws_client.c: WebSocket load from bench/wsload.py")
     os.sched_setaffinity(0, {args.client_cpu})
     results = {
         "command": command_line,
@@ -658,13 +699,15 @@ def main(argv=None) -> int:
                                                      args))
     if args.callgrind and shutil.which("valgrind"):
         results["callgrind"] = run_callgrind(args, casgi_note)
-    os.makedirs(CHARTS_DIR, exist_ok=True)
-    with open(RESULTS_JSON, "w") as f:
+    outdir = artifacts_dir(args.output)
+    results_json = os.path.join(outdir, "results.json")
+    os.makedirs(outdir, exist_ok=True)
+    with open(results_json, "w") as f:
         json.dump(results, f, indent=1)
-    charts = make_charts()
+    charts = make_charts(results_json, outdir)
     with open(args.output, "w") as f:
         f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(args.output))))
-    log(f"wrote {os.path.relpath(args.output)}, {os.path.relpath(RESULTS_JSON)} and "
+    log(f"wrote {os.path.relpath(args.output)}, {os.path.relpath(results_json)} and "
         f"{len(charts)} charts")
     return 0
 
@@ -697,9 +740,9 @@ def run_callgrind(args, casgi_note: str | None) -> dict:
                        f"--requests {requests} --warmup {requests // 4}"}
 
 
-def make_charts() -> list:
+def make_charts(results_json: str, outdir: str) -> list:
     """Draws the PNG charts with matplotlib from the bench venv; returns their paths."""
-    proc = subprocess.run([VENV_PY, os.path.join(BENCH, "charts.py"), RESULTS_JSON, CHARTS_DIR],
+    proc = subprocess.run([VENV_PY, os.path.join(BENCH, "charts.py"), results_json, outdir],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()

@@ -82,9 +82,9 @@ SCENARIOS = [
              targets=(("uvicorn", 1.2),)),
     Scenario("ws-echo", "WebSocket echo of 64-byte text messages, 64 connections, uvloop",
              "ws_echo:app", kind="ws", expect=b"websocket echo",
-             notes="Load from `bench/wsload.py` (Python, raw frames, one message in flight per "
-                   "connection) on the load CPU: at high rates the client is the limit, so "
-                   "compare the servers' CPU time per message."),
+             notes="Load from `bench/ws_client.c` (epoll, one message in flight per "
+                   "connection; `bench/wsload.py` in Python when no C compiler is found) on "
+                   "the load CPU."),
     Scenario("idle-10k", "10,000 idle keep-alive connections: memory per connection",
              PLAINTEXT, kind="idle", idle_connections=10000, servers=WITH_NGINX,
              expect=HELLO, keep_alive=120, max_kib_per_connection=2.0,
