@@ -12,8 +12,12 @@
 
 #include "hdrtab.h"
 
-/* Read size handed to the loop, and the most unread bytes kept before
- * reading pauses (pipelined data waiting, or body the app has not taken). */
+/* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
+ * up to CG_READ_CHUNK: a request head needs little, an upload gets large
+ * reads, and idle connections never touch (and keep resident) 64 KiB each.
+ * CG_MAX_PENDING: the most unread bytes kept before reading pauses
+ * (pipelined data waiting, or body the app has not taken). */
+#define CG_READ_MIN 4096
 #define CG_READ_CHUNK 65536
 #define CG_MAX_PENDING 65536
 
@@ -379,7 +383,9 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
 static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
 {
     (void)sizehint;
-    if (c->in.cap - c->in.len < CG_READ_CHUNK / 4 && cg_buf_reserve(&c->in, CG_READ_CHUNK) < 0)
+    if (c->read_size < CG_READ_MIN)
+        c->read_size = CG_READ_MIN;
+    if (c->in.cap - c->in.len < c->read_size / 2 && cg_buf_reserve(&c->in, c->read_size) < 0)
         return PyErr_NoMemory();
     return PyMemoryView_FromMemory(c->in.data + c->in.len, (Py_ssize_t)(c->in.cap - c->in.len),
                                    PyBUF_WRITE);
@@ -397,6 +403,9 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
         PyErr_SetString(PyExc_ValueError, "buffer_updated: more bytes than the buffer holds");
         return NULL;
     }
+    /* A read that filled what was offered: offer more next time. */
+    if ((size_t)n == c->in.cap - c->in.len && c->read_size < CG_READ_CHUNK)
+        c->read_size *= 2;
     c->in.len += (size_t)n;
     c->idle_ticks = 0;
     if (c->phase == CG_PHASE_CLOSED) {
@@ -504,6 +513,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->deadline = 0;
     c->deadline_is_head = 0;
     c->idle_ticks = 0;
+    c->read_size = CG_READ_MIN;
     c->drain_waiter = NULL;
     c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
     PyObject_GC_Track(c);

@@ -299,8 +299,10 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
         }
         /* An idle connection gives its read buffer back (idle memory stays small). */
         if (c->phase == CG_PHASE_HEAD && !c->cycle && cg_buf_unread(&c->in) == 0) {
-            if (++c->idle_ticks >= 2)
+            if (++c->idle_ticks >= 2) {
                 cg_buf_free(&c->in);
+                c->read_size = 0; /* the next burst starts small again */
+            }
         }
     }
     if (arm_ticker(srv) < 0)

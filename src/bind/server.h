@@ -82,6 +82,7 @@ struct cg_conn {
     double deadline;            /* monotonic time after which the ticker closes it; 0 = none */
     int deadline_is_head;       /* the deadline is the request-head timeout (answer 408) */
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
+    size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
     PyObject *drain_waiter;     /* future completed by resume_writing/connection_lost */
     unsigned trusted_proxy : 1; /* the peer may set X-Forwarded-For/-Proto */
     unsigned served : 1;        /* at least one request started on it */
