@@ -107,6 +107,7 @@ void cg_conn_reject(cg_conn *c, int status)
     if (cg_buf_append(&out, head, (size_t)n) < 0 ||
         (srv->cfg->server_header && cg_buf_append(&out, "server: casgi\r\n", 15) < 0) ||
         (srv->cfg->date_header && cg_buf_append(&out, srv->date_line, srv->date_len) < 0) ||
+        cg_buf_append(&out, srv->extra_headers.data, srv->extra_headers.len) < 0 ||
         cg_buf_append(&out, "\r\n", 2) < 0 || cg_buf_append(&out, reason, strlen(reason)) < 0) {
         cg_buf_free(&out);
         cg_conn_close(c);
