@@ -2,6 +2,8 @@
  * and the calls the server makes (messages, exceptions, access lines). */
 #include "log.h"
 
+#include "buf.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -352,14 +354,37 @@ struct cg_log_fast {
     char status[CG_STATUS_MAX - CG_STATUS_MIN + 1][CG_STATUS_TEXT];
 };
 
-/* Access lines are written at once but flushed once per event loop
- * iteration: a flush is a write(2), and under load one iteration completes
- * many requests. The state lives in a capsule that the scheduled callback
- * also holds, so a pending flush outlives a reconfiguration safely. */
+/* Access lines are formatted into `lines` and handed to the stream once per
+ * event loop iteration (one stream.write and one flush, which is a write(2)):
+ * under load one iteration completes many requests. The state lives in a
+ * capsule that the scheduled callback also holds, so a pending flush
+ * outlives a reconfiguration safely; lines still pending are written out
+ * before any line that takes the logging path, and when the state goes. */
 struct cg_flush_state {
     PyObject *stream;
-    int pending; /* a flush is scheduled with call_soon */
+    cg_buf lines; /* formatted ASCII lines not yet given to the stream */
+    int pending;  /* a flush is scheduled with call_soon */
 };
+
+/* Gives the pending lines to the stream and flushes it. Keeps a pending
+ * exception; a failing stream is ignored, as a logging handler would. */
+static void flush_lines(struct cg_flush_state *fs)
+{
+    PyObject *t, *v, *tb, *text, *r;
+    PyErr_Fetch(&t, &v, &tb);
+    if (fs->lines.len > fs->lines.pos) {
+        text = PyUnicode_DecodeASCII(fs->lines.data + fs->lines.pos,
+                                     (Py_ssize_t)(fs->lines.len - fs->lines.pos), "replace");
+        cg_buf_reset(&fs->lines);
+        r = text ? PyObject_CallMethod(fs->stream, "write", "O", text) : NULL;
+        Py_XDECREF(text);
+        Py_XDECREF(r);
+    }
+    r = PyObject_CallMethod(fs->stream, "flush", NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}
 
 #define CG_FLUSH_CAPSULE "casgi._casgi.access_flush"
 
@@ -368,6 +393,8 @@ static void flush_state_free(PyObject *capsule)
     struct cg_flush_state *fs = PyCapsule_GetPointer(capsule, CG_FLUSH_CAPSULE);
     if (!fs)
         return;
+    flush_lines(fs);
+    cg_buf_free(&fs->lines);
     Py_XDECREF(fs->stream);
     PyMem_Free(fs);
 }
@@ -375,16 +402,11 @@ static void flush_state_free(PyObject *capsule)
 static PyObject *flush_now(PyObject *capsule, PyObject *unused)
 {
     struct cg_flush_state *fs = PyCapsule_GetPointer(capsule, CG_FLUSH_CAPSULE);
-    PyObject *r;
     (void)unused;
     if (!fs)
         return NULL;
     fs->pending = 0;
-    r = PyObject_CallMethod(fs->stream, "flush", NULL);
-    /* A failing stream is ignored, as a logging handler would. */
-    if (!r)
-        PyErr_Clear();
-    Py_XDECREF(r);
+    flush_lines(fs);
     Py_RETURN_NONE;
 }
 
@@ -941,8 +963,7 @@ static void fast_schedule_flush(struct cg_log_fast *f)
         return;
     }
     PyErr_Clear();
-    r = PyObject_CallMethodObjArgs(f->stream, f->s_flush, NULL);
-    Py_XDECREF(r);
+    flush_lines(fs); /* no running loop: write now */
 }
 
 static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
@@ -957,7 +978,6 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
                       cg_slice query, int minor_version, int status)
 {
     static const char bold[] = "\x1b[1m", reset[] = "\x1b[0m";
-    PyObject *line, *r;
     Py_UCS1 *p;
     size_t n, slen;
     const char *st_text;
@@ -972,10 +992,12 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
         (query.len ? 1 + escaped_len(query) : 0) + 9 + 2 + slen + f->term_len + (f->colors ? 8 : 0);
     if (n > (size_t)PY_SSIZE_T_MAX)
         return -1;
-    line = PyUnicode_New((Py_ssize_t)n, 127);
-    if (!line)
-        return 0;
-    p = PyUnicode_1BYTE_DATA(line);
+    struct cg_flush_state *fs = PyCapsule_GetPointer(f->flush_state, CG_FLUSH_CAPSULE);
+    if (!fs || cg_buf_reserve(&fs->lines, n) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    p = (Py_UCS1 *)(fs->lines.data + fs->lines.len);
     p = put(p, f->prefix, f->prefix_len);
     p = escape_into(p, client);
     p = put(p, " - \"", 4);
@@ -994,13 +1016,21 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
     p = put(p, "\" ", 2);
     p = put(p, st_text, slen);
     put(p, f->term, f->term_len);
-    r = PyObject_CallMethodObjArgs(f->stream, f->s_write, line, NULL);
-    Py_DECREF(line);
-    if (!r)
-        return 0;
-    Py_DECREF(r);
+    fs->lines.len += n;
     fast_schedule_flush(f);
     return 0;
+}
+
+void cg_log_flush(cg_log_state *st)
+{
+    struct cg_flush_state *fs;
+    if (!st->fast || !st->fast->flush_state)
+        return;
+    fs = PyCapsule_GetPointer(st->fast->flush_state, CG_FLUSH_CAPSULE);
+    if (fs)
+        flush_lines(fs);
+    else
+        PyErr_Clear();
 }
 
 void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
@@ -1016,6 +1046,7 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
     if (st->fast && fast_usable(st->fast) &&
         fast_write(st->fast, client, method, path, query, minor_version, status) == 0)
         goto out;
+    cg_log_flush(st); /* earlier lines first */
     ver = minor_version == 0 ? st->v1_0 : st->v1_1;
     c = escaped_str(client, none);
     m = c ? escaped_str(method, none) : NULL;

@@ -58,6 +58,10 @@ int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg);
  * enabled. Never raises; keeps any exception that was set before the call. */
 void cg_log(cg_log_state *st, int level, const char *fmt, ...);
 
+/** Writes out access lines still buffered by the fast path (they are
+ * otherwise written once per event loop iteration). */
+void cg_log_flush(cg_log_state *st);
+
 /** Logs `msg` at ERROR with the current exception's traceback (exc_info) and
  * clears the exception. Must be called with an exception set. */
 void cg_log_exception(cg_log_state *st, const char *msg);

@@ -830,6 +830,7 @@ done:
         Py_XDECREF(r);
         PyErr_Clear();
     }
+    cg_log_flush(&st->log);
     if (srv && srv->loop && status == 0)
         cg_log(&st->log, CG_INFO, "Finished server process [%d]", (int)getpid());
     Py_XDECREF(lifespan);
