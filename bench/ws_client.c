@@ -43,9 +43,9 @@ typedef struct conn {
     int fd;
     int state;
     /* output */
-    unsigned char *out;  /* pending bytes to write */
+    unsigned char *out; /* pending bytes to write */
     size_t out_len, out_off;
-    int out_is_msg;      /* the pending write is the message frame (timestamp on start) */
+    int out_is_msg; /* the pending write is the message frame (timestamp on start) */
     /* input */
     char head[4096];
     size_t head_len;
@@ -55,7 +55,7 @@ typedef struct conn {
     int opcode, fin;
     unsigned char ctl[125]; /* control frame payload */
     size_t ctl_len;
-    uint64_t msg_bytes;   /* data bytes of the message being received */
+    uint64_t msg_bytes; /* data bytes of the message being received */
     double sent_at;
     unsigned char pong[131];
     size_t pong_len;
@@ -245,7 +245,8 @@ static void on_frames(conn *c, const unsigned char *buf, size_t len)
                 return;
             }
         }
-        size_t take = (size_t)((uint64_t)(len - i) < c->payload_left ? (uint64_t)(len - i) : c->payload_left);
+        size_t take =
+            (size_t)((uint64_t)(len - i) < c->payload_left ? (uint64_t)(len - i) : c->payload_left);
         if (c->opcode >= 8) {
             memcpy(c->ctl + c->ctl_len, buf + i, take);
             c->ctl_len += take;
@@ -262,7 +263,8 @@ static void on_frames(conn *c, const unsigned char *buf, size_t len)
                 send_pong(c, c->ctl, c->ctl_len);
             else if (op < 8 && fin) {
                 if (c->msg_bytes != g_size) {
-                    fprintf(stderr, "echo of %llu bytes, expected %zu\n", (unsigned long long)c->msg_bytes, g_size);
+                    fprintf(stderr, "echo of %llu bytes, expected %zu\n",
+                            (unsigned long long)c->msg_bytes, g_size);
                     conn_close(c);
                     return;
                 }
@@ -286,7 +288,8 @@ static void on_handshake(conn *c, const char *buf, size_t len)
         return;
     }
     if (strncmp(c->head, "HTTP/1.1 101", 12) != 0) {
-        fprintf(stderr, "handshake failed: %.*s\n", (int)(strchr(c->head, '\r') - c->head), c->head);
+        fprintf(stderr, "handshake failed: %.*s\n", (int)(strchr(c->head, '\r') - c->head),
+                c->head);
         conn_close(c);
         return;
     }
@@ -407,8 +410,9 @@ static double percentile(double q, uint64_t total)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: ws_client echo HOST PORT PATH CONNS SIZE DURATION WARMUP [text|binary]\n"
-                    "       ws_client idle HOST PORT PATH CONNS HOLD\n");
+    fprintf(stderr,
+            "usage: ws_client echo HOST PORT PATH CONNS SIZE DURATION WARMUP [text|binary]\n"
+            "       ws_client idle HOST PORT PATH CONNS HOLD\n");
     exit(2);
 }
 
@@ -447,11 +451,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "HOST must be an IPv4 address\n");
         return 2;
     }
-    g_req_len = (size_t)snprintf(g_req, sizeof g_req,
-                                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                                 path, host, port);
+    g_req_len =
+        (size_t)snprintf(g_req, sizeof g_req,
+                         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n",
+                         path, host, port);
     if (!g_idle_mode)
         build_frame();
     g_hist = calloc(HIST_US, sizeof *g_hist);
@@ -467,7 +472,8 @@ int main(int argc, char **argv)
     while (g_open + g_errors < (uint64_t)g_nconns && now() - t_hs < 30)
         run_until(now() + 0.05);
     if (g_open < (uint64_t)g_nconns) {
-        fprintf(stderr, "only %llu of %d connections opened\n", (unsigned long long)g_open, g_nconns);
+        fprintf(stderr, "only %llu of %d connections opened\n", (unsigned long long)g_open,
+                g_nconns);
         return 1;
     }
 
@@ -496,8 +502,9 @@ int main(int argc, char **argv)
     uint64_t total = g_messages;
     printf("conns=%d size=%zu seconds=%.3f messages=%llu msgs_per_sec=%.0f p50_us=%.0f p99_us=%.0f "
            "max_us=%.0f errors=%llu\n",
-           g_nconns, g_size, elapsed, (unsigned long long)total, total / elapsed, percentile(0.50, total),
-           percentile(0.99, total), g_max_us, (unsigned long long)(g_errors - errors_before));
+           g_nconns, g_size, elapsed, (unsigned long long)total, total / elapsed,
+           percentile(0.50, total), percentile(0.99, total), g_max_us,
+           (unsigned long long)(g_errors - errors_before));
     fflush(stdout);
     return 0;
 }

@@ -39,14 +39,14 @@ enum cg_http1_target_form {
 
 typedef struct cg_http1_request {
     cg_slice method;
-    cg_slice target; /* the request-target exactly as received */
-    cg_slice path;   /* raw (undecoded) path, without query; "/" for an absolute-form
-                        target with an empty path (a static string, the one slice
-                        not in the input); the target itself for "*" and
-                        authority-form */
-    cg_slice query;  /* after the first '?', without it; empty when none */
-    int target_form; /* enum cg_http1_target_form */
-    int minor_version; /* 0 or 1 */
+    cg_slice target;          /* the request-target exactly as received */
+    cg_slice path;            /* raw (undecoded) path, without query; "/" for an absolute-form
+                                 target with an empty path (a static string, the one slice
+                                 not in the input); the target itself for "*" and
+                                 authority-form */
+    cg_slice query;           /* after the first '?', without it; empty when none */
+    int target_form;          /* enum cg_http1_target_form */
+    int minor_version;        /* 0 or 1 */
     cg_http1_header *headers; /* caller-provided, capacity >= limits.fields */
     size_t num_headers;
     /* Derived by the validation pass: */

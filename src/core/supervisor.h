@@ -31,13 +31,13 @@ typedef struct cg_sup_config {
     char *const *envp;     /* base environment of workers (CASGI_WORKER is added) */
     const int *listen_fds; /* inherited by workers at the same numbers */
     size_t nlisten;
-    int workers;              /* how many to keep running (>= 1) */
-    struct cg_watch *watch;   /* non-NULL: --reload, restart all workers on changes */
-    double reload_delay;      /* debounce window, seconds (a burst is one reload) */
-    double reload_timeout;    /* SIGTERM->SIGKILL bound when restarting for reload (< 0: 5 s) */
-    double shutdown_timeout;  /* SIGTERM->SIGKILL bound when stopping for good (< 0: 30 s).
-                                 A rolling-restart replacement must send 'R' within the
-                                 larger of this and healthcheck_timeout. */
+    int workers;                /* how many to keep running (>= 1) */
+    struct cg_watch *watch;     /* non-NULL: --reload, restart all workers on changes */
+    double reload_delay;        /* debounce window, seconds (a burst is one reload) */
+    double reload_timeout;      /* SIGTERM->SIGKILL bound when restarting for reload (< 0: 5 s) */
+    double shutdown_timeout;    /* SIGTERM->SIGKILL bound when stopping for good (< 0: 30 s).
+                                   A rolling-restart replacement must send 'R' within the
+                                   larger of this and healthcheck_timeout. */
     double healthcheck_timeout; /* seconds without 'H' after 'R' = stuck; 0 = off */
     /* Log sink; `level` is one of CG_SUP_*. Called from the supervisor's loop. */
     void (*log)(void *ctx, int level, const char *msg);

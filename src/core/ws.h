@@ -71,19 +71,19 @@ int cg_ws_negotiate_deflate(const char *offer, size_t len, cg_ws_deflate_params 
 /* ---- reading (client -> server frames) ---------------------------------- */
 
 enum cg_ws_event_type {
-    CG_WS_EV_NONE = 0,   /* all input consumed, need more */
-    CG_WS_EV_TEXT,       /* a complete text message (valid UTF-8) in ev->data */
-    CG_WS_EV_BINARY,     /* a complete binary message in ev->data */
-    CG_WS_EV_PING,       /* ev->data: payload to echo in a pong */
-    CG_WS_EV_PONG,       /* ev->data: payload */
-    CG_WS_EV_CLOSE,      /* ev->code (1005 when the frame had no code), ev->data = reason */
-    CG_WS_EV_ERROR,      /* protocol violation: close with ev->code (1002, 1007, 1009) */
+    CG_WS_EV_NONE = 0, /* all input consumed, need more */
+    CG_WS_EV_TEXT,     /* a complete text message (valid UTF-8) in ev->data */
+    CG_WS_EV_BINARY,   /* a complete binary message in ev->data */
+    CG_WS_EV_PING,     /* ev->data: payload to echo in a pong */
+    CG_WS_EV_PONG,     /* ev->data: payload */
+    CG_WS_EV_CLOSE,    /* ev->code (1005 when the frame had no code), ev->data = reason */
+    CG_WS_EV_ERROR,    /* protocol violation: close with ev->code (1002, 1007, 1009) */
 };
 
 typedef struct cg_ws_event {
-    int type;       /* enum cg_ws_event_type */
-    int code;       /* CLOSE / ERROR */
-    cg_slice data;  /* valid until the next cg_ws_read or cg_ws_reader_free */
+    int type;          /* enum cg_ws_event_type */
+    int code;          /* CLOSE / ERROR */
+    cg_slice data;     /* valid until the next cg_ws_read or cg_ws_reader_free */
     const char *error; /* ERROR: which rule (static), for logs and tests */
 } cg_ws_event;
 
