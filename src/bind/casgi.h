@@ -6,6 +6,31 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Python 3.9 lacks these 3.10 helpers; equivalent definitions. */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *cg_new_ref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+static inline PyObject *cg_xnew_ref(PyObject *o)
+{
+    Py_XINCREF(o);
+    return o;
+}
+#define Py_NewRef(o) cg_new_ref((PyObject *)(o))
+#define Py_XNewRef(o) cg_xnew_ref((PyObject *)(o))
+static inline int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *value)
+{
+    Py_INCREF(value);
+    if (PyModule_AddObject(m, name, value) < 0) {
+        Py_DECREF(value);
+        return -1;
+    }
+    return 0;
+}
+#endif
+
 #include "hdrtab.h"
 #include "options.h"
 
