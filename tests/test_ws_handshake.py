@@ -12,12 +12,11 @@ import time
 
 import pytest
 
-from conftest import RawConn, loop_params, req
-from ws_util import (
+from conftest import RawConn, req
+from ws_util import (  # ws_shared, wss: fixtures
     OP_BINARY,
     OP_CLOSE,
     OP_TEXT,
-    SharedWs,
     WsConn,
     build_frame,
     check_shared_after,
@@ -27,30 +26,17 @@ from ws_util import (
     wait_event,
     ws_accept_for,
     ws_key,
+    ws_shared,
+    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def _ws_shared(tmp_path_factory):
-    s = SharedWs(tmp_path_factory.mktemp("wsh"))
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=loop_params())
-def wss(request, _ws_shared):
-    p = _ws_shared.get("ws_app:app", request.param, ())
-    mark = p.mark()
-    yield p
-    check_shared_after(p, mark)
-
-
 @pytest.fixture
-def ws1(_ws_shared):
+def ws1(ws_shared):
     """The shared server on asyncio only (for checks that do not depend on the transport)."""
-    p = _ws_shared.get("ws_app:app", "asyncio", ())
+    p = ws_shared.get("ws_app:app", "asyncio", ())
     mark = p.mark()
     yield p
     check_shared_after(p, mark)

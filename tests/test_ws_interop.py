@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import RawConn, loop_params, req
-from ws_util import SharedWs, check_shared_after, upgrade_request, wait_event
+from ws_util import check_shared_after, upgrade_request, wait_event, ws_shared  # ws_shared: fixture
 
 websockets = pytest.importorskip("websockets")
 wsproto = pytest.importorskip("wsproto")
@@ -36,13 +36,6 @@ from wsproto.extensions import PerMessageDeflate  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def _ws_shared(tmp_path_factory):
-    s = SharedWs(tmp_path_factory.mktemp("wsi"))
-    yield s
-    s.close()
-
-
 def _shared(request, shared, app):
     p = shared.get(app, request.param, ())
     mark = p.mark()
@@ -50,22 +43,22 @@ def _shared(request, shared, app):
 
 
 @pytest.fixture(params=loop_params())
-def wss(request, _ws_shared):
-    p, mark = _shared(request, _ws_shared, "ws_app:app")
+def wss(request, ws_shared):
+    p, mark = _shared(request, ws_shared, "ws_app:app")
     yield p
     check_shared_after(p, mark)
 
 
 @pytest.fixture(params=loop_params())
-def star(request, _ws_shared):
-    p, mark = _shared(request, _ws_shared, "ws_starlette:app")
+def star(request, ws_shared):
+    p, mark = _shared(request, ws_shared, "ws_starlette:app")
     yield p
     check_shared_after(p, mark)
 
 
 @pytest.fixture(params=loop_params())
-def fast(request, _ws_shared):
-    p, mark = _shared(request, _ws_shared, "ws_fastapi:app")
+def fast(request, ws_shared):
+    p, mark = _shared(request, ws_shared, "ws_fastapi:app")
     yield p
     check_shared_after(p, mark)
 

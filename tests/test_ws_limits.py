@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import RssSampler, loop_params
-from ws_util import (
+from ws_util import (  # ws_shared, wss: fixtures
     OP_BINARY,
     OP_CONT,
     OP_PING,
@@ -21,7 +21,6 @@ from ws_util import (
     RSV1,
     Deflate,
     Inflate,
-    SharedWs,
     build_frame,
     check_shared_after,
     compress_once,
@@ -29,6 +28,8 @@ from ws_util import (
     parse_extensions,
     rss_bound,
     wait_event,
+    ws_shared,
+    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,25 +37,10 @@ pytestmark = pytest.mark.timeout(60)
 MAX = 65536
 
 
-@pytest.fixture(scope="module")
-def _ws_shared(tmp_path_factory):
-    s = SharedWs(tmp_path_factory.mktemp("wsl"))
-    yield s
-    s.close()
-
-
 @pytest.fixture(params=loop_params())
-def small(request, _ws_shared):
+def small(request, ws_shared):
     """Echo server with --ws-max-size 65536."""
-    p = _ws_shared.get("ws_app:app", request.param, ("--ws-max-size", str(MAX)))
-    mark = p.mark()
-    yield p
-    check_shared_after(p, mark)
-
-
-@pytest.fixture(params=loop_params())
-def wss(request, _ws_shared):
-    p = _ws_shared.get("ws_app:app", request.param, ())
+    p = ws_shared.get("ws_app:app", request.param, ("--ws-max-size", str(MAX)))
     mark = p.mark()
     yield p
     check_shared_after(p, mark)

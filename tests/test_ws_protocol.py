@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from conftest import loop_params
-from ws_util import (
+from ws_util import (  # ws_shared, wss: fixtures
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -23,29 +22,14 @@ from ws_util import (
     RSV1,
     RSV2,
     RSV3,
-    SharedWs,
     build_frame,
-    check_shared_after,
     close_payload,
     open_ws,
+    ws_shared,
+    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def _ws_shared(tmp_path_factory):
-    s = SharedWs(tmp_path_factory.mktemp("wsp"))
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=loop_params())
-def wss(request, _ws_shared):
-    p = _ws_shared.get("ws_app:app", request.param, ())
-    mark = p.mark()
-    yield p
-    check_shared_after(p, mark)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from typing import Iterable, Optional
 
 import pytest
 
-from conftest import CasgiProcess, RawConn, Response, casgi_args, clean_env
+from conftest import CasgiProcess, RawConn, Response, casgi_args, clean_env, loop_params
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -495,3 +495,23 @@ def wait_event(p: CasgiProcess, kind: str, tag: str, since: int = 0, timeout: fl
 def readable_within(sock: socket.socket, wait: float) -> bool:
     r, _, _ = select.select([sock], [], [], wait)
     return bool(r)
+
+
+# ---- fixtures shared by the WebSocket test modules (imported by name there) ----
+
+
+@pytest.fixture(scope="module")
+def ws_shared(tmp_path_factory):
+    """Servers shared by the tests of one module, started on first use."""
+    s = SharedWs(tmp_path_factory.mktemp("ws"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=loop_params())
+def wss(request, ws_shared):
+    """The shared echo server, on each event loop; checked after each test."""
+    p = ws_shared.get("ws_app:app", request.param, ())
+    mark = p.mark()
+    yield p
+    check_shared_after(p, mark)
