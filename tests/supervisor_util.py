@@ -167,9 +167,26 @@ class ProcTracker:
         s = self.state(pid)
         return s is not None and s[0] != "Z"
 
+    def standby(self, pid: int) -> bool:
+        """A --reload standby: exec'd with CASGI_WORKER=<ctl>:<alive>:S (its
+        initial environment, which /proc keeps) and not serving yet."""
+        if self.out is not None and any(
+                int(m.group(1)) == pid for rx in self.patterns for line in self.out.lines()
+                for m in [rx.search(line)] if m):
+            return False
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            return False
+        return any(e.startswith(b"CASGI_WORKER=") and e.endswith(b":S") for e in env)
+
+    def standbys(self) -> set:
+        return {p for p in self.known() if p != self.root and self.alive(p) and self.standby(p)}
+
     def workers(self) -> set:
-        """Tracked pids other than the root that are alive now."""
-        return {p for p in self.known() if p != self.root and self.alive(p)}
+        """Tracked pids other than the root that are alive now, standbys not counted."""
+        return {p for p in self.known() if p != self.root and self.alive(p) and not self.standby(p)}
 
     def assert_no_zombies(self, grace: float = 1.5) -> None:
         """While the supervisor runs: no child of it stays a zombie (unreaped)

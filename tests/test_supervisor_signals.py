@@ -35,7 +35,10 @@ def start(sups, mode):
     opts, n = MODES[mode]
     sups.copy_app("sup_app.py", "main.py")
     p = sups.casgi("main:app", *opts, workers_started=n)
-    wait_until(lambda: len(live_children(p.pid)) == n, 5, f"{n} live workers", proc=p)
+    wait_until(lambda: len(p.tracker.workers()) == n, 5, f"{n} live workers", proc=p)
+    if "--reload" in opts:
+        # Every scenario also stops the standby worker.
+        wait_until(lambda: len(p.tracker.standbys()) == 1, 10, "a standby worker", proc=p)
     assert get(p.port).status == 200
     return p, p.started_pids()
 
@@ -120,6 +123,7 @@ def test_sigkill_to_the_supervisor_takes_the_workers_down_within_2s(sups, mode):
     p, pids = start(sups, mode)
     workers = p.tracker.workers()
     assert workers and set(pids) <= workers
+    workers |= p.tracker.standbys()
     port = p.port
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGKILL)
@@ -146,7 +150,8 @@ def test_sighup_in_reload_mode_restarts_now_every_time(sups):
         wait_until(lambda: not p.tracker.alive(prev), 4, f"old worker [{prev}] gone", proc=p)
         r = wait_version(p.port, "v0", proc=p)[0]
         assert int(r.header("x-pid")) == new
-        assert live_children(p.pid) == {new}
+        wait_until(lambda: {c for c in live_children(p.pid) if not p.tracker.standby(c)} == {new},
+                   2, f"only worker [{new}] (and a standby)", proc=p)
         p.tracker.assert_no_zombies()
         prev = new
     p.finish(signal.SIGTERM)

@@ -505,3 +505,15 @@ done:
     fclose(f);
     return rc;
 }
+
+void cg_environ_remove(const char *name)
+{
+    unsetenv(name);
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *r = environ ? PyObject_CallMethod(environ, "pop", "sO", name, Py_None) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(environ);
+    Py_XDECREF(os);
+    PyErr_Clear();
+}

@@ -26,4 +26,9 @@ int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg);
  * logging "Error: ..." (file missing or malformed). */
 int cg_config_load_env_file(const cg_config *cfg);
 
+/** Removes `name` from the process environment and from os.environ (never
+ * raises): variables meant for this process only, not for the app's
+ * subprocesses. */
+void cg_environ_remove(const char *name);
+
 #endif

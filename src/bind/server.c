@@ -22,6 +22,7 @@
 #include "config.h"
 #include "lifespan.h"
 #include "sock.h"
+#include "standby.h"
 
 /* On shutdown, how long a connection accepted just before may take to send
  * its first request. */
@@ -93,15 +94,7 @@ static void worker_attach(cg_server *srv)
     if (!v || sscanf(v, "%d:%d", &ctl, &alive) != 2 || ctl < 0 || alive < 0)
         return;
     /* The app's own subprocesses must not think they are workers. */
-    unsetenv("CASGI_WORKER");
-    PyObject *os = PyImport_ImportModule("os");
-    PyObject *environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
-    PyObject *r =
-        environ ? PyObject_CallMethod(environ, "pop", "sO", "CASGI_WORKER", Py_None) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(environ);
-    Py_XDECREF(os);
-    PyErr_Clear();
+    cg_environ_remove("CASGI_WORKER");
     /* A heartbeat must never block the loop: drop it when the pipe is full. */
     fcntl(ctl, F_SETFL, fcntl(ctl, F_GETFL) | O_NONBLOCK);
     fcntl(ctl, F_SETFD, FD_CLOEXEC);
@@ -342,6 +335,8 @@ static PyObject *server_started(cg_server *srv, PyObject *unused)
     (void)unused;
     if (srv->ctl_fd < 0 && !srv->host_mode)
         log_running(srv->st, srv->cfg, srv->url); /* a supervisor says it itself */
+    else if (srv->ctl_fd >= 0)
+        cg_standby_write_modules(srv->st); /* before 'R': the next standby reads it */
     worker_notify(srv, 'R');
     Py_RETURN_NONE;
 }
@@ -714,6 +709,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     if ((host ? cg_log_attach(&st->log, cfg) : cg_log_setup(&st->log, cfg)) < 0)
         return 3;
     if (cg_config_load_env_file(cfg) < 0)
+        return 3;
+    if (!host && cg_standby_wait(st) < 0)
         return 3;
     app = app_obj ? cg_app_prepare(st, app_obj, cfg) : cg_app_load(st, cfg);
     if (!app)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "sock.h"
+#include "standby.h"
 #include "supervisor.h"
 #include "watch.h"
 
@@ -25,20 +26,11 @@
 static int supervisor_only(const char *name)
 {
     static const char *const names[] = {
-        "reload",
-        "reload-dir",
-        "reload-include",
-        "reload-exclude",
-        "reload-delay",
-        "reload-poll",
-        "workers",
-        "host",
-        "port",
-        "uds",
-        "fd",
-        "backlog",
-        "app",
-        NULL,
+        "reload",         "reload-dir",   "reload-include",
+        "reload-exclude", "reload-delay", "reload-poll",
+        "reload-standby", "workers",      "host",
+        "port",           "uds",          "fd",
+        "backlog",        "app",          NULL,
     };
     for (size_t i = 0; names[i]; i++)
         if (!strcmp(names[i], name))
@@ -188,7 +180,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     cg_watch *watch = NULL;
     const char **includes = NULL, **excludes = NULL;
     const char *dot = ".";
-    char err[256], fdtext[32];
+    char err[256], fdtext[32], modules_path[256] = "";
     int fd = -1, status = 3;
     extern char **environ;
 
@@ -282,6 +274,14 @@ int cg_supervise(PyObject *module, cg_config *cfg)
      * than that so the burst is one reload. */
     if (watch && !strcmp(cg_watch_backend(watch), "polling") && delay < CG_POLL_INTERVAL + 0.05)
         delay = CG_POLL_INTERVAL + 0.05;
+    /* Standby workers learn which installed modules to import from the file
+     * each worker writes once it is serving (see standby.c). */
+    if (watch && cfg->reload_standby != 0 &&
+        cg_standby_file_create(modules_path, sizeof(modules_path)) < 0) {
+        cg_log(&st->log, CG_WARNING,
+               "No standby worker: cannot create a file in the temporary directory");
+        modules_path[0] = '\0';
+    }
     cg_sup_config sc = {
         .argv = argv.items,
         .envp = environ,
@@ -289,6 +289,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         .nlisten = 1,
         .workers = cfg->workers > 0 ? (int)cfg->workers : 1,
         .watch = watch,
+        .standby = modules_path[0] != '\0',
         .reload_delay = delay,
         .reload_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 5.0,
         .shutdown_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 30.0,
@@ -298,6 +299,8 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     };
     status = cg_supervisor_run(&sc);
 done:
+    if (modules_path[0])
+        cg_standby_file_remove(modules_path);
     if (watch)
         cg_watch_free(watch);
     free(includes);

@@ -54,6 +54,10 @@ const cg_option cg_options[] = {
      NOMAX, "Changes within this window make one reload."},
     {"reload-poll", CG_OPT_FLAG, F(reload_poll), NULL, "CASGI_RELOAD_POLL", NULL, NULL, 0, 0,
      "Watch by polling file times instead of inotify (bind mounts, network file systems)."},
+    {"reload-standby", CG_OPT_BOOL, F(reload_standby), "true", "CASGI_RELOAD_STANDBY", NULL, NULL,
+     0, 0,
+     "Keep a worker started with the installed packages already imported, so a reload only "
+     "imports the project's own code."},
     {"loop", CG_OPT_CHOICE, F(loop), "auto", "CASGI_LOOP", NULL, loop_choices, 0, 0,
      "Event loop; auto uses uvloop when it is installed."},
     {"lifespan", CG_OPT_CHOICE, F(lifespan), "auto", "CASGI_LIFESPAN", NULL, lifespan_choices, 0, 0,

@@ -63,6 +63,7 @@ typedef struct cg_config {
     cg_strlist reload_excludes;        /* --reload-exclude, repeatable */
     double reload_delay;               /* --reload-delay, debounce seconds, default 0.1 */
     int reload_poll;                   /* --reload-poll (env CASGI_RELOAD_POLL=1) */
+    int reload_standby;                /* --reload-standby/--no-reload-standby, default 1 */
     double timeout_worker_healthcheck; /* seconds without heartbeat, default 30; 0 = off */
     long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
     int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */

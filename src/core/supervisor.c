@@ -24,6 +24,11 @@
  *
  * Timeouts below zero in the configuration mean "use the default" (5 s for
  * reload restarts, 30 s for shutdown): a stop is always bounded.
+ *
+ * Standby (reload mode). A standby record is not active; it is started once
+ * no active worker is still starting (so it never slows a reload down and
+ * the worker it learns from is up), and a reload releases it ('G') instead of
+ * waiting for a fresh interpreter.
  */
 #include "supervisor.h"
 #include "watch.h"
@@ -39,6 +44,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -61,12 +67,13 @@ enum cg_wstate { CG_W_STARTING, CG_W_READY, CG_W_STOPPING };
 typedef struct cg_worker {
     pid_t pid;
     int ctl;      /* read end of the ctl pipe (non-blocking); -1 after EOF */
-    int alive;    /* write end of the alive pipe; never written, closed at removal */
+    int alive;    /* our end of the alive socket pair; closed at removal */
     int state;    /* enum cg_wstate */
     int old;      /* to be replaced by the rolling restart in progress */
     int roll;     /* a rolling-restart replacement (until it is ready) */
     int retiring; /* sent 'X': replace it, then stop it */
     int stuck;    /* stopped by the health check */
+    int standby;  /* started as a standby and not released yet */
     int killed;   /* SIGKILL sent */
     double started, last_hb;
     double kill_at;  /* STOPPING: when SIGKILL is due */
@@ -86,6 +93,7 @@ typedef struct cg_sup {
     int ever_ready;  /* some worker has sent 'R' */
     int waiting;     /* reload mode: a worker failed, wait for a change */
     int rolling;     /* workers mode: rolling restart in progress */
+    int standby_ok;  /* reload mode: a standby may be started (cleared when one fails) */
     double stop_deadline;
     double backoff, next_spawn_at;
     double reload_at, first_change_at; /* debounce window; 0 = none */
@@ -148,7 +156,8 @@ static void remove_worker(cg_sup *s, cg_worker *w)
 
 static int is_active(const cg_worker *w)
 {
-    return w->state != CG_W_STOPPING && !w->retiring && !(w->roll && w->state == CG_W_STARTING);
+    return w->state != CG_W_STOPPING && !w->retiring && !w->standby &&
+           !(w->roll && w->state == CG_W_STARTING);
 }
 
 static int count_active(const cg_sup *s, int ready_only)
@@ -252,7 +261,7 @@ static char **build_envp(const cg_sup_config *cfg, char *var)
 /* Runs in the forked child: only async-signal-safe calls from here on. */
 __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char **envp,
                                                  pid_t parent, int ctl_w, int ctl_to, int alive_r,
-                                                 int alive_to, int err_w)
+                                                 int alive_to, int err_w, int standby)
 {
     cg_spawn_err e = {CG_STAGE_PARENT, 0};
     struct sigaction sa;
@@ -267,6 +276,13 @@ __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char 
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             (void)sigaction(sig, &sa, NULL);
+    /* A standby leaves Ctrl-C (SIGINT to the whole group) to the supervisor,
+     * from its first instruction on: an ignored signal stays ignored through
+     * exec, and Python keeps it so. */
+    if (standby) {
+        sa.sa_handler = SIG_IGN;
+        (void)sigaction(SIGINT, &sa, NULL);
+    }
     sigemptyset(&empty);
     (void)sigprocmask(SIG_SETMASK, &empty, NULL);
 
@@ -309,9 +325,11 @@ static void spawn_backoff(cg_sup *s, double now)
 
 static void begin_stop(cg_sup *s, int status, double now);
 
-/* Starts one worker. Returns it, or NULL after logging why (the next attempt
- * is then delayed, or the supervisor stops when no worker ever started). */
-static cg_worker *spawn_worker(cg_sup *s, double now)
+/* Starts one worker (a standby when `standby`). Returns it, or NULL after
+ * logging why (the next attempt is then delayed, or the supervisor stops when
+ * no worker ever started; a standby that cannot start is given up until the
+ * next reload). */
+static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
 {
     const cg_sup_config *cfg = s->cfg;
     int ctl[2] = {-1, -1}, alive[2] = {-1, -1}, errp[2] = {-1, -1};
@@ -333,7 +351,10 @@ static cg_worker *spawn_worker(cg_sup *s, double now)
         s->w = nwp;
         s->capw = cap;
     }
-    if (pipe2(ctl, O_CLOEXEC) < 0 || pipe2(alive, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+    /* alive is a socket pair so that releasing a standby whose process just
+     * died fails with EPIPE (MSG_NOSIGNAL) instead of raising SIGPIPE. */
+    if (pipe2(ctl, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, alive) < 0 || pipe2(errp, O_CLOEXEC) < 0)
         goto fail_errno;
     if (fcntl(ctl[0], F_SETFL, O_NONBLOCK) < 0)
         goto fail_errno;
@@ -344,7 +365,7 @@ static cg_worker *spawn_worker(cg_sup *s, double now)
         int avoid2[4] = {ctl[1], alive[0], errp[1], ctl_to};
         alive_to = pick_fd(cfg, avoid2, 4);
     }
-    snprintf(var, sizeof(var), "CASGI_WORKER=%d:%d", ctl_to, alive_to);
+    snprintf(var, sizeof(var), "CASGI_WORKER=%d:%d%s", ctl_to, alive_to, standby ? ":S" : "");
     envp = build_envp(cfg, var);
     if (!envp) {
         errno = ENOMEM;
@@ -355,7 +376,7 @@ static cg_worker *spawn_worker(cg_sup *s, double now)
     if (pid < 0)
         goto fail_errno;
     if (pid == 0)
-        child_exec(cfg, envp, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1]);
+        child_exec(cfg, envp, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1], standby);
 
     close_fd(&ctl[1]);
     close_fd(&alive[0]);
@@ -389,8 +410,9 @@ static cg_worker *spawn_worker(cg_sup *s, double now)
     w->ctl = ctl[0];
     w->alive = alive[1];
     w->state = CG_W_STARTING;
+    w->standby = standby;
     w->started = w->last_hb = now;
-    sup_log(s, CG_SUP_DEBUG, "Started worker process [%d]", (int)pid);
+    sup_log(s, CG_SUP_DEBUG, "Started %sworker process [%d]", standby ? "standby " : "", (int)pid);
     return w;
 
 fail_errno:
@@ -403,7 +425,9 @@ fail:
     close_fd(&alive[1]);
     close_fd(&errp[0]);
     close_fd(&errp[1]);
-    if (exec_failed && !s->ever_ready) {
+    if (standby) {
+        s->standby_ok = 0; /* the next reload starts a worker from scratch */
+    } else if (exec_failed && !s->ever_ready) {
         /* Nothing ever started: the command itself is wrong, retrying cannot help. */
         begin_stop(s, 1, now);
     } else if (exec_failed && s->reload_mode) {
@@ -443,11 +467,30 @@ static void force_stop(cg_sup *s, double now)
 }
 
 /* Reload mode: stop every worker (bounded by reload_timeout) and start new
- * ones now; the listening sockets stay open, so nothing is refused between. */
+ * ones now, the standby first; the listening sockets stay open, so nothing is
+ * refused between. */
 static void restart_all(cg_sup *s, double now)
 {
+    int released = 0;
+
     for (size_t i = 0; i < s->nw; i++)
-        stop_worker(&s->w[i], now + s->reload_bound);
+        if (!s->w[i].standby)
+            stop_worker(&s->w[i], now + s->reload_bound);
+    for (size_t i = 0; i < s->nw; i++) {
+        cg_worker *w = &s->w[i];
+        if (!w->standby || w->state == CG_W_STOPPING)
+            continue;
+        w->standby = 0;
+        w->started = w->last_hb = now;
+        if (released >= s->target || send(w->alive, "G", 1, MSG_NOSIGNAL) != 1) {
+            /* Not needed, or already gone (SIGCHLD follows). */
+            stop_worker(w, now + s->reload_bound);
+            continue;
+        }
+        released++;
+        sup_log(s, CG_SUP_DEBUG, "Released standby worker [%d]", (int)w->pid);
+    }
+    s->standby_ok = 1;
     s->waiting = 0;
     s->backoff = 0;
     s->next_spawn_at = 0;
@@ -593,6 +636,13 @@ static void on_worker_exit(cg_sup *s, cg_worker *w, int status, double now)
     if (w->state == CG_W_STOPPING) {
         /* Stopped on purpose: not news. */
         sup_log(s, CG_SUP_DEBUG, "Worker [%d] stopped (%s)", (int)w->pid, how);
+        remove_worker(s, w);
+        return;
+    }
+    if (w->standby) {
+        /* It served nothing; the next reload starts a worker from scratch. */
+        sup_log(s, CG_SUP_DEBUG, "Standby worker [%d] exited (%s)", (int)w->pid, how);
+        s->standby_ok = 0;
         remove_worker(s, w);
         return;
     }
@@ -758,6 +808,20 @@ static void read_watch(cg_sup *s, double now)
 
 /* ---- timers and the keep-N rules ----------------------------------------- */
 
+/* Reload mode: start a standby when there is none and every active worker is
+ * ready (or the app is broken and we wait for a change). */
+static int wants_standby(const cg_sup *s)
+{
+    if (!s->cfg->standby || !s->reload_mode || !s->standby_ok || s->stopping)
+        return 0;
+    for (size_t i = 0; i < s->nw; i++) {
+        const cg_worker *w = &s->w[i];
+        if (w->standby || (is_active(w) && w->state == CG_W_STARTING))
+            return 0;
+    }
+    return s->waiting || count_active(s, 1) >= s->target;
+}
+
 static void run_due(cg_sup *s, double now)
 {
     const cg_sup_config *cfg = s->cfg;
@@ -826,7 +890,7 @@ static void run_due(cg_sup *s, double now)
                 s->rolling = 0;
                 sup_log(s, CG_SUP_INFO, "Rolling restart done");
             } else if (now >= s->next_spawn_at) {
-                r = spawn_worker(s, now);
+                r = spawn_worker(s, now, 0);
                 if (r) {
                     r->roll = 1;
                     r->ready_by = now + s->roll_bound;
@@ -837,11 +901,12 @@ static void run_due(cg_sup *s, double now)
         }
     }
 
-    if (s->reload_mode && s->waiting)
-        return;
-    while (count_active(s, 0) < s->target && now >= s->next_spawn_at && !s->stopping)
-        if (!spawn_worker(s, now))
-            break;
+    if (!(s->reload_mode && s->waiting))
+        while (count_active(s, 0) < s->target && now >= s->next_spawn_at && !s->stopping)
+            if (!spawn_worker(s, now, 0))
+                break;
+    if (wants_standby(s))
+        (void)spawn_worker(s, now, 1);
 }
 
 static void min_deadline(double *best, double t)
@@ -908,6 +973,7 @@ int cg_supervisor_run(const cg_sup_config *cfg)
     s.sfd = -1;
     s.target = cfg->workers >= 1 ? cfg->workers : 1;
     s.reload_mode = cfg->watch != NULL;
+    s.standby_ok = 1;
     s.reload_bound = bound(cfg->reload_timeout, 5.0);
     s.shutdown_bound = bound(cfg->shutdown_timeout, 30.0);
     s.roll_bound =

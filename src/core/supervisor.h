@@ -16,6 +16,17 @@
  * exits when alive_fd reports EOF (the supervisor is gone). It exits with
  * status 3 when its app cannot load. SIGUSR1 asks it to dump its Python stack
  * to stderr (used before killing a worker whose loop is stuck).
+ *
+ * Standby (reload mode with cfg->standby). Once the workers are ready, one
+ * more is started with CASGI_WORKER="<ctl_fd>:<alive_fd>:S": it prepares what
+ * it can without the app, then blocks reading alive_fd. On a reload the
+ * supervisor writes the byte 'G' to it, and from then on it is an ordinary
+ * starting worker (it loads the app and sends 'R'); EOF on alive_fd still
+ * means "exit". A standby is not counted as a worker, is stopped like one,
+ * and one that exits before it is released is not replaced until the next
+ * reload. A standby starts with SIGINT ignored (Ctrl-C reaches the whole
+ * group; the supervisor stops the standby itself). alive_fd is one end of a
+ * stream socket pair.
  */
 #ifndef CG_SUPERVISOR_H
 #define CG_SUPERVISOR_H
@@ -33,6 +44,7 @@ typedef struct cg_sup_config {
     size_t nlisten;
     int workers;                /* how many to keep running (>= 1) */
     struct cg_watch *watch;     /* non-NULL: --reload, restart all workers on changes */
+    int standby;                /* reload mode: keep a standby worker (see above) */
     double reload_delay;        /* debounce window, seconds (a burst is one reload) */
     double reload_timeout;      /* SIGTERM->SIGKILL bound when restarting for reload (< 0: 5 s) */
     double shutdown_timeout;    /* SIGTERM->SIGKILL bound when stopping for good (< 0: 30 s).

@@ -25,6 +25,10 @@
  * dispositions reset), "pdeath-ok"/"pdeath-bad" (PR_SET_PDEATHSIG is SIGKILL),
  * "listen-ok"/"listen-bad" (FAKE_LISTEN_FD open), and
  * "fds N" (open fds besides 0-2, the listening fd, ctl and alive).
+ * Started as a standby (CASGI_WORKER ending in ":S") it also logs "standby"
+ * and "standby-sigint-ok"/"standby-sigint-bad" (SIGINT must be ignored), then
+ * waits on the alive socket: the byte 'G' logs "released" and it goes on in
+ * MODE; EOF logs "standby-eof" and it exits 0.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -87,6 +91,8 @@ int main(int argc, char **argv)
 
     /* What the supervisor must have handed over. */
     const char *env = getenv("CASGI_WORKER");
+    size_t envlen = env ? strlen(env) : 0;
+    int standby = envlen > 2 && !strcmp(env + envlen - 2, ":S");
     if (env && sscanf(env, "%d:%d", &ctl, &alive) == 2 && fcntl(ctl, F_GETFD) == 0 &&
         fcntl(alive, F_GETFD) == 0 && ctl > 2 && alive > 2 && ctl != alive) {
         snprintf(buf, sizeof(buf), "env %d %d", ctl, alive);
@@ -105,7 +111,8 @@ int main(int argc, char **argv)
     static const int sigs[] = {SIGINT,  SIGTERM, SIGQUIT, SIGHUP,  SIGPIPE,
                                SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        if (sigaction(sigs[i], NULL, &sa) < 0 || sa.sa_handler != SIG_DFL)
+        if (sigaction(sigs[i], NULL, &sa) < 0 ||
+            sa.sa_handler != (standby && sigs[i] == SIGINT ? SIG_IGN : SIG_DFL))
             mask_ok = 0;
     event("%s", mask_ok ? "mask-ok" : "mask-bad");
     int pdeath = 0;
@@ -140,6 +147,24 @@ int main(int argc, char **argv)
     }
     snprintf(buf, sizeof(buf), "fds %d", extra);
     event("%s", buf);
+
+    if (standby) {
+        char c;
+        ssize_t n;
+        event("%s", "standby");
+        event("%s", sigaction(SIGINT, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN
+                        ? "standby-sigint-ok"
+                        : "standby-sigint-bad");
+        do
+            n = read(alive, &c, 1);
+        while (n < 0 && errno == EINTR);
+        if (n != 1 || c != 'G') {
+            event("%s", "standby-eof");
+            return 0;
+        }
+        signal(SIGINT, SIG_DFL);
+        event("%s", "released");
+    }
 
     if (!strcmp(mode, "boot3")) {
         event("%s", "exit 3");

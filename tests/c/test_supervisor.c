@@ -54,6 +54,7 @@ typedef struct sup_opts {
     double reload_timeout, shutdown_timeout, healthcheck_timeout;
     int reload;     /* 1: watch "app" with inotify, 2: with polling */
     int fd_starved; /* the supervisor may open one more fd (its signalfd), no pipes */
+    int standby;    /* reload mode: keep a standby worker */
 } sup_opts;
 
 typedef struct ev {
@@ -167,6 +168,7 @@ static sup_run start_sup(const sup_opts *o)
         .nlisten = 1,
         .workers = o->workers ? o->workers : 1,
         .watch = NULL,
+        .standby = o->standby,
         /* Polling: a burst can straddle a scan (every 0.1 s), so the window
          * must be longer than that for the burst to stay one reload. */
         .reload_delay = o->reload == 2 ? 0.3 : 0.05,
@@ -877,6 +879,56 @@ static void test_reload_bound(void)
     ok(no_orphans(), "no orphan");
 }
 
+/* Reload mode with a standby: it starts once the worker is ready, with
+ * SIGINT ignored; a reload releases it instead of starting a process; one
+ * that dies is not replaced until the next reload, which then starts a worker
+ * from scratch. */
+static void test_standby(void)
+{
+    sup_opts o = {.mode = "serve", .workers = 1, .reload = 1, .standby = 1};
+    sup_run r = start_sup(&o);
+    int first[4], sb[8], n;
+    char msg[128];
+    touch_in_place = 1;
+
+    ok(WAIT_FOR(count_with(&r, "ready") == 1 && count_with(&r, "standby") == 1, 3000),
+       "standby: a worker, then a standby");
+    pids_with(&r, "ready", first, 4);
+    pids_with(&r, "standby", sb, 8);
+    ok(has_event(&r, sb[0], "standby-sigint-ok") && has_event(&r, sb[0], "mask-ok") &&
+           has_event(&r, sb[0], "listen-ok"),
+       "the standby starts with SIGINT ignored, the rest reset, the socket inherited");
+    ok(!has_event(&r, sb[0], "ready"), "and does not say ready before it is released");
+
+    touch_app(&r, "main.py", "app = 1\n");
+    ok(WAIT_FOR(has_event(&r, sb[0], "released") && has_event(&r, sb[0], "ready"), 3000),
+       "a change releases the standby, which becomes the worker");
+    ok(WAIT_FOR(gone(first[0]), 2000) && has_event(&r, first[0], "term"), "the old worker stopped");
+    ok(WAIT_FOR(count_with(&r, "standby") == 2, 3000), "a new standby once the worker is ready");
+    ok(count_with(&r, "start") == 3, "no other process was started (%d)", count_with(&r, "start"));
+
+    n = pids_with(&r, "standby", sb, 8);
+    kill(sb[n - 1], SIGKILL);
+    snprintf(msg, sizeof(msg), "Standby worker [%d] exited (signal 9)", sb[n - 1]);
+    ok(WAIT_FOR(slog_has(&r, msg), 2000), "a standby that dies is logged");
+    usleep(400000);
+    ok(count_with(&r, "start") == 3 && !slog_has(&r, "Waiting for file changes"),
+       "not replaced at once, and the serving worker is not affected");
+    touch_app(&r, "main.py", "app = 2\n");
+    ok(WAIT_FOR(count_with(&r, "ready") == 3, 3000) && count_with(&r, "released") == 1,
+       "the next change starts a worker from scratch");
+    ok(WAIT_FOR(count_with(&r, "standby") == 3, 3000), "then a standby is kept again");
+
+    kill(r.pid, SIGTERM);
+    ok(wait_sup(&r, 5000, NULL) == 0, "SIGTERM: returns 0");
+    n = pids_with(&r, "standby", sb, 8);
+    ok(WAIT_FOR(gone(sb[n - 1]), 2000) && has_event(&r, sb[n - 1], "standby-eof") == 0,
+       "the waiting standby was stopped by SIGTERM (not left to notice EOF)");
+    int all[16];
+    n = pids_with(&r, "start", all, 16);
+    ok(all_gone(all, n) && no_orphans(), "no process left");
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -928,6 +980,7 @@ int main(int argc, char **argv)
     test_reload(1);
     test_reload(2);
     test_reload_bound();
+    test_standby();
 
     /* CG_SUP_KEEP=1 keeps the logs for a look after a failure. */
     char cmd[128];

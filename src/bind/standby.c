@@ -1,0 +1,372 @@
+/* --reload standby workers (see standby.h and core/supervisor.h). */
+#include "standby.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define CG_MODULES_ENV "CASGI_RELOAD_MODULES"
+#define CG_CMDLINE_MAX (1 << 20) /* bytes of /proc/self/cmdline read for a re-exec */
+
+/* The list file, taken from the environment by cg_standby_wait: per process,
+ * as the environment is. Empty when this is not a reload-mode worker. */
+static char modules_path[PATH_MAX];
+
+int cg_standby_file_create(char *path, size_t size)
+{
+    const char *dir = getenv("TMPDIR");
+    int n, fd;
+
+    if (!dir || !*dir)
+        dir = "/tmp";
+    n = snprintf(path, size, "%s/casgi-modules-XXXXXX", dir);
+    if (n < 0 || (size_t)n >= size)
+        goto fail;
+    fd = mkstemp(path); /* mode 0600, never an existing file */
+    if (fd < 0)
+        goto fail;
+    close(fd);
+    if (setenv(CG_MODULES_ENV, path, 1) < 0) {
+        unlink(path);
+        goto fail;
+    }
+    return 0;
+fail:
+    path[0] = '\0';
+    return -1;
+}
+
+void cg_standby_file_remove(const char *path)
+{
+    unlink(path);
+    unsetenv(CG_MODULES_ENV);
+}
+
+/* ---- installed modules --------------------------------------------------- */
+
+static int add_prefix(PyObject *list, PyObject *dir)
+{
+    PyObject *p;
+    if (!PyUnicode_Check(dir) || PyUnicode_GET_LENGTH(dir) == 0)
+        return 0;
+    p = PyUnicode_FromFormat("%U/", dir);
+    if (!p)
+        return -1;
+    int r = PyList_Append(list, p);
+    Py_DECREF(p);
+    return r;
+}
+
+/* Directory prefixes (each ending in '/') of installed modules: the
+ * interpreter's library (sysconfig stdlib/platstdlib/purelib/platlib) and
+ * every sys.path entry that is a site-packages or dist-packages directory.
+ * A tuple, for str.startswith. */
+static PyObject *installed_prefixes(void)
+{
+    static const char *const keys[] = {"stdlib", "platstdlib", "purelib", "platlib"};
+    PyObject *list = PyList_New(0), *sysconfig = NULL, *paths = NULL, *result = NULL;
+    PyObject *syspath = PySys_GetObject("path"); /* borrowed */
+
+    sysconfig = PyImport_ImportModule("sysconfig");
+    paths = sysconfig ? PyObject_CallMethod(sysconfig, "get_paths", NULL) : NULL;
+    if (!list || !paths || !PyDict_Check(paths))
+        goto done;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        PyObject *dir = PyDict_GetItemString(paths, keys[i]); /* borrowed */
+        if (dir && add_prefix(list, dir) < 0)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; syspath && PyList_Check(syspath) && i < PyList_GET_SIZE(syspath); i++) {
+        PyObject *dir = PyList_GET_ITEM(syspath, i);
+        const char *s = PyUnicode_Check(dir) ? PyUnicode_AsUTF8(dir) : NULL;
+        size_t n = s ? strlen(s) : 0;
+        if (!s) {
+            PyErr_Clear();
+            continue;
+        }
+        while (n > 1 && s[n - 1] == '/')
+            n--;
+        if ((n >= 14 && !strncmp(s + n - 14, "/site-packages", 14)) ||
+            (n >= 14 && !strncmp(s + n - 14, "/dist-packages", 14))) {
+            if (add_prefix(list, dir) < 0)
+                goto done;
+        }
+    }
+    result = PyList_AsTuple(list);
+done:
+    Py_XDECREF(paths);
+    Py_XDECREF(sysconfig);
+    Py_XDECREF(list);
+    return result;
+}
+
+/* A module's __file__ when it is a str (borrowed), else NULL. Read from the
+ * module's dict: no module __getattr__ (lazy loaders) runs. */
+static PyObject *module_file(PyObject *mod)
+{
+    PyObject *dict, *file;
+    if (!PyModule_Check(mod))
+        return NULL;
+    dict = PyModule_GetDict(mod);
+    file = dict ? PyDict_GetItemString(dict, "__file__") : NULL;
+    return file && PyUnicode_Check(file) ? file : NULL;
+}
+
+/* 1 when `file` lies under one of `prefixes`, 0 when not, -1 on error. */
+static int is_installed(PyObject *file, PyObject *prefixes)
+{
+    PyObject *r = PyObject_CallMethod(file, "startswith", "(O)", prefixes);
+    if (!r)
+        return -1;
+    int yes = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return yes;
+}
+
+void cg_standby_write_modules(cg_state *st)
+{
+    char tmp[PATH_MAX + 8];
+    PyObject *prefixes = NULL, *items = NULL;
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    FILE *f = NULL;
+    int fd = -1, written = 0, have_tmp = 0;
+
+    if (!modules_path[0] || !modules || !PyDict_Check(modules))
+        return;
+    if (!(prefixes = installed_prefixes()) || !(items = PyDict_Items(modules)))
+        goto fail;
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", modules_path);
+    if ((fd = mkstemp(tmp)) < 0)
+        goto fail_os;
+    have_tmp = 1;
+    if (!(f = fdopen(fd, "w")))
+        goto fail_os;
+    fd = -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *name = PyTuple_GET_ITEM(item, 0);
+        PyObject *file = module_file(PyTuple_GET_ITEM(item, 1));
+        const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (!s || !file || !strcmp(s, "__main__") || strchr(s, '\n')) {
+            PyErr_Clear();
+            continue;
+        }
+        int yes = is_installed(file, prefixes);
+        if (yes < 0)
+            goto fail;
+        if (yes) {
+            fprintf(f, "%s\n", s);
+            written++;
+        }
+    }
+    if (fclose(f) != 0) {
+        f = NULL;
+        goto fail_os;
+    }
+    f = NULL;
+    if (rename(tmp, modules_path) < 0)
+        goto fail_os;
+    have_tmp = 0;
+    cg_log(&st->log, CG_DEBUG, "Listed %d installed modules for the standby worker", written);
+    goto done;
+fail_os:
+    cg_log(&st->log, CG_DEBUG, "Cannot list modules for the standby worker: [Errno %d] %s", errno,
+           strerror(errno));
+    goto done;
+fail:
+    PyErr_Clear();
+    cg_log(&st->log, CG_DEBUG, "Cannot list modules for the standby worker");
+done:
+    if (f)
+        fclose(f);
+    if (fd >= 0)
+        close(fd);
+    if (have_tmp)
+        unlink(tmp);
+    Py_XDECREF(items);
+    Py_XDECREF(prefixes);
+}
+
+/* ---- the standby ----------------------------------------------------------- */
+
+/* signal.signal(SIGINT, handler name in the signal module); never raises. */
+static void set_sigint(const char *handler)
+{
+    PyObject *sig = PyImport_ImportModule("signal");
+    PyObject *h = sig ? PyObject_GetAttrString(sig, handler) : NULL;
+    PyObject *r = h ? PyObject_CallMethod(sig, "signal", "iO", SIGINT, h) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(h);
+    Py_XDECREF(sig);
+    PyErr_Clear();
+}
+
+/* Imports each module named in the list file; failures are skipped. */
+static int import_listed(void)
+{
+    char line[1024];
+    int imported = 0;
+    FILE *f = fopen(modules_path, "r");
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        size_t n = strcspn(line, "\n");
+        if (n == 0 || line[n] != '\n')
+            continue; /* empty, or a name too long for the buffer */
+        line[n] = '\0';
+        PyObject *m = PyImport_ImportModule(line);
+        if (m)
+            imported++;
+        Py_XDECREF(m);
+        PyErr_Clear(); /* SystemExit and KeyboardInterrupt included */
+    }
+    fclose(f);
+    return imported;
+}
+
+static int ts_before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Writes into `why` the reason this process cannot serve the current code,
+ * or leaves it empty: a module imported ahead (not in `before`) from outside
+ * the installed paths, or a loaded module's file that changed (or vanished)
+ * since `since`. */
+static void staleness(PyObject *before, const struct timespec *since, char *why, size_t size)
+{
+    PyObject *prefixes = installed_prefixes();
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *items = prefixes && modules && PyDict_Check(modules) ? PyDict_Items(modules) : NULL;
+    struct stat sb;
+
+    why[0] = '\0';
+    if (!items) {
+        PyErr_Clear();
+        snprintf(why, size, "cannot inspect its modules");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && !why[0]; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *file = module_file(PyTuple_GET_ITEM(item, 1));
+        const char *path = file ? PyUnicode_AsUTF8(file) : NULL;
+        if (!path) {
+            PyErr_Clear();
+            continue;
+        }
+        int yes = PySet_Contains(before, PyTuple_GET_ITEM(item, 0));
+        if (yes == 0)
+            yes = is_installed(file, prefixes);
+        if (yes < 0) {
+            PyErr_Clear();
+            snprintf(why, size, "cannot inspect its modules");
+        } else if (!yes) {
+            snprintf(why, size, "'%s' is not an installed module", path);
+        } else if (stat(path, &sb) < 0) {
+            snprintf(why, size, "'%s': [Errno %d] %s", path, errno, strerror(errno));
+        } else if (!ts_before(&sb.st_mtim, since) || !ts_before(&sb.st_ctim, since)) {
+            snprintf(why, size, "'%s' changed", path);
+        }
+    }
+done:
+    Py_XDECREF(items);
+    Py_XDECREF(prefixes);
+}
+
+/* Replaces this process by an ordinary worker with the same command line. */
+__attribute__((noreturn)) static void reexec_fresh(cg_state *st, int ctl, int alive)
+{
+    char var[64], *buf = malloc(CG_CMDLINE_MAX), **argv = NULL;
+    size_t len = 0, argc = 0;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+
+    if (buf && f)
+        len = fread(buf, 1, CG_CMDLINE_MAX - 1, f);
+    if (f)
+        fclose(f);
+    if (!buf || len == 0)
+        goto fail;
+    buf[len] = '\0';
+    for (size_t i = 0; i < len; i++)
+        argc += buf[i] == '\0';
+    argc += buf[len - 1] != '\0';
+    argv = calloc(argc + 1, sizeof(char *));
+    if (!argv)
+        goto fail;
+    argc = 0;
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+        argv[argc++] = buf + i;
+
+    snprintf(var, sizeof(var), "%d:%d", ctl, alive);
+    if (setenv("CASGI_WORKER", var, 1) < 0 || setenv(CG_MODULES_ENV, modules_path, 1) < 0)
+        goto fail;
+    PyObject *r1 = PySys_GetObject("stdout"), *r2 = PySys_GetObject("stderr");
+    PyObject *x = r1 ? PyObject_CallMethod(r1, "flush", NULL) : NULL;
+    Py_XDECREF(x);
+    x = r2 ? PyObject_CallMethod(r2, "flush", NULL) : NULL;
+    Py_XDECREF(x);
+    PyErr_Clear();
+    execv(argv[0], argv);
+fail:
+    cg_log(&st->log, CG_ERROR, "Cannot restart the standby worker: [Errno %d] %s", errno,
+           strerror(errno));
+    _exit(1);
+}
+
+int cg_standby_wait(cg_state *st)
+{
+    const char *path = getenv(CG_MODULES_ENV);
+    const char *v = getenv("CASGI_WORKER");
+    struct timespec since;
+    char kind = 0, c = 0, why[PATH_MAX + 64];
+    int ctl, alive, imported;
+    PyObject *before;
+    ssize_t n;
+
+    if (path) {
+        snprintf(modules_path, sizeof(modules_path), "%s", path);
+        cg_environ_remove(CG_MODULES_ENV);
+    }
+    if (!v || sscanf(v, "%d:%d:%c", &ctl, &alive, &kind) != 3 || kind != 'S' || ctl < 0 ||
+        alive < 0)
+        return 0;
+
+    /* Ctrl-C reaches the whole group: a standby leaves stopping to the
+     * supervisor, which sends it SIGTERM (default action: a quiet exit). The
+     * supervisor started it with SIGINT ignored already. */
+    set_sigint("SIG_IGN");
+    /* The kernel stamps files from the coarse clock: compare with the same. */
+    clock_gettime(CLOCK_REALTIME_COARSE, &since);
+    before = PySet_New(PySys_GetObject("modules"));
+    if (!before)
+        return -1;
+    imported = import_listed();
+    cg_log(&st->log, CG_DEBUG, "Standby worker [%d] imported %d modules ahead; waiting",
+           (int)getpid(), imported);
+
+    Py_BEGIN_ALLOW_THREADS;
+    do
+        n = read(alive, &c, 1);
+    while (n < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS;
+    if (n != 1)
+        _exit(0); /* the supervisor is gone or stopped us: nothing was served */
+
+    staleness(before, &since, why, sizeof(why));
+    Py_DECREF(before);
+    if (why[0]) {
+        cg_log(&st->log, CG_INFO, "Standby worker is out of date (%s); starting afresh", why);
+        reexec_fresh(st, ctl, alive);
+    }
+    set_sigint("default_int_handler");
+    return 0;
+}
