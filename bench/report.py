@@ -24,7 +24,15 @@ def markdown(results: dict, charts: list, report_dir: str) -> str:
     if results.get("callgrind"):
         parts.append(_callgrind(results["callgrind"]))
     parts.append(_commands(results))
+    parts.append(_measured_elsewhere())
     return "\n".join(parts)
+
+
+def _measured_elsewhere() -> str:
+    """bench/measured.md: the numbers of the other scripts in bench/, kept by hand."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured.md")
+    with open(path) as f:
+        return f.read()
 
 
 def _header(results: dict) -> str:

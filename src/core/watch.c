@@ -76,7 +76,7 @@
 #define CG_DIRBUF (32 * 1024)   /* getdents64 buffer */
 #define CG_WPATH (PATH_MAX + 2) /* path buffer: room for a trailing '/' */
 #define CG_SCAN_BUDGET 4096     /* polling: directory entries looked at per call */
-#define CG_SCAN_DUTY 19         /* polling: idle at least 19x the time a pass took (<= 5% CPU) */
+#define CG_SCAN_DUTY 19 /* polling: idle at least 19x the time a pass took (about 5% of a core) */
 
 #define CG_IN_MASK                                                                                 \
     (IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO |            \
