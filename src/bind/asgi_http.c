@@ -345,7 +345,7 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
         return msg;
     }
     if (!cy->recv_waiter) {
-        cy->recv_waiter = cg_future_new(st, c ? c->server->loop : NULL);
+        cy->recv_waiter = cg_future_new_running(st);
         if (!cy->recv_waiter)
             return NULL;
     }
@@ -835,9 +835,9 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
         return NULL;
     }
-    if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_start) == 0) {
+    if (cg_type_is(type, st->s_http_response_start)) {
         start = 1;
-    } else if (PyUnicode_Check(type) && PyUnicode_Compare(type, st->s_http_response_body) == 0) {
+    } else if (cg_type_is(type, st->s_http_response_body)) {
         start = 0;
     } else {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for http.", type);

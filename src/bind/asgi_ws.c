@@ -298,7 +298,7 @@ static PyObject *poll_ws_receive(PyObject *owner, PyObject **fut)
         return msg;
     }
     if (!ws->recv_waiter) {
-        ws->recv_waiter = cg_future_new(st, ws->server->loop);
+        ws->recv_waiter = cg_future_new_running(st);
         if (!ws->recv_waiter)
             return NULL;
     }
@@ -499,11 +499,6 @@ static PyObject *poll_ws_drain(PyObject *owner, PyObject **fut)
     return cg_conn_poll_drain(ws->conn, fut);
 }
 
-static int type_is(PyObject *type, PyObject *name)
-{
-    return PyUnicode_Check(type) && PyUnicode_Compare(type, name) == 0;
-}
-
 static PyObject *ws_send(PyObject *self, PyObject *message)
 {
     cg_ws *ws = (cg_ws *)self;
@@ -522,18 +517,11 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
         return NULL;
     }
-    if (!ws->conn && ws->state == CG_WS_CLOSED && !type_is(type, st->s_websocket_close)) {
+    if (!ws->conn && ws->state == CG_WS_CLOSED && !cg_type_is(type, st->s_websocket_close)) {
         PyErr_SetString(st->ClientDisconnected, "the client has disconnected");
         return NULL;
     }
-    if (type_is(type, st->s_websocket_accept)) {
-        if (ws->state != CG_WS_CONNECTING) {
-            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.accept': "
-                                                "the handshake is already over.");
-            return NULL;
-        }
-        rc = ws_accept(ws, message);
-    } else if (type_is(type, st->s_websocket_send)) {
+    if (cg_type_is(type, st->s_websocket_send)) { /* the common case first */
         if (ws->state == CG_WS_CONNECTING || ws->state == CG_WS_DENYING) {
             PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'websocket.accept' or "
                                                 "'websocket.close' before 'websocket.send'.");
@@ -544,22 +532,29 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
             return NULL;
         }
         rc = ws_send_data(ws, message);
-    } else if (type_is(type, st->s_websocket_close)) {
+    } else if (cg_type_is(type, st->s_websocket_accept)) {
+        if (ws->state != CG_WS_CONNECTING) {
+            PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.accept': "
+                                                "the handshake is already over.");
+            return NULL;
+        }
+        rc = ws_accept(ws, message);
+    } else if (cg_type_is(type, st->s_websocket_close)) {
         if (ws->state == CG_WS_DENYING) {
             PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.close' "
                                                 "during a denial response.");
             return NULL;
         }
         rc = ws_send_close_message(ws, message);
-    } else if (type_is(type, st->s_websocket_http_response_start) ||
-               type_is(type, st->s_websocket_http_response_body)) {
+    } else if (cg_type_is(type, st->s_websocket_http_response_start) ||
+               cg_type_is(type, st->s_websocket_http_response_body)) {
         if (ws->state != CG_WS_CONNECTING && ws->state != CG_WS_DENYING) {
             PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R: the handshake is over.",
                          type);
             return NULL;
         }
         ws->state = CG_WS_DENYING;
-        rc = cg_cycle_http_send(ws->http, type_is(type, st->s_websocket_http_response_start),
+        rc = cg_cycle_http_send(ws->http, cg_type_is(type, st->s_websocket_http_response_start),
                                 message);
         if (rc == 0 && ws->http->resp == CG_RESP_COMPLETE)
             ws->state = CG_WS_CLOSED;

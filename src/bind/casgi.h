@@ -31,6 +31,15 @@ static inline int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject 
 }
 #endif
 
+/* 1 when an ASGI message's "type" equals `name` (an interned str): identity
+ * first, then lengths, so most mismatches compare no characters. */
+static inline int cg_type_is(PyObject *type, PyObject *name)
+{
+    return type == name ||
+           (PyUnicode_Check(type) && PyUnicode_GET_LENGTH(type) == PyUnicode_GET_LENGTH(name) &&
+            PyUnicode_Compare(type, name) == 0);
+}
+
 #include "hdrtab.h"
 #include "options.h"
 
@@ -146,6 +155,8 @@ typedef struct cg_state {
     PyObject *BufferedProtocol;  /* asyncio.BufferedProtocol */
     PyObject *asyncio;           /* the asyncio module */
     PyObject *CancelledError;    /* asyncio.CancelledError */
+    PyObject *Future;            /* asyncio.Future */
+    PyObject *InvalidStateError; /* asyncio.InvalidStateError */
     PyObject *version;           /* "0.1.0" */
 #define CG_STATE_STR(name, text) PyObject *s_##name;
     CG_STRINGS(CG_STATE_STR)
@@ -230,6 +241,10 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, P
 
 /** Calls loop.create_future(). */
 PyObject *cg_future_new(cg_state *st, PyObject *loop);
+/** A future of the running loop: asyncio.Future() with no arguments, which is
+ * cheaper than create_future() (no keyword parsing). Only from code the
+ * running loop called (the app's receive() and send()). */
+PyObject *cg_future_new_running(cg_state *st);
 /** Completes fut with None unless it is already done. Never raises. */
 void cg_future_wake(cg_state *st, PyObject *fut);
 

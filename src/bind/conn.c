@@ -441,7 +441,7 @@ PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut)
     if (!c->write_paused || c->phase == CG_PHASE_CLOSED || !c->transport)
         return Py_NewRef(Py_None);
     if (!c->drain_waiter) {
-        c->drain_waiter = cg_future_new(c->server->st, c->server->loop);
+        c->drain_waiter = cg_future_new_running(c->server->st);
         if (!c->drain_waiter)
             return NULL;
     }

@@ -85,14 +85,10 @@ static PyObject *ls_send(PyObject *self, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
         return NULL;
     }
-    int is_startup_complete =
-        PyUnicode_Check(type) && !PyUnicode_Compare(type, st->s_lifespan_startup_complete);
-    int is_startup_failed =
-        PyUnicode_Check(type) && !PyUnicode_Compare(type, st->s_lifespan_startup_failed);
-    int is_shutdown_complete =
-        PyUnicode_Check(type) && !PyUnicode_Compare(type, st->s_lifespan_shutdown_complete);
-    int is_shutdown_failed =
-        PyUnicode_Check(type) && !PyUnicode_Compare(type, st->s_lifespan_shutdown_failed);
+    int is_startup_complete = cg_type_is(type, st->s_lifespan_startup_complete);
+    int is_startup_failed = cg_type_is(type, st->s_lifespan_startup_failed);
+    int is_shutdown_complete = cg_type_is(type, st->s_lifespan_shutdown_complete);
+    int is_shutdown_failed = cg_type_is(type, st->s_lifespan_shutdown_failed);
 
     if ((is_startup_complete || is_startup_failed) && ls->phase != LS_STARTUP) {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, outside startup.", type);

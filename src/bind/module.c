@@ -116,6 +116,10 @@ static int module_exec(PyObject *m)
         return -1;
     if (!(st->CancelledError = PyObject_GetAttrString(st->asyncio, "CancelledError")))
         return -1;
+    if (!(st->Future = PyObject_GetAttrString(st->asyncio, "Future")))
+        return -1;
+    if (!(st->InvalidStateError = PyObject_GetAttrString(st->asyncio, "InvalidStateError")))
+        return -1;
     if (!(st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)))
         return -1;
     if (!(st->empty_str = PyUnicode_FromStringAndSize(NULL, 0)))
@@ -178,6 +182,8 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->asyncio);
     Py_VISIT(st->CancelledError);
+    Py_VISIT(st->Future);
+    Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->version);
     Py_VISIT(st->asgi_dict);
     Py_VISIT(st->empty_bytes);
@@ -210,6 +216,8 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->asyncio);
     Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->Future);
+    Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->version);
     Py_CLEAR(st->asgi_dict);
     Py_CLEAR(st->empty_bytes);

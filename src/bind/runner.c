@@ -81,36 +81,77 @@ static void set_stop_iteration(PyObject *value)
     }
 }
 
-static PyObject *await_iternext(cg_await *self)
+/* One step of the awaitable: 1 with the value to yield to the Task in *out
+ * (a future), 0 with the result in *out (finished), -1 on error. The same
+ * for both protocols below, so the steps are written once. */
+static int await_step(cg_await *self, PyObject **out)
 {
     for (;;) {
         if (self->fut_iter) {
-            PyObject *r = Py_TYPE(self->fut_iter)->tp_iternext(self->fut_iter);
-            if (r)
-                return r; /* the future itself, yielded to the Task */
+            PyObject *r = NULL;
+#if PY_VERSION_HEX >= 0x030A0000
+            PySendResult sr = PyIter_Send(self->fut_iter, Py_None, &r);
+            if (sr == PYGEN_NEXT) {
+                *out = r; /* the future itself, yielded to the Task */
+                return 1;
+            }
+            if (sr == PYGEN_ERROR)
+                return -1; /* cancelled or failed */
+            Py_XDECREF(r);
+#else
+            r = Py_TYPE(self->fut_iter)->tp_iternext(self->fut_iter);
+            if (r) {
+                *out = r;
+                return 1;
+            }
             if (PyErr_Occurred()) {
                 if (!PyErr_ExceptionMatches(PyExc_StopIteration))
-                    return NULL; /* cancelled or failed */
+                    return -1;
                 PyErr_Clear();
             }
+#endif
             Py_CLEAR(self->fut_iter);
         }
         PyObject *fut = NULL;
         PyObject *res = self->poll(self->owner, &fut);
         if (res) {
-            set_stop_iteration(res);
-            Py_DECREF(res);
-            return NULL;
+            *out = res;
+            return 0;
         }
         if (!fut)
-            return NULL; /* error from poll */
+            return -1; /* error from poll */
         PyObject *it = PyObject_GetIter(fut);
         Py_DECREF(fut);
         if (!it)
-            return NULL;
+            return -1;
         self->fut_iter = it;
     }
 }
+
+static PyObject *await_iternext(cg_await *self)
+{
+    PyObject *out = NULL;
+    int r = await_step(self, &out);
+    if (r == 0) {
+        set_stop_iteration(out);
+        Py_DECREF(out);
+        return NULL;
+    }
+    return r > 0 ? out : NULL;
+}
+
+#if PY_VERSION_HEX >= 0x030A0000
+/* `await` from Python 3.10 on: the result is returned as is, with no
+ * StopIteration created and caught per completed receive() or send(). The
+ * value sent in is always None from a Task and is not needed. */
+static PySendResult await_am_send(cg_await *self, PyObject *arg, PyObject **presult)
+{
+    (void)arg;
+    *presult = NULL;
+    int r = await_step(self, presult);
+    return r > 0 ? PYGEN_NEXT : r == 0 ? PYGEN_RETURN : PYGEN_ERROR;
+}
+#endif
 
 static int await_traverse(cg_await *self, visitproc visit, void *arg)
 {
@@ -138,12 +179,11 @@ static void await_dealloc(cg_await *self)
 
 static PyType_Slot await_slots[] = {
     {Py_am_await, self_iter},
-    {Py_tp_iter, self_iter},
-    {Py_tp_iternext, await_iternext},
-    {Py_tp_traverse, await_traverse},
-    {Py_tp_clear, await_clear},
-    {Py_tp_dealloc, await_dealloc},
-    {0, NULL},
+#if PY_VERSION_HEX >= 0x030A0000
+    {Py_am_send, await_am_send},
+#endif
+    {Py_tp_iter, self_iter},     {Py_tp_iternext, await_iternext}, {Py_tp_traverse, await_traverse},
+    {Py_tp_clear, await_clear},  {Py_tp_dealloc, await_dealloc},   {0, NULL},
 };
 
 static PyType_Spec await_spec = {
@@ -443,19 +483,26 @@ PyObject *cg_future_new(cg_state *st, PyObject *loop)
     return PyObject_CallMethodNoArgs(loop, st->s_create_future);
 }
 
+PyObject *cg_future_new_running(cg_state *st)
+{
+    return PyObject_CallNoArgs(st->Future);
+}
+
 void cg_future_wake(cg_state *st, PyObject *fut)
 {
     PyObject *t, *v, *tb, *r;
     if (!fut)
         return;
     PyErr_Fetch(&t, &v, &tb);
-    r = PyObject_CallMethodNoArgs(fut, st->s_done);
-    if (r == Py_False) {
-        Py_DECREF(r);
-        r = PyObject_CallMethodOneArg(fut, st->s_set_result, Py_None);
+    /* One call: a future already done (cancelled, mostly) refuses with
+     * InvalidStateError, which is what done() would have told. */
+    r = PyObject_CallMethodOneArg(fut, st->s_set_result, Py_None);
+    if (!r) {
+        if (PyErr_ExceptionMatches(st->InvalidStateError))
+            PyErr_Clear();
+        else
+            PyErr_WriteUnraisable(fut);
     }
-    if (!r)
-        PyErr_WriteUnraisable(fut);
     Py_XDECREF(r);
     PyErr_Restore(t, v, tb);
 }
