@@ -94,7 +94,10 @@ def main() -> int:
     server = subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, "-m", "casgi", "soak:app", "--app-dir",
          os.path.join(HERE, "apps"), "--port", str(port), "--no-access-log"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # Not the repository root: its casgi/ (without the built extension)
+        # would shadow the installed package.
+        cwd=os.path.join(HERE, "apps"))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT)
         script = f.name
