@@ -190,3 +190,60 @@ def test_broken_code_then_fix_is_served_by_a_standby(sups):
     main.write_text(APP.replace('"v0"', '"v1"'))
     assert served_by(p, "v1")[1] == standby
     p.finish(signal.SIGTERM)
+
+
+ENV_APP = '''\
+import os
+
+VERSION = "v0"
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    extra = ""
+    if os.path.exists("use_newpkg"):
+        import newpkg
+        extra = newpkg.VALUE
+    body = f"{VERSION} {os.environ.get('SB_VALUE', '-')} {extra}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-pid", str(os.getpid()).encode())]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_a_changed_env_file_is_not_served_stale(sups):
+    main = sups.workdir / "main.py"
+    main.write_text(ENV_APP)
+    (sups.workdir / "app.env").write_text("SB_VALUE=one\n")
+    p = start(sups, "--env-file", "app.env")
+    assert served_by(p, "v0")[0][1] == "one"
+    standby, _ = wait_standby(p)
+    (sups.workdir / "app.env").write_text("SB_VALUE=two\n")  # not a watched file
+    mark = p.mark()
+    edit_version(main, "v1")
+    body, pid = served_by(p, "v1")
+    assert body[1] == "two", body
+    assert "app.env' changed" in p.wait_for(STALE_RE, since=mark).group(1)
+    assert pid == standby
+    p.finish(signal.SIGTERM)
+
+
+def test_a_package_installed_while_the_standby_waits_is_importable(sups):
+    main = sups.workdir / "main.py"
+    main.write_text(ENV_APP)
+    vendor = sups.workdir / "vendor" / "site-packages"
+    vendor.mkdir(parents=True)
+    p = start(sups, env=sups.env({"PYTHONPATH": str(vendor)}))
+    standby, _ = wait_standby(p)
+    time.sleep(0.05)
+    (vendor / "newpkg").mkdir()  # "pip install newpkg": the directory changes
+    (vendor / "newpkg" / "__init__.py").write_text('VALUE = "fresh"\n')
+    (sups.workdir / "use_newpkg").write_text("")
+    mark = p.mark()
+    edit_version(main, "v1")
+    body, pid = served_by(p, "v1")
+    assert body[2:] == ["fresh"], body
+    assert "site-packages/' changed" in p.wait_for(STALE_RE, since=mark).group(1)
+    assert pid == standby
+    p.finish(signal.SIGTERM)

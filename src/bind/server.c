@@ -708,9 +708,9 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
 
     if ((host ? cg_log_attach(&st->log, cfg) : cg_log_setup(&st->log, cfg)) < 0)
         return 3;
-    if (cg_config_load_env_file(cfg) < 0)
+    if (!host && cg_standby_wait(st, cfg) < 0)
         return 3;
-    if (!host && cg_standby_wait(st) < 0)
+    if (cg_config_load_env_file(cfg) < 0)
         return 3;
     app = app_obj ? cg_app_prepare(st, app_obj, cfg) : cg_app_load(st, cfg);
     if (!app)

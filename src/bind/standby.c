@@ -73,10 +73,11 @@ static PyObject *installed_prefixes(void)
 {
     static const char *const keys[] = {"stdlib", "platstdlib", "purelib", "platlib"};
     PyObject *list = PyList_New(0), *sysconfig = NULL, *paths = NULL, *result = NULL;
-    PyObject *syspath = PySys_GetObject("path"); /* borrowed */
+    PyObject *syspath;
 
     sysconfig = PyImport_ImportModule("sysconfig");
     paths = sysconfig ? PyObject_CallMethod(sysconfig, "get_paths", NULL) : NULL;
+    syspath = PySys_GetObject("path"); /* borrowed: after the Python code above ran */
     if (!list || !paths || !PyDict_Check(paths))
         goto done;
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -238,22 +239,114 @@ static int ts_before(const struct timespec *a, const struct timespec *b)
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
+static int ts_equal(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* What a file was when the standby took it in; compared again on release, so
+ * no clock is trusted (1-second file times, or times from another machine). */
+typedef struct cg_fstamp {
+    char *path;
+    int missing;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtim, ctim;
+} cg_fstamp;
+
+typedef struct cg_stamps {
+    cg_fstamp *items;
+    size_t n, cap;
+} cg_stamps;
+
+static void stamp_read(const char *path, cg_fstamp *f)
+{
+    struct stat sb;
+    memset(f, 0, sizeof(*f));
+    if (stat(path, &sb) < 0) {
+        f->missing = 1;
+        return;
+    }
+    f->dev = sb.st_dev;
+    f->ino = sb.st_ino;
+    f->size = sb.st_size;
+    f->mtim = sb.st_mtim;
+    f->ctim = sb.st_ctim;
+}
+
+static int stamp_same(const cg_fstamp *a, const cg_fstamp *b)
+{
+    return a->missing == b->missing && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           ts_equal(&a->mtim, &b->mtim) && ts_equal(&a->ctim, &b->ctim);
+}
+
+static int stamps_add(cg_stamps *s, const char *path)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        cg_fstamp *p = realloc(s->items, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        s->items = p;
+        s->cap = cap;
+    }
+    cg_fstamp *f = &s->items[s->n];
+    stamp_read(path, f);
+    if (!(f->path = strdup(path)))
+        return -1;
+    s->n++;
+    return 0;
+}
+
+static void stamps_free(cg_stamps *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->items[i].path);
+    free(s->items);
+    s->items = NULL;
+    s->n = s->cap = 0;
+}
+
+/* Stamps every loaded module's file and every installed-packages directory
+ * (an install or uninstall changes the directory: a new .pth or package).
+ * -1 on error (exception set or out of memory). */
+static int stamp_modules(cg_stamps *s, PyObject *prefixes)
+{
+    PyObject *modules = PySys_GetObject("modules"); /* borrowed */
+    PyObject *items = modules && PyDict_Check(modules) ? PyDict_Items(modules) : NULL;
+    int rc = items ? 0 : -1;
+
+    for (Py_ssize_t i = 0; items && i < PyList_GET_SIZE(items) && rc == 0; i++) {
+        PyObject *file = module_file(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1));
+        const char *path = file ? PyUnicode_AsUTF8(file) : NULL;
+        if (!path)
+            PyErr_Clear();
+        else
+            rc = stamps_add(s, path);
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(prefixes); i++) {
+        const char *dir = PyUnicode_AsUTF8(PyTuple_GET_ITEM(prefixes, i));
+        rc = dir ? stamps_add(s, dir) : -1;
+    }
+    Py_XDECREF(items);
+    return rc;
+}
+
 /* Writes into `why` the reason this process cannot serve the current code,
  * or leaves it empty: a module imported ahead (not in `before`) from outside
- * the installed paths, or a loaded module's file that changed (or vanished)
- * since `since`. */
-static void staleness(PyObject *before, const struct timespec *since, char *why, size_t size)
+ * the installed paths, or a stamped file that is not what it was (or whose times are not older than
+ * `since`, for a change made while the standby was importing). */
+static void staleness(PyObject *before, PyObject *prefixes, const cg_stamps *stamps,
+                      const struct timespec *since, char *why, size_t size)
 {
-    PyObject *prefixes = installed_prefixes();
     PyObject *modules = PySys_GetObject("modules"); /* borrowed */
-    PyObject *items = prefixes && modules && PyDict_Check(modules) ? PyDict_Items(modules) : NULL;
-    struct stat sb;
-
+    PyObject *items = modules && PyDict_Check(modules) ? PyDict_Items(modules) : NULL;
     why[0] = '\0';
     if (!items) {
         PyErr_Clear();
         snprintf(why, size, "cannot inspect its modules");
-        goto done;
+        return;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && !why[0]; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
@@ -271,21 +364,24 @@ static void staleness(PyObject *before, const struct timespec *since, char *why,
             snprintf(why, size, "cannot inspect its modules");
         } else if (!yes) {
             snprintf(why, size, "'%s' is not an installed module", path);
-        } else if (stat(path, &sb) < 0) {
-            snprintf(why, size, "'%s': [Errno %d] %s", path, errno, strerror(errno));
-        } else if (!ts_before(&sb.st_mtim, since) || !ts_before(&sb.st_ctim, since)) {
-            snprintf(why, size, "'%s' changed", path);
         }
     }
-done:
-    Py_XDECREF(items);
-    Py_XDECREF(prefixes);
+    Py_DECREF(items);
+    for (size_t i = 0; i < stamps->n && !why[0]; i++) {
+        const cg_fstamp *was = &stamps->items[i];
+        cg_fstamp now;
+        stamp_read(was->path, &now);
+        if (!stamp_same(was, &now) ||
+            (!now.missing && (!ts_before(&now.mtim, since) || !ts_before(&now.ctim, since))))
+            snprintf(why, size, "'%s' changed", was->path);
+    }
 }
 
-/* Replaces this process by an ordinary worker with the same command line. */
-__attribute__((noreturn)) static void reexec_fresh(cg_state *st, int ctl, int alive)
+/* Replaces this process by an ordinary worker with the same command line and
+ * the environment it was started with (`envp`, before any --env-file). */
+__attribute__((noreturn)) static void reexec_fresh(cg_state *st, int ctl, int alive, char **envp)
 {
-    char var[64], *buf = malloc(CG_CMDLINE_MAX), **argv = NULL;
+    char var[80], *buf = malloc(CG_CMDLINE_MAX), **argv = NULL;
     size_t len = 0, argc = 0;
     FILE *f = fopen("/proc/self/cmdline", "r");
 
@@ -293,7 +389,7 @@ __attribute__((noreturn)) static void reexec_fresh(cg_state *st, int ctl, int al
         len = fread(buf, 1, CG_CMDLINE_MAX - 1, f);
     if (f)
         fclose(f);
-    if (!buf || len == 0)
+    if (!buf || len == 0 || !envp)
         goto fail;
     buf[len] = '\0';
     for (size_t i = 0; i < len; i++)
@@ -306,52 +402,101 @@ __attribute__((noreturn)) static void reexec_fresh(cg_state *st, int ctl, int al
     for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
         argv[argc++] = buf + i;
 
-    snprintf(var, sizeof(var), "%d:%d", ctl, alive);
-    if (setenv("CASGI_WORKER", var, 1) < 0 || setenv(CG_MODULES_ENV, modules_path, 1) < 0)
-        goto fail;
+    /* No longer a standby: the same fds, without ":S". */
+    snprintf(var, sizeof(var), "CASGI_WORKER=%d:%d", ctl, alive);
+    for (char **e = envp; *e; e++)
+        if (!strncmp(*e, "CASGI_WORKER=", 13))
+            *e = var;
     PyObject *r1 = PySys_GetObject("stdout"), *r2 = PySys_GetObject("stderr");
     PyObject *x = r1 ? PyObject_CallMethod(r1, "flush", NULL) : NULL;
     Py_XDECREF(x);
     x = r2 ? PyObject_CallMethod(r2, "flush", NULL) : NULL;
     Py_XDECREF(x);
     PyErr_Clear();
-    execv(argv[0], argv);
+    /* An ignored signal stays ignored through exec: Ctrl-C is the new
+     * worker's own again. */
+    signal(SIGINT, SIG_DFL);
+    execve(argv[0], argv, envp);
 fail:
     cg_log(&st->log, CG_ERROR, "Cannot restart the standby worker: [Errno %d] %s", errno,
            strerror(errno));
     _exit(1);
 }
 
-int cg_standby_wait(cg_state *st)
+static void environ_free(char **envp)
+{
+    for (size_t i = 0; envp && envp[i]; i++)
+        free(envp[i]);
+    free(envp);
+}
+
+/* A copy of the environment (the strings too), or NULL. */
+static char **environ_copy(void)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **copy = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; copy && i < n; i++) {
+        if (!(copy[i] = strdup(environ[i]))) {
+            environ_free(copy);
+            return NULL;
+        }
+    }
+    return copy;
+}
+
+int cg_standby_wait(cg_state *st, const cg_config *cfg)
 {
     const char *path = getenv(CG_MODULES_ENV);
     const char *v = getenv("CASGI_WORKER");
     struct timespec since;
     char kind = 0, c = 0, why[PATH_MAX + 64];
     int ctl, alive, imported;
-    PyObject *before;
+    PyObject *before = NULL, *prefixes = NULL, *term = NULL;
+    cg_stamps stamps = {0};
+    char **envp;
     ssize_t n;
 
+    if (!v || sscanf(v, "%d:%d:%c", &ctl, &alive, &kind) != 3 || kind != 'S' || ctl < 0 ||
+        alive < 0)
+        kind = 0;
+    /* The environment a fresh worker would start with, for a re-exec. */
+    envp = kind == 'S' ? environ_copy() : NULL;
     if (path) {
         snprintf(modules_path, sizeof(modules_path), "%s", path);
         cg_environ_remove(CG_MODULES_ENV);
     }
-    if (!v || sscanf(v, "%d:%d:%c", &ctl, &alive, &kind) != 3 || kind != 'S' || ctl < 0 ||
-        alive < 0)
+    if (kind != 'S')
         return 0;
 
     /* Ctrl-C reaches the whole group: a standby leaves stopping to the
-     * supervisor, which sends it SIGTERM (default action: a quiet exit). The
-     * supervisor started it with SIGINT ignored already. */
+     * supervisor, which sends it SIGTERM. The supervisor started it with
+     * SIGINT ignored already. */
     set_sigint("SIG_IGN");
     /* The kernel stamps files from the coarse clock: compare with the same. */
     clock_gettime(CLOCK_REALTIME_COARSE, &since);
-    before = PySet_New(PySys_GetObject("modules"));
-    if (!before)
-        return -1;
+    if (cfg->env_file && stamps_add(&stamps, cfg->env_file) < 0)
+        goto fail_nomem;
+    /* Loaded here, as a fresh worker loads it before importing anything. */
+    if (cg_config_load_env_file(cfg) < 0)
+        _exit(3);
+    if (!(before = PySet_New(PySys_GetObject("modules"))))
+        goto fail;
     imported = import_listed();
+    if (!(prefixes = installed_prefixes()) || stamp_modules(&stamps, prefixes) < 0)
+        goto fail;
     cg_log(&st->log, CG_DEBUG, "Standby worker [%d] imported %d modules ahead; waiting",
            (int)getpid(), imported);
+
+    /* SIGTERM must end a waiting standby even if an imported module handles
+     * it: the wait below runs no Python signal handler. */
+    PyObject *sig = PyImport_ImportModule("signal");
+    term = sig ? PyObject_CallMethod(sig, "signal", "ii", SIGTERM, 0 /* SIG_DFL */) : NULL;
+    Py_XDECREF(sig);
+    if (!term)
+        goto fail;
 
     Py_BEGIN_ALLOW_THREADS;
     do
@@ -361,12 +506,32 @@ int cg_standby_wait(cg_state *st)
     if (n != 1)
         _exit(0); /* the supervisor is gone or stopped us: nothing was served */
 
-    staleness(before, &since, why, sizeof(why));
-    Py_DECREF(before);
+    staleness(before, prefixes, &stamps, &since, why, sizeof(why));
     if (why[0]) {
         cg_log(&st->log, CG_INFO, "Standby worker is out of date (%s); starting afresh", why);
-        reexec_fresh(st, ctl, alive);
+        reexec_fresh(st, ctl, alive, envp);
     }
+    environ_free(envp);
+    sig = term != Py_None ? PyImport_ImportModule("signal") : NULL;
+    PyObject *r = sig ? PyObject_CallMethod(sig, "signal", "iO", SIGTERM, term) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(sig);
+    PyErr_Clear(); /* a handler installed from C is None here: SIG_DFL stays */
     set_sigint("default_int_handler");
+    PyObject *importlib = PyImport_ImportModule("importlib");
+    r = importlib ? PyObject_CallMethod(importlib, "invalidate_caches", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(importlib);
+    PyErr_Clear();
+    Py_DECREF(term);
+    Py_DECREF(prefixes);
+    Py_DECREF(before);
+    stamps_free(&stamps);
     return 0;
+
+fail_nomem:
+    PyErr_NoMemory();
+fail:
+    cg_log_exception(&st->log, "Error: the standby worker failed");
+    _exit(3);
 }
