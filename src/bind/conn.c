@@ -283,12 +283,31 @@ static void conn_process(cg_conn *c)
 
 /* ---- protocol methods --------------------------------------------------- */
 
-/* scope["client"]/["server"]: (host, port) from a socket address, else None. */
-static PyObject *addr_tuple(PyObject *addr)
+/* scope["client"]/["server"]: (host, port) from a socket address, else None.
+ * `*last` is the previous result of the same kind (owned by the server):
+ * equal values share one object (every connection has the same server
+ * address, and clients mostly few hosts), which idle connections feel. */
+static PyObject *addr_tuple(PyObject *addr, PyObject **last)
 {
-    if (addr && PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) >= 2)
-        return PyTuple_Pack(2, PyTuple_GET_ITEM(addr, 0), PyTuple_GET_ITEM(addr, 1));
-    return Py_NewRef(Py_None);
+    if (!addr || !PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) < 2)
+        return Py_NewRef(Py_None);
+    PyObject *host = PyTuple_GET_ITEM(addr, 0), *port = PyTuple_GET_ITEM(addr, 1);
+    if (*last) {
+        PyObject *lhost = PyTuple_GET_ITEM(*last, 0);
+        int same_host =
+            PyUnicode_Check(host) && PyUnicode_Check(lhost) && PyUnicode_Compare(host, lhost) == 0;
+        if (same_host) {
+            int same_port = PyObject_RichCompareBool(port, PyTuple_GET_ITEM(*last, 1), Py_EQ);
+            if (same_port > 0)
+                return Py_NewRef(*last);
+            PyErr_Clear();
+            host = lhost;
+        }
+    }
+    PyObject *t = PyTuple_Pack(2, host, port);
+    if (t)
+        Py_XSETREF(*last, Py_NewRef(t));
+    return t;
 }
 
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name)
@@ -307,8 +326,8 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     Py_XSETREF(c->transport, Py_NewRef(transport));
     peer = conn_get_extra(c, srv->st->s_peername);
     sock = conn_get_extra(c, srv->st->s_sockname);
-    Py_XSETREF(c->client, addr_tuple(peer));
-    Py_XSETREF(c->sockname, addr_tuple(sock));
+    Py_XSETREF(c->client, addr_tuple(peer, &srv->last_client));
+    Py_XSETREF(c->sockname, addr_tuple(sock, &srv->last_sockname));
     c->client_len = 0;
     c->client_text[0] = '\0';
     if (c->client != Py_None) {
@@ -381,9 +400,33 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     Py_RETURN_NONE;
 }
 
+/* A connection holds a read buffer only while it has unread bytes (a partial
+ * head, body the app has not taken, pipelined requests). Once a read is
+ * processed to the end the buffer goes to the server's spare slot, and the
+ * next read on any connection takes it from there: reads are handled one at
+ * a time, so one buffer serves every connection that is keeping up, and an
+ * idle keep-alive connection holds none. */
+static void conn_return_buffer(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    if (!c->in.data || cg_buf_unread(&c->in) != 0)
+        return;
+    if (!srv->spare_in.data && c->in.cap <= 2 * CG_READ_CHUNK) {
+        srv->spare_in = c->in;
+        cg_buf_reset(&srv->spare_in);
+        cg_buf_init(&c->in);
+    } else {
+        cg_buf_free(&c->in);
+    }
+}
+
 static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
 {
     (void)sizehint;
+    if (!c->in.data && c->server->spare_in.data) {
+        c->in = c->server->spare_in;
+        cg_buf_init(&c->server->spare_in);
+    }
     if (c->read_size < CG_READ_MIN)
         c->read_size = CG_READ_MIN;
     if (c->in.cap - c->in.len < c->read_size / 2 && cg_buf_reserve(&c->in, c->read_size) < 0)
@@ -415,17 +458,20 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
     }
     Py_INCREF(c); /* processing may drop the transport's reference */
     conn_process(c);
+    conn_return_buffer(c);
     Py_DECREF(c);
     Py_RETURN_NONE;
 }
 
 static PyObject *conn_eof_received(cg_conn *c, PyObject *unused)
 {
-    (void)c;
     (void)unused;
     /* The client is gone (a half-close cannot be told apart from a close):
      * returning None lets the transport close, and connection_lost reports
-     * http.disconnect to a running app. */
+     * http.disconnect to a running app. The buffer offered for the read that
+     * found EOF goes back now, not when the loop gets to connection_lost: a
+     * burst of closes then needs one buffer, not one each. */
+    conn_return_buffer(c);
     Py_RETURN_NONE;
 }
 

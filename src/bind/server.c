@@ -878,6 +878,8 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->trusted);
     Py_VISIT(srv->root_path);
     Py_VISIT(srv->root_path_b);
+    Py_VISIT(srv->last_client);
+    Py_VISIT(srv->last_sockname);
     return 0;
 }
 
@@ -897,6 +899,8 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->trusted);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_b);
+    Py_CLEAR(srv->last_client);
+    Py_CLEAR(srv->last_sockname);
     return 0;
 }
 
@@ -912,6 +916,7 @@ static void server_dealloc(cg_server *srv)
     if (srv->alive_fd >= 0)
         close(srv->alive_fd);
     cg_buf_free(&srv->extra_headers);
+    cg_buf_free(&srv->spare_in);
     tp->tp_free(srv);
     Py_DECREF(tp);
 }

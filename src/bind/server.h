@@ -42,12 +42,15 @@ typedef struct cg_server {
     double now;         /* monotonic seconds, refreshed on each tick */
     char date_line[64]; /* "date: <IMF-fixdate>\r\n" */
     size_t date_len;
-    cg_buf extra_headers; /* "server: casgi\r\n" and --header lines, ready to copy */
-    int ctl_fd;           /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
-    int alive_fd;         /* worker mode: EOF here means the supervisor is gone, else -1 */
-    int retiring;         /* worker mode: X sent, waiting to be replaced */
-    int should_exit;      /* shutdown requested */
-    int force_exit;       /* second signal: stop waiting */
+    cg_buf extra_headers;    /* "server: casgi\r\n" and --header lines, ready to copy */
+    cg_buf spare_in;         /* a read buffer no connection holds (see conn_get_buffer) */
+    PyObject *last_client;   /* the latest scope["client"] tuple, shared when equal */
+    PyObject *last_sockname; /* the latest scope["server"] tuple, shared when equal */
+    int ctl_fd;              /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
+    int alive_fd;            /* worker mode: EOF here means the supervisor is gone, else -1 */
+    int retiring;            /* worker mode: X sent, waiting to be replaced */
+    int should_exit;         /* shutdown requested */
+    int force_exit;          /* second signal: stop waiting */
     int exit_status;
     char url[300]; /* where it listens, for the "running on" line */
     int host_mode; /* serving sockets of a host (gunicorn) */
