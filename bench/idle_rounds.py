@@ -14,18 +14,12 @@ import socket
 import sys
 import time
 
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from procstat import rss_kib
 
 
 def main() -> None:
     port, n, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    base = rss_kib(pid)
+    base = rss_kib([pid])
     for r in range(3):
         socks = []
         for _ in range(n):
@@ -35,7 +29,7 @@ def main() -> None:
         for s in socks:
             s.recv(4096)
         time.sleep(2.5)
-        now = rss_kib(pid)
+        now = rss_kib([pid])
         print(f"round {r}: {n} idle, {(now - base) / n:.2f} KiB each (RSS {now} KiB)", flush=True)
         for s in socks:
             s.close()

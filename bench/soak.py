@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from procstat import rss_kib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WRK_SCRIPT = """
 local paths = {"/plain", "/json", "/echo", "/stream"}
@@ -43,14 +45,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def wait_up(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -106,14 +100,14 @@ def main() -> int:
         t0 = time.monotonic()
         done = run_wrk(port, script, args.warmup, 20_000)
         rate = done / (time.monotonic() - t0)
-        base = rss_kib(server.pid)
+        base = rss_kib([server.pid])
         print(f"warm-up: {done} requests, {rate:.0f} req/s, RSS {base} KiB", flush=True)
         samples = []
         total = done
         while total < args.requests:
             chunk = min(args.requests - total, max(args.requests // 10, 1))
             total += run_wrk(port, script, chunk, rate)
-            samples.append(rss_kib(server.pid))
+            samples.append(rss_kib([server.pid]))
             print(f"{total:>9} requests: RSS {samples[-1]} KiB ({samples[-1] - base:+d})",
                   flush=True)
             if server.poll() is not None:

@@ -133,6 +133,15 @@ def test_protocol_error_peer_never_answers_bounded(start_server):
 
 # -- shutdown ----------------------------------------------------------------------------
 
+def answer_shutdown_closes(conns, timeout: float) -> None:
+    """Each connection gets the server's 1012 close, answers it, and sees the TCP close."""
+    for ws in conns:
+        ws.expect_close(1012, timeout=timeout)
+        ws.send_close(1012)
+        ws.assert_eof(5)
+        ws.close_socket()
+
+
 def test_sigterm_closes_open_websockets_1012(start_server, loop):
     s = start_server("ws_app:app", "--timeout-graceful-shutdown", "5", loop=loop)
     mark = s.mark()
@@ -141,11 +150,7 @@ def test_sigterm_closes_open_websockets_1012(start_server, loop):
         wait_event(s, "accepted", f"sd{i}", since=mark)
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)
-    for ws in conns:
-        ws.expect_close(1012, timeout=5)
-        ws.send_close(1012)
-        ws.assert_eof(5)
-        ws.close_socket()
+    answer_shutdown_closes(conns, timeout=5)
     for i in range(3):
         ev = wait_event(s, "disconnect", f"sd{i}", since=mark)
         assert ev["type"] == "websocket.disconnect"
@@ -297,10 +302,6 @@ def test_workers_sigterm_closes_websockets_1012(start_server):
         wait_event(s, "accepted", f"w{i}", since=mark)
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)
-    for ws in conns:
-        ws.expect_close(1012, timeout=6)
-        ws.send_close(1012)
-        ws.assert_eof(5)
-        ws.close_socket()
+    answer_shutdown_closes(conns, timeout=6)
     assert s.wait(15) == 0
     assert time.monotonic() - t0 < 8

@@ -406,7 +406,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
  * next read on any connection takes it from there: reads are handled one at
  * a time, so one buffer serves every connection that is keeping up, and an
  * idle keep-alive connection holds none. */
-static void conn_return_buffer(cg_conn *c)
+void cg_conn_return_buffer(cg_conn *c)
 {
     cg_server *srv = c->server;
     if (!c->in.data || cg_buf_unread(&c->in) != 0)
@@ -458,7 +458,7 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
     }
     Py_INCREF(c); /* processing may drop the transport's reference */
     conn_process(c);
-    conn_return_buffer(c);
+    cg_conn_return_buffer(c);
     Py_DECREF(c);
     Py_RETURN_NONE;
 }
@@ -471,7 +471,7 @@ static PyObject *conn_eof_received(cg_conn *c, PyObject *unused)
      * http.disconnect to a running app. The buffer offered for the read that
      * found EOF goes back now, not when the loop gets to connection_lost: a
      * burst of closes then needs one buffer, not one each. */
-    conn_return_buffer(c);
+    cg_conn_return_buffer(c);
     Py_RETURN_NONE;
 }
 

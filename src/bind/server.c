@@ -187,24 +187,26 @@ static void handled_signal_set(sigset_t *set)
     sigaddset(set, SIGQUIT);
 }
 
-static PyObject *signals_unblock(PyObject *unused_self, PyObject *unused)
+static PyObject *mask_handled_signals(int how)
 {
     sigset_t set;
+    handled_signal_set(&set);
+    pthread_sigmask(how, &set, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *signals_unblock(PyObject *unused_self, PyObject *unused)
+{
     (void)unused_self;
     (void)unused;
-    handled_signal_set(&set);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    Py_RETURN_NONE;
+    return mask_handled_signals(SIG_UNBLOCK);
 }
 
 static PyObject *signals_block(PyObject *unused_self, PyObject *fut)
 {
-    sigset_t set;
     (void)unused_self;
     (void)fut;
-    handled_signal_set(&set);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    Py_RETURN_NONE;
+    return mask_handled_signals(SIG_BLOCK);
 }
 
 static PyMethodDef unblock_def = {"unblock_signals", signals_unblock, METH_NOARGS, NULL};
@@ -290,10 +292,11 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
             }
             continue;
         }
-        /* An idle connection gives its read buffer back (idle memory stays small). */
+        /* An idle connection that still holds a read buffer (it was not
+         * empty after the last read) gives it back (idle memory stays small). */
         if (c->phase == CG_PHASE_HEAD && !c->cycle && cg_buf_unread(&c->in) == 0) {
             if (++c->idle_ticks >= 2) {
-                cg_buf_free(&c->in);
+                cg_conn_return_buffer(c);
                 c->read_size = 0; /* the next burst starts small again */
             }
         }

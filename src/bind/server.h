@@ -162,6 +162,9 @@ void cg_conn_close(cg_conn *c);
 void cg_conn_cycle_complete(cg_conn *c, int keep_alive);
 /** Resumes reading if it was paused for backpressure and no longer must be. */
 void cg_conn_maybe_resume(cg_conn *c);
+/** Hands the read buffer to the server's spare slot (or frees it) when it
+ * holds no unread bytes: a connection keeps a buffer only while it needs one. */
+void cg_conn_return_buffer(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
 

@@ -198,16 +198,17 @@ done:
 
 /* ---- the standby ----------------------------------------------------------- */
 
-/* signal.signal(SIGINT, handler name in the signal module); never raises. */
-static void set_sigint(const char *handler)
+/* signal.signal(signum, handler), where `handler` names an attribute of the
+ * signal module (SIG_DFL, default_int_handler) or, when `name` is NULL, is
+ * `obj`. Returns the previous handler, or NULL with the error set. */
+static PyObject *set_signal(int signum, const char *name, PyObject *obj)
 {
     PyObject *sig = PyImport_ImportModule("signal");
-    PyObject *h = sig ? PyObject_GetAttrString(sig, handler) : NULL;
-    PyObject *r = h ? PyObject_CallMethod(sig, "signal", "iO", SIGINT, h) : NULL;
-    Py_XDECREF(r);
+    PyObject *h = !sig ? NULL : name ? PyObject_GetAttrString(sig, name) : Py_NewRef(obj);
+    PyObject *prev = h ? PyObject_CallMethod(sig, "signal", "iO", signum, h) : NULL;
     Py_XDECREF(h);
     Py_XDECREF(sig);
-    PyErr_Clear();
+    return prev;
 }
 
 /* Imports each module named in the list file; failures are skipped. */
@@ -335,8 +336,8 @@ static int stamp_modules(cg_stamps *s, PyObject *prefixes)
 
 /* Writes into `why` the reason this process cannot serve the current code,
  * or leaves it empty: a module imported ahead (not in `before`) from outside
- * the installed paths, or a stamped file that is not what it was (or whose times are not older than
- * `since`, for a change made while the standby was importing). */
+ * the installed paths, or a stamped file that is not what it was (or whose
+ * times are not older than `since`: a change made while it was importing). */
 static void staleness(PyObject *before, PyObject *prefixes, const cg_stamps *stamps,
                       const struct timespec *since, char *why, size_t size)
 {
@@ -472,9 +473,8 @@ int cg_standby_wait(cg_state *st, const cg_config *cfg)
         return 0;
 
     /* Ctrl-C reaches the whole group: a standby leaves stopping to the
-     * supervisor, which sends it SIGTERM. The supervisor started it with
-     * SIGINT ignored already. */
-    set_sigint("SIG_IGN");
+     * supervisor, which sends it SIGTERM; the supervisor started it with
+     * SIGINT ignored (which Python keeps), and it is restored on release. */
     /* The kernel stamps files from the coarse clock: compare with the same. */
     clock_gettime(CLOCK_REALTIME_COARSE, &since);
     if (cfg->env_file && stamps_add(&stamps, cfg->env_file) < 0)
@@ -492,10 +492,7 @@ int cg_standby_wait(cg_state *st, const cg_config *cfg)
 
     /* SIGTERM must end a waiting standby even if an imported module handles
      * it: the wait below runs no Python signal handler. */
-    PyObject *sig = PyImport_ImportModule("signal");
-    term = sig ? PyObject_CallMethod(sig, "signal", "ii", SIGTERM, 0 /* SIG_DFL */) : NULL;
-    Py_XDECREF(sig);
-    if (!term)
+    if (!(term = set_signal(SIGTERM, "SIG_DFL", NULL)))
         goto fail;
 
     Py_BEGIN_ALLOW_THREADS;
@@ -512,12 +509,12 @@ int cg_standby_wait(cg_state *st, const cg_config *cfg)
         reexec_fresh(st, ctl, alive, envp);
     }
     environ_free(envp);
-    sig = term != Py_None ? PyImport_ImportModule("signal") : NULL;
-    PyObject *r = sig ? PyObject_CallMethod(sig, "signal", "iO", SIGTERM, term) : NULL;
+    /* A handler installed from C reads as None and cannot be set back: SIG_DFL stays. */
+    PyObject *r = term != Py_None ? set_signal(SIGTERM, NULL, term) : NULL;
     Py_XDECREF(r);
-    Py_XDECREF(sig);
-    PyErr_Clear(); /* a handler installed from C is None here: SIG_DFL stays */
-    set_sigint("default_int_handler");
+    r = set_signal(SIGINT, "default_int_handler", NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
     PyObject *importlib = PyImport_ImportModule("importlib");
     r = importlib ? PyObject_CallMethod(importlib, "invalidate_caches", NULL) : NULL;
     Py_XDECREF(r);

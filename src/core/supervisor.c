@@ -471,8 +471,6 @@ static void force_stop(cg_sup *s, double now)
  * refused between. */
 static void restart_all(cg_sup *s, double now)
 {
-    int released = 0;
-
     for (size_t i = 0; i < s->nw; i++)
         if (!s->w[i].standby)
             stop_worker(&s->w[i], now + s->reload_bound);
@@ -480,15 +478,13 @@ static void restart_all(cg_sup *s, double now)
         cg_worker *w = &s->w[i];
         if (!w->standby || w->state == CG_W_STOPPING)
             continue;
+        /* At most one (wants_standby), so it is always one of the new workers. */
         w->standby = 0;
         w->started = w->last_hb = now;
-        if (released >= s->target || send(w->alive, "G", 1, MSG_NOSIGNAL) != 1) {
-            /* Not needed, or already gone (SIGCHLD follows). */
-            stop_worker(w, now + s->reload_bound);
-            continue;
-        }
-        released++;
-        sup_log(s, CG_SUP_DEBUG, "Released standby worker [%d]", (int)w->pid);
+        if (send(w->alive, "G", 1, MSG_NOSIGNAL) != 1)
+            stop_worker(w, now + s->reload_bound); /* already gone: SIGCHLD follows */
+        else
+            sup_log(s, CG_SUP_DEBUG, "Released standby worker [%d]", (int)w->pid);
     }
     s->standby_ok = 1;
     s->waiting = 0;
