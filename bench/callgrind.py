@@ -81,11 +81,13 @@ def total_instructions(out_dir: str) -> int:
 
 
 def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
-            annotate: str | None) -> float:
+            annotate: str | None, keep: str | None = None) -> float:
     scenario = BY_NAME[scenario_name]
     port = free_port()
     launch = servers.LAUNCHERS[server](VENV_BIN, scenario.app, port, loop, None)
-    with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as out_dir:
+    with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
+        out_dir = keep or tmp_dir
+        os.makedirs(out_dir, exist_ok=True)
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                 f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv]
         env = dict(os.environ, PYTHONHASHSEED="0")
@@ -125,9 +127,11 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=500)
     p.add_argument("--annotate", metavar="FILE",
                    help="write callgrind_annotate's per-function profile to FILE")
+    p.add_argument("--keep", metavar="DIR",
+                   help="write callgrind's dumps to DIR (kept, for callgrind_annotate --inclusive)")
     args = p.parse_args(argv)
     per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
-                          args.annotate)
+                          args.annotate, args.keep)
     print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
           f"request ({args.requests} requests, {CONNECTIONS} keep-alive connections)")
     return 0

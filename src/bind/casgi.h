@@ -88,6 +88,10 @@ static inline int cg_type_is(PyObject *type, PyObject *name)
     X(lifespan_shutdown_failed, "lifespan.shutdown.failed")                                        \
     X(create_task, "create_task")                                                                  \
     X(create_future, "create_future")                                                              \
+    X(get_task_factory, "get_task_factory")                                                        \
+    X(kw_loop, "loop")                                                                             \
+    X(kw_name, "name")                                                                             \
+    X(app_task_name, "casgi.app")                                                                  \
     X(set_result, "set_result")                                                                    \
     X(set_exception, "set_exception")                                                              \
     X(done, "done")                                                                                \
@@ -111,8 +115,6 @@ static inline int cg_type_is(PyObject *type, PyObject *name)
     X(socket, "socket")                                                                            \
     X(stop, "stop")                                                                                \
     X(dunder_await, "__await__")                                                                   \
-    X(add, "add")                                                                                  \
-    X(discard, "discard")                                                                          \
     X(m_GET, "GET")                                                                                \
     X(m_POST, "POST")                                                                              \
     X(m_PUT, "PUT")                                                                                \
@@ -156,6 +158,8 @@ typedef struct cg_state {
     PyObject *asyncio;           /* the asyncio module */
     PyObject *CancelledError;    /* asyncio.CancelledError */
     PyObject *Future;            /* asyncio.Future */
+    PyObject *Task;              /* asyncio.Task */
+    PyObject *task_kwnames;      /* ("loop", "name"): keywords of a Task(...) call */
     PyObject *InvalidStateError; /* asyncio.InvalidStateError */
     PyObject *version;           /* "0.1.0" */
 #define CG_STATE_STR(name, text) PyObject *s_##name;

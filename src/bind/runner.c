@@ -434,6 +434,24 @@ static PyType_Spec runner_spec = {
 
 /* ---- starting an app ---------------------------------------------------- */
 
+/* loop.create_task(runner), without its costs when no task factory is set:
+ * the loop is always asyncio's or uvloop's, whose create_task then makes
+ * exactly this Task. The fixed name spares the default one, which is
+ * formatted anew for every Task. */
+static PyObject *new_task(cg_state *st, PyObject *loop, PyObject *runner)
+{
+    PyObject *factory = PyObject_CallMethodNoArgs(loop, st->s_get_task_factory);
+    if (!factory)
+        return NULL;
+    if (factory != Py_None) {
+        Py_DECREF(factory);
+        return PyObject_CallMethodOneArg(loop, st->s_create_task, runner);
+    }
+    Py_DECREF(factory);
+    PyObject *args[3] = {runner, loop, st->s_app_task_name};
+    return PyObject_Vectorcall(st->Task, args, 1, st->task_kwnames);
+}
+
 int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
                  PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
                  PyObject **task)
@@ -465,7 +483,7 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, P
     runner = cg_runner_new(st, coro, owner, hooks);
     if (!runner)
         goto done;
-    *task = PyObject_CallMethodOneArg(loop, st->s_create_task, runner);
+    *task = new_task(st, loop, runner);
     if (*task)
         rc = 0;
 done:

@@ -51,24 +51,20 @@ void cg_server_check_drained(cg_server *srv)
 
 int cg_server_add_task(cg_server *srv, PyObject *task)
 {
-    PyObject *r = PyObject_CallMethodOneArg(srv->tasks, srv->st->s_add, task);
-    if (!r)
+    if (PySet_Add(srv->tasks, task) < 0)
         return -1;
-    Py_DECREF(r);
     srv->ntasks++;
     return 0;
 }
 
 void cg_server_task_done(cg_server *srv, PyObject **slot)
 {
-    PyObject *task = *slot, *r;
+    PyObject *task = *slot;
     if (!task)
         return;
     *slot = NULL;
-    r = PyObject_CallMethodOneArg(srv->tasks, srv->st->s_discard, task);
-    if (!r)
+    if (PySet_Discard(srv->tasks, task) < 0)
         PyErr_Clear();
-    Py_XDECREF(r);
     Py_DECREF(task);
     srv->ntasks--;
     cg_server_check_drained(srv);
