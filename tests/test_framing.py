@@ -69,6 +69,66 @@ def test_pipelined_requests_split_across_writes(server):
         assert c.read_response().body == b"defgh"
 
 
+# A response completed while the next request already waits is held back to
+# leave in one write with the next one. It must never wait on more than that:
+# each case below would hang (the client times out) if held output were not
+# written once the server has nothing more to add to it.
+
+
+def test_pipelined_response_is_not_held_behind_an_incomplete_next_head(server):
+    with server.connect(timeout=2) as c:
+        c.send(req("GET", "/") + b"GET /scope HTTP/1.1\r\nHost: x")
+        assert c.read_response().body == HELLO
+        c.send(b"\r\n\r\n")
+        assert c.read_response().json()["path"] == "/scope"
+
+
+def test_pipelined_response_is_not_held_behind_an_incomplete_next_body(server):
+    with server.connect(timeout=2) as c:
+        c.send(req("GET", "/") + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nabc")
+        assert c.read_response().body == HELLO
+        c.send(b"defgh")
+        assert c.read_response().body == b"abcdefgh"
+
+
+@pytest.mark.parametrize("second", ["/slow?t=3", "/hang"])
+def test_pipelined_response_is_not_held_while_the_next_app_waits(server, second):
+    with server.connect(timeout=1.5) as c:
+        c.send(req("GET", "/") + req("GET", second))
+        assert c.read_response().body == HELLO
+
+
+def test_pipelined_responses_then_a_failing_app_then_more(server):
+    with server.connect(timeout=2) as c:
+        c.send(req("GET", "/") + req("GET", "/raise-after-complete") + req("GET", "/raise-before"))
+        assert c.read_response().body == HELLO
+        assert c.read_response().body == b"complete"
+        r = c.read_response()
+        assert r.status == 500 and r.has_token("connection", "close")
+        with pytest.raises(ConnectionClosed):
+            c.read_response()
+
+
+def test_pipelined_streaming_response_behind_held_ones(server):
+    with server.connect(timeout=2) as c:
+        c.send(req("GET", "/") + req("GET", "/") + req("GET", "/stream") + req("GET", "/"))
+        assert c.read_response().body == HELLO
+        assert c.read_response().body == HELLO
+        r = c.read_response()
+        assert r.status == 200 and r.has_token("transfer-encoding", "chunked") and r.body
+        assert c.read_response().body == HELLO
+
+
+def test_pipelined_responses_written_before_the_connection_closes(server):
+    with server.connect(timeout=2) as c:
+        c.send(req("GET", "/") + req("GET", "/", headers=[("Connection", "close")]) + req("GET", "/"))
+        assert c.read_response().body == HELLO
+        r = c.read_response()
+        assert r.body == HELLO and r.has_token("connection", "close")
+        with pytest.raises(ConnectionClosed):
+            c.read_response()
+
+
 # ---------------------------------------------------------------------------
 # Request bodies
 # ---------------------------------------------------------------------------

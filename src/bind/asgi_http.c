@@ -624,10 +624,16 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
     if (total == 0)
         return 0;
     if (len <= CG_COPY_BODY_MAX || !obj) {
-        PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-        if (!out)
-            return -1;
-        char *p = PyBytes_AS_STRING(out);
+        /* The last piece of a response may be held to leave together with
+         * the next pipelined response (cg_conn_hold), else one new bytes. */
+        PyObject *out = NULL;
+        char *p = more ? NULL : cg_conn_hold(c, total);
+        if (!p) {
+            out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+            if (!out)
+                return -1;
+            p = PyBytes_AS_STRING(out);
+        }
         if (head_len) /* no held head: its buffer may be NULL */
             memcpy(p, cy->head.data + cy->head.pos, head_len);
         p += head_len;
@@ -637,8 +643,10 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
             memcpy(p, data, len);
         p += len;
         memcpy(p, tail, tail_len);
-        rc = cg_conn_write_obj(c, out);
-        Py_DECREF(out);
+        if (out) {
+            rc = cg_conn_write_obj(c, out);
+            Py_DECREF(out);
+        }
     } else {
         /* Large body: no copy of it. */
         if (head_len + ch_len) {
@@ -854,7 +862,9 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
 
 static void hook_enter(PyObject *owner)
 {
-    ((cg_cycle *)owner)->in_step = 1;
+    cg_cycle *cy = (cg_cycle *)owner;
+    cy->in_step = 1;
+    cy->stepped = 1;
 }
 
 static void hook_leave(PyObject *owner)
@@ -866,6 +876,8 @@ static void hook_leave(PyObject *owner)
         if (cy->conn)
             cg_conn_close(cy->conn);
     }
+    if (cy->conn)
+        cg_conn_settle(cy->conn);
 }
 
 static void log_exc(cg_state *st, PyObject *exc, const char *msg)
@@ -911,8 +923,11 @@ static void hook_finish(PyObject *owner, PyObject *exc)
         }
     }
     PyErr_Clear();
-    if (c)
+    if (c) {
+        if (cy->conn == c)
+            cg_conn_settle(c);
         Py_DECREF(c);
+    }
     srv = cy->server;
     cg_server_task_done(srv, &cy->task);
 }
@@ -945,7 +960,7 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
     cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
-    cy->chunked_out = cy->no_body = cy->in_step = cy->task_done = 0;
+    cy->chunked_out = cy->no_body = cy->in_step = cy->stepped = cy->task_done = 0;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);

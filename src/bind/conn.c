@@ -20,6 +20,8 @@
 #define CG_READ_MIN 4096
 #define CG_READ_CHUNK 65536
 #define CG_MAX_PENDING 65536
+/* The most output held back to be written together (see cg_conn_settle). */
+#define CG_HOLD_MAX 65536
 
 static double monotonic_now(void)
 {
@@ -58,15 +60,78 @@ void cg_conn_maybe_resume(cg_conn *c)
     cg_conn_set_reading(c, 1);
 }
 
-int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
+static int transport_write(cg_conn *c, PyObject *bytes)
 {
-    if (!c->transport)
-        return 0;
     PyObject *r = PyObject_CallMethodOneArg(c->transport, c->server->st->s_write, bytes);
     if (!r)
         return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* ---- output batching ------------------------------------------------------
+ * A response that completes while the next request already waits in `in`
+ * (pipelining) is held in `out` instead of being written, so the responses
+ * to one read leave in one write, not one each. Any other write appends to
+ * held bytes and writes them all, so order is kept. cg_conn_settle writes
+ * what is held when processing stops: at the end of conn_process and of
+ * every app step. It keeps holding only while a batch is still gathering:
+ * conn_process is running, or it just started a cycle whose app has not run
+ * yet (that app's first step settles again, at the latest when its task is
+ * cancelled). Closing writes held bytes first. */
+
+char *cg_conn_hold(cg_conn *c, size_t n)
+{
+    if (!c->transport || c->phase == CG_PHASE_CLOSED || cg_buf_unread(&c->in) == 0 ||
+        c->out.len + n > CG_HOLD_MAX || cg_buf_reserve(&c->out, n) < 0)
+        return NULL;
+    char *p = c->out.data + c->out.len;
+    c->out.len += n;
+    return p;
+}
+
+static int conn_flush(cg_conn *c)
+{
+    size_t n = cg_buf_unread(&c->out);
+    if (n == 0)
+        return 0;
+    PyObject *b = PyBytes_FromStringAndSize(c->out.data + c->out.pos, (Py_ssize_t)n);
+    cg_buf_free(&c->out);
+    if (!b)
+        return -1;
+    int rc = c->transport ? transport_write(c, b) : 0;
+    Py_DECREF(b);
+    return rc;
+}
+
+void cg_conn_settle(cg_conn *c)
+{
+    cg_cycle *next = c->cycle;
+    if (c->out.len == 0 || c->processing)
+        return;
+    if (next && next->task && !next->stepped && !next->task_done && c->phase != CG_PHASE_CLOSED)
+        return;
+    if (conn_flush(c) < 0)
+        PyErr_Clear(); /* a transport that refuses is closing; connection_lost follows */
+}
+
+int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
+{
+    if (!c->transport)
+        return 0;
+    if (c->out.len == 0)
+        return transport_write(c, bytes);
+    /* Behind held output: join it, one write for both. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    int rc = cg_buf_append(&c->out, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return conn_flush(c);
 }
 
 int cg_conn_write(cg_conn *c, const char *data, size_t len)
@@ -85,6 +150,8 @@ void cg_conn_close(cg_conn *c)
     c->deadline = 0;
     if (!c->transport)
         return;
+    if (conn_flush(c) < 0)
+        PyErr_Clear();
     PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
     if (!r)
         PyErr_WriteUnraisable(c->transport);
@@ -206,7 +273,7 @@ static int conn_feed_body(cg_conn *c)
     }
 }
 
-static void conn_process(cg_conn *c)
+static void conn_process_input(cg_conn *c)
 {
     cg_server *srv = c->server;
 
@@ -279,6 +346,24 @@ static void conn_process(cg_conn *c)
             cg_conn_set_reading(c, 0);
         return;
     }
+}
+
+/* Processes what `in` holds, then settles the output. Not re-entered: a call
+ * made while it runs (an app that completes its response inside it) only
+ * asks the running one to look at the input again. */
+static void conn_process(cg_conn *c)
+{
+    if (c->processing) {
+        c->reprocess = 1;
+        return;
+    }
+    c->processing = 1;
+    do {
+        c->reprocess = 0;
+        conn_process_input(c);
+    } while (c->reprocess && c->phase != CG_PHASE_CLOSED);
+    c->processing = 0;
+    cg_conn_settle(c);
 }
 
 /* ---- protocol methods --------------------------------------------------- */
@@ -384,6 +469,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     cg_conn_wake_drain(c);
     Py_CLEAR(c->transport);
     cg_buf_free(&c->in);
+    cg_buf_free(&c->out);
     if (c->in_list) {
         c->in_list = 0;
         if (c->prev)
@@ -547,6 +633,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->transport = NULL;
     c->prev = c->next = NULL;
     cg_buf_init(&c->in);
+    cg_buf_init(&c->out);
     cg_http1_parser_init(&c->parser);
     memset(&c->chunked, 0, sizeof(c->chunked));
     c->phase = CG_PHASE_HEAD;
@@ -563,6 +650,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->read_size = CG_READ_MIN;
     c->drain_waiter = NULL;
     c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
+    c->processing = c->reprocess = 0;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }
@@ -598,6 +686,7 @@ static void conn_dealloc(cg_conn *c)
     conn_clear(c);
     Py_CLEAR(c->server);
     cg_buf_free(&c->in);
+    cg_buf_free(&c->out);
     tp->tp_free(c);
     Py_DECREF(tp);
 }

@@ -71,6 +71,7 @@ struct cg_conn {
     PyObject *transport;             /* NULL before connection_made and after connection_lost */
     cg_conn *prev, *next;            /* in server->conns while open */
     cg_buf in;                       /* bytes read, not yet parsed */
+    cg_buf out;                      /* output held for one write (see cg_conn_settle) */
     cg_http1_parser parser;
     cg_http1_chunked chunked;
     int phase;            /* enum cg_phase */
@@ -92,6 +93,8 @@ struct cg_conn {
     unsigned read_paused : 1;
     unsigned write_paused : 1;
     unsigned in_list : 1;
+    unsigned processing : 1; /* conn_process is running (calls into it return at once) */
+    unsigned reprocess : 1;  /* conn_process was asked to run again while running */
 };
 
 enum cg_resp_state {
@@ -125,6 +128,7 @@ struct cg_cycle {
     unsigned chunked_out : 1;  /* response uses chunked framing */
     unsigned no_body : 1;      /* HEAD, 1xx, 204, 304: no body bytes on the wire */
     unsigned in_step : 1;      /* the app's own task is running right now */
+    unsigned stepped : 1;      /* the app's task has run at least one step */
     unsigned task_done : 1;
 };
 
@@ -154,8 +158,16 @@ PyObject *cg_conn_new(cg_server *srv);
 int cg_conn_types_init(PyObject *module, cg_state *st);
 /** Writes `data` to the transport. Returns 0 or -1 with an exception. */
 int cg_conn_write(cg_conn *c, const char *data, size_t len);
-/** Writes a bytes object without copying. Returns 0 or -1. */
+/** Writes a bytes-like object (without copying it unless output is held).
+ * Returns 0 or -1. */
 int cg_conn_write_obj(cg_conn *c, PyObject *bytes);
+/** Space for `n` bytes of a complete response at the end of the held output,
+ * or NULL when it should be written now (nothing to batch it with, or too
+ * much held) or memory is short (no exception either way). */
+char *cg_conn_hold(cg_conn *c, size_t n);
+/** Writes the held output unless a batch is still being gathered: called
+ * when processing of the connection stops (end of a read, of an app step). */
+void cg_conn_settle(cg_conn *c);
 /** Closes the transport (flushing what was written). */
 void cg_conn_close(cg_conn *c);
 /** The active cycle finished its response; continue with pipelined data. */
