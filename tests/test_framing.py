@@ -732,6 +732,18 @@ def test_response_headers_given_as_lists(server):
     assert r.body == b"lists" and r.header("x-list") == "yes"
 
 
+@pytest.mark.parametrize("shape", ["tuple", "generator", "buffers"])
+def test_response_headers_in_other_shapes(server, shape):
+    with server.connect() as c:
+        r = c.request(req("GET", f"/headers-shaped?shape={shape}"))
+    assert r.status == 200 and r.body == b"shaped" and r.header("x-shape") == shape
+
+
+def test_response_headers_not_iterable_is_an_app_error(server):
+    with server.connect() as c:
+        r = c.request(req("GET", "/headers-shaped?shape=none"))
+    assert r.status == 500
+
 
 def test_many_tiny_chunks(server):
     n = 20000

@@ -400,9 +400,17 @@ static int ascii_ieq(const char *a, size_t alen, const char *lower)
     return 1;
 }
 
-/* Reads a bytes-like object into a slice; the view must be released. */
+/* Reads a bytes-like object into a slice; the view must be released. bytes,
+ * by far the most common, are read directly (view->obj NULL: nothing to
+ * release). */
 static int get_bytes(PyObject *o, Py_buffer *view, const char *what)
 {
+    if (PyBytes_CheckExact(o)) {
+        view->obj = NULL;
+        view->buf = PyBytes_AS_STRING(o);
+        view->len = PyBytes_GET_SIZE(o);
+        return 0;
+    }
     if (PyObject_GetBuffer(o, view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.100s", what, Py_TYPE(o)->tp_name);
@@ -465,10 +473,12 @@ static int response_start(cg_cycle *cy, PyObject *message)
     if (!headers && PyErr_Occurred())
         return -1;
     if (headers && headers != Py_None) {
-        it = PyObject_GetIter(headers);
+        /* A list or tuple as it is; any other iterable as a list. */
+        it = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
         if (!it)
             return -1;
-        while ((item = PyIter_Next(it))) {
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(it); i++) {
+            item = Py_NewRef(PySequence_Fast_GET_ITEM(it, i));
             PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
             Py_buffer name, value;
             Py_DECREF(item);

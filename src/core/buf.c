@@ -45,17 +45,6 @@ int cg_buf_reserve(cg_buf *b, size_t n)
     return 0;
 }
 
-int cg_buf_append(cg_buf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return 0;
-    if (cg_buf_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 void cg_buf_consume(cg_buf *b, size_t n)
 {
     b->pos += n;

@@ -7,6 +7,7 @@
 #define CG_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct cg_buf {
     char *data;
@@ -28,7 +29,16 @@ static inline size_t cg_buf_unread(const cg_buf *b)
  * Returns 0, or -1 when memory is exhausted (buffer unchanged). */
 int cg_buf_reserve(cg_buf *b, size_t n);
 /** Appends `n` bytes. Returns 0 or -1 (out of memory). */
-int cg_buf_append(cg_buf *b, const void *p, size_t n);
+static inline int cg_buf_append(cg_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->cap - b->len < n && cg_buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
 /** Marks `n` unread bytes consumed; resets both cursors when everything is read. */
 void cg_buf_consume(cg_buf *b, size_t n);
 /** Drops all content, keeps the memory. */

@@ -175,6 +175,21 @@ async def app(scope, receive, send):
                     "headers": [[b"content-length", b"5"], [b"x-list", b"yes"]]})
         await send({"type": "http.response.body", "body": b"lists"})
 
+    elif path == "/headers-shaped":
+        # The same two headers and body in the shapes ASGI allows.
+        pairs = [(b"content-length", b"6"), (b"x-shape", q("shape").encode())]
+        shape = q("shape")
+        if shape == "tuple":
+            headers = tuple(pairs)
+        elif shape == "generator":
+            headers = (p for p in pairs)
+        elif shape == "buffers":
+            headers = [(bytearray(n), memoryview(v)) for n, v in pairs]
+        else:
+            headers = 42  # not iterable: an application error
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": bytearray(b"shaped")})
+
     elif path == "/stream":
         n = int(q("n", "3"))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
