@@ -9,6 +9,11 @@ directory, the servers' working directory) on one process pinned to CPU 0
 (compiled here with `cc -O2`), pinned to CPU 1: N connections, each sending a
 masked message of S bytes and waiting for the echo before sending the next.
 
+`--servers ...,ceiling` adds bench/ws_ceiling.c: an echo server in plain C
+with no Python, the most any server can reach here (its 1-connection rate
+shows how much of a round trip is the machine's wake-up latency rather than
+server work).
+
 Scenarios: 32 B and 16 KiB messages over 1 and 64 connections. Reported per
 run: messages/s, p50/p99 round-trip latency, the CPU use of the client and of
 the server during the measured window (from /proc/PID/stat; a client below
@@ -138,10 +143,9 @@ def uvicorn_ws_flag(venv: str) -> str:
     return "websockets-sansio" if "websockets-sansio" in names else "websockets"
 
 
-def compile_client(workdir: str) -> str:
-    exe = os.path.join(workdir, "ws_client")
-    cmd = ["cc", "-O2", "-o", exe, os.path.join(HERE, "ws_client.c")]
-    subprocess.check_call(cmd)
+def compile_c(workdir: str, name: str) -> str:
+    exe = os.path.join(workdir, name)
+    subprocess.check_call(["cc", "-O2", "-o", exe, os.path.join(HERE, f"{name}.c")])
     return exe
 
 
@@ -151,7 +155,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_argv(name: str, venv: str, casgi_py: str, port: int, uv_ws: str) -> list:
+def server_argv(name: str, venv: str, casgi_py: str, port: int, uv_ws: str, work: str) -> list:
+    if name == "ceiling":
+        return [os.path.join(work, "ws_ceiling"), "--port", str(port)]
     if name == "casgi":
         return [casgi_py, "-m", "casgi", "ws_echo:app", "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log", "--loop", "uvloop"]
@@ -280,7 +286,10 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="wsbench-")
     with open(os.path.join(work, "ws_echo.py"), "w") as f:
         f.write(ECHO_APP)
-    client = compile_client(work)
+    client = compile_c(work, "ws_client")
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "ceiling" in names:
+        compile_c(work, "ws_ceiling")
     print(f"# WebSocket echo benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} CPUs, duration {args.duration:g}s + warmup {args.warmup:g}s)\n")
     print("command: `python3 bench/ws_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`\n")
@@ -288,12 +297,11 @@ def main() -> int:
           f"working directory {work}\n")
 
     rows, mem, cmds = [], [], []
-    names = [s.strip() for s in args.servers.split(",") if s.strip()]
     best: dict = {}
     load_before = os.getloadavg()
     for rnd in range(args.rounds):
         for name in names:
-            srv = Server(name, server_argv(name, venv, casgi_py, free_port(), uv_ws), work)
+            srv = Server(name, server_argv(name, venv, casgi_py, free_port(), uv_ws, work), work)
             try:
                 srv.wait_ready()
                 if rnd == 0:
@@ -312,9 +320,9 @@ def main() -> int:
         for size, conns in SCENARIOS:
             rows.append((name, size, conns, best[(name, size, conns)]))
     for name in names:
-        if not args.idle:
-            break
-        srv = Server(name, server_argv(name, venv, casgi_py, free_port(), uv_ws), work)
+        if not args.idle or name == "ceiling":
+            continue
+        srv = Server(name, server_argv(name, venv, casgi_py, free_port(), uv_ws, work), work)
         try:
             srv.wait_ready()
             base, after, per, idle_cmd = idle_memory(client, srv, args.idle)
@@ -342,6 +350,12 @@ def main() -> int:
         print("uvicorn / casgi server CPU per message: " + ", ".join(
             f"{'32 B' if s == 32 else '16 KiB'} x {c}: {cost[(s, c)] / r['server_us_per_msg']:.2f}x"
             for n, s, c, r in rows if n == "casgi" and (s, c) in cost and r["server_us_per_msg"] > 0))
+    ceiling = {(s, c): r["msgs_per_sec"] for n, s, c, r in rows if n == "ceiling"}
+    for peer in ("uvicorn", "casgi"):
+        if ceiling and any(n == peer for n, *_ in rows):
+            print(f"{peer} / C ceiling messages per second: " + ", ".join(
+                f"{'32 B' if s == 32 else '16 KiB'} x {c}: {r['msgs_per_sec'] / ceiling[(s, c)]:.2f}x"
+                for n, s, c, r in rows if n == peer and (s, c) in ceiling))
     if mem:
         print(f"\n| server | RSS before | RSS with {args.idle} idle WebSockets | per WebSocket |")
         print("|---|---:|---:|---:|")
