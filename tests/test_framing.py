@@ -55,6 +55,15 @@ def test_pipelined_responses_keep_order_when_first_is_slow(server):
         assert c.read_response().body == b"third"
 
 
+def test_pipelined_requests_do_not_share_context_variables(server):
+    """Each request runs in its own copy of the server's context, also when
+    it is started from the previous request's task (pipelining)."""
+    with server.connect() as c:
+        c.send(req("GET", "/ctx?set=first") + req("GET", "/ctx?set=second") + req("GET", "/ctx"))
+        assert [c.read_response().body for _ in range(3)] == [b"unset"] * 3
+        assert c.request(req("GET", "/ctx")).body == b"unset"
+
+
 def test_pipelined_requests_split_across_writes(server):
     data = req("POST", "/echo", body=b"abc") + req("POST", "/echo", body=b"defgh")
     with server.connect() as c:

@@ -1028,8 +1028,8 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
 
     scope = cg_scope_new(cy, req, 0);
     if (!scope ||
-        cg_app_start(st, srv->loop, srv->app, scope, (PyObject *)cy, &receive_def, &send_def,
-                     &http_hooks, &task) < 0 ||
+        cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)cy, &receive_def,
+                     &send_def, &http_hooks, &task) < 0 ||
         (task && cg_server_add_task(srv, task) < 0)) {
         Py_XDECREF(task);
         Py_XDECREF(scope);

@@ -235,13 +235,16 @@ PyObject *cg_runner_new(cg_state *st, PyObject *awaitable, PyObject *owner,
 /**
  * Starts an ASGI app: binds receive/send (`receive_def`, `send_def`) to
  * `owner`, calls app(scope, receive, send), and runs the result in a Task
- * (*task, a new reference) through a Runner with `hooks`. When the call
- * itself raises, hooks->on_finish gets that exception at once and *task stays
- * NULL. Returns 0, or -1 with an exception set when no task could be made.
+ * (*task, a new reference) through a Runner with `hooks`. The call and the
+ * Task run in a fresh copy of `context` (the server's), whatever context is
+ * current: a request started from another request's task (pipelining) sees
+ * none of its context variables. When the call itself raises,
+ * hooks->on_finish gets that exception at once and *task stays NULL.
+ * Returns 0, or -1 with an exception set when no task could be made.
  */
-int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
-                 PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
-                 PyObject **task);
+int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app, PyObject *scope,
+                 PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
+                 const cg_runner_hooks *hooks, PyObject **task);
 
 /** Calls loop.create_future(). */
 PyObject *cg_future_new(cg_state *st, PyObject *loop);

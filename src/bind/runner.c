@@ -434,6 +434,10 @@ static PyType_Spec runner_spec = {
 
 /* ---- starting an app ---------------------------------------------------- */
 
+static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
+                     PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
+                     PyObject **task);
+
 /* loop.create_task(runner), without its costs when no task factory is set:
  * the loop is always asyncio's or uvloop's, whose create_task then makes
  * exactly this Task. The fixed name spares the default one, which is
@@ -452,14 +456,39 @@ static PyObject *new_task(cg_state *st, PyObject *loop, PyObject *runner)
     return PyObject_Vectorcall(st->Task, args, 1, st->task_kwnames);
 }
 
-int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
-                 PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
-                 PyObject **task)
+int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app, PyObject *scope,
+                 PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
+                 const cg_runner_hooks *hooks, PyObject **task)
+{
+    PyObject *ctx = PyContext_Copy(context);
+    int rc;
+
+    *task = NULL;
+    if (!ctx)
+        return -1;
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    rc = app_start(st, loop, app, scope, owner, receive_def, send_def, hooks, task);
+    /* Exiting a context entered just above cannot fail; keep any error of
+     * the start itself. */
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    if (PyContext_Exit(ctx) < 0)
+        PyErr_WriteUnraisable(ctx);
+    PyErr_Restore(t, v, tb);
+    Py_DECREF(ctx);
+    return rc;
+}
+
+static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
+                     PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
+                     PyObject **task)
 {
     PyObject *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
     int rc = -1;
 
-    *task = NULL;
     receive = PyCFunction_New(receive_def, owner);
     send = receive ? PyCFunction_New(send_def, owner) : NULL;
     if (!send)
@@ -484,8 +513,14 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, P
     if (!runner)
         goto done;
     *task = new_task(st, loop, runner);
-    if (*task)
+    if (*task) {
         rc = 0;
+        /* A task factory that starts tasks eagerly (Python 3.12's
+         * eager_task_factory) may have run the app to its end already: its
+         * outcome was reported, there is no running task to track. */
+        if (!((cg_runner *)runner)->owner)
+            Py_CLEAR(*task);
+    }
 done:
     Py_XDECREF(runner);
     Py_XDECREF(coro);

@@ -500,11 +500,12 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->hdrs = PyMem_Calloc(srv->limits.fields + 1, sizeof(cg_http1_header));
     srv->state = PyDict_New();
     srv->tasks = PySet_New(NULL);
+    srv->context = PyContext_CopyCurrent();
     srv->root_path = PyUnicode_FromString(cfg->root_path ? cfg->root_path : "");
     srv->root_path_b = srv->root_path ? PyUnicode_AsUTF8String(srv->root_path) : NULL;
     srv->tick_cb = PyCFunction_New(&tick_def, (PyObject *)srv);
-    if (!srv->hdrs || !srv->state || !srv->tasks || !srv->root_path_b || !srv->tick_cb ||
-        parse_trusted(srv) < 0) {
+    if (!srv->hdrs || !srv->state || !srv->tasks || !srv->context || !srv->root_path_b ||
+        !srv->tick_cb || parse_trusted(srv) < 0) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         Py_DECREF(srv);
@@ -867,6 +868,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->app);
     Py_VISIT(srv->state);
     Py_VISIT(srv->tasks);
+    Py_VISIT(srv->context);
     Py_VISIT(srv->scope_templates[0]);
     Py_VISIT(srv->scope_templates[1]);
     Py_VISIT(srv->stop_fut);
@@ -888,6 +890,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->app);
     Py_CLEAR(srv->state);
     Py_CLEAR(srv->tasks);
+    Py_CLEAR(srv->context);
     Py_CLEAR(srv->scope_templates[0]);
     Py_CLEAR(srv->scope_templates[1]);
     Py_CLEAR(srv->stop_fut);

@@ -21,6 +21,7 @@ typedef struct cg_server {
     PyObject *app;                /* ASGI 3 callable */
     PyObject *state;              /* lifespan state dict, copied into each scope */
     PyObject *tasks;              /* set of running app tasks */
+    PyObject *context;            /* contextvars.Context at start; each app task runs in a copy */
     PyObject *scope_templates[2]; /* every scope key (http, websocket), see cg_scope_new */
     PyObject *stop_fut;           /* completed to begin shutdown */
     PyObject *drained_fut;        /* completed when nothing is left during shutdown */

@@ -7,6 +7,7 @@ one line each, prefixed with a tag the tests wait for.
 """
 
 import asyncio
+import contextvars
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs
 
 SEEN = []
 NOT_CALLABLE = 42
+REQUEST_VAR = contextvars.ContextVar("request_var", default="unset")
 
 
 def note(*parts):
@@ -189,6 +191,13 @@ async def app(scope, receive, send):
             headers = 42  # not iterable: an application error
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": bytearray(b"shaped")})
+
+    elif path == "/ctx":
+        # What this request sees of a context variable, then sets it: a
+        # request must never see what another request set.
+        seen = REQUEST_VAR.get()
+        REQUEST_VAR.set(q("set", "x"))
+        await respond(send, 200, seen.encode())
 
     elif path == "/stream":
         n = int(q("n", "3"))
