@@ -3,6 +3,7 @@
 
     python bench/callgrind.py [--server casgi|uvicorn] [--scenario plaintext|json|echo-10k]
                               [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
+                              [--keep DIR] [--venv DIR]
 
 Wall-clock numbers on a shared or noisy machine move by several percent from run
 to run; instruction counts move by far less, so they show the effect of one
@@ -81,10 +82,10 @@ def total_instructions(out_dir: str) -> int:
 
 
 def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
-            annotate: str | None, keep: str | None = None) -> float:
+            annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN) -> float:
     scenario = BY_NAME[scenario_name]
     port = free_port()
-    launch = servers.LAUNCHERS[server](VENV_BIN, scenario.app, port, loop, None)
+    launch = servers.LAUNCHERS[server](bin_dir, scenario.app, port, loop, None)
     with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
         out_dir = keep or tmp_dir
         os.makedirs(out_dir, exist_ok=True)
@@ -129,9 +130,13 @@ def main(argv=None) -> int:
                    help="write callgrind_annotate's per-function profile to FILE")
     p.add_argument("--keep", metavar="DIR",
                    help="write callgrind's dumps to DIR (kept, for callgrind_annotate --inclusive)")
+    p.add_argument("--venv", metavar="DIR",
+                   help="run the server from this virtual environment (default .bench-venv), "
+                        "e.g. one made with another Python version")
     args = p.parse_args(argv)
+    bin_dir = os.path.join(args.venv, "bin") if args.venv else VENV_BIN
     per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
-                          args.annotate, args.keep)
+                          args.annotate, args.keep, bin_dir)
     print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
           f"request ({args.requests} requests, {CONNECTIONS} keep-alive connections)")
     return 0

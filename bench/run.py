@@ -44,6 +44,19 @@ ROOT = os.path.dirname(BENCH)
 VENV = os.path.join(ROOT, ".bench-venv")
 VENV_BIN = os.path.join(VENV, "bin")
 VENV_PY = os.path.join(VENV_BIN, "python")
+VENV_PYTHON = sys.executable  # the interpreter a new venv is made with (--python)
+
+
+def use_python(python: str) -> None:
+    """Runs every server on `python` instead: its own venv, .bench-venv-X.Y."""
+    global VENV, VENV_BIN, VENV_PY, VENV_PYTHON, WS_CLIENT
+    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    VENV = os.path.join(ROOT, f".bench-venv-{version}")
+    VENV_BIN = os.path.join(VENV, "bin")
+    VENV_PY = os.path.join(VENV_BIN, "python")
+    VENV_PYTHON = python
+    WS_CLIENT = os.path.join(VENV, "ws_client")
 CHARTS_DIR = os.path.join(ROOT, "docs", "bench")
 REPORT_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
@@ -84,7 +97,7 @@ def ensure_venv(install: bool, with_casgi: bool) -> str | None:
     """
     if not os.path.exists(VENV_PY):
         log(f"creating {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([VENV_PYTHON, "-m", "venv", VENV], check=True)
         install = True
     if not install:
         if not with_casgi or _importable("casgi"):
@@ -626,6 +639,9 @@ def parse_args(argv=None):
                    help="measure nothing: rewrite the report and charts from the saved "
                         "results.json")
     p.add_argument("--output", default=REPORT_MD, help="report file (default BENCHMARKS.md)")
+    p.add_argument("--python", metavar="PATH",
+                   help="run the servers on this Python (own venv .bench-venv-X.Y; default the "
+                        "Python running this script); write the report elsewhere with --output")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 3.0, 1, 1.0
@@ -663,6 +679,8 @@ def rewrite_report(output: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.python:
+        use_python(args.python)
     if args.report_only:
         return rewrite_report(args.output)
     command_line = "python bench/run.py" + "".join(
@@ -729,7 +747,8 @@ def run_callgrind(args, casgi_note: str | None) -> dict:
             row = {"server": name, "scenario": scenario, "loop": "uvloop"}
             try:
                 row["per_request"] = round(callgrind.measure(name, scenario, "uvloop", requests,
-                                                             requests // 4, None))
+                                                             requests // 4, None,
+                                                             bin_dir=VENV_BIN))
                 log(f"callgrind {scenario} {name}: {row['per_request']:,} instructions/request")
             except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
                 row["error"] = str(exc)
