@@ -982,20 +982,20 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     return cy;
 }
 
-int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
+int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope)
 {
     cg_server *srv = c->server;
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
-    PyObject *scope, *task = NULL;
     cg_cycle *cy = cg_cycle_new(c, req);
 
+    *scope = NULL;
     if (!cy)
         return -1;
 
     c->served = 1;
     /* The connection owns the cycle until its response completes. */
-    Py_XSETREF(c->cycle, (cg_cycle *)Py_NewRef(cy));
+    Py_XSETREF(c->cycle, cy);
     if (req->chunked) {
         c->body_mode = CG_BODY_CHUNKED;
         cg_http1_chunked_init(&c->chunked, &srv->limits);
@@ -1022,25 +1022,34 @@ int cg_cycle_start(cg_conn *c, const cg_http1_request *req)
         /* Over capacity: answer without running the app. */
         cy->resp = CG_RESP_COMPLETE;
         cg_conn_reject(c, 503);
-        Py_DECREF(cy);
         return 0;
     }
-
-    scope = cg_scope_new(cy, req, 0);
-    if (!scope ||
-        cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)cy, &receive_def,
-                     &send_def, &http_hooks, &task) < 0 ||
-        (task && cg_server_add_task(srv, task) < 0)) {
-        Py_XDECREF(task);
-        Py_XDECREF(scope);
+    *scope = cg_scope_new(cy, req, 0);
+    if (!*scope) {
         cy->resp = CG_RESP_COMPLETE;
-        Py_DECREF(cy);
         return -1;
     }
-    cy->task = task; /* NULL when the app raised at once: already handled */
-    Py_DECREF(scope);
-    Py_DECREF(cy);
     return 0;
+}
+
+int cg_cycle_run(cg_conn *c, PyObject *scope)
+{
+    cg_server *srv = c->server;
+    cg_cycle *cy = (cg_cycle *)Py_NewRef(c->cycle); /* the app may complete it at once */
+    PyObject *task = NULL;
+    int rc = 0;
+
+    if (cg_app_start(srv->st, srv->loop, srv->context, srv->app, scope, (PyObject *)cy,
+                     &receive_def, &send_def, &http_hooks, 1, &task) < 0 ||
+        (task && cg_server_add_task(srv, task) < 0)) {
+        Py_XDECREF(task);
+        cy->resp = CG_RESP_COMPLETE;
+        rc = -1;
+    } else {
+        cy->task = task; /* NULL when the app already finished: handled */
+    }
+    Py_DECREF(cy);
+    return rc;
 }
 
 static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)

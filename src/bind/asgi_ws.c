@@ -756,7 +756,7 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     c->deadline = 0;
 
     if (cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)ws, &ws_receive_def,
-                     &ws_send_def, &ws_hooks, &task) < 0 ||
+                     &ws_send_def, &ws_hooks, 0, &task) < 0 ||
         (task && cg_server_add_task(srv, task) < 0))
         goto fail;
     ws->task = task; /* NULL when the app raised at once: already handled */

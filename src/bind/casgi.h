@@ -91,6 +91,7 @@ static inline int cg_type_is(PyObject *type, PyObject *name)
     X(get_task_factory, "get_task_factory")                                                        \
     X(kw_loop, "loop")                                                                             \
     X(kw_name, "name")                                                                             \
+    X(kw_eager_start, "eager_start")                                                               \
     X(app_task_name, "casgi.app")                                                                  \
     X(set_result, "set_result")                                                                    \
     X(set_exception, "set_exception")                                                              \
@@ -160,6 +161,7 @@ typedef struct cg_state {
     PyObject *Future;            /* asyncio.Future */
     PyObject *Task;              /* asyncio.Task */
     PyObject *task_kwnames;      /* ("loop", "name"): keywords of a Task(...) call */
+    PyObject *eager_kwnames;     /* ("loop", "name", "eager_start"), Python 3.12+ */
     PyObject *InvalidStateError; /* asyncio.InvalidStateError */
     PyObject *version;           /* "0.1.0" */
 #define CG_STATE_STR(name, text) PyObject *s_##name;
@@ -240,11 +242,14 @@ PyObject *cg_runner_new(cg_state *st, PyObject *awaitable, PyObject *owner,
  * current: a request started from another request's task (pipelining) sees
  * none of its context variables. When the call itself raises,
  * hooks->on_finish gets that exception at once and *task stays NULL.
+ * `eager` (Python 3.12+, no task factory set, loop running): the Task runs
+ * the app's first step before this returns, as asyncio's eager tasks do; an
+ * app that finishes in it leaves *task NULL too.
  * Returns 0, or -1 with an exception set when no task could be made.
  */
 int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app, PyObject *scope,
                  PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
-                 const cg_runner_hooks *hooks, PyObject **task);
+                 const cg_runner_hooks *hooks, int eager, PyObject **task);
 
 /** Calls loop.create_future(). */
 PyObject *cg_future_new(cg_state *st, PyObject *loop);

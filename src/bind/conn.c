@@ -273,6 +273,31 @@ static int conn_feed_body(cg_conn *c)
     }
 }
 
+/* Feeds the active cycle what `in` holds of its body. Returns 0, or -1 when
+ * the connection was closed (a broken body). Reading pauses while the app is
+ * behind (bounded memory). */
+static int conn_feed_available_body(cg_conn *c)
+{
+    while (c->phase == CG_PHASE_BODY) {
+        int rc = conn_feed_body(c);
+        if (rc < 0) {
+            PyErr_Clear();
+            cg_conn_close(c);
+            return -1;
+        }
+        if (c->phase == CG_PHASE_CLOSED)
+            return -1;
+        if (c->phase == CG_PHASE_BODY && c->cycle &&
+            cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING) {
+            cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
+            return 0;
+        }
+        if (rc == 1)
+            return 0;
+    }
+    return 0;
+}
+
 static void conn_process_input(cg_conn *c)
 {
     cg_server *srv = c->server;
@@ -312,28 +337,40 @@ static void conn_process_input(cg_conn *c)
                 cg_buf_consume(&c->in, (size_t)rc);
                 continue;
             }
-            if (cg_cycle_start(c, &req) < 0) {
+            PyObject *scope;
+            if (cg_cycle_begin(c, &req, &scope) < 0) {
                 cg_log_exception(&srv->st->log, "Exception while starting a request");
                 cg_conn_reject(c, 500);
                 return;
             }
-            /* The scope holds copies: the head's bytes can go. */
+            /* The scope holds copies: the head's bytes can go. Body bytes
+             * already here reach the cycle before its app starts, so an app
+             * that completes in its first step finds them. */
             cg_buf_consume(&c->in, (size_t)rc);
+            if (scope && c->phase == CG_PHASE_BODY && conn_feed_available_body(c) < 0) {
+                Py_DECREF(scope);
+                return;
+            }
+            if (scope && c->phase != CG_PHASE_CLOSED && cg_cycle_run(c, scope) < 0) {
+                Py_DECREF(scope);
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    /* SystemExit or KeyboardInterrupt out of the app's eager
+                     * first step: it ends the loop, as from any task step. */
+                    cg_server_raise_soon(srv);
+                    cg_conn_close(c);
+                    return;
+                }
+                cg_log_exception(&srv->st->log, "Exception while starting a request");
+                cg_conn_reject(c, 500);
+                return;
+            }
+            Py_XDECREF(scope);
             continue;
         }
         if (c->phase == CG_PHASE_BODY) {
-            int rc = conn_feed_body(c);
-            if (rc < 0) {
-                PyErr_Clear();
-                cg_conn_close(c);
+            if (conn_feed_available_body(c) < 0)
                 return;
-            }
-            if (c->phase == CG_PHASE_BODY && c->cycle &&
-                cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING) {
-                cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
-                return;
-            }
-            if (rc == 1)
+            if (c->phase == CG_PHASE_BODY)
                 return;
             continue;
         }

@@ -202,7 +202,7 @@ int cg_lifespan_startup(cg_server *srv, PyObject **out)
     cg_log(&st->log, CG_INFO, "Waiting for application startup.");
     ls->pending = LS_STARTUP;
     if (cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)ls, &ls_receive_def,
-                     &ls_send_def, &ls_hooks, &ls->task) < 0)
+                     &ls_send_def, &ls_hooks, 0, &ls->task) < 0)
         goto error;
     /* ls->task is NULL when the app raised at once (ls_finish ran already). */
     if (ls->task && ls_run_phase(ls, LS_STARTUP) < 0)

@@ -124,6 +124,8 @@ static int module_exec(PyObject *m)
         return -1;
     if (!(st->task_kwnames = PyTuple_Pack(2, st->s_kw_loop, st->s_kw_name)))
         return -1;
+    if (!(st->eager_kwnames = PyTuple_Pack(3, st->s_kw_loop, st->s_kw_name, st->s_kw_eager_start)))
+        return -1;
     if (!(st->empty_bytes = PyBytes_FromStringAndSize(NULL, 0)))
         return -1;
     if (!(st->empty_str = PyUnicode_FromStringAndSize(NULL, 0)))
@@ -189,6 +191,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->Future);
     Py_VISIT(st->Task);
     Py_VISIT(st->task_kwnames);
+    Py_VISIT(st->eager_kwnames);
     Py_VISIT(st->InvalidStateError);
     Py_VISIT(st->version);
     Py_VISIT(st->asgi_dict);
@@ -225,6 +228,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->Future);
     Py_CLEAR(st->Task);
     Py_CLEAR(st->task_kwnames);
+    Py_CLEAR(st->eager_kwnames);
     Py_CLEAR(st->InvalidStateError);
     Py_CLEAR(st->version);
     Py_CLEAR(st->asgi_dict);

@@ -436,13 +436,15 @@ static PyType_Spec runner_spec = {
 
 static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
                      PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
-                     PyObject **task);
+                     int eager, PyObject **task);
 
 /* loop.create_task(runner), without its costs when no task factory is set:
  * the loop is always asyncio's or uvloop's, whose create_task then makes
  * exactly this Task. The fixed name spares the default one, which is
- * formatted anew for every Task. */
-static PyObject *new_task(cg_state *st, PyObject *loop, PyObject *runner)
+ * formatted anew for every Task. `eager` on Python 3.12+: eager_start=True,
+ * the first step runs now (when the loop is running), and an app that never
+ * waits costs no Task scheduling at all. */
+static PyObject *new_task(cg_state *st, PyObject *loop, PyObject *runner, int eager)
 {
     PyObject *factory = PyObject_CallMethodNoArgs(loop, st->s_get_task_factory);
     if (!factory)
@@ -452,13 +454,19 @@ static PyObject *new_task(cg_state *st, PyObject *loop, PyObject *runner)
         return PyObject_CallMethodOneArg(loop, st->s_create_task, runner);
     }
     Py_DECREF(factory);
-    PyObject *args[3] = {runner, loop, st->s_app_task_name};
+    PyObject *args[4] = {runner, loop, st->s_app_task_name, Py_True};
+#if PY_VERSION_HEX >= 0x030C0000
+    if (eager)
+        return PyObject_Vectorcall(st->Task, args, 1, st->eager_kwnames);
+#else
+    (void)eager;
+#endif
     return PyObject_Vectorcall(st->Task, args, 1, st->task_kwnames);
 }
 
 int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app, PyObject *scope,
                  PyObject *owner, PyMethodDef *receive_def, PyMethodDef *send_def,
-                 const cg_runner_hooks *hooks, PyObject **task)
+                 const cg_runner_hooks *hooks, int eager, PyObject **task)
 {
     PyObject *ctx = PyContext_Copy(context);
     int rc;
@@ -470,7 +478,7 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app,
         Py_DECREF(ctx);
         return -1;
     }
-    rc = app_start(st, loop, app, scope, owner, receive_def, send_def, hooks, task);
+    rc = app_start(st, loop, app, scope, owner, receive_def, send_def, hooks, eager, task);
     /* Exiting a context entered just above cannot fail; keep any error of
      * the start itself. */
     PyObject *t, *v, *tb;
@@ -484,7 +492,7 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app,
 
 static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scope, PyObject *owner,
                      PyMethodDef *receive_def, PyMethodDef *send_def, const cg_runner_hooks *hooks,
-                     PyObject **task)
+                     int eager, PyObject **task)
 {
     PyObject *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
     int rc = -1;
@@ -512,7 +520,7 @@ static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scop
     runner = cg_runner_new(st, coro, owner, hooks);
     if (!runner)
         goto done;
-    *task = new_task(st, loop, runner);
+    *task = new_task(st, loop, runner, eager);
     if (*task) {
         rc = 0;
         /* A task factory that starts tasks eagerly (Python 3.12's

@@ -43,6 +43,46 @@ void cg_server_update_date(cg_server *srv)
         (size_t)snprintf(srv->date_line, sizeof(srv->date_line), "date: %.*s\r\n", (int)n, date);
 }
 
+static PyObject *raise_fatal(PyObject *self, PyObject *unused)
+{
+    cg_server *srv = (cg_server *)self;
+    PyObject *exc = srv->fatal;
+    (void)unused;
+    if (!exc)
+        Py_RETURN_NONE;
+    srv->fatal = NULL;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyMethodDef raise_fatal_def = {"raise_fatal", raise_fatal, METH_NOARGS, NULL};
+
+void cg_server_raise_soon(cg_server *srv)
+{
+    PyObject *t, *v, *tb, *cb, *r = NULL;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v && tb)
+        PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    if (!v)
+        return;
+    if (srv->fatal) { /* one already on its way */
+        Py_DECREF(v);
+        return;
+    }
+    srv->fatal = v;
+    cb = PyCFunction_New(&raise_fatal_def, (PyObject *)srv);
+    if (cb)
+        r = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, cb);
+    if (!r)
+        PyErr_WriteUnraisable(srv->loop);
+    Py_XDECREF(r);
+    Py_XDECREF(cb);
+}
+
 void cg_server_check_drained(cg_server *srv)
 {
     if (srv->should_exit && srv->nconns == 0 && srv->ntasks == 0)
@@ -869,6 +909,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->state);
     Py_VISIT(srv->tasks);
     Py_VISIT(srv->context);
+    Py_VISIT(srv->fatal);
     Py_VISIT(srv->scope_templates[0]);
     Py_VISIT(srv->scope_templates[1]);
     Py_VISIT(srv->stop_fut);
@@ -891,6 +932,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->state);
     Py_CLEAR(srv->tasks);
     Py_CLEAR(srv->context);
+    Py_CLEAR(srv->fatal);
     Py_CLEAR(srv->scope_templates[0]);
     Py_CLEAR(srv->scope_templates[1]);
     Py_CLEAR(srv->stop_fut);

@@ -53,8 +53,9 @@ typedef struct cg_server {
     int should_exit;         /* shutdown requested */
     int force_exit;          /* second signal: stop waiting */
     int exit_status;
-    char url[300]; /* where it listens, for the "running on" line */
-    int host_mode; /* serving sockets of a host (gunicorn) */
+    char url[300];   /* where it listens, for the "running on" line */
+    int host_mode;   /* serving sockets of a host (gunicorn) */
+    PyObject *fatal; /* a SystemExit/KeyboardInterrupt to raise from a loop callback */
 } cg_server;
 
 enum cg_phase {
@@ -146,6 +147,11 @@ void cg_server_request_exit(cg_server *srv);
 /** --limit-max-requests reached: under a supervisor ask to be replaced,
  * otherwise shut down gracefully. */
 void cg_server_retire(cg_server *srv);
+/** Takes the exception being raised (a BaseException that must end the loop,
+ * met where it cannot propagate: a protocol callback, whose exceptions the
+ * loop only logs) and raises it again from a loop callback, as if it had
+ * come out of a task step. */
+void cg_server_raise_soon(cg_server *srv);
 /** Called when a connection or task goes away during shutdown. */
 void cg_server_check_drained(cg_server *srv);
 /** 1 when `host` (str) is a trusted proxy address. */
@@ -194,8 +200,14 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 /** Handles http.response.start (start = 1) or http.response.body on cy. 0 or -1. */
 int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);
-/** Starts a cycle for the parsed head `req` on c (scope, task). Returns 0 or -1. */
-int cg_cycle_start(cg_conn *c, const cg_http1_request *req);
+/** Begins a cycle for the parsed head `req` on c: it becomes c->cycle and
+ * *scope its scope. Returns 0, with *scope NULL when the request was
+ * answered without the app (over --limit-concurrency), or -1. */
+int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope);
+/** Runs the app of c's active cycle with `scope` (begun by cg_cycle_begin).
+ * The app may run its first step, even to its end, before this returns.
+ * Returns 0 or -1. */
+int cg_cycle_run(cg_conn *c, PyObject *scope);
 /** New body bytes for the app (copied). Returns 0 or -1. */
 int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 /** The request body is complete. */
