@@ -13,7 +13,8 @@ SERVER_LABELS = {
 }
 
 
-def markdown(results: dict, charts: list, report_dir: str) -> str:
+def markdown(results: dict, charts: list, report_dir: str, with_measured: bool = True) -> str:
+    """The report; `with_measured` appends bench/measured.md (BENCHMARKS.md only)."""
     parts = [_header(results), _setup(results)]
     parts.append(_targets(results))
     summary = _chart_for("summary", charts)
@@ -24,7 +25,8 @@ def markdown(results: dict, charts: list, report_dir: str) -> str:
     if results.get("callgrind"):
         parts.append(_callgrind(results["callgrind"]))
     parts.append(_commands(results))
-    parts.append(_measured_elsewhere())
+    if with_measured:
+        parts.append(_measured_elsewhere())
     return "\n".join(parts)
 
 

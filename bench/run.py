@@ -672,7 +672,8 @@ def rewrite_report(output: str) -> int:
         results = json.load(f)
     charts = make_charts(results_json, outdir)
     with open(output, "w") as f:
-        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(output))))
+        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(output)),
+                                with_measured=os.path.abspath(output) == REPORT_MD))
     log(f"rewrote {os.path.relpath(output)} from {os.path.relpath(results_json)}")
     return 0
 
@@ -724,7 +725,8 @@ def main(argv=None) -> int:
         json.dump(results, f, indent=1)
     charts = make_charts(results_json, outdir)
     with open(args.output, "w") as f:
-        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(args.output))))
+        f.write(report.markdown(results, charts, os.path.dirname(os.path.abspath(args.output)),
+                                with_measured=os.path.abspath(args.output) == REPORT_MD))
     log(f"wrote {os.path.relpath(args.output)}, {os.path.relpath(results_json)} and "
         f"{len(charts)} charts")
     return 0
