@@ -43,6 +43,8 @@ void cg_server_update_date(cg_server *srv)
         (size_t)snprintf(srv->date_line, sizeof(srv->date_line), "date: %.*s\r\n", (int)n, date);
 }
 
+/* The loop callback cg_server_raise_soon schedules: raises the kept
+ * exception, which ends the loop's run as it would from a task step. */
 static PyObject *raise_fatal(PyObject *self, PyObject *unused)
 {
     cg_server *srv = (cg_server *)self;
