@@ -40,6 +40,20 @@ static inline int cg_type_is(PyObject *type, PyObject *name)
             PyUnicode_Compare(type, name) == 0);
 }
 
+/* Takes the exception being raised as one object (normalized, its traceback
+ * attached) and clears it: a new reference, or NULL when none is set. */
+static inline PyObject *cg_err_take(void)
+{
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v && tb)
+        PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+}
+
 #include "hdrtab.h"
 #include "options.h"
 

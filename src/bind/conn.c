@@ -298,6 +298,21 @@ static int conn_feed_available_body(cg_conn *c)
     return 0;
 }
 
+/* A request could not be started (the exception is set): 500 and close.
+ * SystemExit or KeyboardInterrupt (out of an app's eager first step) instead
+ * ends the loop, as it does from any task step. */
+static void conn_start_failed(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        cg_server_raise_soon(srv);
+        cg_conn_close(c);
+        return;
+    }
+    cg_log_exception(&srv->st->log, "Exception while starting a request");
+    cg_conn_reject(c, 500);
+}
+
 static void conn_process_input(cg_conn *c)
 {
     cg_server *srv = c->server;
@@ -339,8 +354,7 @@ static void conn_process_input(cg_conn *c)
             }
             PyObject *scope;
             if (cg_cycle_begin(c, &req, &scope) < 0) {
-                cg_log_exception(&srv->st->log, "Exception while starting a request");
-                cg_conn_reject(c, 500);
+                conn_start_failed(c);
                 return;
             }
             /* The scope holds copies: the head's bytes can go. Body bytes
@@ -353,15 +367,7 @@ static void conn_process_input(cg_conn *c)
             }
             if (scope && c->phase != CG_PHASE_CLOSED && cg_cycle_run(c, scope) < 0) {
                 Py_DECREF(scope);
-                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-                    /* SystemExit or KeyboardInterrupt out of the app's eager
-                     * first step: it ends the loop, as from any task step. */
-                    cg_server_raise_soon(srv);
-                    cg_conn_close(c);
-                    return;
-                }
-                cg_log_exception(&srv->st->log, "Exception while starting a request");
-                cg_conn_reject(c, 500);
+                conn_start_failed(c);
                 return;
             }
             Py_XDECREF(scope);

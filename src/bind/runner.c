@@ -265,15 +265,9 @@ static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
         Py_DECREF(owner);
         return NULL;
     }
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb && v)
-        PyException_SetTraceback(v, tb);
-    self->hooks->on_finish(owner, v);
-    Py_XDECREF(t);
-    Py_XDECREF(v);
-    Py_XDECREF(tb);
+    PyObject *exc = cg_err_take();
+    self->hooks->on_finish(owner, exc);
+    Py_XDECREF(exc);
     Py_DECREF(owner);
     return NULL;
 }
@@ -479,13 +473,15 @@ int cg_app_start(cg_state *st, PyObject *loop, PyObject *context, PyObject *app,
         return -1;
     }
     rc = app_start(st, loop, app, scope, owner, receive_def, send_def, hooks, eager, task);
-    /* Exiting a context entered just above cannot fail; keep any error of
-     * the start itself. */
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
+    /* Exiting a context entered just above cannot fail; an error of the
+     * start itself is kept aside meanwhile. */
+    PyObject *t = NULL, *v = NULL, *tb = NULL;
+    if (rc < 0)
+        PyErr_Fetch(&t, &v, &tb);
     if (PyContext_Exit(ctx) < 0)
         PyErr_WriteUnraisable(ctx);
-    PyErr_Restore(t, v, tb);
+    if (rc < 0)
+        PyErr_Restore(t, v, tb);
     Py_DECREF(ctx);
     return rc;
 }
@@ -505,15 +501,9 @@ static int app_start(cg_state *st, PyObject *loop, PyObject *app, PyObject *scop
     coro = PyObject_Vectorcall(app, args, 3, NULL);
     if (!coro) {
         /* Raising before returning an awaitable is the same as raising in it. */
-        PyObject *t, *v, *tb;
-        PyErr_Fetch(&t, &v, &tb);
-        PyErr_NormalizeException(&t, &v, &tb);
-        if (v && tb)
-            PyException_SetTraceback(v, tb);
-        hooks->on_finish(owner, v);
-        Py_XDECREF(t);
-        Py_XDECREF(v);
-        Py_XDECREF(tb);
+        PyObject *exc = cg_err_take();
+        hooks->on_finish(owner, exc);
+        Py_XDECREF(exc);
         rc = 0;
         goto done;
     }

@@ -62,13 +62,7 @@ static PyMethodDef raise_fatal_def = {"raise_fatal", raise_fatal, METH_NOARGS, N
 
 void cg_server_raise_soon(cg_server *srv)
 {
-    PyObject *t, *v, *tb, *cb, *r = NULL;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (v && tb)
-        PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
+    PyObject *v = cg_err_take(), *cb, *r = NULL;
     if (!v)
         return;
     if (srv->fatal) { /* one already on its way */
