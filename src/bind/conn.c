@@ -560,8 +560,29 @@ static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
         c->read_size = CG_READ_MIN;
     if (c->in.cap - c->in.len < c->read_size / 2 && cg_buf_reserve(&c->in, c->read_size) < 0)
         return PyErr_NoMemory();
-    return PyMemoryView_FromMemory(c->in.data + c->in.len, (Py_ssize_t)(c->in.cap - c->in.len),
-                                   PyBUF_WRITE);
+    return Py_NewRef(c); /* see conn_getbuffer */
+}
+
+/* The connection is its own read buffer: get_buffer() returns it, and its
+ * buffer interface exposes the free space at the end of `in` (len() is that
+ * space's size), so a read creates no memoryview. A transport takes the view
+ * right after get_buffer() and has read into it before buffer_updated(). */
+static int conn_getbuffer(cg_conn *c, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)c, c->in.data + c->in.len,
+                             (Py_ssize_t)(c->in.cap - c->in.len), 0, flags);
+}
+
+static Py_ssize_t conn_length(cg_conn *c)
+{
+    return (Py_ssize_t)(c->in.cap - c->in.len);
+}
+
+/* A length must not make a connection with a full buffer false. */
+static int conn_bool(cg_conn *c)
+{
+    (void)c;
+    return 1;
 }
 
 static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
@@ -747,11 +768,10 @@ static PyMethodDef conn_methods[] = {
 };
 
 static PyType_Slot conn_slots[] = {
-    {Py_tp_methods, conn_methods},
-    {Py_tp_traverse, conn_traverse},
-    {Py_tp_clear, conn_clear},
-    {Py_tp_dealloc, conn_dealloc},
-    {0, NULL},
+    {Py_tp_methods, conn_methods},   {Py_bf_getbuffer, conn_getbuffer},
+    {Py_sq_length, conn_length},     {Py_nb_bool, conn_bool},
+    {Py_tp_traverse, conn_traverse}, {Py_tp_clear, conn_clear},
+    {Py_tp_dealloc, conn_dealloc},   {0, NULL},
 };
 
 static PyType_Spec conn_spec = {
