@@ -31,13 +31,25 @@ static inline int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject 
 }
 #endif
 
-/* 1 when an ASGI message's "type" equals `name` (an interned str): identity
- * first, then lengths, so most mismatches compare no characters. */
+/* 1 when an ASGI message's "type" equals `name` (an interned ASCII str):
+ * identity first, then lengths, so most mismatches compare no characters.
+ * An app's "http.response.start" is usually not the interned object (only
+ * identifier-like constants are interned), so equal lengths compare bytes:
+ * a str equal to an ASCII name is itself stored as ASCII. */
 static inline int cg_type_is(PyObject *type, PyObject *name)
 {
-    return type == name ||
-           (PyUnicode_Check(type) && PyUnicode_GET_LENGTH(type) == PyUnicode_GET_LENGTH(name) &&
-            PyUnicode_Compare(type, name) == 0);
+    if (type == name)
+        return 1;
+    if (!PyUnicode_Check(type) || PyUnicode_GET_LENGTH(type) != PyUnicode_GET_LENGTH(name))
+        return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(type) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    return PyUnicode_IS_ASCII(type) && memcmp(PyUnicode_DATA(type), PyUnicode_DATA(name),
+                                              (size_t)PyUnicode_GET_LENGTH(name)) == 0;
 }
 
 /* Takes the exception being raised as one object (normalized, its traceback
