@@ -36,10 +36,12 @@ pytest: install
 # The HTTP tests once more on a newer Python when one is installed (on PATH
 # or under pyenv): from 3.12 on, app tasks start eagerly, a path the default
 # interpreter may not take. ALT_PYTHON=... picks one; none found: skipped.
+# Any interpreter and test set, e.g. the whole suite on 3.9:
+#   make pytest-alt ALT_PYTHON=~/.pyenv/versions/3.9.18/bin/python3 ALT_TESTS=tests
 ALT_PYTHON ?= $(firstword $(foreach v,3.13 3.12,$(shell command -v python$(v) >/dev/null 2>&1 && \
 	python$(v) -c 'import sys' >/dev/null 2>&1 && echo python$(v))) \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3))
-ALT_VENV := .venv-alt
+ALT_VENV = .venv-alt-$(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ALT_TESTS := tests/test_framing.py tests/test_receive_send.py tests/test_streaming.py \
 	tests/test_scope.py tests/test_rejections.py tests/test_frameworks.py tests/test_shutdown.py \
 	tests/test_gunicorn.py tests/test_django_quart.py
