@@ -70,20 +70,24 @@ static int transport_write(cg_conn *c, PyObject *bytes)
 }
 
 /* ---- output batching ------------------------------------------------------
- * A response that completes while the next request already waits in `in`
- * (pipelining) is held in `out` instead of being written, so the responses
- * to one read leave in one write, not one each. Any other write appends to
- * held bytes and writes them all, so order is kept. cg_conn_settle writes
- * what is held when processing stops: at the end of conn_process and of
- * every app step. It keeps holding only while a batch is still gathering:
- * conn_process is running, or it just started a cycle whose app has not run
- * yet (that app's first step settles again, at the latest when its task is
- * cancelled). Closing writes held bytes first. */
+ * A complete response that fits (a head and its whole body, up to
+ * CG_HOLD_MAX held per connection) is held in `out` instead of being
+ * written: pipelined responses to one read then leave in one write, and the
+ * app steps of one loop pass run back to back instead of each one after a
+ * write system call that evicts the caches the next one needs. Any other
+ * write appends to held bytes and writes them all, so order is kept.
+ * cg_conn_settle runs when processing stops (the end of conn_process, of
+ * every app step, of a response): it keeps holding while a batch is still
+ * gathering (conn_process is running, or it just started a cycle whose app
+ * has not run yet: that app's first step settles again, at the latest when
+ * its task is cancelled), else queues the connection for the server's one
+ * flush, which the loop runs after the callbacks already ready. Closing
+ * writes held bytes first. */
 
 char *cg_conn_hold(cg_conn *c, size_t n)
 {
-    if (!c->transport || c->phase == CG_PHASE_CLOSED || cg_buf_unread(&c->in) == 0 ||
-        c->out.len + n > CG_HOLD_MAX || cg_buf_reserve(&c->out, n) < 0)
+    if (!c->transport || c->phase == CG_PHASE_CLOSED || c->out.len + n > CG_HOLD_MAX ||
+        cg_buf_reserve(&c->out, n) < 0)
         return NULL;
     char *p = c->out.data + c->out.len;
     c->out.len += n;
@@ -104,6 +108,29 @@ static int conn_flush(cg_conn *c)
     return rc;
 }
 
+/* Held output waits for the end of the loop's current pass of ready
+ * callbacks: the steps of all apps that are ready run back to back, then
+ * their responses are written back to back. Returns 0 when c is queued. */
+static int queue_flush(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    if (c->flush_queued)
+        return 0;
+    if (!srv->flush_scheduled) {
+        PyObject *h = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, srv->flush_cb);
+        if (!h) {
+            PyErr_Clear();
+            return -1;
+        }
+        Py_DECREF(h);
+        srv->flush_scheduled = 1;
+    }
+    c->flush_queued = 1;
+    c->flush_next = srv->flush_list;
+    srv->flush_list = (cg_conn *)Py_NewRef(c);
+    return 0;
+}
+
 void cg_conn_settle(cg_conn *c)
 {
     cg_cycle *next = c->cycle;
@@ -111,8 +138,26 @@ void cg_conn_settle(cg_conn *c)
         return;
     if (next && next->task && !next->stepped && !next->task_done && c->phase != CG_PHASE_CLOSED)
         return;
+    if (c->phase != CG_PHASE_CLOSED && queue_flush(c) == 0)
+        return;
     if (conn_flush(c) < 0)
         PyErr_Clear(); /* a transport that refuses is closing; connection_lost follows */
+}
+
+void cg_server_flush_held(cg_server *srv)
+{
+    cg_conn *c = srv->flush_list;
+    srv->flush_list = NULL;
+    srv->flush_scheduled = 0;
+    while (c) {
+        cg_conn *next = c->flush_next;
+        c->flush_next = NULL;
+        c->flush_queued = 0;
+        if (!c->processing && conn_flush(c) < 0)
+            PyErr_Clear();
+        Py_DECREF(c);
+        c = next;
+    }
 }
 
 int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
@@ -219,6 +264,8 @@ void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
     c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
     if (cg_buf_unread(&c->in) > 0)
         conn_process(c);
+    else
+        cg_conn_settle(c);
     cg_conn_maybe_resume(c);
 }
 
@@ -714,7 +761,8 @@ PyObject *cg_conn_new(cg_server *srv)
     c->read_size = CG_READ_MIN;
     c->drain_waiter = NULL;
     c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
-    c->processing = c->reprocess = 0;
+    c->processing = c->reprocess = c->flush_queued = 0;
+    c->flush_next = NULL;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }

@@ -378,6 +378,13 @@ static PyObject *server_started(cg_server *srv, PyObject *unused)
 
 static PyMethodDef started_def = {"started", (PyCFunction)server_started, METH_NOARGS, NULL};
 static PyMethodDef tick_def = {"tick", (PyCFunction)server_tick, METH_NOARGS, NULL};
+static PyObject *server_flush(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    cg_server_flush_held(srv);
+    Py_RETURN_NONE;
+}
+static PyMethodDef flush_def = {"flush", (PyCFunction)server_flush, METH_NOARGS, NULL};
 static PyMethodDef signal_def = {"on_signal", (PyCFunction)server_on_signal, METH_O, NULL};
 static PyMethodDef timeout_def = {"graceful_timeout", (PyCFunction)server_graceful_timeout,
                                   METH_NOARGS, NULL};
@@ -540,8 +547,9 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->root_path = PyUnicode_FromString(cfg->root_path ? cfg->root_path : "");
     srv->root_path_b = srv->root_path ? PyUnicode_AsUTF8String(srv->root_path) : NULL;
     srv->tick_cb = PyCFunction_New(&tick_def, (PyObject *)srv);
+    srv->flush_cb = PyCFunction_New(&flush_def, (PyObject *)srv);
     if (!srv->hdrs || !srv->state || !srv->tasks || !srv->context || !srv->root_path_b ||
-        !srv->tick_cb || parse_trusted(srv) < 0) {
+        !srv->tick_cb || !srv->flush_cb || parse_trusted(srv) < 0) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         Py_DECREF(srv);
@@ -880,6 +888,7 @@ done:
     if (srv) {
         /* Break the server's reference cycles (bound callables, futures). */
         Py_CLEAR(srv->tick_cb);
+        Py_CLEAR(srv->flush_cb);
         Py_CLEAR(srv->notify);
         Py_CLEAR(srv->ticker);
         Py_CLEAR(srv->stop_fut);
@@ -912,6 +921,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->drained_fut);
     Py_VISIT(srv->ticker);
     Py_VISIT(srv->tick_cb);
+    Py_VISIT(srv->flush_cb);
     Py_VISIT(srv->notify);
     Py_VISIT(srv->trusted);
     Py_VISIT(srv->root_path);
@@ -935,6 +945,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->drained_fut);
     Py_CLEAR(srv->ticker);
     Py_CLEAR(srv->tick_cb);
+    Py_CLEAR(srv->flush_cb);
     Py_CLEAR(srv->notify);
     Py_CLEAR(srv->trusted);
     Py_CLEAR(srv->root_path);

@@ -27,6 +27,7 @@ typedef struct cg_server {
     PyObject *drained_fut;        /* completed when nothing is left during shutdown */
     PyObject *ticker;             /* TimerHandle of the next tick */
     PyObject *tick_cb;            /* bound C callable for the ticker */
+    PyObject *flush_cb;           /* bound C callable: cg_server_flush_held */
     PyObject *notify;             /* host heartbeat called on each tick, or NULL */
     PyObject *trusted;            /* set of trusted proxy addresses (str), or NULL */
     int trust_all;                /* --forwarded-allow-ips "*" */
@@ -45,6 +46,8 @@ typedef struct cg_server {
     size_t date_len;
     cg_buf extra_headers;    /* "server: casgi\r\n" and --header lines, ready to copy */
     cg_buf spare_in;         /* a read buffer no connection holds (see conn_get_buffer) */
+    cg_conn *flush_list;     /* connections with held output to write (strong refs) */
+    int flush_scheduled;     /* flush_cb is in the loop's ready queue */
     PyObject *last_client;   /* the latest scope["client"] tuple, shared when equal */
     PyObject *last_sockname; /* the latest scope["server"] tuple, shared when equal */
     int ctl_fd;              /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
@@ -95,8 +98,10 @@ struct cg_conn {
     unsigned read_paused : 1;
     unsigned write_paused : 1;
     unsigned in_list : 1;
-    unsigned processing : 1; /* conn_process is running (calls into it return at once) */
-    unsigned reprocess : 1;  /* conn_process was asked to run again while running */
+    unsigned processing : 1;   /* conn_process is running (calls into it return at once) */
+    unsigned reprocess : 1;    /* conn_process was asked to run again while running */
+    unsigned flush_queued : 1; /* in server->flush_list */
+    cg_conn *flush_next;
 };
 
 enum cg_resp_state {
@@ -169,12 +174,14 @@ int cg_conn_write(cg_conn *c, const char *data, size_t len);
  * Returns 0 or -1. */
 int cg_conn_write_obj(cg_conn *c, PyObject *bytes);
 /** Space for `n` bytes of a complete response at the end of the held output,
- * or NULL when it should be written now (nothing to batch it with, or too
- * much held) or memory is short (no exception either way). */
+ * or NULL when it should be written now (too much held, or the connection
+ * is closing) or memory is short (no exception either way). */
 char *cg_conn_hold(cg_conn *c, size_t n);
 /** Writes the held output unless a batch is still being gathered: called
  * when processing of the connection stops (end of a read, of an app step). */
 void cg_conn_settle(cg_conn *c);
+/** Writes the held output of every connection queued by cg_conn_settle. */
+void cg_server_flush_held(cg_server *srv);
 /** Closes the transport (flushing what was written). */
 void cg_conn_close(cg_conn *c);
 /** The active cycle finished its response; continue with pipelined data. */
