@@ -116,14 +116,13 @@ static int queue_flush(cg_conn *c)
     cg_server *srv = c->server;
     if (c->flush_queued)
         return 0;
-    if (!srv->flush_scheduled) {
+    if (!srv->flush_list) { /* the first in this pass schedules the flush */
         PyObject *h = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, srv->flush_cb);
         if (!h) {
             PyErr_Clear();
             return -1;
         }
         Py_DECREF(h);
-        srv->flush_scheduled = 1;
     }
     c->flush_queued = 1;
     c->flush_next = srv->flush_list;
@@ -148,7 +147,6 @@ void cg_server_flush_held(cg_server *srv)
 {
     cg_conn *c = srv->flush_list;
     srv->flush_list = NULL;
-    srv->flush_scheduled = 0;
     while (c) {
         cg_conn *next = c->flush_next;
         c->flush_next = NULL;

@@ -886,6 +886,9 @@ done:
     Py_XDECREF(socks);
     Py_XDECREF(app);
     if (srv) {
+        /* A loop stopped before its flush ran: write what is held, drop the refs. */
+        cg_server_flush_held(srv);
+        PyErr_Clear();
         /* Break the server's reference cycles (bound callables, futures). */
         Py_CLEAR(srv->tick_cb);
         Py_CLEAR(srv->flush_cb);

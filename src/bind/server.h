@@ -46,8 +46,8 @@ typedef struct cg_server {
     size_t date_len;
     cg_buf extra_headers;    /* "server: casgi\r\n" and --header lines, ready to copy */
     cg_buf spare_in;         /* a read buffer no connection holds (see conn_get_buffer) */
-    cg_conn *flush_list;     /* connections with held output to write (strong refs) */
-    int flush_scheduled;     /* flush_cb is in the loop's ready queue */
+    cg_conn *flush_list;     /* held output to write (strong refs); non-empty
+                              * exactly while flush_cb is in the loop's ready queue */
     PyObject *last_client;   /* the latest scope["client"] tuple, shared when equal */
     PyObject *last_sockname; /* the latest scope["server"] tuple, shared when equal */
     int ctl_fd;              /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
