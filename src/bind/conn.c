@@ -22,6 +22,8 @@
 #define CG_MAX_PENDING 65536
 /* The most output held back to be written together (see cg_conn_settle). */
 #define CG_HOLD_MAX 65536
+#define CG_FLUSH_SOLO_MAX 2 /* see queue_flush */
+#define CG_FLUSH_PROBE 64
 
 static double monotonic_now(void)
 {
@@ -84,25 +86,69 @@ static int transport_write(cg_conn *c, PyObject *bytes)
  * flush, which the loop runs after the callbacks already ready. Closing
  * writes held bytes first. */
 
+/* Held output is one bytes object while it is one piece (a response in a
+ * loop pass: written as is, no copy), else `out` holds all of it. */
+static inline int conn_holds(const cg_conn *c)
+{
+    return c->held_one || c->out.len;
+}
+
+static int held_to_buffer(cg_conn *c, size_t more)
+{
+    if (!c->held_one)
+        return cg_buf_reserve(&c->out, more);
+    size_t n = (size_t)PyBytes_GET_SIZE(c->held_one);
+    if (cg_buf_reserve(&c->out, n + more) < 0)
+        return -1;
+    cg_buf_append(&c->out, PyBytes_AS_STRING(c->held_one), n);
+    Py_CLEAR(c->held_one);
+    return 0;
+}
+
+static size_t held_len(const cg_conn *c)
+{
+    return c->held_one ? (size_t)PyBytes_GET_SIZE(c->held_one) : cg_buf_unread(&c->out);
+}
+
 char *cg_conn_hold(cg_conn *c, size_t n)
 {
-    if (!c->transport || c->phase == CG_PHASE_CLOSED || c->out.len + n > CG_HOLD_MAX ||
-        cg_buf_reserve(&c->out, n) < 0)
+    if (!c->transport || c->phase == CG_PHASE_CLOSED || held_len(c) + n > CG_HOLD_MAX)
+        return NULL;
+    if (!conn_holds(c)) {
+        c->held_one = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+        if (!c->held_one) {
+            PyErr_Clear(); /* the caller writes it unheld */
+            return NULL;
+        }
+        return PyBytes_AS_STRING(c->held_one);
+    }
+    if (held_to_buffer(c, n) < 0)
         return NULL;
     char *p = c->out.data + c->out.len;
     c->out.len += n;
     return p;
 }
 
+/* Drops held output unwritten (the transport is gone). */
+static void conn_drop_held(cg_conn *c)
+{
+    Py_CLEAR(c->held_one);
+    cg_buf_free(&c->out);
+}
+
 static int conn_flush(cg_conn *c)
 {
-    size_t n = cg_buf_unread(&c->out);
-    if (n == 0)
-        return 0;
-    PyObject *b = PyBytes_FromStringAndSize(c->out.data + c->out.pos, (Py_ssize_t)n);
-    cg_buf_free(&c->out);
-    if (!b)
-        return -1;
+    PyObject *b = c->held_one;
+    c->held_one = NULL;
+    if (!b) {
+        size_t n = cg_buf_unread(&c->out);
+        if (n == 0)
+            return 0;
+        b = PyBytes_FromStringAndSize(c->out.data + c->out.pos, (Py_ssize_t)n);
+        cg_buf_free(&c->out);
+        if (!b)
+            return -1;
+    }
     int rc = c->transport ? transport_write(c, b) : 0;
     Py_DECREF(b);
     return rc;
@@ -110,13 +156,20 @@ static int conn_flush(cg_conn *c)
 
 /* Held output waits for the end of the loop's current pass of ready
  * callbacks: the steps of all apps that are ready run back to back, then
- * their responses are written back to back. Returns 0 when c is queued. */
+ * their responses are written back to back. The wait costs a loop pass and
+ * a handle, which pays only when other responses join the batch; so after
+ * CG_FLUSH_SOLO_MAX flushes in a row that carried one connection each, held
+ * output is written at once, and every CG_FLUSH_PROBE-th time it waits again
+ * to notice that load has come back. Returns 0 when c is queued. */
 static int queue_flush(cg_conn *c)
 {
     cg_server *srv = c->server;
     if (c->flush_queued)
         return 0;
     if (!srv->flush_list) { /* the first in this pass schedules the flush */
+        if (srv->flush_solo >= CG_FLUSH_SOLO_MAX && ++srv->flush_probe < CG_FLUSH_PROBE)
+            return -1;
+        srv->flush_probe = 0;
         PyObject *h = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, srv->flush_cb);
         if (!h) {
             PyErr_Clear();
@@ -133,7 +186,7 @@ static int queue_flush(cg_conn *c)
 void cg_conn_settle(cg_conn *c)
 {
     cg_cycle *next = c->cycle;
-    if (c->out.len == 0 || c->processing)
+    if (!conn_holds(c) || c->processing)
         return;
     if (next && next->task && !next->stepped && !next->task_done && c->phase != CG_PHASE_CLOSED)
         return;
@@ -147,6 +200,10 @@ void cg_server_flush_held(cg_server *srv)
 {
     cg_conn *c = srv->flush_list;
     srv->flush_list = NULL;
+    if (c && !c->flush_next)
+        srv->flush_solo += srv->flush_solo < CG_FLUSH_SOLO_MAX;
+    else if (c)
+        srv->flush_solo = 0;
     while (c) {
         cg_conn *next = c->flush_next;
         c->flush_next = NULL;
@@ -162,13 +219,15 @@ int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
 {
     if (!c->transport)
         return 0;
-    if (c->out.len == 0)
+    if (!conn_holds(c))
         return transport_write(c, bytes);
     /* Behind held output: join it, one write for both. */
     Py_buffer view;
     if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0)
         return -1;
-    int rc = cg_buf_append(&c->out, view.buf, (size_t)view.len);
+    int rc = held_to_buffer(c, (size_t)view.len);
+    if (rc == 0)
+        rc = cg_buf_append(&c->out, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     if (rc < 0) {
         PyErr_NoMemory();
@@ -557,7 +616,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     cg_conn_wake_drain(c);
     Py_CLEAR(c->transport);
     cg_buf_free(&c->in);
-    cg_buf_free(&c->out);
+    conn_drop_held(c);
     if (c->in_list) {
         c->in_list = 0;
         if (c->prev)
@@ -743,6 +802,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->prev = c->next = NULL;
     cg_buf_init(&c->in);
     cg_buf_init(&c->out);
+    c->held_one = NULL;
     cg_http1_parser_init(&c->parser);
     memset(&c->chunked, 0, sizeof(c->chunked));
     c->phase = CG_PHASE_HEAD;
@@ -796,7 +856,7 @@ static void conn_dealloc(cg_conn *c)
     conn_clear(c);
     Py_CLEAR(c->server);
     cg_buf_free(&c->in);
-    cg_buf_free(&c->out);
+    conn_drop_held(c);
     tp->tp_free(c);
     Py_DECREF(tp);
 }

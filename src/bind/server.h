@@ -48,6 +48,8 @@ typedef struct cg_server {
     cg_buf spare_in;         /* a read buffer no connection holds (see conn_get_buffer) */
     cg_conn *flush_list;     /* held output to write (strong refs); non-empty
                               * exactly while flush_cb is in the loop's ready queue */
+    unsigned flush_solo;     /* recent flushes in a row that wrote one connection */
+    unsigned flush_probe;    /* held outputs written at once since a flush last waited */
     PyObject *last_client;   /* the latest scope["client"] tuple, shared when equal */
     PyObject *last_sockname; /* the latest scope["server"] tuple, shared when equal */
     int ctl_fd;              /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
@@ -77,6 +79,7 @@ struct cg_conn {
     cg_conn *prev, *next;            /* in server->conns while open */
     cg_buf in;                       /* bytes read, not yet parsed */
     cg_buf out;                      /* output held for one write (see cg_conn_settle) */
+    PyObject *held_one;              /* or, while it is one piece, that piece (bytes) */
     cg_http1_parser parser;
     cg_http1_chunked chunked;
     int phase;            /* enum cg_phase */
