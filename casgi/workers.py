@@ -23,6 +23,7 @@ __all__ = ["CasgiWorker"]
 
 # gunicorn uses 0 for "no limit"; casgi's limits are plain numbers.
 _NO_LIMIT = 2**31 - 1
+_EXIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT}
 
 
 class CasgiWorker(Worker):
@@ -64,6 +65,13 @@ class CasgiWorker(Worker):
             os.kill(os.getpid(), signal.SIGTERM)
 
     def run(self) -> None:
+        # gunicorn's own handlers are live from before the app is loaded; a
+        # SIGTERM they caught only cleared self.alive. Block the exit signals
+        # (casgi unblocks them once its handlers run in the loop), then look.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _EXIT_SIGNALS)
+        if not self.alive:
+            self.log.info("Worker told to exit while booting (pid: %s)", self.pid)
+            sys.exit(0)
         sockets = [s.sock for s in self.sockets]
         status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
         if status == 3:

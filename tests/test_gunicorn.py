@@ -5,6 +5,7 @@ process tree is checked through /proc after every scenario."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -183,6 +184,51 @@ def test_gunicorn_timeout_worker_blocked_by_its_first_request(sups):
     took = assert_blocked_worker_replaced(p, victim, 0, t0, 2)
     c.close()
     print(f"\ngunicorn timeout, first request blocking: detected after {took:.2f}s")
+    p.finish(signal.SIGTERM)
+
+
+SLOW_IMPORT_APP = """\
+import os
+import time
+
+try:  # only the first worker to import this is slow
+    fd = os.open(os.environ["SLOW_IMPORT_MARK"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+except FileExistsError:
+    pass
+else:
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    time.sleep(2.0)
+
+from main import app  # noqa: E402
+"""
+
+
+def test_gunicorn_term_while_the_worker_loads_the_app_stops_it(sups):
+    """gunicorn's signal handlers are live before the worker loads the app; a
+    TERM they catch only clears the worker's `alive`. The worker must then
+    exit instead of serving until gunicorn gives up on it and kills it."""
+    sups.copy_app("sup_app.py", "main.py")
+    (sups.workdir / "slow_import.py").write_text(SLOW_IMPORT_APP)
+    mark_file = sups.workdir / "slow_import.mark"
+    port = free_port()
+    p = sups.start([], env=sups.env({"SLOW_IMPORT_MARK": str(mark_file)}),
+                   cmd=gunicorn_cmd("slow_import:app", port, "-w", "1"), wait=False,
+                   patterns=(GUNICORN_BOOT_RE,))
+    p.port = port
+    wait_until(lambda: mark_file.exists() and mark_file.read_text(), 20, "the worker importing the app", proc=p)
+    victim = int(mark_file.read_text())
+    mark = p.mark()
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGTERM)
+    wait_until(lambda: not p.tracker.alive(victim), 2.0 + 4, "the worker told to exit while loading", proc=p)
+    print(f"\nTERM while loading the app: worker gone {time.monotonic() - t0:.2f}s after it")
+    assert re.search(r"Worker told to exit while booting \(pid: %d\)" % victim, p.output()), p.tail()
+    assert not re.search(r"Started server process \[%d\]" % victim, p.output()), p.tail()
+    new = [x for x in boots(p, 1, since=mark) if x != victim]
+    assert new, p.tail()
+    assert wait_serving(p, set(new)) == set(new)
+    p.tracker.assert_no_zombies()
     p.finish(signal.SIGTERM)
 
 
