@@ -73,48 +73,41 @@ static int transport_write(cg_conn *c, PyObject *bytes)
 
 /* ---- output batching ------------------------------------------------------
  * A complete response that fits (a head and its whole body, up to
- * CG_HOLD_MAX held per connection) is held in `out` instead of being
- * written: pipelined responses to one read then leave in one write, and the
- * app steps of one loop pass run back to back instead of each one after a
- * write system call that evicts the caches the next one needs. Any other
- * write appends to held bytes and writes them all, so order is kept.
- * cg_conn_settle runs when processing stops (the end of conn_process, of
- * every app step, of a response): it keeps holding while a batch is still
- * gathering (conn_process is running, or it just started a cycle whose app
- * has not run yet: that app's first step settles again, at the latest when
- * its task is cancelled), else queues the connection for the server's one
- * flush, which the loop runs after the callbacks already ready. Closing
- * writes held bytes first. */
+ * CG_HOLD_MAX held per connection) is held instead of being written: pipelined responses to one
+ * read then leave in one write, and the app steps of one loop pass run back to back instead of each
+ * one after a write system call that evicts the caches the next one needs. Any other write appends
+ * to held bytes and writes them all, so order is kept. cg_conn_settle runs when processing stops
+ * (the end of conn_process, of every app step, of a response): it keeps holding while a batch is
+ * still gathering (conn_process is running, or it just started a cycle whose app has not run yet:
+ * that app's first step settles again, at the latest when its task is cancelled), else queues the
+ * connection for the server's one flush, which the loop runs after the callbacks already ready.
+ * Closing writes held bytes first. */
 
 /* Held output is one bytes object while it is one piece (a response in a
  * loop pass: written as is, no copy), else `out` holds all of it. */
-static inline int conn_holds(const cg_conn *c)
-{
-    return c->held_one || c->out.len;
-}
-
-static int held_to_buffer(cg_conn *c, size_t more)
-{
-    if (!c->held_one)
-        return cg_buf_reserve(&c->out, more);
-    size_t n = (size_t)PyBytes_GET_SIZE(c->held_one);
-    if (cg_buf_reserve(&c->out, n + more) < 0)
-        return -1;
-    cg_buf_append(&c->out, PyBytes_AS_STRING(c->held_one), n);
-    Py_CLEAR(c->held_one);
-    return 0;
-}
-
 static size_t held_len(const cg_conn *c)
 {
     return c->held_one ? (size_t)PyBytes_GET_SIZE(c->held_one) : cg_buf_unread(&c->out);
+}
+
+/* Moves a held piece into `out`, with room for `more` bytes after it. */
+static int held_to_buffer(cg_conn *c, size_t more)
+{
+    size_t n = held_len(c);
+    if (cg_buf_reserve(&c->out, more + (c->held_one ? n : 0)) < 0)
+        return -1;
+    if (c->held_one) {
+        cg_buf_append(&c->out, PyBytes_AS_STRING(c->held_one), n);
+        Py_CLEAR(c->held_one);
+    }
+    return 0;
 }
 
 char *cg_conn_hold(cg_conn *c, size_t n)
 {
     if (!c->transport || c->phase == CG_PHASE_CLOSED || held_len(c) + n > CG_HOLD_MAX)
         return NULL;
-    if (!conn_holds(c)) {
+    if (held_len(c) == 0) {
         c->held_one = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
         if (!c->held_one) {
             PyErr_Clear(); /* the caller writes it unheld */
@@ -186,7 +179,7 @@ static int queue_flush(cg_conn *c)
 void cg_conn_settle(cg_conn *c)
 {
     cg_cycle *next = c->cycle;
-    if (!conn_holds(c) || c->processing)
+    if (held_len(c) == 0 || c->processing)
         return;
     if (next && next->task && !next->stepped && !next->task_done && c->phase != CG_PHASE_CLOSED)
         return;
@@ -219,7 +212,7 @@ int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
 {
     if (!c->transport)
         return 0;
-    if (!conn_holds(c))
+    if (held_len(c) == 0)
         return transport_write(c, bytes);
     /* Behind held output: join it, one write for both. */
     Py_buffer view;

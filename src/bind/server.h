@@ -180,8 +180,10 @@ int cg_conn_write_obj(cg_conn *c, PyObject *bytes);
  * or NULL when it should be written now (too much held, or the connection
  * is closing) or memory is short (no exception either way). */
 char *cg_conn_hold(cg_conn *c, size_t n);
-/** Writes the held output unless a batch is still being gathered: called
- * when processing of the connection stops (end of a read, of an app step). */
+/** Queues the held output for the server's flush (or writes it now, see
+ * queue_flush) unless a batch is still being gathered: called when
+ * processing of the connection stops (end of a read, of an app step, of a
+ * response). */
 void cg_conn_settle(cg_conn *c);
 /** Writes the held output of every connection queued by cg_conn_settle. */
 void cg_server_flush_held(cg_server *srv);
