@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-import pytest
 
-from conftest import APPS_DIR, CasgiProcess, ConnectionClosed, RawConn, clean_env, req
+from helpers import APPS_DIR, CasgiProcess, ConnectionClosed, RawConn, clean_env, req
 
 STARTED_RE = re.compile(r"Started server process \[(\d+)\]")
 GUNICORN_BOOT_RE = re.compile(r"Booting worker with pid: (\d+)")
@@ -566,23 +565,6 @@ def stop_sup(p: SupProc, sig: int = signal.SIGTERM) -> None:
         p.signal(sig)
 
 
-# ----------------------------------------------------------------------------
-# Fixture
-# ----------------------------------------------------------------------------
-
-@pytest.fixture
-def sups(tmp_path):
-    """Starts supervisors for one test; at the end every process of every tree
-    must be gone (the test process is a subreaper meanwhile, see above)."""
-    set_subreaper(True)
-    s = Sups(tmp_path)
-    try:
-        yield s
-    finally:
-        problems = s.cleanup()
-        set_subreaper(False)
-    if problems:
-        pytest.fail("\n\n".join(problems))
 
 
 def wait_until(cond, timeout: float, what: str, interval: float = 0.02, proc: Optional[CasgiProcess] = None):

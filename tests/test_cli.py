@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, HTTP_RUNNING_RE, RawConn, clean_env, free_port, req
+from helpers import APPS_DIR, HTTP_RUNNING_RE, RawConn, clean_env, free_port, req
 
 OPTIONS = [
     "--factory", "--app-dir", "--host", "--port", "--uds", "--fd", "--backlog", "--loop", "--lifespan",

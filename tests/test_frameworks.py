@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 
-from conftest import clean_env
+from helpers import clean_env
 
 pytest.importorskip("starlette")
 
@@ -105,7 +105,7 @@ def test_starlette_background_task_does_not_delay_response(start_server, loop):
     request meanwhile."""
     import time
 
-    from conftest import req
+    from helpers import req
 
     s = start_server("starlette_app:app", loop=loop)
     with s.connect() as c:
@@ -120,7 +120,7 @@ def test_starlette_background_task_does_not_delay_response(start_server, loop):
 
 
 def test_starlette_stream_stops_when_client_leaves(start_server, loop):
-    from conftest import req
+    from helpers import req
 
     s = start_server("starlette_app:app", loop=loop)
     c = s.connect()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, req, seen_paths, unique
+from helpers import ConnectionClosed, req, seen_paths, unique
 
 HELLO = b"Hello, world!"
 

@@ -13,12 +13,11 @@ import time
 
 import pytest
 
-from conftest import RawConn, free_port, req
+from helpers import RawConn, free_port, req
 from supervisor_util import (
     GUNICORN_BOOT_RE,
     get,
     live_children,
-    sups,  # noqa: F401 - fixture
     wait_until,
 )
 

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from conftest import clean_env, req
+from helpers import clean_env, req
 
 
 def lifespan_env(tmp_path, mode="ok"):

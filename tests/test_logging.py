@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import clean_env, free_port, req
+from helpers import clean_env, free_port, req
 
 
 def access_line_re(port: int, request_line: str, status: str) -> "re.Pattern":
@@ -257,7 +257,7 @@ def test_colors_by_default_on_a_terminal(tmp_path):
     import subprocess
     import sys
 
-    from conftest import APPS_DIR
+    from helpers import APPS_DIR
 
     master, slave = pty.openpty()
     proc = subprocess.Popen(

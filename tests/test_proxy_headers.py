@@ -1,7 +1,7 @@
 """--proxy-headers / --forwarded-allow-ips: the client address and scheme come
 from X-Forwarded-For / X-Forwarded-Proto only when the peer is a trusted proxy."""
 
-from conftest import req
+from helpers import req
 
 
 def scope_of(server, headers):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import ConnectionClosed, req, unique
+from helpers import ConnectionClosed, req, unique
 
 
 def test_receive_gives_disconnect_when_client_goes_away(server):

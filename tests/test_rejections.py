@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import req, seen_paths, unique
+from helpers import req, seen_paths, unique
 
 STATUS_400 = [b"HTTP/1.1 400 Bad Request"]
 STATUS_414 = [b"HTTP/1.1 414 URI Too Long", b"HTTP/1.1 414 Request-URI Too Long"]

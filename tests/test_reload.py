@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, req
+from helpers import RawConn, req
 from supervisor_util import (
     DIED_RE,
     RELOAD_OPTS,
@@ -22,7 +22,6 @@ from supervisor_util import (
     edit_version,
     get,
     set_version,
-    sups,  # noqa: F401 - fixture
     wait_until,
     wait_version,
     write_by_rename,

@@ -17,7 +17,6 @@ from supervisor_util import (
     RELOAD_OPTS,
     WAITING_RE,
     edit_version,
-    sups,  # noqa: F401 - fixture
     wait_until,
     wait_version,
     write_in_place,

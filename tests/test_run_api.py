@@ -4,7 +4,7 @@ import signal
 import sys
 import textwrap
 
-from conftest import APPS_DIR, req
+from helpers import APPS_DIR, req
 
 
 def spawn_script(start_server, tmp_path, source: str):

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, req
+from helpers import RawConn, req
 
 
 def get_scope(conn, target="/scope", **kw) -> dict:

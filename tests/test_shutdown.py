@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import clean_env, req
+from helpers import clean_env, req
 
 
 def connect_refused(port: int) -> bool:

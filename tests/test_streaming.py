@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import UNDER_SANITIZER, RssSampler, assert_rss_growth_below, req
+from helpers import UNDER_SANITIZER, RssSampler, assert_rss_growth_below, req
 
 MiB = 1024 * 1024
 SIZE = 200 * MiB

@@ -11,13 +11,12 @@ import time
 
 import pytest
 
-from conftest import RawConn, req
+from helpers import RawConn, req
 from supervisor_util import (
     RELOAD_OPTS,
     WORKER_OPTS,
     get,
     live_children,
-    sups,  # noqa: F401 - fixture
     wait_until,
     wait_version,
 )

@@ -11,14 +11,13 @@ import time
 
 import pytest
 
-from conftest import RawConn, req
+from helpers import RawConn, req
 from supervisor_util import (
     DIED_RE,
     WORKER_OPTS,
     LoadClient,
     get,
     live_children,
-    sups,  # noqa: F401 - fixture
     wait_until,
 )
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import RawConn, req
-from ws_util import (  # ws_shared, wss: fixtures
+from helpers import RawConn, req
+from ws_util import (
     OP_BINARY,
     OP_CLOSE,
     OP_TEXT,
@@ -26,8 +26,6 @@ from ws_util import (  # ws_shared, wss: fixtures
     wait_event,
     ws_accept_for,
     ws_key,
-    ws_shared,
-    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -538,7 +536,7 @@ def test_frames_sent_before_the_app_accepts_wait_for_it(wss):
 def test_flood_before_accept_bounded(start_server, loop):
     """A client that streams frames while the app has not accepted cannot make
     the server buffer without limit."""
-    from conftest import RssSampler
+    from helpers import RssSampler
     from ws_util import rss_bound
 
     s = start_server("ws_app:app", "--ws-max-size", "1048576", loop=loop)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import RawConn, loop_params, req
-from ws_util import check_shared_after, upgrade_request, wait_event, ws_shared  # ws_shared: fixture
+from helpers import RawConn, loop_params, req
+from ws_util import check_shared_after, upgrade_request, wait_event
 
 websockets = pytest.importorskip("websockets")
 wsproto = pytest.importorskip("wsproto")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import APPS_DIR, free_port
+from helpers import APPS_DIR, free_port
 from ws_util import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsConn, open_ws, rss_bound, wait_event
 
 pytestmark = pytest.mark.timeout(60)
@@ -245,7 +245,7 @@ def test_no_fd_or_memory_leak_over_many_sessions(start_server, loop):
     """300 sessions ended every way (clean close, TCP drop, protocol error,
     app close, denial, 403): descriptors return to the baseline and memory
     stays flat."""
-    from conftest import RawConn
+    from helpers import RawConn
     from ws_util import upgrade_request
 
     s = start_server("ws_app:app", loop=loop)

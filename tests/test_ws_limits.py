@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import RssSampler, loop_params
-from ws_util import (  # ws_shared, wss: fixtures
+from helpers import RssSampler, loop_params
+from ws_util import (
     OP_BINARY,
     OP_CONT,
     OP_PING,
@@ -28,8 +28,6 @@ from ws_util import (  # ws_shared, wss: fixtures
     parse_extensions,
     rss_bound,
     wait_event,
-    ws_shared,
-    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)

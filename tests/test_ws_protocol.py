@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ws_util import (  # ws_shared, wss: fixtures
+from ws_util import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -25,8 +25,6 @@ from ws_util import (  # ws_shared, wss: fixtures
     build_frame,
     close_payload,
     open_ws,
-    ws_shared,
-    wss,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,17 +1,17 @@
-"""A raw-socket WebSocket client for the conformance tests, plus shared fixtures.
+"""A raw-socket WebSocket client for the conformance tests, and the shared servers.
 
 - ``ws_key`` / ``ws_accept_for``: the handshake key and RFC 6455 accept value.
 - ``build_frame``: a client frame with any FIN/RSV bits, opcode, length
   encoding (7, 16 or 64 bits, minimal or not), mask or no mask.
-- ``WsConn``: performs the opening handshake on a ``RawConn`` (from conftest),
+- ``WsConn``: performs the opening handshake on a ``RawConn`` (from helpers),
   then sends frames and reads server frames strictly (server frames must be
   unmasked, RSV bits only as negotiated, control frames at most 125 bytes).
   ``expect_close(code)`` reads until the server's close frame and asserts its
   code; ``assert_eof`` checks that the server closes the TCP connection.
 - ``Deflate``/``Inflate``: permessage-deflate helpers (raw deflate, the
   0x00 0x00 0xff 0xff tail removed / appended).
-- ``ws_server``-style fixtures built with ``shared_ws_server``: one process
-  per event loop and option set, shared by the tests of a module.
+- ``SharedWs``: one process per app, event loop and option set, shared by the
+  tests of a module (the ``ws_shared`` and ``wss`` fixtures in conftest.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Iterable, Optional
 
 import pytest
 
-from conftest import CasgiProcess, RawConn, Response, casgi_args, clean_env, loop_params
+from helpers import CasgiProcess, RawConn, Response, casgi_args, clean_env
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -495,23 +495,3 @@ def wait_event(p: CasgiProcess, kind: str, tag: str, since: int = 0, timeout: fl
 def readable_within(sock: socket.socket, wait: float) -> bool:
     r, _, _ = select.select([sock], [], [], wait)
     return bool(r)
-
-
-# ---- fixtures shared by the WebSocket test modules (imported by name there) ----
-
-
-@pytest.fixture(scope="module")
-def ws_shared(tmp_path_factory):
-    """Servers shared by the tests of one module, started on first use."""
-    s = SharedWs(tmp_path_factory.mktemp("ws"))
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=loop_params())
-def wss(request, ws_shared):
-    """The shared echo server, on each event loop; checked after each test."""
-    p = ws_shared.get("ws_app:app", request.param, ())
-    mark = p.mark()
-    yield p
-    check_shared_after(p, mark)
