@@ -295,14 +295,29 @@ static PyObject *message2(cg_state *st, PyObject *type)
     return d;
 }
 
+static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status);
+
+/* A response that started but will not complete (the client left, or the
+ * connection is closed because the app failed, was cancelled or stopped
+ * mid-stream) is logged all the same, once, with the status the app gave:
+ * the connection's end always reaches cg_cycle_disconnect. */
+static void cycle_log_unfinished(cg_cycle *cy)
+{
+    if (cy->conn && !cy->disconnected &&
+        (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING))
+        cycle_log_access(cy, cy->conn, cy->status);
+}
+
+/* See cg_cycle_server_leaving. */
+static int cycle_told_server_leaving(const cg_cycle *cy)
+{
+    return cy->server->should_exit && cy->body_final &&
+           (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING);
+}
+
 static void cycle_wake_receiver(cg_cycle *cy)
 {
-    PyObject *fut = cy->recv_waiter;
-    cy->recv_waiter = NULL;
-    if (fut) {
-        cg_future_wake(cycle_state(cy), fut);
-        Py_DECREF(fut);
-    }
+    cg_waiters_wake(cycle_state(cy), &cy->recv_waiters);
 }
 
 static PyObject *poll_receive(PyObject *owner, PyObject **fut)
@@ -344,12 +359,9 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
             cg_conn_maybe_resume(c);
         return msg;
     }
-    if (!cy->recv_waiter) {
-        cy->recv_waiter = cg_future_new_running(st);
-        if (!cy->recv_waiter)
-            return NULL;
-    }
-    *fut = Py_NewRef(cy->recv_waiter);
+    if (cycle_told_server_leaving(cy))
+        return message2(st, st->s_http_disconnect);
+    *fut = cg_waiters_add(st, &cy->recv_waiters);
     return NULL;
 }
 
@@ -379,8 +391,15 @@ void cg_cycle_body_done(cg_cycle *cy)
 
 void cg_cycle_disconnect(cg_cycle *cy)
 {
+    cycle_log_unfinished(cy);
     cy->disconnected = 1;
     cycle_wake_receiver(cy);
+}
+
+void cg_cycle_server_leaving(cg_cycle *cy)
+{
+    if (cycle_told_server_leaving(cy))
+        cycle_wake_receiver(cy);
 }
 
 /* ---- send --------------------------------------------------------------- */
@@ -928,7 +947,9 @@ static void hook_finish(PyObject *owner, PyObject *exc)
             cg_log(&st->log, CG_ERROR, "ASGI callable returned without starting response.");
             cycle_fail_500(cy, c);
         } else if (cy->resp != CG_RESP_COMPLETE) {
-            cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
+            /* Not an error when the app was told the client is going away. */
+            if (!cycle_told_server_leaving(cy))
+                cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
             cg_conn_close(c);
         }
     }
@@ -958,7 +979,8 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
         return NULL;
     cy->server = (cg_server *)Py_NewRef(srv);
     cy->conn = (cg_conn *)Py_NewRef(c);
-    cy->task = cy->recv_waiter = NULL;
+    cy->task = NULL;
+    cy->recv_waiters = (cg_waiters){NULL, NULL};
     cg_buf_init(&cy->body);
     cg_buf_init(&cy->head);
     cy->minor_version = req->minor_version;
@@ -1061,8 +1083,7 @@ static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)
     Py_VISIT(cy->method);
     Py_VISIT(cy->raw_path);
     Py_VISIT(cy->query);
-    Py_VISIT(cy->recv_waiter);
-    return 0;
+    return cg_waiters_traverse(&cy->recv_waiters, visit, arg);
 }
 
 static int cycle_clear(cg_cycle *cy)
@@ -1073,7 +1094,7 @@ static int cycle_clear(cg_cycle *cy)
     Py_CLEAR(cy->method);
     Py_CLEAR(cy->raw_path);
     Py_CLEAR(cy->query);
-    Py_CLEAR(cy->recv_waiter);
+    cg_waiters_clear(&cy->recv_waiters);
     return 0;
 }
 

@@ -32,7 +32,7 @@ struct cg_ws {
     PyObject *task;                  /* the app's task until it finishes */
     PyObject *queue;                 /* list of websocket.receive messages for the app */
     size_t queue_bytes;
-    PyObject *recv_waiter; /* future completed when a message or the close arrives */
+    cg_waiters recv_waiters; /* woken when a message or the close arrives */
     PyObject *subprotocols;
     cg_ws_reader *reader;
     cg_ws_deflater *deflater;
@@ -63,12 +63,7 @@ static cg_state *ws_state(cg_ws *ws)
 
 static void ws_wake(cg_ws *ws)
 {
-    PyObject *fut = ws->recv_waiter;
-    ws->recv_waiter = NULL;
-    if (fut) {
-        cg_future_wake(ws_state(ws), fut);
-        Py_DECREF(fut);
-    }
+    cg_waiters_wake(ws_state(ws), &ws->recv_waiters);
 }
 
 /* "host:port - "WebSocket /path?query" <what>" on the error logger, as uvicorn does. */
@@ -297,12 +292,7 @@ static PyObject *poll_ws_receive(PyObject *owner, PyObject **fut)
         Py_DECREF(code);
         return msg;
     }
-    if (!ws->recv_waiter) {
-        ws->recv_waiter = cg_future_new_running(st);
-        if (!ws->recv_waiter)
-            return NULL;
-    }
-    *fut = Py_NewRef(ws->recv_waiter);
+    *fut = cg_waiters_add(st, &ws->recv_waiters);
     return NULL;
 }
 
@@ -842,10 +832,9 @@ static int ws_traverse(cg_ws *ws, visitproc visit, void *arg)
     Py_VISIT(ws->http);
     Py_VISIT(ws->task);
     Py_VISIT(ws->queue);
-    Py_VISIT(ws->recv_waiter);
     Py_VISIT(ws->subprotocols);
     Py_VISIT(ws->close_reason);
-    return 0;
+    return cg_waiters_traverse(&ws->recv_waiters, visit, arg);
 }
 
 static int ws_clear(cg_ws *ws)
@@ -854,7 +843,7 @@ static int ws_clear(cg_ws *ws)
     Py_CLEAR(ws->http);
     Py_CLEAR(ws->task);
     Py_CLEAR(ws->queue);
-    Py_CLEAR(ws->recv_waiter);
+    cg_waiters_clear(&ws->recv_waiters);
     Py_CLEAR(ws->subprotocols);
     Py_CLEAR(ws->close_reason);
     return 0;

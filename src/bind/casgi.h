@@ -286,4 +286,33 @@ PyObject *cg_future_new_running(cg_state *st);
 /** Completes fut with None unless it is already done. Never raises. */
 void cg_future_wake(cg_state *st, PyObject *fut);
 
+/** The calls waiting for one event (a message to receive, the end of write
+ * backpressure). Each waiting call awaits its own future: a Task cancelled
+ * while it waits cancels the future it awaits, and that must leave the other
+ * calls waiting and the next call free to wait again. One waiting call, by
+ * far the most common case, costs no list. */
+typedef struct cg_waiters {
+    PyObject *first; /* the future of a waiting call, or NULL */
+    PyObject *rest;  /* list of the futures of further concurrent calls, or NULL */
+} cg_waiters;
+
+/** A future for one more call that must wait (a new reference), or NULL
+ * with an exception set. Futures of calls that were cancelled meanwhile
+ * are dropped, so repeated cancellations keep the set small. */
+PyObject *cg_waiters_add(cg_state *st, cg_waiters *w);
+/** Completes the futures of every waiting call and empties the set; each
+ * call then polls again. Never raises. */
+void cg_waiters_wake(cg_state *st, cg_waiters *w);
+static inline int cg_waiters_traverse(cg_waiters *w, visitproc visit, void *arg)
+{
+    Py_VISIT(w->first);
+    Py_VISIT(w->rest);
+    return 0;
+}
+static inline void cg_waiters_clear(cg_waiters *w)
+{
+    Py_CLEAR(w->first);
+    Py_CLEAR(w->rest);
+}
+
 #endif

@@ -733,21 +733,13 @@ PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut)
 {
     if (!c->write_paused || c->phase == CG_PHASE_CLOSED || !c->transport)
         return Py_NewRef(Py_None);
-    if (!c->drain_waiter) {
-        c->drain_waiter = cg_future_new_running(c->server->st);
-        if (!c->drain_waiter)
-            return NULL;
-    }
-    *fut = Py_NewRef(c->drain_waiter);
+    *fut = cg_waiters_add(c->server->st, &c->drain_waiters);
     return NULL;
 }
 
 void cg_conn_wake_drain(cg_conn *c)
 {
-    PyObject *fut = c->drain_waiter;
-    c->drain_waiter = NULL;
-    cg_future_wake(c->server->st, fut);
-    Py_XDECREF(fut);
+    cg_waiters_wake(c->server->st, &c->drain_waiters);
 }
 
 static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
@@ -810,7 +802,7 @@ PyObject *cg_conn_new(cg_server *srv)
     c->deadline_is_head = 0;
     c->idle_ticks = 0;
     c->read_size = CG_READ_MIN;
-    c->drain_waiter = NULL;
+    c->drain_waiters = (cg_waiters){NULL, NULL};
     c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
     c->processing = c->reprocess = c->flush_queued = 0;
     c->flush_next = NULL;
@@ -827,8 +819,7 @@ static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(c->ws);
     Py_VISIT(c->client);
     Py_VISIT(c->sockname);
-    Py_VISIT(c->drain_waiter);
-    return 0;
+    return cg_waiters_traverse(&c->drain_waiters, visit, arg);
 }
 
 static int conn_clear(cg_conn *c)
@@ -838,7 +829,7 @@ static int conn_clear(cg_conn *c)
     Py_CLEAR(c->ws);
     Py_CLEAR(c->client);
     Py_CLEAR(c->sockname);
-    Py_CLEAR(c->drain_waiter);
+    cg_waiters_clear(&c->drain_waiters);
     return 0;
 }
 

@@ -558,6 +558,62 @@ void cg_future_wake(cg_state *st, PyObject *fut)
     PyErr_Restore(t, v, tb);
 }
 
+/* 1 when fut is done (cancelled, for a future still in a waiter set), 0 when
+ * it is pending, -1 on error. */
+static int future_is_done(cg_state *st, PyObject *fut)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(fut, st->s_done);
+    if (!r)
+        return -1;
+    int done = r == Py_True;
+    Py_DECREF(r);
+    return done;
+}
+
+PyObject *cg_waiters_add(cg_state *st, cg_waiters *w)
+{
+    int first_done = w->first ? future_is_done(st, w->first) : 1;
+    if (first_done < 0)
+        return NULL;
+    PyObject *fut = cg_future_new_running(st);
+    if (!fut)
+        return NULL;
+    if (first_done) {
+        Py_XSETREF(w->first, Py_NewRef(fut));
+        return fut;
+    }
+    /* Another call is waiting: keep both, dropping those cancelled since. */
+    if (!w->rest && !(w->rest = PyList_New(0)))
+        goto fail;
+    for (Py_ssize_t i = PyList_GET_SIZE(w->rest); i-- > 0;) {
+        int done = future_is_done(st, PyList_GET_ITEM(w->rest, i));
+        if (done < 0 || (done && PySequence_DelItem(w->rest, i) < 0))
+            goto fail;
+    }
+    if (PyList_Append(w->rest, fut) < 0)
+        goto fail;
+    return fut;
+fail:
+    Py_DECREF(fut);
+    return NULL;
+}
+
+void cg_waiters_wake(cg_state *st, cg_waiters *w)
+{
+    PyObject *first = w->first, *rest = w->rest;
+    /* Emptied first: a woken call that polls again at once joins a new set. */
+    w->first = w->rest = NULL;
+    if (first) {
+        cg_future_wake(st, first);
+        Py_DECREF(first);
+    }
+    if (rest) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rest); i++)
+            cg_future_wake(st, PyList_GET_ITEM(rest, i));
+        Py_DECREF(rest);
+    }
+}
+
 int cg_runner_types_init(PyObject *module, cg_state *st)
 {
     st->DoneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &done_spec, NULL);

@@ -584,6 +584,8 @@ static void close_idle_connections(cg_server *srv)
     for (cg_conn *c = srv->conns; c; c = c->next) {
         if (c->ws) {
             cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
+        } else if (c->cycle) {
+            cg_cycle_server_leaving(c->cycle); /* a stream hears http.disconnect */
         } else if (!c->cycle && c->served && cg_buf_unread(&c->in) == 0) {
             cg_conn_close(c); /* idle between requests */
         } else if (!c->cycle && (c->deadline == 0 || c->deadline > soon)) {
@@ -626,6 +628,62 @@ static void abort_everything(cg_server *srv)
         PyErr_Clear();
     }
     Py_DECREF(tasks);
+}
+
+/* Tasks still pending when the server stops (mostly the app's own background
+ * tasks) are cancelled and given time to run their except/finally blocks, as
+ * asyncio.run() does, rather than destroyed pending with the loop. Bounded:
+ * by the graceful timeout when one is set (at least 1 s), else 10 s, and
+ * barely after a forced exit. An exception other than the cancellation is
+ * logged, as the loop would have logged it. */
+static void cancel_remaining_tasks(cg_server *srv)
+{
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    PyObject *all = PyObject_CallMethod(st->asyncio, "all_tasks", "O", srv->loop);
+    PyObject *tasks = all ? PySequence_List(all) : NULL;
+    Py_ssize_t pending = 0;
+
+    Py_XDECREF(all);
+    if (!tasks || PyList_GET_SIZE(tasks) == 0)
+        goto out;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
+        PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    double bound = srv->force_exit                          ? 0.1
+                   : cfg->timeout_graceful_shutdown < 0     ? 10.0
+                   : cfg->timeout_graceful_shutdown < 1.0   ? 1.0
+                                                            : cfg->timeout_graceful_shutdown;
+    PyObject *w = PyObject_CallMethod(st->asyncio, "wait", "Od", tasks, bound);
+    PyObject *r = w ? cg_server_run(srv, w) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(w);
+    PyErr_Clear();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
+        PyObject *task = PyList_GET_ITEM(tasks, i);
+        PyObject *done = PyObject_CallMethodNoArgs(task, st->s_done);
+        PyObject *cancelled = done == Py_True ? PyObject_CallMethodNoArgs(task, st->s_cancelled) : NULL;
+        PyObject *exc = cancelled == Py_False ? PyObject_CallMethod(task, "exception", NULL) : NULL;
+        if (done == Py_False)
+            pending++;
+        if (exc && exc != Py_None) {
+            PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), Py_NewRef(exc),
+                          PyException_GetTraceback(exc));
+            cg_log_exception(&st->log, "Exception in a task cancelled at shutdown\n");
+        }
+        Py_XDECREF(exc);
+        Py_XDECREF(cancelled);
+        Py_XDECREF(done);
+        PyErr_Clear();
+    }
+    if (pending)
+        cg_log(&st->log, CG_WARNING, "%zd task(s) still running %.1f s after being cancelled at shutdown",
+               pending, bound);
+out:
+    Py_XDECREF(tasks);
+    PyErr_Clear();
 }
 
 static void shutdown_server(cg_server *srv, PyObject *listeners)
@@ -860,6 +918,7 @@ done:
         if (mask_saved)
             pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
         PyErr_Clear();
+        cancel_remaining_tasks(srv);
         r = PyObject_CallMethod(srv->loop, "shutdown_asyncgens", NULL);
         if (r) {
             PyObject *r2 = cg_server_run(srv, r);

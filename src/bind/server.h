@@ -95,7 +95,7 @@ struct cg_conn {
     int deadline_is_head;       /* the deadline is the request-head timeout (answer 408) */
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
-    PyObject *drain_waiter;     /* future completed by resume_writing/connection_lost */
+    cg_waiters drain_waiters;   /* woken by resume_writing/connection_lost */
     unsigned trusted_proxy : 1; /* the peer may set X-Forwarded-For/-Proto */
     unsigned served : 1;        /* at least one request started on it */
     unsigned read_paused : 1;
@@ -122,7 +122,7 @@ struct cg_cycle {
     PyObject *raw_path;              /* bytes, without root_path, for the access log */
     PyObject *query;                 /* bytes */
     cg_buf body;                     /* request body received and not yet given to the app */
-    PyObject *recv_waiter;           /* future completed when body arrives or on disconnect */
+    cg_waiters recv_waiters;         /* woken when body arrives or on disconnect */
     int minor_version;
     int status;
     long long resp_length; /* the app's content-length, -1 when none */
@@ -226,6 +226,11 @@ int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 void cg_cycle_body_done(cg_cycle *cy);
 /** The client disconnected. */
 void cg_cycle_disconnect(cg_cycle *cy);
+/** Graceful shutdown began: a response that is streaming, whose request body
+ * the app has read, is told by receive() that the client is going away
+ * (http.disconnect), so long-lived streams (server-sent events) end within
+ * the graceful timeout. Its sends still reach the client. */
+void cg_cycle_server_leaving(cg_cycle *cy);
 /** Completes the drain waiter of c when writing may resume. */
 void cg_conn_wake_drain(cg_conn *c);
 
