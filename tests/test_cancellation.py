@@ -159,3 +159,15 @@ def test_ctrl_c_ends_open_sse_streams_within_the_graceful_timeout(start_server, 
     out = p.output()
     assert "SSE-FOREVER-ENDED" in out
     assert "Traceback" not in out, out
+
+
+def test_a_lifespan_receive_that_timed_out_still_gets_shutdown(start_server, loop):
+    p = start_server("cancel_app:lifespan_wait_for_app", loop=loop)
+    time.sleep(0.3)
+    with p.connect() as c:
+        assert c.request(req("GET", "/")).status == 204
+    p.signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0
+    m = p.wait_for(r"LIFESPAN-GOT (\S+) after (\d+) timeouts", timeout=1)
+    assert m.group(1) == "lifespan.shutdown" and int(m.group(2)) >= 2, p.output()
+    assert "Traceback" not in p.output()

@@ -10,7 +10,7 @@ enum { LS_NONE, LS_STARTUP, LS_SHUTDOWN };
 typedef struct {
     PyObject_HEAD cg_server *srv; /* strong */
     PyObject *task;
-    PyObject *waiter;    /* receive() waiting for the next event */
+    cg_waiters waiters;  /* receive() calls waiting for the next event */
     PyObject *phase_fut; /* completed by the app's answer or its end */
     PyObject *message;   /* the app's failure message, if any */
     int pending;         /* event queued for receive(): LS_STARTUP / LS_SHUTDOWN */
@@ -52,12 +52,7 @@ static PyObject *poll_event(PyObject *owner, PyObject **fut)
         ls->pending = LS_NONE;
         return msg;
     }
-    if (!ls->waiter) {
-        ls->waiter = cg_future_new(st, ls->srv->loop);
-        if (!ls->waiter)
-            return NULL;
-    }
-    *fut = Py_NewRef(ls->waiter);
+    *fut = cg_waiters_add(st, &ls->waiters);
     return NULL;
 }
 
@@ -164,10 +159,7 @@ static int ls_run_phase(cg_lifespan *ls, int event)
     if (!ls->phase_fut)
         return -1;
     ls->pending = event;
-    PyObject *w = ls->waiter;
-    ls->waiter = NULL;
-    cg_future_wake(st, w);
-    Py_XDECREF(w);
+    cg_waiters_wake(st, &ls->waiters);
     PyObject *r = cg_server_run(ls->srv, ls->phase_fut);
     if (!r)
         return -1;
@@ -265,17 +257,16 @@ static int ls_traverse(cg_lifespan *ls, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(ls));
     Py_VISIT(ls->srv);
     Py_VISIT(ls->task);
-    Py_VISIT(ls->waiter);
     Py_VISIT(ls->phase_fut);
     Py_VISIT(ls->message);
-    return 0;
+    return cg_waiters_traverse(&ls->waiters, visit, arg);
 }
 
 static int ls_clear(cg_lifespan *ls)
 {
     Py_CLEAR(ls->srv);
     Py_CLEAR(ls->task);
-    Py_CLEAR(ls->waiter);
+    cg_waiters_clear(&ls->waiters);
     Py_CLEAR(ls->phase_fut);
     Py_CLEAR(ls->message);
     return 0;

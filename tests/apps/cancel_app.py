@@ -230,3 +230,22 @@ app = Starlette(routes=[
     Mount("/two-receives", app=two_receives_app),
     Mount("/send-timeout", app=send_timeout_app),
 ])
+
+
+async def lifespan_wait_for_app(scope, receive, send):
+    """Waits for lifespan.shutdown with a receive() that keeps timing out."""
+    if scope["type"] == "lifespan":
+        assert (await receive())["type"] == "lifespan.startup"
+        await send({"type": "lifespan.startup.complete"})
+        timeouts = 0
+        while True:
+            try:
+                msg = await asyncio.wait_for(receive(), 0.05)
+            except asyncio.TimeoutError:
+                timeouts += 1
+                continue
+            print(f"LIFESPAN-GOT {msg['type']} after {timeouts} timeouts", flush=True)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
