@@ -411,8 +411,9 @@ void cg_config_log_dropin(cg_log_state *log, const cg_config *cfg)
         cg_log(log, CG_INFO, "--ws %s: casgi's own WebSocket implementation serves it.",
                ws_names[cfg->ws - CG_WS_WEBSOCKETS]);
     if (cfg->interface == CG_INTERFACE_ASGI3)
-        cg_log(log, CG_INFO, "--interface asgi3: the application is called as ASGI 3 without "
-                             "detection.");
+        cg_log(log, CG_INFO,
+               "--interface asgi3: the application is called as ASGI 3 without "
+               "detection.");
     else if (cfg->interface == CG_INTERFACE_ASGI2)
         cg_log(log, CG_INFO, "--interface asgi2: casgi's ASGI 2 adapter serves the application.");
     if (cfg->h11_max_incomplete_event_size > 0)

@@ -401,8 +401,8 @@ static int conn_feed_available_body(cg_conn *c)
 static inline void conn_trace(cg_conn *c, const char *what)
 {
     if (c->server->st->log.error_level <= CG_TRACE)
-        cg_log(&c->server->st->log, CG_TRACE, "%s%s%s", c->client_text,
-               c->client_len ? " - " : "", what);
+        cg_log(&c->server->st->log, CG_TRACE, "%s%s%s", c->client_text, c->client_len ? " - " : "",
+               what);
 }
 
 /* A request could not be started (the exception is set): 500 and close.

@@ -207,7 +207,9 @@ static int load_dict_config(const cg_config *cfg, int yaml)
         goto done;
     }
     args = Py_BuildValue("(OO)", conf,
-                         cfg->use_colors < 0 ? Py_None : cfg->use_colors ? Py_True : Py_False);
+                         cfg->use_colors < 0 ? Py_None
+                         : cfg->use_colors   ? Py_True
+                                             : Py_False);
     if (!args || call_casgi_logging("dict_config", args) < 0)
         goto failed;
     rc = 0;
@@ -753,10 +755,11 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
     if (configure && cfg->log_config && logger_family(st) < 0)
         goto failed;
 
-    if (configure && (set_level_of(logging, st, "", level) < 0 ||
-                      set_level_of(logging, st, ".error", level) < 0 ||
-                      set_level_of(logging, st, ".asgi", level) < 0 ||
-                      set_level_of(logging, st, ".access", cfg->access_log ? level : CG_CRITICAL + 1) < 0))
+    if (configure &&
+        (set_level_of(logging, st, "", level) < 0 ||
+         set_level_of(logging, st, ".error", level) < 0 ||
+         set_level_of(logging, st, ".asgi", level) < 0 ||
+         set_level_of(logging, st, ".access", cfg->access_log ? level : CG_CRITICAL + 1) < 0))
         goto failed;
 
     error_logger = get_family_logger(logging, st, ".error");

@@ -14,9 +14,8 @@ static const char *const loop_choices[] = {"auto", "asyncio", "uvloop", NULL};
 static const char *const lifespan_choices[] = {"auto", "on", "off", NULL};
 /* Same order as enum cg_ws_mode: uvicorn's implementation names come last and
  * are served by casgi's own implementation. */
-static const char *const ws_choices[] = {"auto",       "casgi",   "none",
-                                         "websockets", "wsproto", "websockets-sansio",
-                                         NULL};
+static const char *const ws_choices[] = {
+    "auto", "casgi", "none", "websockets", "wsproto", "websockets-sansio", NULL};
 /* Same orders as enum cg_http_mode and enum cg_interface. */
 static const char *const http_choices[] = {"auto", "h11", "httptools", NULL};
 static const char *const interface_choices[] = {"auto", "asgi3", "asgi2", NULL};

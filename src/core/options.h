@@ -52,7 +52,7 @@ typedef struct cg_config {
     int interface;                    /* enum cg_interface, --interface */
     int http;                         /* enum cg_http_mode, --http (no effect) */
     long h11_max_incomplete_event_size; /* longest incomplete head, -1 = no own bound */
-    int reset_contextvars;            /* --reset-contextvars (already the behaviour) */
+    int reset_contextvars;              /* --reset-contextvars (already the behaviour) */
     char *root_path;                  /* --root-path, default "" */
     int log_level;                    /* enum cg_log_level, default info */
     int access_log;                   /* --access-log/--no-access-log, default 1 */
