@@ -9,15 +9,22 @@ working::
 A dictConfig file can name these formatters with ``"()":
 "casgi.logging.DefaultFormatter"`` / ``"casgi.logging.AccessFormatter"`` and
 the keywords ``fmt``, ``datefmt``, ``style`` and ``use_colors``.
+
+A configuration written for uvicorn works unchanged: its
+``uvicorn.logging.*`` formatter names are served by the formatters here, and
+when it configures the ``uvicorn``/``uvicorn.error``/``uvicorn.access``
+loggers (and none of casgi's), casgi logs through those loggers.
 """
 
+import configparser
 import http
 import logging
+import logging.config
 import sys
 from typing import Any, Callable, Dict, Optional
 
 __all__ = ["TRACE_LOG_LEVEL", "ColourizedFormatter", "DefaultFormatter", "AccessFormatter",
-           "LOGGING_CONFIG"]
+           "LOGGING_CONFIG", "MessageLogger"]
 
 TRACE_LOG_LEVEL = 5
 logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
@@ -200,3 +207,149 @@ LOGGING_CONFIG: Dict[str, Any] = {
         "casgi.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
+
+
+# ---- configurations written for uvicorn ----
+
+_UVICORN_MODULE = "uvicorn.logging."
+_FIX = ("casgi.logging provides ColourizedFormatter, DefaultFormatter and AccessFormatter; "
+        "name those in the log config instead")
+
+
+def _casgi_name(name: Any) -> Any:
+    """``uvicorn.logging.X`` as ``casgi.logging.X`` when this module has X, so
+    the configuration works without uvicorn installed and prints the same."""
+    if isinstance(name, str) and name.startswith(_UVICORN_MODULE):
+        attr = name[len(_UVICORN_MODULE):]
+        if attr in __all__ and attr.endswith("Formatter"):
+            return __name__ + "." + attr
+    return name
+
+
+def _refers_to_uvicorn(exc: BaseException) -> bool:
+    while exc is not None:
+        if "uvicorn" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def dict_config(config: Dict[str, Any], use_colors: Optional[bool] = None) -> None:
+    """``logging.config.dictConfig`` for --log-config and run(log_config=dict):
+    uvicorn's formatter names are mapped (see _casgi_name), and ``use_colors``
+    (when not None) is set on the formatters "default" and "access", as uvicorn
+    does. The caller's dict is not changed."""
+    config = dict(config)
+    formatters = config.get("formatters")
+    if isinstance(formatters, dict):
+        formatters = {name: dict(f) if isinstance(f, dict) else f for name, f in formatters.items()}
+        for f in formatters.values():
+            if isinstance(f, dict):
+                for key in ("()", "class"):
+                    if key in f:
+                        f[key] = _casgi_name(f[key])
+        if use_colors is not None:
+            for name in ("default", "access"):
+                if isinstance(formatters.get(name), dict):
+                    formatters[name]["use_colors"] = use_colors
+        config["formatters"] = formatters
+    try:
+        logging.config.dictConfig(config)
+    except Exception as exc:
+        if _refers_to_uvicorn(exc):
+            raise ValueError("%s (%s)" % (exc, _FIX)) from exc
+        raise
+
+
+def file_config(path: str) -> None:
+    """``logging.config.fileConfig`` for an INI --log-config, with uvicorn's
+    formatter class names mapped as in dict_config."""
+    parser = configparser.ConfigParser()
+    if not parser.read(path):
+        raise FileNotFoundError("cannot read %r" % path)
+    for section in parser.sections():
+        if section.startswith("formatter_") and parser.has_option(section, "class"):
+            parser.set(section, "class", _casgi_name(parser.get(section, "class", raw=True)))
+    try:
+        logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except Exception as exc:
+        if _refers_to_uvicorn(exc):
+            raise ValueError("%s (%s)" % (exc, _FIX)) from exc
+        raise
+
+
+_FAMILY_NAMES = ("", ".error", ".access", ".asgi")
+
+
+def _configured(family: str) -> bool:
+    loggers = logging.Logger.manager.loggerDict
+    for suffix in _FAMILY_NAMES:
+        logger = loggers.get(family + suffix)
+        if isinstance(logger, logging.Logger) and (logger.handlers or logger.level):
+            return True
+    return False
+
+
+def logger_family() -> str:
+    """The prefix of the loggers casgi logs through once a configuration is
+    applied: "uvicorn" when it configured uvicorn's loggers (handlers or a
+    level) and none of casgi's, else "casgi"."""
+    if _configured("uvicorn") and not _configured("casgi"):
+        return "uvicorn"
+    return "casgi"
+
+
+# ---- ASGI messages at trace level ----
+
+_PLACEHOLDERS = {
+    "body": "<%d bytes>",
+    "bytes": "<%d bytes>",
+    "text": "<%d chars>",
+}
+
+
+def _loggable(message: Any) -> Any:
+    """The message with bodies replaced by their size and headers elided."""
+    shown = dict(message)
+    for key, placeholder in _PLACEHOLDERS.items():
+        value = shown.get(key)
+        if value is not None:
+            shown[key] = placeholder % len(value)
+    if shown.get("headers") is not None:
+        shown["headers"] = "<...>"
+    return shown
+
+
+class MessageLogger:
+    """Wraps the app at trace level (only then: it costs a Python frame per
+    message) and logs every ASGI scope and message at TRACE, as uvicorn's
+    message logger does: ``127.0.0.1:5000 - ASGI [2] Send {...}``."""
+
+    def __init__(self, app: Any, logger_name: str) -> None:
+        self.app = app
+        self.logger = logging.getLogger(logger_name)
+        self.count = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.count += 1
+        number = self.count
+        client = scope.get("client")
+        prefix = "%s:%d - ASGI" % (client[0], client[1]) if client else "ASGI"
+        log = self.logger.log
+
+        async def logged_receive() -> Any:
+            message = await receive()
+            log(TRACE_LOG_LEVEL, "%s [%d] Receive %s", prefix, number, _loggable(message))
+            return message
+
+        async def logged_send(message: Any) -> None:
+            log(TRACE_LOG_LEVEL, "%s [%d] Send %s", prefix, number, _loggable(message))
+            await send(message)
+
+        log(TRACE_LOG_LEVEL, "%s [%d] Started scope=%s", prefix, number, _loggable(scope))
+        try:
+            await self.app(scope, logged_receive, logged_send)
+        except BaseException:
+            log(TRACE_LOG_LEVEL, "%s [%d] Raised exception", prefix, number)
+            raise
+        log(TRACE_LOG_LEVEL, "%s [%d] Completed", prefix, number)

@@ -387,3 +387,74 @@ def test_header_option_with_bad_bytes_never_reaches_the_wire(start_server, heade
     with s.connect() as c:
         r = c.request(req("GET", "/"))
     assert b"Injected" not in r.raw
+
+
+# ---------------------------------------------------------------------------
+# uvicorn's implementation options: accepted, one INFO line each
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,line", [
+    (["--http", "h11"], "--http h11: casgi's own HTTP/1.1 implementation serves it."),
+    (["--http", "httptools"], "--http httptools: casgi's own HTTP/1.1 implementation serves it."),
+    (["--ws", "websockets"], "--ws websockets: casgi's own WebSocket implementation serves it."),
+    (["--ws", "wsproto"], "--ws wsproto: casgi's own WebSocket implementation serves it."),
+    (["--ws", "websockets-sansio"], "--ws websockets-sansio: casgi's own WebSocket implementation serves it."),
+    (["--interface", "asgi3"], "--interface asgi3: the application is called as ASGI 3 without detection."),
+    (["--h11-max-incomplete-event-size", "16384"],
+     "--h11-max-incomplete-event-size 16384: casgi's own HTTP/1.1 parser serves it"),
+    (["--reset-contextvars"], "--reset-contextvars: casgi's behaviour already"),
+], ids=["http-h11", "http-httptools", "ws-websockets", "ws-wsproto", "ws-sansio", "interface-asgi3", "h11-max",
+        "reset-contextvars"])
+def test_uvicorn_implementation_options_accepted_with_one_info_line(start_server, args, line):
+    s = start_server("basic:app", *args)
+    with s.connect() as c:
+        assert c.request(req("GET", "/")).status == 200
+    notes = [x for x in s.output().splitlines() if x.startswith("INFO:     --")]
+    assert len(notes) == 1 and notes[0].startswith("INFO:     " + line), s.output()
+
+
+def test_uvicorn_implementation_options_silent_when_not_set(start_server):
+    s = start_server("basic:app", "--http", "auto", "--ws", "auto", "--interface", "auto")
+    assert not [x for x in s.output().splitlines() if x.startswith("INFO:     --")], s.output()
+
+
+def test_uvicorn_websocket_implementation_names_serve_websockets(start_server):
+    from websockets.sync.client import connect
+
+    s = start_server("ws_app:app", "--ws", "wsproto")
+    with connect(s.url.replace("http", "ws") + "/echo") as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--http", "zttp2"], "zttp2"),
+    (["--ws", "autobahn"], "autobahn"),
+    (["--interface", "asgi4"], "asgi4"),
+    (["--h11-max-incomplete-event-size", "0"], "0"),
+])
+def test_uvicorn_implementation_options_validated(args, needle):
+    r = run_casgi("basic:app", *args, "--app-dir", str(APPS_DIR))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert_one_line_error(r.stderr, needle)
+
+
+def test_interface_asgi2_forces_the_adapter(start_server):
+    s = start_server("asgi2_undetectable:app", "--interface", "asgi2")
+    assert "INFO:     --interface asgi2: casgi's ASGI 2 adapter serves the application." in s.output()
+    with s.connect() as c:
+        r = c.request(req("GET", "/two"))
+    assert (r.status, r.body) == (200, b"asgi2 /two")
+
+
+def test_h11_max_incomplete_event_size_bounds_the_head(start_server, loop):
+    s = start_server("basic:app", "--h11-max-incomplete-event-size", "1024", loop=loop)
+    with s.connect() as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 1200)
+        r = c.read_response()
+    assert r.status == 431
+    # A complete head of the same size is still served.
+    with s.connect() as c:
+        r = c.request(req("GET", "/", headers=[("X-Big", "a" * 1200)]))
+    assert r.status == 200
+

@@ -63,7 +63,14 @@ def test_lifespan_auto_startup_failed_exits_3(start_server, tmp_path, loop):
     assert s.wait(15) == 3
 
 
-def test_lifespan_auto_unsupported_app_is_served_with_one_warning(start_server, tmp_path, loop):
+UNSUPPORTED_LINES = [
+    "INFO:     Waiting for application startup.",
+    "INFO:     ASGI 'lifespan' protocol appears unsupported.",
+    "INFO:     Application startup complete.",
+]
+
+
+def test_lifespan_auto_unsupported_app_is_served_with_uvicorns_info_lines(start_server, tmp_path, loop):
     env, _ = lifespan_env(tmp_path, "unsupported")
     s = start_server("lifespan_app:app", "--lifespan", "auto", loop=loop, env=env)
     with s.connect() as c:
@@ -71,8 +78,11 @@ def test_lifespan_auto_unsupported_app_is_served_with_one_warning(start_server, 
     assert r.status == 200
     assert s.stop() == 0
     out = s.output()
-    warnings = [line for line in out.splitlines() if line.startswith("WARNING")]
-    assert len(warnings) == 1, warnings
+    # What uvicorn prints: INFO, not a warning, and startup completes.
+    lines = out.splitlines()
+    start = lines.index(UNSUPPORTED_LINES[0])
+    assert lines[start:start + 3] == UNSUPPORTED_LINES, out
+    assert not [line for line in lines if line.startswith("WARNING")], out
     # The exception itself is only shown at debug level.
     assert "lifespan-unsupported-marker" not in out
     assert "Traceback" not in out
@@ -98,3 +108,12 @@ def test_lifespan_off_never_calls_lifespan(start_server, tmp_path, loop):
     assert s.stop() == 0
     assert events_of(events) == ["request /"]
     assert "Waiting for application startup." not in s.output()
+
+
+def test_django_without_lifespan_logs_what_uvicorn_logs(start_server, loop):
+    pytest.importorskip("django")
+    s = start_server("django_app:application", loop=loop)
+    lines = s.output().splitlines()
+    start = lines.index(UNSUPPORTED_LINES[0])
+    assert lines[start:start + 3] == UNSUPPORTED_LINES, s.output()
+    assert not [line for line in lines if line.startswith("WARNING")], s.output()

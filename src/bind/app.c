@@ -213,6 +213,24 @@ static void log_factory_error(cg_state *st)
     cg_log_exception(&st->log, msg);
 }
 
+/* At trace level: *app wrapped in casgi.logging.MessageLogger, which logs
+ * every scope and message on the "<family>.asgi" logger, as uvicorn does.
+ * Decided once at startup, so other levels pay nothing. */
+static int trace_wrap(cg_state *st, PyObject **app)
+{
+    PyObject *mod = PyImport_ImportModule("casgi.logging"), *wrapped = NULL;
+    if (mod) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s.asgi", st->log.family);
+        wrapped = PyObject_CallMethod(mod, "MessageLogger", "Os", *app, name);
+        Py_DECREF(mod);
+    }
+    if (!wrapped)
+        return -1;
+    Py_SETREF(*app, wrapped);
+    return 0;
+}
+
 /* cg_app_prepare; `spec` is the import string the object came from, or NULL,
  * to name it in errors. */
 static PyObject *prepare(cg_state *st, PyObject *app, const cg_config *cfg, const char *spec)
@@ -250,7 +268,10 @@ static PyObject *prepare(cg_state *st, PyObject *app, const cg_config *cfg, cons
                Py_TYPE(obj)->tp_name);
         goto failed;
     }
-    v = is_asgi3(obj);
+    /* --interface asgi3 / asgi2 skip the detection, as uvicorn's do. */
+    v = cfg->interface == CG_INTERFACE_ASGI3   ? 1
+        : cfg->interface == CG_INTERFACE_ASGI2 ? 0
+                                               : is_asgi3(obj);
     if (v < 0) {
         cg_log_exception(&st->log, "Error loading ASGI app. Cannot tell its ASGI version.");
         goto failed;
@@ -263,6 +284,10 @@ static PyObject *prepare(cg_state *st, PyObject *app, const cg_config *cfg, cons
         }
         cg_log(&st->log, CG_DEBUG, "ASGI 2 application detected; serving it through an adapter.");
         Py_SETREF(obj, wrapped);
+    }
+    if (st->log.error_level <= CG_TRACE && trace_wrap(st, &obj) < 0) {
+        cg_log_exception(&st->log, "Error loading ASGI app.");
+        goto failed;
     }
     return obj;
 failed:

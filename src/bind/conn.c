@@ -395,6 +395,16 @@ static int conn_feed_available_body(cg_conn *c)
     return 0;
 }
 
+/* uvicorn's trace lines ("127.0.0.1:51234 - HTTP connection made"). The
+ * level was cached when logging was set up: other levels pay one compare
+ * per connection event. */
+static inline void conn_trace(cg_conn *c, const char *what)
+{
+    if (c->server->st->log.error_level <= CG_TRACE)
+        cg_log(&c->server->st->log, CG_TRACE, "%s%s%s", c->client_text, c->client_len ? " - " : "",
+               what);
+}
+
 /* A request could not be started (the exception is set): 500 and close.
  * SystemExit or KeyboardInterrupt (out of an app's eager first step) instead
  * ends the loop, as it does from any task step. */
@@ -430,8 +440,17 @@ static void conn_process_input(cg_conn *c)
             memset(&req, 0, sizeof(req));
             req.headers = srv->hdrs;
             rc = cg_http1_parse_head(&c->parser, c->in.data + c->in.pos, avail, &srv->limits, &req);
-            if (rc == CG_HTTP1_INCOMPLETE)
+            if (rc == CG_HTTP1_INCOMPLETE) {
+                /* --h11-max-incomplete-event-size: h11's bound on a head
+                 * still arriving. */
+                if (srv->cfg->h11_max_incomplete_event_size > 0 &&
+                    avail > (size_t)srv->cfg->h11_max_incomplete_event_size) {
+                    cg_log(&srv->st->log, CG_WARNING,
+                           "Invalid HTTP request received: request head too long");
+                    cg_conn_reject(c, 431);
+                }
                 return;
+            }
             if (rc < 0) {
                 cg_log(&srv->st->log, CG_WARNING, "Invalid HTTP request received: %s",
                        c->parser.error ? c->parser.error : "malformed request");
@@ -441,12 +460,14 @@ static void conn_process_input(cg_conn *c)
             c->deadline = 0;
             c->deadline_is_head = 0;
             if (cg_ws_is_upgrade(srv, &req)) {
+                conn_trace(c, "Upgrading to WebSocket");
                 if (cg_ws_start(c, &req) < 0) {
                     cg_log_exception(&srv->st->log, "Exception while starting a WebSocket");
                     cg_conn_reject(c, 500);
                     return;
                 }
                 cg_buf_consume(&c->in, (size_t)rc);
+                conn_trace(c, "WebSocket connection made");
                 continue;
             }
             PyObject *scope;
@@ -591,6 +612,7 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
     if (srv->should_exit && c->deadline > monotonic_now() + 1.0)
         c->deadline = monotonic_now() + 1.0; /* its request is still served, if it comes soon */
+    conn_trace(c, "HTTP connection made");
     Py_RETURN_NONE;
 }
 
@@ -599,6 +621,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     cg_server *srv = c->server;
     (void)exc;
 
+    conn_trace(c, c->ws ? "WebSocket connection lost" : "HTTP connection lost");
     c->phase = CG_PHASE_CLOSED;
     c->deadline = 0;
     if (c->cycle) {

@@ -135,7 +135,8 @@ static void ls_finish(PyObject *owner, PyObject *exc)
             } else {
                 PyErr_Clear();
             }
-            cg_log(&st->log, CG_WARNING, "ASGI 'lifespan' protocol appears unsupported.");
+            /* INFO, as uvicorn: an app without lifespan (Django) is normal. */
+            cg_log(&st->log, CG_INFO, "ASGI 'lifespan' protocol appears unsupported.");
         } else {
             ls->error = 1;
             cg_log_exception(&st->log, "Exception in 'lifespan' protocol\n");
@@ -205,12 +206,12 @@ int cg_lifespan_startup(cg_server *srv, PyObject **out)
         cg_log(&st->log, CG_ERROR, "Application startup failed. Exiting.");
         goto done;
     }
+    if (ls->startup_complete || ls->unsupported)
+        cg_log(&st->log, CG_INFO, "Application startup complete.");
     if (ls->unsupported) {
         rc = 0;
         goto done;
     }
-    if (ls->startup_complete)
-        cg_log(&st->log, CG_INFO, "Application startup complete.");
     *out = Py_NewRef((PyObject *)ls);
     rc = 0;
     goto done;

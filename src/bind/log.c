@@ -5,11 +5,13 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "options.h"
 
 /* Python levels by enum cg_log_level. */
@@ -136,17 +138,48 @@ static int stream_isatty(const char *name)
     return tty;
 }
 
-/* --log-config as a dictConfig file (JSON or YAML). */
-static int load_dict_config(PyObject *logging_config, const cg_config *cfg, int yaml)
+/* Calls casgi.logging.<func>(*args): the Python side of --log-config. */
+static int call_casgi_logging(const char *func, PyObject *args)
 {
-    PyObject *text = NULL, *parser = NULL, *conf = NULL, *r = NULL;
-    int rc = -1;
+    PyObject *mod = PyImport_ImportModule("casgi.logging"), *fn, *r = NULL;
+    if (!mod)
+        return -1;
+    fn = PyObject_GetAttrString(mod, func);
+    if (fn)
+        r = PyObject_CallObject(fn, args);
+    Py_XDECREF(fn);
+    Py_DECREF(mod);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* A --log-config value that is a dictConfig as JSON text itself (what
+ * run(log_config=dict) passes) rather than a path. */
+static int is_inline_json(const char *v)
+{
+    while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')
+        v++;
+    return *v == '{';
+}
+
+/* --log-config as a dictConfig: a JSON or YAML file, or inline JSON. */
+static int load_dict_config(const cg_config *cfg, int yaml)
+{
+    PyObject *text = NULL, *parser = NULL, *conf = NULL, *args = NULL;
+    int rc = -1, inline_json = is_inline_json(cfg->log_config);
     char prefix[600];
 
-    text = read_text(cfg->log_config, "log config");
-    if (!text)
+    text = inline_json ? PyUnicode_FromString(cfg->log_config)
+                       : read_text(cfg->log_config, "log config");
+    if (!text) {
+        if (PyErr_Occurred())
+            cg_print_exception_line("invalid log config");
         return -1;
-    snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
+    }
+    if (inline_json)
+        snprintf(prefix, sizeof(prefix), "invalid log config");
+    else
+        snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
     if (yaml) {
         parser = PyImport_ImportModule("yaml");
         if (!parser) {
@@ -170,25 +203,21 @@ static int load_dict_config(PyObject *logging_config, const cg_config *cfg, int 
     if (!conf)
         goto failed;
     if (!PyDict_Check(conf)) {
-        fprintf(stderr, "Error: invalid log config '%s': the top level is not a mapping\n",
-                cfg->log_config);
+        fprintf(stderr, "Error: %s: the top level is not a mapping\n", prefix);
         goto done;
     }
-    if (cfg->use_colors >= 0) {
-        PyObject *formatters = PyDict_GetItemString(conf, "formatters"); /* borrowed */
-        if (set_use_colors(formatters, "default", cfg->use_colors) < 0 ||
-            set_use_colors(formatters, "access", cfg->use_colors) < 0)
-            goto failed;
-    }
-    r = PyObject_CallMethod(logging_config, "dictConfig", "O", conf);
-    if (!r)
+    args = Py_BuildValue("(OO)", conf,
+                         cfg->use_colors < 0 ? Py_None
+                         : cfg->use_colors   ? Py_True
+                                             : Py_False);
+    if (!args || call_casgi_logging("dict_config", args) < 0)
         goto failed;
     rc = 0;
     goto done;
 failed:
     cg_print_exception_line(prefix);
 done:
-    Py_XDECREF(r);
+    Py_XDECREF(args);
     Py_XDECREF(conf);
     Py_XDECREF(parser);
     Py_DECREF(text);
@@ -196,9 +225,9 @@ done:
 }
 
 /* --log-config as an INI file for logging.config.fileConfig. */
-static int load_file_config(PyObject *logging_config, const cg_config *cfg)
+static int load_file_config(const cg_config *cfg)
 {
-    PyObject *meth = NULL, *args = NULL, *kwargs = NULL, *r = NULL;
+    PyObject *args;
     FILE *f = fopen(cfg->log_config, "rb");
     char prefix[600];
 
@@ -208,27 +237,14 @@ static int load_file_config(PyObject *logging_config, const cg_config *cfg)
         return -1;
     }
     fclose(f);
-    meth = PyObject_GetAttrString(logging_config, "fileConfig");
-    if (!meth)
-        goto failed;
     args = Py_BuildValue("(s)", cfg->log_config);
-    kwargs = Py_BuildValue("{s:O}", "disable_existing_loggers", Py_False);
-    if (!args || !kwargs)
-        goto failed;
-    r = PyObject_Call(meth, args, kwargs);
-    if (!r)
-        goto failed;
-    Py_DECREF(r);
-    Py_DECREF(kwargs);
-    Py_DECREF(args);
-    Py_DECREF(meth);
-    return 0;
-failed:
+    if (args && call_casgi_logging("file_config", args) == 0) {
+        Py_DECREF(args);
+        return 0;
+    }
+    Py_XDECREF(args);
     snprintf(prefix, sizeof(prefix), "invalid log config '%s'", cfg->log_config);
     cg_print_exception_line(prefix);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(args);
-    Py_XDECREF(meth);
     return -1;
 }
 
@@ -272,14 +288,33 @@ done:
     return rc;
 }
 
-static PyObject *get_logger(PyObject *logging, const char *name)
+/* The logger named st->family + suffix ("casgi" + ".error"). */
+static PyObject *get_family_logger(PyObject *logging, const cg_log_state *st, const char *suffix)
 {
-    return PyObject_CallMethod(logging, "getLogger", "s", name);
+    return PyObject_CallMethod(logging, "getLogger", "N",
+                               PyUnicode_FromFormat("%s%s", st->family, suffix));
 }
 
-static int set_level(PyObject *logging, const char *name, int level)
+/* st->family from casgi.logging.logger_family(): "uvicorn" when the user's
+ * configuration set up uvicorn's loggers and none of casgi's. */
+static int logger_family(cg_log_state *st)
 {
-    PyObject *logger = get_logger(logging, name), *r;
+    PyObject *mod = PyImport_ImportModule("casgi.logging");
+    PyObject *name = mod ? PyObject_CallMethod(mod, "logger_family", NULL) : NULL;
+    const char *s = name ? PyUnicode_AsUTF8(name) : NULL;
+    int rc = -1;
+    if (s && strlen(s) < sizeof(st->family)) {
+        strcpy(st->family, s);
+        rc = 0;
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(mod);
+    return rc;
+}
+
+static int set_level_of(PyObject *logging, const cg_log_state *st, const char *suffix, int level)
+{
+    PyObject *logger = get_family_logger(logging, st, suffix), *r;
     if (!logger)
         return -1;
     r = PyObject_CallMethod(logger, "setLevel", "i", level);
@@ -657,6 +692,26 @@ done:
     Py_XDECREF(handlers);
 }
 
+/* st->root_path = a copy of --root-path: the access line shows the full path,
+ * root path included, as uvicorn's does. */
+static int set_root_path(cg_log_state *st, const char *root)
+{
+    size_t n = root ? strlen(root) : 0;
+    char *copy = NULL;
+    if (n) {
+        copy = PyMem_Malloc(n);
+        if (!copy) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(copy, root, n);
+    }
+    PyMem_Free((void *)st->root_path.base);
+    st->root_path.base = copy;
+    st->root_path.len = n;
+    return 0;
+}
+
 /* configure: 1 to apply --log-config or the default configuration, 0 to keep
  * the handlers and levels the host (gunicorn) has set. */
 static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
@@ -681,26 +736,34 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
         goto failed;
     Py_CLEAR(r);
 
+    strcpy(st->family, "casgi");
     if (!configure) {
         /* The host configured the loggers. */
+    } else if (cfg->log_config && !*cfg->log_config) {
+        /* run(log_config=None): the app's own logging configuration stays. */
     } else if (cfg->log_config) {
         const char *p = cfg->log_config;
         int yaml = ends_with(p, ".yaml") || ends_with(p, ".yml");
-        int loaded = yaml || ends_with(p, ".json") ? load_dict_config(logging_config, cfg, yaml)
-                                                   : load_file_config(logging_config, cfg);
+        int loaded = yaml || ends_with(p, ".json") || is_inline_json(p)
+                         ? load_dict_config(cfg, yaml)
+                         : load_file_config(cfg);
         if (loaded < 0)
             goto done;
     } else if (load_default_config(logging_config, cfg) < 0) {
         goto done;
     }
-
-    if (configure &&
-        (set_level(logging, "casgi", level) < 0 || set_level(logging, "casgi.error", level) < 0 ||
-         set_level(logging, "casgi.access", cfg->access_log ? level : CG_CRITICAL + 1) < 0))
+    if (configure && cfg->log_config && logger_family(st) < 0)
         goto failed;
 
-    error_logger = get_logger(logging, "casgi.error");
-    access_logger = error_logger ? get_logger(logging, "casgi.access") : NULL;
+    if (configure &&
+        (set_level_of(logging, st, "", level) < 0 ||
+         set_level_of(logging, st, ".error", level) < 0 ||
+         set_level_of(logging, st, ".asgi", level) < 0 ||
+         set_level_of(logging, st, ".access", cfg->access_log ? level : CG_CRITICAL + 1) < 0))
+        goto failed;
+
+    error_logger = get_family_logger(logging, st, ".error");
+    access_logger = error_logger ? get_family_logger(logging, st, ".access") : NULL;
     if (!access_logger)
         goto failed;
     lvl = PyObject_CallMethod(error_logger, "getEffectiveLevel", NULL);
@@ -729,6 +792,8 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
     error_logger = access_logger = NULL;
     st->error_level = level;
     st->access_enabled = enabled;
+    if (set_root_path(st, cfg->root_path) < 0)
+        goto failed;
     if (cfg->log_config || !configure) {
         fast_free(st->fast);
         st->fast = NULL;
@@ -751,7 +816,12 @@ done:
 
 int cg_log_setup(cg_log_state *st, const cg_config *cfg)
 {
-    return log_setup(st, cfg, 1);
+    if (log_setup(st, cfg, 1) < 0)
+        return -1;
+    /* Once, from the process the user started (not again in each worker). */
+    if (!getenv("CASGI_WORKER"))
+        cg_config_log_dropin(st, cfg);
+    return 0;
 }
 
 int cg_log_attach(cg_log_state *st, const cg_config *cfg)
@@ -771,6 +841,7 @@ void cg_log_clear(cg_log_state *st)
     st->fast = NULL;
     st->access_enabled = 0;
     st->error_level = 0;
+    (void)set_root_path(st, NULL);
 }
 
 int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg)
@@ -924,10 +995,10 @@ static Py_UCS1 *escape_into(Py_UCS1 *out, cg_slice s)
     return out;
 }
 
-/* ASCII str of a, then "?" and b when b is not empty, escaped. */
-static PyObject *escaped_str(cg_slice a, cg_slice b)
+/* ASCII str of pre and a, then "?" and b when b is not empty, escaped. */
+static PyObject *escaped_str(cg_slice pre, cg_slice a, cg_slice b)
 {
-    size_t n = escaped_len(a) + (b.len ? 1 + escaped_len(b) : 0);
+    size_t n = escaped_len(pre) + escaped_len(a) + (b.len ? 1 + escaped_len(b) : 0);
     PyObject *s;
     Py_UCS1 *p;
     if (n > (size_t)PY_SSIZE_T_MAX)
@@ -935,7 +1006,8 @@ static PyObject *escaped_str(cg_slice a, cg_slice b)
     s = PyUnicode_New((Py_ssize_t)n, 127);
     if (!s)
         return NULL;
-    p = escape_into(PyUnicode_1BYTE_DATA(s), a);
+    p = escape_into(PyUnicode_1BYTE_DATA(s), pre);
+    p = escape_into(p, a);
     if (b.len) {
         *p++ = '?';
         escape_into(p, b);
@@ -974,8 +1046,8 @@ static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
 
 /* Writes the access line the default configuration would write. 0 when done
  * (or failed writing, as a handler would), -1 to take the LogRecord path. */
-static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, cg_slice path,
-                      cg_slice query, int minor_version, int status)
+static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, cg_slice root,
+                      cg_slice path, cg_slice query, int minor_version, int status)
 {
     static const char bold[] = "\x1b[1m", reset[] = "\x1b[0m";
     Py_UCS1 *p;
@@ -988,7 +1060,8 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
     st_text = f->status[status - CG_STATUS_MIN];
     if (!slen)
         return -1;
-    n = f->prefix_len + escaped_len(client) + 4 + escaped_len(method) + 1 + escaped_len(path) +
+    n = f->prefix_len + escaped_len(client) + 4 + escaped_len(method) + 1 +
+        (root.len ? escaped_len(root) : 0) + escaped_len(path) +
         (query.len ? 1 + escaped_len(query) : 0) + 9 + 2 + slen + f->term_len + (f->colors ? 8 : 0);
     if (n > (size_t)PY_SSIZE_T_MAX)
         return -1;
@@ -1005,6 +1078,8 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
         p = put(p, bold, 4);
     p = escape_into(p, method);
     *p++ = ' ';
+    if (root.len)
+        p = escape_into(p, root);
     p = escape_into(p, path);
     if (query.len) {
         *p++ = '?';
@@ -1044,13 +1119,14 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
         return;
     PyErr_Fetch(&t, &v, &tb);
     if (st->fast && fast_usable(st->fast) &&
-        fast_write(st->fast, client, method, path, query, minor_version, status) == 0)
+        fast_write(st->fast, client, method, st->root_path, path, query, minor_version, status) ==
+            0)
         goto out;
     cg_log_flush(st); /* earlier lines first */
     ver = minor_version == 0 ? st->v1_0 : st->v1_1;
-    c = escaped_str(client, none);
-    m = c ? escaped_str(method, none) : NULL;
-    fp = m ? escaped_str(path, query) : NULL;
+    c = escaped_str(none, client, none);
+    m = c ? escaped_str(none, method, none) : NULL;
+    fp = m ? escaped_str(st->root_path, path, query) : NULL;
     code = fp ? PyLong_FromLong(status) : NULL;
     if (code)
         r = PyObject_CallMethodObjArgs(st->access_logger, st->s_info, st->access_fmt, c, m, fp, ver,

@@ -1,5 +1,7 @@
 /* Logging through Python's `logging`: loggers "casgi.error" and
- * "casgi.access", configured like uvicorn's defaults or from --log-config. */
+ * "casgi.access" (or "uvicorn.error" / "uvicorn.access" when a --log-config
+ * written for uvicorn configures those), configured like uvicorn's defaults
+ * or from --log-config. */
 #ifndef CASGI_LOG_H
 #define CASGI_LOG_H
 
@@ -24,7 +26,10 @@ typedef struct cg_log_state {
     PyObject *error_logger;  /* logging.getLogger("casgi.error") */
     PyObject *access_logger; /* logging.getLogger("casgi.access") */
     int error_level;         /* effective level of error_logger, refreshed at setup */
+    char family[8];          /* logger name prefix: "casgi", or "uvicorn" when the
+                                --log-config configured uvicorn's loggers */
     int access_enabled;      /* access log on and INFO enabled for access_logger */
+    cg_slice root_path;      /* --root-path, put before the path in access lines (owned) */
     /* Objects cg_log_access reuses on every call, created by cg_log_setup. */
     PyObject *s_info;     /* "info" */
     PyObject *access_fmt; /* '%s - "%s %s HTTP/%s" %d' */
@@ -66,7 +71,7 @@ void cg_log_flush(cg_log_state *st);
  * clears the exception. Must be called with an exception set. */
 void cg_log_exception(cg_log_state *st, const char *msg);
 
-/** One access line: `client - "METHOD path?query HTTP/1.x" status`, logged as
+/** One access line: `client - "METHOD root_path+path?query HTTP/1.x" status`, logged as
  * access_logger.info(fmt, client_addr, method, full_path, http_version, status_code)
  * so formatters see uvicorn's record args. Bytes outside printable ASCII in the
  * request data are written as \xNN (no log injection). `client` is "host:port"

@@ -12,7 +12,13 @@
 
 static const char *const loop_choices[] = {"auto", "asyncio", "uvloop", NULL};
 static const char *const lifespan_choices[] = {"auto", "on", "off", NULL};
-static const char *const ws_choices[] = {"auto", "casgi", "none", NULL};
+/* Same order as enum cg_ws_mode: uvicorn's implementation names come last and
+ * are served by casgi's own implementation. */
+static const char *const ws_choices[] = {
+    "auto", "casgi", "none", "websockets", "wsproto", "websockets-sansio", NULL};
+/* Same orders as enum cg_http_mode and enum cg_interface. */
+static const char *const http_choices[] = {"auto", "h11", "httptools", NULL};
+static const char *const interface_choices[] = {"auto", "asgi3", "asgi2", NULL};
 /* Same order as enum cg_log_level. */
 static const char *const log_level_choices[] = {"critical", "error", "warning", "info",
                                                 "debug",    "trace", NULL};
@@ -62,6 +68,19 @@ const cg_option cg_options[] = {
      "Event loop; auto uses uvloop when it is installed."},
     {"lifespan", CG_OPT_CHOICE, F(lifespan), "auto", "CASGI_LIFESPAN", NULL, lifespan_choices, 0, 0,
      "Lifespan protocol: on requires it, off skips it, auto uses it when the app supports it."},
+    {"interface", CG_OPT_CHOICE, F(interface), "auto", "CASGI_INTERFACE", NULL, interface_choices,
+     0, 0, "Application interface: auto detects ASGI 2 or 3, asgi3 and asgi2 skip the detection."},
+    {"http", CG_OPT_CHOICE, F(http), "auto", "CASGI_HTTP", NULL, http_choices, 0, 0,
+     "Accepted for uvicorn compatibility: casgi's own HTTP/1.1 implementation serves every "
+     "choice."},
+    {"h11-max-incomplete-event-size", CG_OPT_INT, F(h11_max_incomplete_event_size), NULL,
+     "CASGI_H11_MAX_INCOMPLETE_EVENT_SIZE", "BYTES", NULL, 1, LMAX,
+     "Longest request head buffered while incomplete; longer gets 431 (default: bounded by the "
+     "--limit-request-* options only)."},
+    {"reset-contextvars", CG_OPT_FLAG, F(reset_contextvars), NULL, "CASGI_RESET_CONTEXTVARS", NULL,
+     NULL, 0, 0,
+     "Accepted for uvicorn compatibility: every request already runs in a fresh copy of the "
+     "context the server started with."},
     {"root-path", CG_OPT_STR, F(root_path), "", "CASGI_ROOT_PATH", "PATH", NULL, 0, 0,
      "Path prefix the app is mounted under behind a proxy (ASGI root_path)."},
     {"log-level", CG_OPT_CHOICE, F(log_level), "info", "CASGI_LOG_LEVEL", "LEVEL",
@@ -91,8 +110,8 @@ const cg_option cg_options[] = {
      "CASGI_TIMEOUT_WORKER_HEALTHCHECK", "SECONDS", NULL, 0, NOMAX,
      "With --workers: replace a worker whose event loop is stuck this long (0 = never)."},
     {"ws", CG_OPT_CHOICE, F(ws), "auto", "CASGI_WS", NULL, ws_choices, 0, 0,
-     "WebSocket support: auto and casgi use the C implementation, none serves upgrade requests "
-     "as plain HTTP."},
+     "WebSocket support: none serves upgrade requests as plain HTTP; every other choice "
+     "(uvicorn's websockets, wsproto, websockets-sansio included) uses casgi's C implementation."},
     {"ws-max-size", CG_OPT_INT, F(ws_max_size), "16777216", "CASGI_WS_MAX_SIZE", "BYTES", NULL, 1,
      LMAX, "Largest WebSocket message accepted (after decompression); larger closes with 1009."},
     {"ws-max-queue", CG_OPT_INT, F(ws_max_queue), "32", "CASGI_WS_MAX_QUEUE", "N", NULL, 1, LMAX,

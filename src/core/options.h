@@ -15,7 +15,18 @@ typedef struct cg_strlist {
 
 enum cg_loop_kind { CG_LOOP_AUTO, CG_LOOP_ASYNCIO, CG_LOOP_UVLOOP };
 enum cg_lifespan_mode { CG_LIFESPAN_AUTO, CG_LIFESPAN_ON, CG_LIFESPAN_OFF };
-enum cg_ws_mode { CG_WS_AUTO, CG_WS_CASGI, CG_WS_NONE };
+enum cg_ws_mode {
+    CG_WS_AUTO,
+    CG_WS_CASGI,
+    CG_WS_NONE,
+    /* uvicorn's implementations, served by casgi's own. */
+    CG_WS_WEBSOCKETS,
+    CG_WS_WSPROTO,
+    CG_WS_WEBSOCKETS_SANSIO
+};
+/* uvicorn's --http choices, all served by casgi's own HTTP/1.1. */
+enum cg_http_mode { CG_HTTP_AUTO, CG_HTTP_H11, CG_HTTP_HTTPTOOLS };
+enum cg_interface { CG_INTERFACE_AUTO, CG_INTERFACE_ASGI3, CG_INTERFACE_ASGI2 };
 enum cg_log_level {
     CG_LOG_CRITICAL,
     CG_LOG_ERROR,
@@ -38,6 +49,10 @@ typedef struct cg_config {
     long backlog;                     /* --backlog, default 2048 */
     int loop;                         /* enum cg_loop_kind, --loop */
     int lifespan;                     /* enum cg_lifespan_mode, --lifespan */
+    int interface;                    /* enum cg_interface, --interface */
+    int http;                         /* enum cg_http_mode, --http (no effect) */
+    long h11_max_incomplete_event_size; /* longest incomplete head, -1 = no own bound */
+    int reset_contextvars;              /* --reset-contextvars (already the behaviour) */
     char *root_path;                  /* --root-path, default "" */
     int log_level;                    /* enum cg_log_level, default info */
     int access_log;                   /* --access-log/--no-access-log, default 1 */
