@@ -155,19 +155,22 @@ def test_graceful_timeout_bounds_a_response_stuck_on_a_stalled_reader(start_serv
         sock.close()
 
 
-def test_second_sigint_forces_exit(start_server, loop):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_second_signal_forces_exit(start_server, loop, sig):
     s = start_server("basic:app", loop=loop)
     c = s.connect(timeout=10)
     mark = s.mark()
     c.send(req("GET", "/hang?id=h2"))
     s.wait_for("HANG-START h2", since=mark)
-    s.signal(signal.SIGINT)
+    s.signal(sig)
     time.sleep(1.0)
     assert s.alive(), "the server did not wait for the in-flight request"
     t0 = time.monotonic()
-    s.signal(signal.SIGINT)
+    s.signal(sig)
     s.wait(5)
     assert time.monotonic() - t0 < 3
+    # The connection is aborted, not left open.
+    c.read_until_close(timeout=1)
     c.close()
 
 

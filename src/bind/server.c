@@ -343,7 +343,12 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
     long sig = PyLong_AsLong(signum);
     if (sig == -1 && PyErr_Occurred())
         return NULL;
-    if (sig == SIGQUIT || (srv->should_exit && sig == SIGINT)) {
+    /* A repeated SIGTERM forces as a second SIGINT does; SIGTERM after SIGINT
+     * does not: a Ctrl-C under a supervisor brings both to a worker. */
+    int repeated = srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm));
+    if (sig == SIGTERM)
+        srv->got_sigterm = 1;
+    if (sig == SIGQUIT || repeated) {
         srv->should_exit = 1;
         srv->force_exit = 1;
         cg_future_wake(srv->st, srv->drained_fut);
@@ -691,7 +696,7 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
 }
 
-/* SIGINT and SIGTERM stop gracefully (a second SIGINT forces); under
+/* SIGINT and SIGTERM stop gracefully (a second one forces); under
  * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
 static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
 

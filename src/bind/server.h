@@ -57,6 +57,7 @@ typedef struct cg_server {
     int retiring;            /* worker mode: X sent, waiting to be replaced */
     int should_exit;         /* shutdown requested */
     int force_exit;          /* second signal: stop waiting */
+    int got_sigterm;         /* a SIGTERM arrived (a second one forces) */
     int exit_status;
     char url[300];   /* where it listens, for the "running on" line */
     int host_mode;   /* serving sockets of a host (gunicorn) */
