@@ -90,6 +90,10 @@ const cg_option cg_options[] = {
     {"timeout-worker-healthcheck", CG_OPT_FLOAT, F(timeout_worker_healthcheck), "30",
      "CASGI_TIMEOUT_WORKER_HEALTHCHECK", "SECONDS", NULL, 0, NOMAX,
      "With --workers: replace a worker whose event loop is stuck this long (0 = never)."},
+    {"timeout-worker-startup", CG_OPT_FLOAT, F(timeout_worker_startup), "60",
+     "CASGI_TIMEOUT_WORKER_STARTUP", "SECONDS", NULL, 0, NOMAX,
+     "With --workers or --reload: replace a worker not serving this long after it started, "
+     "lifespan startup included (0 = never)."},
     {"ws", CG_OPT_CHOICE, F(ws), "auto", "CASGI_WS", NULL, ws_choices, 0, 0,
      "WebSocket support: auto and casgi use the C implementation, none serves upgrade requests "
      "as plain HTTP."},

@@ -65,6 +65,7 @@ typedef struct cg_config {
     int reload_poll;                   /* --reload-poll (env CASGI_RELOAD_POLL=1) */
     int reload_standby;                /* --reload-standby/--no-reload-standby, default 1 */
     double timeout_worker_healthcheck; /* seconds without heartbeat, default 30; 0 = off */
+    double timeout_worker_startup;     /* seconds from start to ready, default 60; 0 = off */
     long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
     int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */
     char *forwarded_allow_ips;         /* comma-separated trusted proxy IPs or "*" */
