@@ -62,6 +62,12 @@ typedef struct cg_server {
     char url[300];   /* where it listens, for the "running on" line */
     int host_mode;   /* serving sockets of a host (gunicorn) */
     PyObject *fatal; /* a SystemExit/KeyboardInterrupt to raise from a loop callback */
+    /* Out of file descriptors (server.c): */
+    int listen_fd;         /* a listening fd, duplicated to probe for a free fd; -1 = none */
+    int fd_exhausted;      /* in an episode (warned once) */
+    int accept_refused;    /* asyncio's current accept pass met the limit */
+    PyObject *base_accept; /* socket.socket.accept, for the listening socket's own */
+    PyObject *log_filter;  /* the filter added to the "asyncio" logger, or NULL */
 } cg_server;
 
 enum cg_phase {
