@@ -462,7 +462,11 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
         }
         if (c->deadline > 0 && now >= c->deadline) {
             c->deadline = 0;
-            if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 && c->phase == CG_PHASE_HEAD) {
+            if (c->phase == CG_PHASE_BODY) {
+                cg_log(&srv->st->log, CG_DEBUG, "Request body made no progress in time");
+                cg_conn_abort_body(c, 408);
+            } else if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 &&
+                       c->phase == CG_PHASE_HEAD) {
                 cg_log(&srv->st->log, CG_DEBUG, "Request head not received in time");
                 cg_conn_reject(c, 408);
             } else {
@@ -710,7 +714,8 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     /* The ticker checks every deadline: tick at a quarter of the shortest
      * timeout (at most once a second, at least every 50 ms). */
     const double timeouts[] = {cfg->timeout_keep_alive, cfg->timeout_request_header,
-                               cfg->ws_ping_interval, cfg->ws_ping_timeout};
+                               cfg->timeout_request_body_idle, cfg->ws_ping_interval,
+                               cfg->ws_ping_timeout};
     double t = 1.0;
     for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
         if (timeouts[i] > 0 && timeouts[i] / 4 < t)
@@ -736,8 +741,8 @@ static void close_idle_connections(cg_server *srv)
     for (cg_conn *c = srv->conns; c; c = c->next) {
         if (c->ws) {
             cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
-        } else if (!c->cycle && c->served && cg_buf_unread(&c->in) == 0) {
-            cg_conn_close(c); /* idle between requests */
+        } else if (cg_conn_is_idle(c)) {
+            cg_conn_close(c);
         } else if (!c->cycle && (c->deadline == 0 || c->deadline > soon)) {
             /* Accepted but its request not read yet: it is served (with
              * connection: close) if it comes soon; closing it now would lose it. */

@@ -98,7 +98,8 @@ struct cg_conn {
     PyObject *sockname;   /* scope["server"]: (host, port) or None */
     char client_text[72]; /* "host:port" for the access log */
     size_t client_len;
-    double deadline;            /* monotonic time after which the ticker closes it; 0 = none */
+    double deadline;            /* monotonic time after which the ticker closes it (408 for a
+                                 * head or body that is late); 0 = none */
     int deadline_is_head;       /* the deadline is the request-head timeout (answer 408) */
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
@@ -205,6 +206,12 @@ void cg_conn_maybe_resume(cg_conn *c);
 void cg_conn_return_buffer(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
+/** Ends a request whose body cannot be read to its end: the app gets
+ * http.disconnect; the client gets `status` (connection: close) unless the
+ * response has started, else the connection is closed. */
+void cg_conn_abort_body(cg_conn *c, int status);
+/** 1 when c is a kept-alive connection idle between requests. */
+int cg_conn_is_idle(const cg_conn *c);
 
 /** Pauses (on = 0) or resumes reading from the transport. */
 void cg_conn_set_reading(cg_conn *c, int on);

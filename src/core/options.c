@@ -80,8 +80,14 @@ const cg_option cg_options[] = {
     {"timeout-request-header", CG_OPT_FLOAT, F(timeout_request_header), "30",
      "CASGI_TIMEOUT_REQUEST_HEADER", "SECONDS", NULL, 0, NOMAX,
      "Close a connection whose request head has not fully arrived after this many seconds."},
+    {"timeout-request-body-idle", CG_OPT_FLOAT, F(timeout_request_body_idle), "60",
+     "CASGI_TIMEOUT_REQUEST_BODY_IDLE", "SECONDS", NULL, 0, NOMAX,
+     "Answer 408 (or close) when a request body makes no progress for this many seconds "
+     "(0 = never)."},
     {"limit-concurrency", CG_OPT_INT, F(limit_concurrency), NULL, "CASGI_LIMIT_CONCURRENCY", "N",
-     NULL, 1, LMAX, "Answer 503 beyond this many concurrent connections or tasks."},
+     NULL, 1, LMAX,
+     "Answer 503 beyond this many requests in progress (HTTP and WebSocket); beyond this many "
+     "connections, close the longest idle keep-alive one."},
     {"limit-max-requests", CG_OPT_INT, F(limit_max_requests), NULL, "CASGI_LIMIT_MAX_REQUESTS", "N",
      NULL, 1, LMAX, "Shut down gracefully after serving this many requests."},
     {"limit-max-requests-jitter", CG_OPT_INT, F(limit_max_requests_jitter), "0",

@@ -46,6 +46,7 @@ typedef struct cg_config {
     double timeout_keep_alive;        /* seconds, default 5 */
     double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
     double timeout_request_header;    /* seconds, default 30 */
+    double timeout_request_body_idle; /* seconds without body progress, default 60; 0 = off */
     long limit_concurrency;           /* -1 = unlimited */
     long limit_max_requests;          /* -1 = unlimited */
     int server_header;                /* default 1 */
