@@ -22,6 +22,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def hold_connections(p, n: int) -> list:
+    """Opens up to n connections (those past the server's fds wait in its
+    backlog) and returns them, open."""
+    held = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect((p.host, p.port))
+        except OSError:
+            s.close()
+            break
+        held.append(s)
+    return held
+
+
 def test_fd_exhaustion_backs_off_warns_once_and_recovers(start_server, loop):
     args = casgi_args("basic:app", "--timeout-keep-alive", "30", "--no-access-log", loop=loop)
     p = start_server.spawn(args, cmd=["prlimit", f"--nofile={NOFILE}:{NOFILE}", sys.executable, "-m",
@@ -30,17 +46,8 @@ def test_fd_exhaustion_backs_off_warns_once_and_recovers(start_server, loop):
     old = p.connect(timeout=5)
     assert old.request(req("GET", "/")).status == 200
     mark = p.mark()
-    held = []
+    held = hold_connections(p, NOFILE + 40)
     try:
-        for _ in range(NOFILE + 40):
-            s = socket.socket()
-            s.settimeout(2)
-            try:
-                s.connect((p.host, p.port))
-            except OSError:
-                s.close()
-                break
-            held.append(s)
         p.wait_for(r"Too many open files", since=mark, timeout=5)
         c0, t0 = cpu_seconds(p.pid), time.monotonic()
         time.sleep(2.0)
@@ -61,17 +68,8 @@ def test_fd_exhaustion_backs_off_warns_once_and_recovers(start_server, loop):
     old.close()
     # A second episode warns again.
     mark = p.mark()
-    held = []
+    held = hold_connections(p, NOFILE + 10)
     try:
-        for _ in range(NOFILE + 10):
-            s = socket.socket()
-            s.settimeout(2)
-            try:
-                s.connect((p.host, p.port))
-            except OSError:
-                s.close()
-                break
-            held.append(s)
         p.wait_for(r"Too many open files", since=mark, timeout=5)
     finally:
         for s in held:
