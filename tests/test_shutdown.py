@@ -155,19 +155,22 @@ def test_graceful_timeout_bounds_a_response_stuck_on_a_stalled_reader(start_serv
         sock.close()
 
 
-def test_second_sigint_forces_exit(start_server, loop):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_second_signal_forces_exit(start_server, loop, sig):
     s = start_server("basic:app", loop=loop)
     c = s.connect(timeout=10)
     mark = s.mark()
     c.send(req("GET", "/hang?id=h2"))
     s.wait_for("HANG-START h2", since=mark)
-    s.signal(signal.SIGINT)
+    s.signal(sig)
     time.sleep(1.0)
     assert s.alive(), "the server did not wait for the in-flight request"
     t0 = time.monotonic()
-    s.signal(signal.SIGINT)
+    s.signal(sig)
     s.wait(5)
     assert time.monotonic() - t0 < 3
+    # The connection is aborted, not left open.
+    c.read_until_close(timeout=1)
     c.close()
 
 
@@ -222,6 +225,45 @@ def test_limit_concurrency_answers_503_beyond_limit(start_server, loop):
     time.sleep(0.2)
     with s.connect() as c:
         assert c.request(req("GET", "/")).status == 200
+
+
+def test_limit_concurrency_counts_requests_not_idle_connections(start_server, loop):
+    """Idle keep-alive connections do not use up --limit-concurrency: with two
+    of them open (limit 2) a new request is served, while a request in
+    progress still counts."""
+    s = start_server("basic:app", "--limit-concurrency", "2", "--timeout-keep-alive", "30", loop=loop)
+    idle = [s.connect(timeout=10) for _ in range(2)]
+    try:
+        for c in idle:
+            assert c.request(req("GET", "/")).status == 200
+        mark = s.mark()
+        with s.connect(timeout=10) as busy, s.connect(timeout=10) as c:
+            busy.send(req("GET", "/slow?t=1&id=s1"))
+            s.wait_for("SLOW-START s1", since=mark)
+            assert c.request(req("GET", "/")).status == 200
+            assert busy.read_response().body == b"slow done"
+    finally:
+        for c in idle:
+            c.close()
+
+
+def test_limit_concurrency_closes_the_longest_idle_connection_first(start_server, loop):
+    s = start_server("basic:app", "--limit-concurrency", "2", "--timeout-keep-alive", "30", loop=loop)
+    a = s.connect(timeout=10)
+    b = s.connect(timeout=10)
+    try:
+        assert b.request(req("GET", "/")).status == 200
+        time.sleep(0.05)
+        assert a.request(req("GET", "/")).status == 200  # b has been idle longer
+        with s.connect(timeout=10) as c:
+            assert c.request(req("GET", "/")).status == 200
+            t0 = time.monotonic()
+            b.read_until_close(timeout=3)
+            assert time.monotonic() - t0 < 1.0, "the longest idle connection was not closed"
+            assert a.request(req("GET", "/")).status == 200, "the other idle connection was closed"
+    finally:
+        a.close()
+        b.close()
 
 
 def test_limit_max_requests_exits_after_n_requests(start_server, loop):

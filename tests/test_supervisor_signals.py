@@ -86,17 +86,18 @@ def test_graceful_stop_is_bounded_with_an_open_stream(sups):
         c.close()
 
 
-def test_second_sigint_forces(sups):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_second_signal_forces(sups, sig):
     sups.copy_app("sup_app.py", "main.py")
     p = sups.casgi("main:app", "--workers", "2", "--timeout-graceful-shutdown", "30", workers_started=2)
     c = RawConn.tcp("127.0.0.1", p.port, timeout=10)
     c.send(req("GET", "/hang"))
     time.sleep(0.3)
-    p.signal(signal.SIGINT)
+    p.signal(sig)
     time.sleep(0.5)
-    assert p.alive(), "the first SIGINT with a request open must wait (graceful)"
+    assert p.alive(), "the first signal with a request open must wait (graceful)"
     t0 = time.monotonic()
-    p.signal(signal.SIGINT)
+    p.signal(sig)
     p.wait(5)
     assert time.monotonic() - t0 < 3
     p.check_gone()

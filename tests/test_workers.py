@@ -237,3 +237,46 @@ def test_stop_is_bounded_when_workers_do_not_stop(sups):
     rc = p.finish(signal.SIGTERM, timeout=2 + 4)
     assert rc == 0
     assert time.monotonic() - t0 < 2 + 2.5
+
+
+STARTUP_HANG_APP = '''
+import asyncio, os, signal
+from main import app as inner
+
+def _first_worker():
+    try:
+        os.close(os.open(os.environ["HANG_FLAG"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan" and _first_worker():
+        if os.environ["HANG_HOW"] == "sigstop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+        else:
+            await asyncio.Event().wait()  # lifespan startup never completes
+    await inner(scope, receive, send)
+'''
+
+
+@pytest.mark.parametrize("how", ["lifespan-hang", "sigstop"])
+def test_worker_not_ready_in_time_is_replaced(sups, how):
+    """The first worker hangs in lifespan startup (or stops itself) before it
+    reports ready: after --timeout-worker-startup it is killed, logged and
+    replaced, and every worker then serves."""
+    sups.copy_app("sup_app.py", "main.py")
+    (sups.workdir / "hang.py").write_text(STARTUP_HANG_APP)
+    env = sups.env({"HANG_FLAG": str(sups.workdir / "hung.flag"), "HANG_HOW": how})
+    p = sups.casgi("hang:app", "--workers", "2", *WORKER_OPTS, "--timeout-worker-startup", "1",
+                   env=env, workers_started=2)
+    m = p.wait_for(r"ERROR.*Worker \[(\d+)\] was not ready within 1 s", timeout=5)
+    hung = int(m.group(1))
+    assert hung in p.started_pids()
+    wait_until(lambda: not p.tracker.alive(hung), 5, f"worker [{hung}] killed", proc=p)
+    wait_until(lambda: len(live_children(p.pid)) == 2, 5, "two live workers again", proc=p)
+    p.tracker.assert_no_zombies()
+    workers = live_children(p.pid)
+    assert hung not in workers
+    assert pids_serving(p.port, workers) == workers
+    p.finish(signal.SIGTERM)

@@ -1039,9 +1039,9 @@ int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope)
                srv->max_requests);
         cg_server_retire(srv);
     }
-    if (cfg->limit_concurrency >= 0 && (srv->nconns > (size_t)cfg->limit_concurrency ||
-                                        srv->ntasks >= (size_t)cfg->limit_concurrency)) {
-        /* Over capacity: answer without running the app. */
+    if (cfg->limit_concurrency >= 0 && srv->ntasks >= (size_t)cfg->limit_concurrency) {
+        /* Over capacity (requests in progress, idle connections aside):
+         * answer without running the app. */
         cy->resp = CG_RESP_COMPLETE;
         cg_conn_reject(c, 503);
         return 0;

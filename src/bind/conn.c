@@ -34,6 +34,16 @@ static double monotonic_now(void)
 
 static void conn_process(cg_conn *c);
 
+/* --timeout-request-body-idle: while a body is arriving and reading is not
+ * paused by us (an app that is behind is not the client's fault), the
+ * connection's deadline is that long after the latest read. */
+static void conn_arm_body_deadline(cg_conn *c)
+{
+    double t = c->server->cfg->timeout_request_body_idle;
+    if (c->phase == CG_PHASE_BODY)
+        c->deadline = t > 0 && !c->read_paused ? monotonic_now() + t : 0;
+}
+
 void cg_conn_set_reading(cg_conn *c, int on)
 {
     cg_state *st = c->server->st;
@@ -47,6 +57,7 @@ void cg_conn_set_reading(cg_conn *c, int on)
     }
     Py_DECREF(r);
     c->read_paused = !on;
+    conn_arm_body_deadline(c);
 }
 
 void cg_conn_maybe_resume(cg_conn *c)
@@ -319,6 +330,24 @@ void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
     cg_conn_maybe_resume(c);
 }
 
+static void conn_body_complete(cg_conn *c)
+{
+    c->phase = CG_PHASE_RESPONSE;
+    c->deadline = 0;
+    cg_cycle_body_done(c->cycle);
+}
+
+void cg_conn_abort_body(cg_conn *c, int status)
+{
+    cg_cycle *cy = c->cycle;
+    if (cy)
+        cg_cycle_disconnect(cy);
+    if (cy && cy->resp == CG_RESP_NONE)
+        cg_conn_reject(c, status);
+    else
+        cg_conn_close(c);
+}
+
 /* Feeds body bytes of the active cycle from `in`. Returns 0 to go on, 1 to
  * stop processing for now. */
 static int conn_feed_body(cg_conn *c)
@@ -335,10 +364,8 @@ static int conn_feed_body(cg_conn *c)
             return -1;
         cg_buf_consume(&c->in, n);
         c->body_left -= (long long)n;
-        if (c->body_left == 0) {
-            c->phase = CG_PHASE_RESPONSE;
-            cg_cycle_body_done(cy);
-        }
+        if (c->body_left == 0)
+            conn_body_complete(c);
         return 0;
     }
     for (;;) {
@@ -351,18 +378,13 @@ static int conn_feed_body(cg_conn *c)
         p += used;
         avail -= used;
         if (rc == CG_CHUNKED_DONE) {
-            c->phase = CG_PHASE_RESPONSE;
-            cg_cycle_body_done(cy);
+            conn_body_complete(c);
             return 0;
         }
         if (rc == CG_CHUNKED_ERROR) {
             cg_log(&c->server->st->log, CG_WARNING, "Invalid HTTP request body received: %s",
                    c->chunked.error ? c->chunked.error : "malformed chunked body");
-            cg_cycle_disconnect(cy);
-            if (cy->resp == CG_RESP_NONE)
-                cg_conn_reject(c, 400);
-            else
-                cg_conn_close(c);
+            cg_conn_abort_body(c, 400);
             return 1;
         }
         if (rc == CG_CHUNKED_MORE || avail == 0)
@@ -524,7 +546,26 @@ static void conn_process(cg_conn *c)
         conn_process_input(c);
     } while (c->reprocess && c->phase != CG_PHASE_CLOSED);
     c->processing = 0;
+    conn_arm_body_deadline(c);
     cg_conn_settle(c);
+}
+
+int cg_conn_is_idle(const cg_conn *c)
+{
+    return !c->ws && !c->cycle && c->served && c->phase == CG_PHASE_HEAD &&
+           cg_buf_unread(&c->in) == 0;
+}
+
+/* Over --limit-concurrency connections: the keep-alive connection idle the
+ * longest (its keep-alive deadline is the earliest) makes room. */
+static void close_oldest_idle(cg_server *srv)
+{
+    cg_conn *oldest = NULL;
+    for (cg_conn *c = srv->conns; c; c = c->next)
+        if (cg_conn_is_idle(c) && (!oldest || c->deadline < oldest->deadline))
+            oldest = c;
+    if (oldest)
+        cg_conn_close(oldest);
 }
 
 /* ---- protocol methods --------------------------------------------------- */
@@ -606,6 +647,8 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    if (srv->cfg->limit_concurrency >= 0 && srv->nconns > (size_t)srv->cfg->limit_concurrency)
+        close_oldest_idle(srv);
 
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);

@@ -204,6 +204,151 @@ void cg_server_retire(cg_server *srv)
     cg_server_request_exit(srv);
 }
 
+/* ---- out of file descriptors ---------------------------------------------
+ * With every fd in use accept() fails. asyncio's accept loop would log a
+ * traceback and schedule a retry for each attempt left in its pass (up to the
+ * backlog: thousands a second); uvloop (libuv) resets the waiting connections
+ * silently. casgi's listening socket lets one failure per pass through, so
+ * asyncio stops watching the socket and retries a second later, and answers
+ * the rest of the pass as "nothing to accept"; asyncio's message for it is
+ * filtered out. The ticker probes for a free fd and says once per episode
+ * when the server stops and starts accepting. */
+
+#define CG_ACCEPT_RESOURCE_MSG "socket.accept() out of system resource"
+
+static void fd_episode(cg_server *srv, int exhausted)
+{
+    if (exhausted == srv->fd_exhausted)
+        return;
+    srv->fd_exhausted = exhausted;
+    if (exhausted)
+        cg_log(&srv->st->log, CG_WARNING,
+               "Too many open files: not accepting new connections until some close "
+               "(open connections: %zu)",
+               srv->nconns);
+    else
+        cg_log(&srv->st->log, CG_INFO, "File descriptors free: accepting new connections again");
+}
+
+static void probe_fd_limit(cg_server *srv)
+{
+    if (srv->listen_fd < 0)
+        return;
+    int fd = fcntl(srv->listen_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0) {
+        close(fd);
+        fd_episode(srv, 0);
+    } else if (errno == EMFILE || errno == ENFILE) {
+        fd_episode(srv, 1);
+    }
+}
+
+static PyObject *accept_pass_over(cg_server *srv, PyObject *unused)
+{
+    (void)unused;
+    srv->accept_refused = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pass_over_def = {"accept_pass_over", (PyCFunction)accept_pass_over, METH_NOARGS,
+                                    NULL};
+
+/* The listening socket's accept(): socket.socket.accept, except that a
+ * failure for lack of resources ends asyncio's accept pass (see above). */
+static PyObject *listener_accept(cg_server *srv, PyObject *sock)
+{
+    PyObject *t, *v, *tb, *r = PyObject_CallOneArg(srv->base_accept, sock);
+    if (r || !PyErr_ExceptionMatches(PyExc_OSError))
+        return r;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    PyObject *no = v ? PyObject_GetAttrString(v, "errno") : NULL;
+    long err = no && PyLong_Check(no) ? PyLong_AsLong(no) : 0;
+    Py_XDECREF(no);
+    PyErr_Clear();
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        PyErr_Restore(t, v, tb);
+        return NULL;
+    }
+    if (srv->accept_refused) { /* the rest of this pass: nothing to accept */
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        PyErr_SetNone(PyExc_BlockingIOError);
+        return NULL;
+    }
+    srv->accept_refused = 1;
+    PyObject *cb = PyCFunction_New(&pass_over_def, (PyObject *)srv);
+    PyObject *h = cb ? PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, cb) : NULL;
+    Py_XDECREF(cb);
+    Py_XDECREF(h);
+    PyErr_Clear();
+    fd_episode(srv, 1);
+    PyErr_Restore(t, v, tb);
+    return NULL;
+}
+
+static PyMethodDef accept_def = {"accept", (PyCFunction)listener_accept, METH_O, NULL};
+
+/* Drops asyncio's log record for a failed accept (fd_episode says it once). */
+static PyObject *asyncio_log_filter(PyObject *unused, PyObject *record)
+{
+    (void)unused;
+    PyObject *msg = PyObject_GetAttrString(record, "msg");
+    PyObject *prefix = PyUnicode_FromString(CG_ACCEPT_RESOURCE_MSG);
+    /* The record's message goes on with details on more lines. */
+    int drop = msg && prefix && PyUnicode_Check(msg) &&
+               PyUnicode_Tailmatch(msg, prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+    Py_XDECREF(prefix);
+    Py_XDECREF(msg);
+    PyErr_Clear();
+    return PyBool_FromLong(!drop);
+}
+
+static PyMethodDef log_filter_def = {"accept_log_filter", asyncio_log_filter, METH_O, NULL};
+
+/* Adds (add = 1) or removes the filter on the "asyncio" logger. */
+static void asyncio_filter(cg_server *srv, int add)
+{
+    PyObject *logging = PyImport_ImportModule("logging");
+    PyObject *logger = logging ? PyObject_CallMethod(logging, "getLogger", "s", "asyncio") : NULL;
+    if (add && logger && !srv->log_filter)
+        srv->log_filter = PyCFunction_New(&log_filter_def, NULL);
+    if (logger && srv->log_filter) {
+        PyObject *r =
+            PyObject_CallMethod(logger, add ? "addFilter" : "removeFilter", "O", srv->log_filter);
+        Py_XDECREF(r);
+    }
+    if (!add)
+        Py_CLEAR(srv->log_filter);
+    Py_XDECREF(logger);
+    Py_XDECREF(logging);
+    PyErr_Clear();
+}
+
+/* Makes sock (a socket.socket of ours) a subclass whose accept() is
+ * listener_accept. Returns 0 or -1. */
+static int guard_accept(cg_server *srv, PyObject *sock)
+{
+    PyObject *base = (PyObject *)Py_TYPE(sock);
+    PyObject *fn = PyCFunction_New(&accept_def, (PyObject *)srv);
+    PyObject *meth = fn ? PyInstanceMethod_New(fn) : NULL;
+    PyObject *slots = PyTuple_New(0);
+    PyObject *cls = meth && slots ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){sOsO}",
+                                                          "ListenSocket", base, "__slots__", slots,
+                                                          "accept", meth)
+                                  : NULL;
+    Py_XDECREF(slots);
+    Py_XDECREF(meth);
+    Py_XDECREF(fn);
+    if (!cls)
+        return -1;
+    Py_XSETREF(srv->base_accept, PyObject_GetAttrString(base, "accept"));
+    int rc = srv->base_accept ? PyObject_SetAttrString(sock, "__class__", cls) : -1;
+    Py_DECREF(cls);
+    return rc;
+}
+
 /* ---- running the loop ---------------------------------------------------- */
 
 /* The signals the server handles stay blocked while its loop is not running
@@ -301,6 +446,7 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
 
     srv->now = now;
     cg_server_update_date(srv);
+    probe_fd_limit(srv);
     worker_notify(srv, 'H');
     if (srv->notify) {
         PyObject *r = PyObject_CallNoArgs(srv->notify);
@@ -316,7 +462,11 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
         }
         if (c->deadline > 0 && now >= c->deadline) {
             c->deadline = 0;
-            if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 && c->phase == CG_PHASE_HEAD) {
+            if (c->phase == CG_PHASE_BODY) {
+                cg_log(&srv->st->log, CG_DEBUG, "Request body made no progress in time");
+                cg_conn_abort_body(c, 408);
+            } else if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 &&
+                       c->phase == CG_PHASE_HEAD) {
                 cg_log(&srv->st->log, CG_DEBUG, "Request head not received in time");
                 cg_conn_reject(c, 408);
             } else {
@@ -343,7 +493,12 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
     long sig = PyLong_AsLong(signum);
     if (sig == -1 && PyErr_Occurred())
         return NULL;
-    if (sig == SIGQUIT || (srv->should_exit && sig == SIGINT)) {
+    /* A repeated SIGTERM forces as a second SIGINT does; SIGTERM after SIGINT
+     * does not: a Ctrl-C under a supervisor brings both to a worker. */
+    int repeated = srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm));
+    if (sig == SIGTERM)
+        srv->got_sigterm = 1;
+    if (sig == SIGQUIT || repeated) {
         srv->should_exit = 1;
         srv->force_exit = 1;
         cg_future_wake(srv->st, srv->drained_fut);
@@ -534,6 +689,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
     worker_attach(srv);
+    srv->listen_fd = -1;
     srv->max_requests = cfg->limit_max_requests;
     if (srv->max_requests >= 0 && cfg->limit_max_requests_jitter > 0) {
         /* Workers retire at different times, so they are not all replaced at once. */
@@ -558,7 +714,8 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     /* The ticker checks every deadline: tick at a quarter of the shortest
      * timeout (at most once a second, at least every 50 ms). */
     const double timeouts[] = {cfg->timeout_keep_alive, cfg->timeout_request_header,
-                               cfg->ws_ping_interval, cfg->ws_ping_timeout};
+                               cfg->timeout_request_body_idle, cfg->ws_ping_interval,
+                               cfg->ws_ping_timeout};
     double t = 1.0;
     for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
         if (timeouts[i] > 0 && timeouts[i] / 4 < t)
@@ -586,8 +743,8 @@ static void close_idle_connections(cg_server *srv)
             cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
         } else if (c->cycle) {
             cg_cycle_server_leaving(c->cycle); /* a stream hears http.disconnect */
-        } else if (!c->cycle && c->served && cg_buf_unread(&c->in) == 0) {
-            cg_conn_close(c); /* idle between requests */
+        } else if (cg_conn_is_idle(c)) {
+            cg_conn_close(c);
         } else if (!c->cycle && (c->deadline == 0 || c->deadline > soon)) {
             /* Accepted but its request not read yet: it is served (with
              * connection: close) if it comes soon; closing it now would lose it. */
@@ -749,7 +906,7 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
 }
 
-/* SIGINT and SIGTERM stop gracefully (a second SIGINT forces); under
+/* SIGINT and SIGTERM stop gracefully (a second one forces); under
  * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
 static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
 
@@ -782,6 +939,10 @@ static PyObject *start_listeners(cg_server *srv, PyObject *socks)
         Py_XDECREF(coro);
         Py_XDECREF(args);
         Py_XDECREF(kw);
+        if (i == 0 && listener) {
+            srv->listen_fd = (int)PyObject_AsFileDescriptor(PyList_GET_ITEM(socks, 0));
+            PyErr_Clear();
+        }
         if (!listener || PyList_Append(listeners, listener) < 0) {
             Py_XDECREF(listener);
             goto fail;
@@ -850,7 +1011,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
         if (!sock)
             goto done;
         socks = PyList_New(1);
-        if (!socks)
+        if (!socks || guard_accept(srv, sock) < 0)
             goto error;
         PyList_SET_ITEM(socks, 0, Py_NewRef(sock));
     }
@@ -872,6 +1033,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     listener = start_listeners(srv, socks);
     if (!listener)
         goto error;
+    asyncio_filter(srv, 1);
     if (worker_start(srv) < 0)
         goto error;
     {
@@ -948,6 +1110,7 @@ done:
         /* A loop stopped before its flush ran: write what is held, drop the refs. */
         cg_server_flush_held(srv);
         PyErr_Clear();
+        asyncio_filter(srv, 0);
         /* Break the server's reference cycles (bound callables, futures). */
         Py_CLEAR(srv->tick_cb);
         Py_CLEAR(srv->flush_cb);
@@ -990,6 +1153,8 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->root_path_b);
     Py_VISIT(srv->last_client);
     Py_VISIT(srv->last_sockname);
+    Py_VISIT(srv->base_accept);
+    Py_VISIT(srv->log_filter);
     return 0;
 }
 
@@ -1014,6 +1179,8 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->root_path_b);
     Py_CLEAR(srv->last_client);
     Py_CLEAR(srv->last_sockname);
+    Py_CLEAR(srv->base_accept);
+    Py_CLEAR(srv->log_filter);
     return 0;
 }
 

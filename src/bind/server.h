@@ -57,10 +57,17 @@ typedef struct cg_server {
     int retiring;            /* worker mode: X sent, waiting to be replaced */
     int should_exit;         /* shutdown requested */
     int force_exit;          /* second signal: stop waiting */
+    int got_sigterm;         /* a SIGTERM arrived (a second one forces) */
     int exit_status;
     char url[300];   /* where it listens, for the "running on" line */
     int host_mode;   /* serving sockets of a host (gunicorn) */
     PyObject *fatal; /* a SystemExit/KeyboardInterrupt to raise from a loop callback */
+    /* Out of file descriptors (server.c): */
+    int listen_fd;         /* a listening fd, duplicated to probe for a free fd; -1 = none */
+    int fd_exhausted;      /* in an episode (warned once) */
+    int accept_refused;    /* asyncio's current accept pass met the limit */
+    PyObject *base_accept; /* socket.socket.accept, for the listening socket's own */
+    PyObject *log_filter;  /* the filter added to the "asyncio" logger, or NULL */
 } cg_server;
 
 enum cg_phase {
@@ -91,7 +98,8 @@ struct cg_conn {
     PyObject *sockname;   /* scope["server"]: (host, port) or None */
     char client_text[72]; /* "host:port" for the access log */
     size_t client_len;
-    double deadline;            /* monotonic time after which the ticker closes it; 0 = none */
+    double deadline;            /* monotonic time after which the ticker closes it (408 for a
+                                 * head or body that is late); 0 = none */
     int deadline_is_head;       /* the deadline is the request-head timeout (answer 408) */
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
@@ -198,6 +206,12 @@ void cg_conn_maybe_resume(cg_conn *c);
 void cg_conn_return_buffer(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
+/** Ends a request whose body cannot be read to its end: the app gets
+ * http.disconnect; the client gets `status` (connection: close) unless the
+ * response has started, else the connection is closed. */
+void cg_conn_abort_body(cg_conn *c, int status);
+/** 1 when c is a kept-alive connection idle between requests. */
+int cg_conn_is_idle(const cg_conn *c);
 
 /** Pauses (on = 0) or resumes reading from the transport. */
 void cg_conn_set_reading(cg_conn *c, int on);

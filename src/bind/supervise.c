@@ -294,6 +294,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         .reload_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 5.0,
         .shutdown_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 30.0,
         .healthcheck_timeout = cfg->timeout_worker_healthcheck,
+        .startup_timeout = cfg->timeout_worker_startup,
         .log = sup_log,
         .log_ctx = &st->log,
     };

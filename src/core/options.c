@@ -99,8 +99,14 @@ const cg_option cg_options[] = {
     {"timeout-request-header", CG_OPT_FLOAT, F(timeout_request_header), "30",
      "CASGI_TIMEOUT_REQUEST_HEADER", "SECONDS", NULL, 0, NOMAX,
      "Close a connection whose request head has not fully arrived after this many seconds."},
+    {"timeout-request-body-idle", CG_OPT_FLOAT, F(timeout_request_body_idle), "60",
+     "CASGI_TIMEOUT_REQUEST_BODY_IDLE", "SECONDS", NULL, 0, NOMAX,
+     "Answer 408 (or close) when a request body makes no progress for this many seconds "
+     "(0 = never)."},
     {"limit-concurrency", CG_OPT_INT, F(limit_concurrency), NULL, "CASGI_LIMIT_CONCURRENCY", "N",
-     NULL, 1, LMAX, "Answer 503 beyond this many concurrent connections or tasks."},
+     NULL, 1, LMAX,
+     "Answer 503 beyond this many requests in progress (HTTP and WebSocket); beyond this many "
+     "connections, close the longest idle keep-alive one."},
     {"limit-max-requests", CG_OPT_INT, F(limit_max_requests), NULL, "CASGI_LIMIT_MAX_REQUESTS", "N",
      NULL, 1, LMAX, "Shut down gracefully after serving this many requests."},
     {"limit-max-requests-jitter", CG_OPT_INT, F(limit_max_requests_jitter), "0",
@@ -109,6 +115,10 @@ const cg_option cg_options[] = {
     {"timeout-worker-healthcheck", CG_OPT_FLOAT, F(timeout_worker_healthcheck), "30",
      "CASGI_TIMEOUT_WORKER_HEALTHCHECK", "SECONDS", NULL, 0, NOMAX,
      "With --workers: replace a worker whose event loop is stuck this long (0 = never)."},
+    {"timeout-worker-startup", CG_OPT_FLOAT, F(timeout_worker_startup), "60",
+     "CASGI_TIMEOUT_WORKER_STARTUP", "SECONDS", NULL, 0, NOMAX,
+     "With --workers or --reload: replace a worker not serving this long after it started, "
+     "lifespan startup included (0 = never)."},
     {"ws", CG_OPT_CHOICE, F(ws), "auto", "CASGI_WS", NULL, ws_choices, 0, 0,
      "WebSocket support: none serves upgrade requests as plain HTTP; every other choice "
      "(uvicorn's websockets, wsproto, websockets-sansio included) uses casgi's C implementation."},

@@ -61,6 +61,7 @@ typedef struct cg_config {
     double timeout_keep_alive;        /* seconds, default 5 */
     double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
     double timeout_request_header;    /* seconds, default 30 */
+    double timeout_request_body_idle; /* seconds without body progress, default 60; 0 = off */
     long limit_concurrency;           /* -1 = unlimited */
     long limit_max_requests;          /* -1 = unlimited */
     int server_header;                /* default 1 */
@@ -80,6 +81,7 @@ typedef struct cg_config {
     int reload_poll;                   /* --reload-poll (env CASGI_RELOAD_POLL=1) */
     int reload_standby;                /* --reload-standby/--no-reload-standby, default 1 */
     double timeout_worker_healthcheck; /* seconds without heartbeat, default 30; 0 = off */
+    double timeout_worker_startup;     /* seconds from start to ready, default 60; 0 = off */
     long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
     int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */
     char *forwarded_allow_ips;         /* comma-separated trusted proxy IPs or "*" */

@@ -54,6 +54,7 @@
 #define CG_SUP_BACKOFF_MAX 10.0  /* the delay doubles up to this */
 #define CG_SUP_BACKOFF_RESET 5.0 /* a worker that lived longer resets the backoff */
 #define CG_SUP_STACK_GRACE 0.75  /* SIGUSR1 (stack dump) -> SIGKILL for a stuck worker */
+#define CG_SUP_STARTUP_GRACE 2.0 /* SIGTERM -> SIGKILL for a worker not ready in time */
 #define CG_SUP_DEBOUNCE_MAX 2.0  /* a continuous stream of changes still reloads */
 #define CG_SUP_WATCH_RETRY 1.0   /* pause after a watcher error */
 #define CG_SUP_LIST_FILES 10     /* changed files named in the reload message */
@@ -698,15 +699,13 @@ static void on_signal(cg_sup *s, int sig, double now)
 {
     switch (sig) {
     case SIGINT:
-        if (s->stopping) {
+    case SIGTERM:
+        if (s->stopping) { /* a second signal: kill the workers now */
             force_stop(s, now);
             break;
         }
-        /* fallthrough */
-    case SIGTERM:
-        if (!s->stopping)
-            sup_log(s, CG_SUP_INFO, "Received %s, stopping %zu worker(s)",
-                    sig == SIGINT ? "SIGINT" : "SIGTERM", s->nw);
+        sup_log(s, CG_SUP_INFO, "Received %s, stopping %zu worker(s)",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", s->nw);
         begin_stop(s, 0, now);
         break;
     case SIGQUIT:
@@ -818,6 +817,22 @@ static int wants_standby(const cg_sup *s)
     return s->waiting || count_active(s, 1) >= s->target;
 }
 
+/* When a starting worker must have sent 'R' (a rolling replacement has its
+ * own bound, a standby waits unreleased), or 0. */
+static double startup_deadline(const cg_sup *s, const cg_worker *w)
+{
+    if (w->state != CG_W_STARTING || w->standby || w->roll || s->stopping ||
+        s->cfg->startup_timeout <= 0)
+        return 0;
+    return w->started + s->cfg->startup_timeout;
+}
+
+static int startup_overdue(const cg_sup *s, const cg_worker *w, double now)
+{
+    double t = startup_deadline(s, w);
+    return t > 0 && now >= t;
+}
+
 static void run_due(cg_sup *s, double now)
 {
     const cg_sup_config *cfg = s->cfg;
@@ -839,6 +854,12 @@ static void run_due(cg_sup *s, double now)
             w->state = CG_W_STOPPING;
             w->kill_at = now + CG_SUP_STACK_GRACE;
             (void)kill(w->pid, SIGUSR1);
+        } else if (startup_overdue(s, w, now)) {
+            sup_log(s, CG_SUP_ERROR,
+                    "Worker [%d] was not ready within %g s (--timeout-worker-startup); "
+                    "stopping it and starting another",
+                    (int)w->pid, cfg->startup_timeout);
+            stop_worker(w, now + CG_SUP_STARTUP_GRACE);
         }
     }
     if (s->stopping)
@@ -925,6 +946,7 @@ static int poll_timeout(cg_sup *s, double now)
             min_deadline(&t, w->last_hb + cfg->healthcheck_timeout);
         if (w->roll && w->state == CG_W_STARTING)
             min_deadline(&t, w->ready_by);
+        min_deadline(&t, startup_deadline(s, w));
     }
     if (!s->stopping) {
         min_deadline(&t, s->reload_at);

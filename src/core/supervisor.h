@@ -51,6 +51,8 @@ typedef struct cg_sup_config {
                                    A rolling-restart replacement must send 'R' within the
                                    larger of this and healthcheck_timeout. */
     double healthcheck_timeout; /* seconds without 'H' after 'R' = stuck; 0 = off */
+    double startup_timeout;     /* seconds from start to 'R' (lifespan startup included):
+                                   a worker not ready by then is stopped and replaced; 0 = off */
     /* Log sink; `level` is one of CG_SUP_*. Called from the supervisor's loop. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;
@@ -58,7 +60,8 @@ typedef struct cg_sup_config {
 
 /**
  * Runs until SIGINT/SIGTERM (graceful: workers get SIGTERM, the supervisor
- * waits up to shutdown_timeout, then SIGKILLs; a second SIGINT forces),
+ * waits up to shutdown_timeout, then SIGKILLs; a second SIGINT or SIGTERM
+ * SIGKILLs them at once),
  * SIGQUIT (immediate: SIGKILL all), or a boot failure in workers mode (a
  * worker that exits with status 3 before sending 'R': all workers are
  * stopped and 3 is returned). Also: SIGHUP reloads (reload mode: restart all;
@@ -68,7 +71,9 @@ typedef struct cg_sup_config {
  * replaced with exponential backoff when workers die repeatedly within
  * seconds (reload mode: a worker that fails is not restarted until the next
  * change: "Waiting for file changes before restarting"); a worker that sent
- * 'X' is replaced (replacement ready first, then the old one stopped).
+ * 'X' is replaced (replacement ready first, then the old one stopped); a
+ * worker not ready within startup_timeout is stopped (SIGTERM, then SIGKILL
+ * shortly after) and replaced.
  * Returns the exit status: 0 after a clean stop, 3 after a boot failure,
  * 1 on an internal error (logged). The caller must not have other children.
  */

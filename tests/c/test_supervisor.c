@@ -51,7 +51,7 @@ typedef struct sup_opts {
     const char *arg;
     const char *argv0; /* override the executable */
     int workers;
-    double reload_timeout, shutdown_timeout, healthcheck_timeout;
+    double reload_timeout, shutdown_timeout, healthcheck_timeout, startup_timeout;
     int reload;     /* 1: watch "app" with inotify, 2: with polling */
     int fd_starved; /* the supervisor may open one more fd (its signalfd), no pipes */
     int standby;    /* reload mode: keep a standby worker */
@@ -175,6 +175,7 @@ static sup_run start_sup(const sup_opts *o)
         .reload_timeout = o->reload_timeout ? o->reload_timeout : 1.0,
         .shutdown_timeout = o->shutdown_timeout ? o->shutdown_timeout : 1.0,
         .healthcheck_timeout = o->healthcheck_timeout,
+        .startup_timeout = o->startup_timeout,
         .log = log_to_file,
         .log_ctx = NULL,
     };
@@ -660,6 +661,30 @@ static void test_stuck_worker(void)
     ok(no_orphans(), "no orphan");
 }
 
+/* A worker that never sends 'R' (hung in its startup: here it heartbeats,
+ * then is SIGSTOPped, so only SIGKILL ends it) is replaced. */
+static void test_startup_timeout(void)
+{
+    sup_opts o = {.mode = NULL, .first = "never-ready\n", .workers = 1, .startup_timeout = 0.5};
+    sup_run r = start_sup(&o);
+    int pids[8];
+    ok(WAIT_FOR(pids_with(&r, "start", pids, 8) == 1, 3000), "the first worker starts");
+    write_file(r.modefile, "serve\n");
+    kill(pids[0], SIGSTOP);
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "Worker [%d] was not ready within 0.5 s (--timeout-worker-startup); stopping it "
+             "and starting another",
+             pids[0]);
+    ok(WAIT_FOR(slog_has(&r, msg), 3000), "logs '%s'", msg);
+    ok(WAIT_FOR(count_with(&r, "ready") == 1, 2000), "a replacement starts and is ready");
+    ok(WAIT_FOR(gone(pids[0]), 4000), "the stopped worker is killed and reaped");
+    usleep(700000);
+    ok(count_with(&r, "start") == 2, "the ready replacement stays");
+    finish(&r);
+    ok(no_orphans(), "no orphan");
+}
+
 static void test_retire(void)
 {
     sup_opts o = {.mode = NULL, .first = "retire 200\n", .workers = 1};
@@ -717,19 +742,19 @@ static void test_sigquit(void)
     ok(all_gone(pids, 2) && no_orphans(), "workers killed and reaped");
 }
 
-static void test_double_sigint(void)
+static void test_double_signal(int sig, const char *name)
 {
     sup_opts o = {.mode = "ignore-term", .workers = 2, .shutdown_timeout = 10};
     sup_run r = start_sup(&o);
     int pids[8];
     ok(WAIT_FOR(count_with(&r, "ready") == 2, 3000), "two workers");
     pids_with(&r, "ready", pids, 8);
-    kill(r.pid, SIGINT);
-    ok(WAIT_FOR(count_with(&r, "term-ignored") == 2, 2000), "SIGINT: workers get SIGTERM");
-    kill(r.pid, SIGINT);
+    kill(r.pid, sig);
+    ok(WAIT_FOR(count_with(&r, "term-ignored") == 2, 2000), "%s: workers get SIGTERM", name);
+    kill(r.pid, sig);
     long took = 0;
     int rc = wait_sup(&r, 5000, &took);
-    ok(rc == 0 && took < 1000, "a second SIGINT forces the stop (%d, %ld ms)", rc, took);
+    ok(rc == 0 && took < 1000, "a second %s forces the stop (%d, %ld ms)", name, rc, took);
     ok(slog_has(&r, "Forcing shutdown"), "the forced stop is logged");
     ok(all_gone(pids, 2) && no_orphans(), "workers killed and reaped");
 }
@@ -971,11 +996,13 @@ int main(int argc, char **argv)
     test_rolling_abort("exit1", "died before it was ready");
     test_rolling_abort("never-ready", "was not ready in time");
     test_stuck_worker();
+    test_startup_timeout();
     test_retire();
     test_exec_failure();
     test_no_fds();
     test_sigquit();
-    test_double_sigint();
+    test_double_signal(SIGINT, "SIGINT");
+    test_double_signal(SIGTERM, "SIGTERM");
     test_closed_ctl();
     test_reload(1);
     test_reload(2);
