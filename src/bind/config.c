@@ -13,8 +13,16 @@
 
 static int wanted_env(const char *key, Py_ssize_t n)
 {
-    return (n > 6 && memcmp(key, "CASGI_", 6) == 0) ||
-           (n == 15 && memcmp(key, "WEB_CONCURRENCY", 15) == 0);
+    if ((n > 6 && memcmp(key, "CASGI_", 6) == 0) ||
+        (n == 15 && memcmp(key, "WEB_CONCURRENCY", 15) == 0))
+        return 1;
+    /* Names kept from uvicorn (FORWARDED_ALLOW_IPS). */
+    for (size_t i = 0; i < cg_options_count; i++) {
+        const char *env = cg_options[i].env;
+        if (env && strlen(env) == (size_t)n && memcmp(key, env, (size_t)n) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 static void free_envp(char **envp)
