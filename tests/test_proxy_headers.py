@@ -11,11 +11,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
-from helpers import RawConn, clean_env, free_port, req
+from helpers import APPS_DIR, RawConn, clean_env, free_port, req
 from ws_util import WsConn
 
 
@@ -317,3 +319,23 @@ def test_nginx_in_front_over_unix_socket(start_server, nginx_to, tmp_path, loop)
     headers = {k.lower(): v for k, v in scope["headers"]}
     assert headers["x-forwarded-for"] == "6.6.6.6, 127.0.0.1"
     s.wait_for(r'INFO: +127\.0\.0\.1:0 - "GET /scope\?via=nginx HTTP/1\.1" 200', since=mark)
+
+
+def test_run_keyword_takes_a_list(start_server, tmp_path):
+    """casgi.run(forwarded_allow_ips=[...]) as uvicorn.run takes it; a bad
+    entry raises ValueError naming it."""
+    script = tmp_path / "serve.py"
+    script.write_text(textwrap.dedent(f"""
+        import casgi
+        try:
+            casgi.run("basic:app", port=0, forwarded_allow_ips=["10.0.0.0/8", "bogus"])
+        except ValueError as exc:
+            print("RAISED", exc, flush=True)
+        casgi.run("basic:app", port=0, app_dir={str(APPS_DIR)!r},
+                  forwarded_allow_ips=("10.0.0.0/8", "127.0.0.0/8"))
+    """))
+    s = start_server.spawn([], cmd=[sys.executable, str(script)])
+    s.wait_for(r"RAISED invalid value for '--forwarded-allow-ips': 'bogus' is not an IP address")
+    s.wait_running()
+    scope = scope_of(s, [("X-Forwarded-For", "203.0.113.8, 127.0.0.5")])
+    assert scope["client"] == ["203.0.113.8", 0]

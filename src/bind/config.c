@@ -340,6 +340,18 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
     default:
         if (PyUnicode_Check(value))
             break;
+        if (o->offset == offsetof(cg_config, forwarded_allow_ips) &&
+            (PyList_Check(value) || PyTuple_Check(value))) {
+            /* uvicorn's run(forwarded_allow_ips=[...]): the entries joined. */
+            PyObject *sep = PyUnicode_FromString(","), *joined;
+            joined = sep ? PyUnicode_Join(sep, value) : NULL;
+            Py_XDECREF(sep);
+            if (!joined)
+                return -1;
+            rc = set_str_object(cfg, o, joined);
+            Py_DECREF(joined);
+            return rc;
+        }
         if (o->type == CG_OPT_STR && PyObject_HasAttrString(value, "__fspath__")) {
             /* Path-like objects for the path options. */
             PyObject *p = PyOS_FSPath(value), *s;
