@@ -1,10 +1,11 @@
 /* libFuzzer target for trusted proxies. The first line of the input is a
  * --forwarded-allow-ips list; every further line is one header value, an
  * X-Forwarded-Proto when it starts with '~' (that byte removed), else an
- * X-Forwarded-For. Checks: a parsed list has no host bits set, a client is a
- * non-empty slice inside one of the values, ports fit in 16 bits, and the
- * return value agrees with what was found. Each value is an exact-size heap
- * copy, so ASan sees any over-read. */
+ * X-Forwarded-For. Checks: a refused list names an entry inside it, a parsed
+ * list's networks hold their own address, a client is a non-empty slice
+ * inside one of the values, ports fit in 16 bits, and the return value agrees
+ * with what was found. Each value is an exact-size heap copy, so ASan sees
+ * any over-read. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +27,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *nl = memchr(in, '\n', size);
     size_t list_len = nl ? (size_t)(nl - in) : size;
     char *list = malloc(list_len + 1);
-    char err[256];
     cg_proxy_trust t;
+    cg_slice bad = {NULL, 0};
 
     memcpy(list, in, list_len);
     list[list_len] = '\0';
-    int rc = cg_proxy_trust_parse(&t, list, err, sizeof(err));
-    free(list);
+    int rc = cg_proxy_trust_parse(&t, list, &bad);
     if (rc < 0) {
         check(t.n == 0 && !t.nets && !t.all && !t.unix_peers);
+        check(rc == CG_PROXY_NO_MEMORY ||
+              (bad.len > 0 && bad.base >= list && bad.base + bad.len <= list + list_len));
+        free(list);
         return 0;
     }
+    free(list);
     for (size_t i = 0; i < t.n; i++) {
         const cg_proxy_net *net = &t.nets[i];
         check(net->addr.family == 4 || net->addr.family == 6);

@@ -481,17 +481,15 @@ static int build_extra_headers(cg_server *srv)
 /* --forwarded-allow-ips, parsed once (the option layer has validated it). */
 static int parse_trusted(cg_server *srv)
 {
-    char err[256];
+    cg_slice bad;
     if (!srv->cfg->proxy_headers)
         return 0;
-    if (cg_proxy_trust_parse(&srv->trust, srv->cfg->forwarded_allow_ips, err, sizeof(err)) < 0) {
-        if (err[0])
-            PyErr_Format(PyExc_ValueError, "invalid value for '--forwarded-allow-ips': %s", err);
-        else
-            PyErr_NoMemory();
-        return -1;
-    }
-    return 0;
+    int rc = cg_proxy_trust_parse(&srv->trust, srv->cfg->forwarded_allow_ips, &bad);
+    if (rc == CG_PROXY_NO_MEMORY)
+        PyErr_NoMemory();
+    else if (rc < 0)
+        PyErr_SetString(PyExc_ValueError, "invalid value for '--forwarded-allow-ips'");
+    return rc < 0 ? -1 : 0;
 }
 
 static int is_unix_addr(PyObject *addr)

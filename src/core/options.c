@@ -322,14 +322,18 @@ static int check_forwarded(const cg_option *o, const char *label, const char *te
                            size_t errlen)
 {
     cg_proxy_trust t;
-    char why[200];
+    cg_slice bad;
+    int rc;
     if (o->offset != offsetof(cg_config, forwarded_allow_ips))
         return 0;
-    if (cg_proxy_trust_parse(&t, text, why, sizeof(why)) < 0) {
-        if (why[0])
-            set_err(err, errlen, "invalid value for '%s': %s", label, why);
-        else
-            set_err(err, errlen, "out of memory");
+    rc = cg_proxy_trust_parse(&t, text, &bad);
+    if (rc == CG_PROXY_NO_MEMORY) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (rc < 0) {
+        set_err(err, errlen, "invalid value for '%s': '%.*s' %s", label, (int)bad.len, bad.base,
+                cg_proxy_strerror(rc));
         return -1;
     }
     cg_proxy_trust_free(&t);

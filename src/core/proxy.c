@@ -2,23 +2,11 @@
 #include "proxy.h"
 
 #include <arpa/inet.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hdrtab.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const unsigned char v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -130,25 +118,19 @@ static int parse_prefix(const char *text, size_t len, int family, unsigned *pref
     return 0;
 }
 
-/* One list entry that is an address or a network. Returns 0, or -1 with err. */
-static int parse_net(const char *e, size_t len, cg_proxy_net *net, char *err, size_t errlen)
+/* One list entry that is an address or a network. Returns 0 or a CG_PROXY_* code. */
+static int parse_net(const char *e, size_t len, cg_proxy_net *net)
 {
     const char *slash = memchr(e, '/', len);
     size_t alen = slash ? (size_t)(slash - e) : len;
     int mapped;
-    if (parse_addr_raw(e, alen, &net->addr, &mapped) < 0) {
-        set_err(err, errlen, "'%.*s' is not an IP address or network", (int)len, e);
-        return -1;
-    }
+    if (parse_addr_raw(e, alen, &net->addr, &mapped) < 0)
+        return CG_PROXY_BAD_ENTRY;
     net->prefix = addr_bits(&net->addr);
-    if (slash && parse_prefix(slash + 1, len - alen - 1, net->addr.family, &net->prefix) < 0) {
-        set_err(err, errlen, "'%.*s' is not an IP address or network", (int)len, e);
-        return -1;
-    }
-    if (!host_bits_zero(&net->addr, net->prefix)) {
-        set_err(err, errlen, "'%.*s' has host bits set", (int)len, e);
-        return -1;
-    }
+    if (slash && parse_prefix(slash + 1, len - alen - 1, net->addr.family, &net->prefix) < 0)
+        return CG_PROXY_BAD_ENTRY;
+    if (!host_bits_zero(&net->addr, net->prefix))
+        return CG_PROXY_HOST_BITS;
     /* ::ffff:a.b.c.d/N with N >= 96 is the IPv4 network a.b.c.d/(N-96). */
     if (mapped && net->prefix >= 96) {
         unmap(&net->addr);
@@ -171,11 +153,11 @@ static void trim(const char **a, const char **b)
         (*b)--;
 }
 
-int cg_proxy_trust_parse(cg_proxy_trust *t, const char *list, char *err, size_t errlen)
+int cg_proxy_trust_parse(cg_proxy_trust *t, const char *list, cg_slice *bad)
 {
     const char *p = list ? list : "";
+    int rc;
     memset(t, 0, sizeof(*t));
-    set_err(err, errlen, "%s", "");
     for (;;) {
         const char *comma = strchr(p, ',');
         const char *a = p, *b = comma ? comma : p + strlen(p);
@@ -187,20 +169,34 @@ int cg_proxy_trust_parse(cg_proxy_trust *t, const char *list, char *err, size_t 
             t->unix_peers = 1;
         } else if (len) {
             cg_proxy_net *nets = realloc(t->nets, (t->n + 1) * sizeof(*nets));
-            if (!nets)
-                goto failed;
-            t->nets = nets;
-            if (parse_net(a, len, &t->nets[t->n], err, errlen) < 0)
-                goto failed;
+            rc = nets ? 0 : CG_PROXY_NO_MEMORY;
+            if (nets) {
+                t->nets = nets;
+                rc = parse_net(a, len, &t->nets[t->n]);
+            }
+            if (rc < 0) {
+                *bad = (cg_slice){a, len};
+                cg_proxy_trust_free(t);
+                return rc;
+            }
             t->n++;
         }
         if (!comma)
             return 0;
         p = comma + 1;
     }
-failed:
-    cg_proxy_trust_free(t);
-    return -1;
+}
+
+const char *cg_proxy_strerror(int code)
+{
+    switch (code) {
+    case CG_PROXY_HOST_BITS:
+        return "has host bits set";
+    case CG_PROXY_NO_MEMORY:
+        return "out of memory";
+    default:
+        return "is not an IP address or network";
+    }
 }
 
 void cg_proxy_trust_free(cg_proxy_trust *t)

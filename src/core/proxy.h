@@ -46,12 +46,22 @@ enum cg_proxy_scheme { CG_PROXY_SCHEME_NONE, CG_PROXY_SCHEME_HTTP, CG_PROXY_SCHE
  * Returns 0, or -1 when `text` is not an address. */
 int cg_proxy_parse_addr(const char *text, size_t len, cg_proxy_addr *out);
 
+enum {
+    CG_PROXY_BAD_ENTRY = -1, /* neither "*", "unix:", an address nor a network */
+    CG_PROXY_HOST_BITS = -2, /* a network with bits set after its prefix */
+    CG_PROXY_NO_MEMORY = -3,
+};
+
 /** Parses a comma-separated --forwarded-allow-ips list into `t` (entries
  * trimmed, empty ones skipped): "*", "unix:", an address, or a network as
- * ADDRESS/PREFIX (or IPv4 ADDRESS/NETMASK) without host bits. Returns 0, or -1
- * with `t` zeroed and a one-line reason naming the bad entry in err (empty
- * message and -1 also when memory runs out). */
-int cg_proxy_trust_parse(cg_proxy_trust *t, const char *list, char *err, size_t errlen);
+ * ADDRESS/PREFIX (or IPv4 ADDRESS/NETMASK) without host bits. Returns 0, or a
+ * negative CG_PROXY_* code with `t` zeroed and *bad the offending entry
+ * (trimmed, pointing into `list`). */
+int cg_proxy_trust_parse(cg_proxy_trust *t, const char *list, cg_slice *bad);
+
+/** What a CG_PROXY_* code says about an entry: "is not an IP address or
+ * network", "has host bits set", "out of memory". */
+const char *cg_proxy_strerror(int code);
 
 /** Frees what cg_proxy_trust_parse allocated and zeroes `t`. */
 void cg_proxy_trust_free(cg_proxy_trust *t);
