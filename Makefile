@@ -31,6 +31,7 @@ ctest: build/ctest/build.ninja
 
 pytest: install
 	$(PIP) install -q -r tests/requirements.txt
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt-get install -y -qq nginx-light || echo "pytest: nginx could not be installed; the nginx proxy test will be skipped"
 	$(PY) -m pytest tests -q
 
 # The HTTP tests once more on a newer Python when one is installed (on PATH

@@ -25,7 +25,7 @@ def _uvicorn_types(options: Dict[str, Any]) -> None:
     """Converts the argument types uvicorn.run() takes beyond the option
     table's text: log_config as a dict (passed on as inline JSON, so workers
     get it too) or None (the app's logging is left alone), log_level as an
-    int, forwarded_allow_ips as a list."""
+    int. (forwarded_allow_ips as a list is taken by the option table itself.)"""
     if "log_config" in options:
         config = options["log_config"]
         if config is None:
@@ -41,9 +41,6 @@ def _uvicorn_types(options: Dict[str, Any]) -> None:
     level = options.get("log_level")
     if isinstance(level, int) and not isinstance(level, bool):
         options["log_level"] = _level_name(level)
-    ips = options.get("forwarded_allow_ips")
-    if isinstance(ips, (list, tuple)):
-        options["forwarded_allow_ips"] = ",".join(str(ip) for ip in ips)
 
 
 def run(app: Any, **options: Any) -> None:

@@ -9,7 +9,6 @@
 #include "server.h"
 
 #include <string.h>
-#include <strings.h>
 
 #include "hdrtab.h"
 
@@ -124,49 +123,38 @@ static PyObject *header_list(cg_state *st, const cg_http1_request *req)
     return list;
 }
 
-/* X-Forwarded-For from a trusted proxy: walking from the nearest hop, the
- * first address that is not itself a trusted proxy is the client. Returns a
- * new (host, 0) tuple, or NULL without error to keep the peer address. */
-static PyObject *forwarded_client(cg_server *srv, cg_slice xff)
+/* The client a trusted proxy reported: *client becomes (host, port) and the
+ * cycle keeps "host:port" for its log lines. Returns 0, or -1 with an
+ * exception and nothing changed. */
+static int set_forwarded_client(cg_cycle *cy, const cg_proxy_forwarded *fwd, PyObject **client)
 {
-    const char *end = xff.base + xff.len;
-    PyObject *host = NULL;
-    while (end > xff.base) {
-        const char *start = end;
-        while (start > xff.base && start[-1] != ',')
-            start--;
-        const char *a = start, *b = end;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        end = start > xff.base ? start - 1 : xff.base;
-        if (a == b)
-            continue;
-        Py_XSETREF(host, PyUnicode_DecodeLatin1(a, b - a, NULL));
-        if (!host)
-            return NULL;
-        if (!cg_server_trusts(srv, host))
-            break;
+    PyObject *host = PyUnicode_DecodeLatin1(fwd->host.base, (Py_ssize_t)fwd->host.len, NULL);
+    PyObject *t = host ? Py_BuildValue("(OI)", host, fwd->port) : NULL;
+    PyObject *text = host ? PyUnicode_FromFormat("%U:%u", host, fwd->port) : NULL;
+    Py_XDECREF(host);
+    if (!t || !text) {
+        Py_XDECREF(t);
+        Py_XDECREF(text);
+        return -1;
     }
-    if (!host)
-        return NULL;
-    PyObject *t = Py_BuildValue("(Oi)", host, 0);
-    Py_DECREF(host);
-    return t;
+    Py_SETREF(*client, t);
+    Py_XSETREF(cy->client_text, text);
+    return 0;
 }
 
-/* X-Forwarded-Proto: http/ws or https/wss (the scope's type picks which
- * spelling is used); anything else keeps the connection's scheme. */
-static PyObject *forwarded_scheme(cg_state *st, cg_slice proto)
+const char *cg_cycle_client_text(cg_cycle *cy, cg_conn *c, size_t *len)
 {
-    if ((proto.len == 5 && !strncasecmp(proto.base, "https", 5)) ||
-        (proto.len == 3 && !strncasecmp(proto.base, "wss", 3)))
-        return Py_NewRef(st->s_https);
-    if ((proto.len == 4 && !strncasecmp(proto.base, "http", 4)) ||
-        (proto.len == 2 && !strncasecmp(proto.base, "ws", 2)))
-        return Py_NewRef(st->s_http);
-    return NULL;
+    if (cy->client_text) {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(cy->client_text, &n);
+        if (u) {
+            *len = (size_t)n;
+            return u;
+        }
+        PyErr_Clear();
+    }
+    *len = c ? c->client_len : 0;
+    return c ? c->client_text : "";
 }
 
 /* Writes v in `base` (10 or 16) at out; returns the length. Hot-path
@@ -244,17 +232,14 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
         raw = Py_NewRef(cy->raw_path);
     }
     PyObject *client = Py_NewRef(c->client), *scheme = Py_NewRef(st->s_http);
-    if (c->trusted_proxy) {
-        for (size_t i = 0; i < req->num_headers; i++) {
-            const cg_http1_header *h = &req->headers[i];
-            PyObject *v = NULL;
-            if (h->token == CG_HDR_X_FORWARDED_FOR && (v = forwarded_client(srv, h->value)))
-                Py_SETREF(client, v);
-            else if (h->token == CG_HDR_X_FORWARDED_PROTO && (v = forwarded_scheme(st, h->value)))
-                Py_SETREF(scheme, v);
-            else if (PyErr_Occurred())
-                PyErr_Clear();
-        }
+    cg_proxy_forwarded fwd;
+    /* Python objects only when a trusted proxy sent X-Forwarded-For/-Proto. */
+    if (c->trusted_proxy &&
+        cg_proxy_read_headers(&srv->trust, req->headers, req->num_headers, &fwd)) {
+        if (fwd.scheme == CG_PROXY_SCHEME_HTTPS)
+            Py_SETREF(scheme, Py_NewRef(st->s_https));
+        if (fwd.has_client && set_forwarded_client(cy, &fwd, &client) < 0)
+            PyErr_Clear(); /* out of memory: the peer address stays */
     }
     if (websocket)
         Py_SETREF(scheme, Py_NewRef(scheme == st->s_https ? st->s_wss : st->s_ws));
@@ -706,7 +691,8 @@ static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status)
         PyErr_Clear();
         return;
     }
-    cg_slice client = {c->client_text, c->client_len};
+    cg_slice client;
+    client.base = cg_cycle_client_text(cy, c, &client.len);
     cg_slice method = {m, (size_t)mlen};
     cg_slice path = {PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
     cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
@@ -979,7 +965,7 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
         return NULL;
     cy->server = (cg_server *)Py_NewRef(srv);
     cy->conn = (cg_conn *)Py_NewRef(c);
-    cy->task = NULL;
+    cy->task = cy->client_text = NULL;
     cy->recv_waiters = (cg_waiters){NULL, NULL};
     cg_buf_init(&cy->body);
     cg_buf_init(&cy->head);
@@ -1094,6 +1080,7 @@ static int cycle_clear(cg_cycle *cy)
     Py_CLEAR(cy->method);
     Py_CLEAR(cy->raw_path);
     Py_CLEAR(cy->query);
+    Py_CLEAR(cy->client_text);
     cg_waiters_clear(&cy->recv_waiters);
     return 0;
 }

@@ -73,7 +73,8 @@ static void ws_log(cg_ws *ws, const char *what)
     cg_conn *c = ws->conn;
     if (st->log.error_level > CG_INFO)
         return;
-    const char *client = c ? c->client_text : "";
+    size_t client_len;
+    const char *client = cg_cycle_client_text(ws->http, c, &client_len);
     PyObject *q = ws->http->query;
     if (PyBytes_GET_SIZE(q))
         cg_log(&st->log, CG_INFO, "%s - \"WebSocket %s?%s\" %s", client,

@@ -13,8 +13,16 @@
 
 static int wanted_env(const char *key, Py_ssize_t n)
 {
-    return (n > 6 && memcmp(key, "CASGI_", 6) == 0) ||
-           (n == 15 && memcmp(key, "WEB_CONCURRENCY", 15) == 0);
+    if ((n > 6 && memcmp(key, "CASGI_", 6) == 0) ||
+        (n == 15 && memcmp(key, "WEB_CONCURRENCY", 15) == 0))
+        return 1;
+    /* Names kept from uvicorn (FORWARDED_ALLOW_IPS). */
+    for (size_t i = 0; i < cg_options_count; i++) {
+        const char *env = cg_options[i].env;
+        if (env && strlen(env) == (size_t)n && memcmp(key, env, (size_t)n) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 static void free_envp(char **envp)
@@ -332,6 +340,18 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
     default:
         if (PyUnicode_Check(value))
             break;
+        if (o->offset == offsetof(cg_config, forwarded_allow_ips) &&
+            (PyList_Check(value) || PyTuple_Check(value))) {
+            /* uvicorn's run(forwarded_allow_ips=[...]): the entries joined. */
+            PyObject *sep = PyUnicode_FromString(","), *joined;
+            joined = sep ? PyUnicode_Join(sep, value) : NULL;
+            Py_XDECREF(sep);
+            if (!joined)
+                return -1;
+            rc = set_str_object(cfg, o, joined);
+            Py_DECREF(joined);
+            return rc;
+        }
         if (o->type == CG_OPT_STR && PyObject_HasAttrString(value, "__fspath__")) {
             /* Path-like objects for the path options. */
             PyObject *p = PyOS_FSPath(value), *s;

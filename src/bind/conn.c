@@ -630,13 +630,11 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
         Py_XDECREF(s);
         PyErr_Clear();
     }
+    c->trusted_proxy = cg_server_trusts_peer(srv, peer, sock);
     Py_XDECREF(peer);
     Py_XDECREF(sock);
     if (!c->client || !c->sockname)
         return NULL;
-
-    c->trusted_proxy =
-        c->client != Py_None && cg_server_trusts(srv, PyTuple_GET_ITEM(c->client, 0));
 
     /* Join the server's list (the list holds a reference). */
     Py_INCREF(c);

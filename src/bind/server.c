@@ -633,45 +633,42 @@ static int build_extra_headers(cg_server *srv)
     return 0;
 }
 
-/* --forwarded-allow-ips: "*" or a comma-separated list of addresses. */
+/* --forwarded-allow-ips, parsed once (the option layer has validated it). */
 static int parse_trusted(cg_server *srv)
 {
-    const char *list = srv->cfg->forwarded_allow_ips;
-    if (!srv->cfg->proxy_headers || !list)
+    cg_slice bad;
+    if (!srv->cfg->proxy_headers)
         return 0;
-    PyObject *text = PyUnicode_FromString(list);
-    PyObject *sep = PyUnicode_FromString(",");
-    PyObject *parts = text && sep ? PyUnicode_Split(text, sep, -1) : NULL;
-    Py_XDECREF(text);
-    Py_XDECREF(sep);
-    if (!parts)
-        return -1;
-    srv->trusted = PySet_New(NULL);
-    for (Py_ssize_t i = 0; srv->trusted && i < PyList_GET_SIZE(parts); i++) {
-        PyObject *item = PyObject_CallMethod(PyList_GET_ITEM(parts, i), "strip", NULL);
-        if (!item || (PyUnicode_GET_LENGTH(item) && PySet_Add(srv->trusted, item) < 0)) {
-            Py_XDECREF(item);
-            Py_DECREF(parts);
-            return -1;
-        }
-        if (PyUnicode_CompareWithASCIIString(item, "*") == 0)
-            srv->trust_all = 1;
-        Py_DECREF(item);
-    }
-    Py_DECREF(parts);
-    return srv->trusted ? 0 : -1;
+    int rc = cg_proxy_trust_parse(&srv->trust, srv->cfg->forwarded_allow_ips, &bad);
+    if (rc == CG_PROXY_NO_MEMORY)
+        PyErr_NoMemory();
+    else if (rc < 0)
+        PyErr_SetString(PyExc_ValueError, "invalid value for '--forwarded-allow-ips'");
+    return rc < 0 ? -1 : 0;
 }
 
-int cg_server_trusts(cg_server *srv, PyObject *host)
+static int is_unix_addr(PyObject *addr)
 {
-    if (srv->trust_all)
+    return addr && (PyUnicode_Check(addr) || PyBytes_Check(addr));
+}
+
+int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock)
+{
+    const cg_proxy_trust *t = &srv->trust;
+    if (t->all)
         return 1;
-    if (!srv->trusted || !host || !PyUnicode_Check(host))
-        return 0;
-    int r = PySet_Contains(srv->trusted, host);
-    if (r < 0)
-        PyErr_Clear();
-    return r > 0;
+    if (peer && PyTuple_Check(peer) && PyTuple_GET_SIZE(peer) >= 2) {
+        PyObject *host = PyTuple_GET_ITEM(peer, 0);
+        Py_ssize_t n;
+        const char *u = PyUnicode_Check(host) ? PyUnicode_AsUTF8AndSize(host, &n) : NULL;
+        if (!u) {
+            PyErr_Clear();
+            return 0;
+        }
+        return cg_proxy_trusts_host(t, u, (size_t)n);
+    }
+    /* A Unix socket's peer has no address: trusted as "unix:" says. */
+    return t->unix_peers && (is_unix_addr(peer) || is_unix_addr(sock));
 }
 
 static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cfg)
@@ -1148,7 +1145,6 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->tick_cb);
     Py_VISIT(srv->flush_cb);
     Py_VISIT(srv->notify);
-    Py_VISIT(srv->trusted);
     Py_VISIT(srv->root_path);
     Py_VISIT(srv->root_path_b);
     Py_VISIT(srv->last_client);
@@ -1174,7 +1170,6 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->tick_cb);
     Py_CLEAR(srv->flush_cb);
     Py_CLEAR(srv->notify);
-    Py_CLEAR(srv->trusted);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_b);
     Py_CLEAR(srv->last_client);
@@ -1197,6 +1192,7 @@ static void server_dealloc(cg_server *srv)
         close(srv->alive_fd);
     cg_buf_free(&srv->extra_headers);
     cg_buf_free(&srv->spare_in);
+    cg_proxy_trust_free(&srv->trust);
     tp->tp_free(srv);
     Py_DECREF(tp);
 }

@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "http1.h"
+#include "proxy.h"
 
 typedef struct cg_conn cg_conn;
 typedef struct cg_cycle cg_cycle;
@@ -29,8 +30,7 @@ typedef struct cg_server {
     PyObject *tick_cb;            /* bound C callable for the ticker */
     PyObject *flush_cb;           /* bound C callable: cg_server_flush_held */
     PyObject *notify;             /* host heartbeat called on each tick, or NULL */
-    PyObject *trusted;            /* set of trusted proxy addresses (str), or NULL */
-    int trust_all;                /* --forwarded-allow-ips "*" */
+    cg_proxy_trust trust;         /* --forwarded-allow-ips; nothing when --no-proxy-headers */
     PyObject *root_path;          /* str */
     PyObject *root_path_b;        /* bytes */
     cg_conn *conns;               /* every open connection (strong refs), doubly linked */
@@ -129,6 +129,8 @@ struct cg_cycle {
     PyObject *method;                /* str, for the access log */
     PyObject *raw_path;              /* bytes, without root_path, for the access log */
     PyObject *query;                 /* bytes */
+    PyObject *client_text;           /* str "host:port" of a forwarded client for the log,
+                                      * or NULL: the connection's client_text */
     cg_buf body;                     /* request body received and not yet given to the app */
     cg_waiters recv_waiters;         /* woken when body arrives or on disconnect */
     int minor_version;
@@ -170,8 +172,10 @@ void cg_server_retire(cg_server *srv);
 void cg_server_raise_soon(cg_server *srv);
 /** Called when a connection or task goes away during shutdown. */
 void cg_server_check_drained(cg_server *srv);
-/** 1 when `host` (str) is a trusted proxy address. */
-int cg_server_trusts(cg_server *srv, PyObject *host);
+/** 1 when the peer of a new connection is a trusted proxy: `peer` and `sock`
+ * are its transport's peername and sockname (an address tuple, or for a Unix
+ * socket a path or ''). */
+int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock);
 /** Refreshes the cached date line. */
 void cg_server_update_date(cg_server *srv);
 
@@ -219,6 +223,11 @@ void cg_conn_set_reading(cg_conn *c, int on);
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
 
 /* asgi_http.c */
+/** The client for a log line about cycle `cy` on connection `c` (NULL when
+ * gone): the forwarded client when a trusted proxy named one, else the peer.
+ * NUL-terminated; valid while the cycle and the connection are. */
+const char *cg_cycle_client_text(cg_cycle *cy, cg_conn *c, size_t *len);
+
 /** A cycle for the parsed head (no task, not owned by the connection). */
 cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req);
 /** The ASGI scope for the request of cy (type http, or websocket). */

@@ -1,6 +1,7 @@
 /* The option table and the command-line / environment parser built on it.
  * Pure C: the bindings convert Python values to text and call cg_option_set. */
 #include "options.h"
+#include "proxy.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -137,9 +138,10 @@ const cg_option cg_options[] = {
      0,
      "Take the client address and scheme from X-Forwarded-For / X-Forwarded-Proto sent by a "
      "trusted proxy."},
-    {"forwarded-allow-ips", CG_OPT_STR, F(forwarded_allow_ips), "127.0.0.1", "FORWARDED_ALLOW_IPS",
-     "IPS", NULL, 0, 0,
-     "Comma-separated proxy addresses trusted for proxy headers, or '*' for all."},
+    {"forwarded-allow-ips", CG_OPT_STR, F(forwarded_allow_ips), "127.0.0.1,::1",
+     "FORWARDED_ALLOW_IPS", "IPS", NULL, 0, 0,
+     "Comma-separated proxies trusted for proxy headers: addresses, networks (10.0.0.0/8, "
+     "::/0), 'unix:' for peers on a Unix socket, or '*' for all."},
     {"server-header", CG_OPT_BOOL, F(server_header), "true", "CASGI_SERVER_HEADER", NULL, NULL, 0,
      0, "Add a 'server: casgi' header to responses."},
     {"date-header", CG_OPT_BOOL, F(date_header), "true", "CASGI_DATE_HEADER", NULL, NULL, 0, 0,
@@ -343,6 +345,30 @@ static int check_header(const char *label, const char *text, char *err, size_t e
     return 0;
 }
 
+/* A --forwarded-allow-ips list: every entry must parse (a bad one is a usage
+ * error, not an entry that never matches). */
+static int check_forwarded(const cg_option *o, const char *label, const char *text, char *err,
+                           size_t errlen)
+{
+    cg_proxy_trust t;
+    cg_slice bad;
+    int rc;
+    if (o->offset != offsetof(cg_config, forwarded_allow_ips))
+        return 0;
+    rc = cg_proxy_trust_parse(&t, text, &bad);
+    if (rc == CG_PROXY_NO_MEMORY) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (rc < 0) {
+        set_err(err, errlen, "invalid value for '%s': '%.*s' %s", label, (int)bad.len, bad.base,
+                cg_proxy_strerror(rc));
+        return -1;
+    }
+    cg_proxy_trust_free(&t);
+    return 0;
+}
+
 /* Sets `o` from text; errors name `label`. */
 static int set_labeled(cg_config *c, const cg_option *o, const char *text, const char *label,
                        char *err, size_t errlen)
@@ -350,6 +376,8 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
     void *p = field(c, o);
     switch (o->type) {
     case CG_OPT_STR: {
+        if (check_forwarded(o, label, text, err, errlen) < 0)
+            return -1;
         char *copy = dup_str(text);
         if (!copy)
             goto nomem;
