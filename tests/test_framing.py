@@ -554,7 +554,8 @@ def test_app_headers_sent_with_raw_values(server):
     assert r.header_all("set-cookie") == ["a=1", "b=2"]
 
 
-@pytest.mark.parametrize("kind", ["name-crlf", "name-lf", "name-nul", "value-crlf", "value-cr", "value-lf", "value-nul"])
+@pytest.mark.parametrize("kind", ["name-crlf", "name-lf", "name-nul", "value-crlf", "value-cr", "value-lf", "value-nul",
+                                  "value-bel", "value-esc", "value-vt", "value-del"])
 def test_invalid_response_header_gives_500_and_never_reaches_wire(server, kind):
     mark = server.mark()
     with server.connect() as c:

@@ -935,11 +935,9 @@ int cg_http1_valid_field(const char *name, size_t name_len, const char *value, s
     for (size_t i = 0; i < name_len; i++)
         if (!IS(name[i], C_TOKEN))
             return 0;
-    for (size_t i = 0; i < value_len; i++) {
-        char c = value[i];
-        if (c == '\r' || c == '\n' || c == '\0')
+    for (size_t i = 0; i < value_len; i++)
+        if (!IS(value[i], C_VALUE))
             return 0;
-    }
     return 1;
 }
 

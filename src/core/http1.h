@@ -117,7 +117,8 @@ int cg_http1_chunked_decode(cg_http1_chunked *d, const char *buf, size_t len, si
 /** Reason phrase of a status code ("OK", "Not Found"), or "" when unknown. */
 const char *cg_http1_reason(int status);
 
-/** 1 when `name` is a non-empty token and `value` has no CR, LF or NUL; else 0. */
+/** 1 when `name` is a non-empty token and `value` only has HTAB, SP, VCHAR
+ * and obs-text (no control byte: 0x00-0x1F except HTAB, 0x7F); else 0. */
 int cg_http1_valid_field(const char *name, size_t name_len, const char *value, size_t value_len);
 
 /** 1 when the header value contains `token` as one comma-separated element

@@ -264,6 +264,10 @@ async def app(scope, receive, send):
             "value-cr": (b"x-bad", b"v\rinjected"),
             "value-lf": (b"x-bad", b"v\ninjected: yes"),
             "value-nul": (b"x-bad", b"v\x00injected"),
+            "value-bel": (b"x-bad", b"v\x07injected"),
+            "value-esc": (b"x-bad", b"v\x1b[31minjected"),
+            "value-vt": (b"x-bad", b"v\x0binjected"),
+            "value-del": (b"x-bad", b"v\x7finjected"),
         }[kind]
         try:
             await send({"type": "http.response.start", "status": 200,

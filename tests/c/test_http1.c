@@ -1056,6 +1056,19 @@ static void test_helpers(void)
     ok(!cg_http1_valid_field(S("a"), S("a\nb")), "LF in value");
     ok(!cg_http1_valid_field(S("a"), S("a\rb")), "CR in value");
     ok(!cg_http1_valid_field(S("a"), S("a\0b")), "NUL in value");
+    {
+        int ctl_refused = 1, others_kept = 1;
+        for (int b = 0; b < 256; b++) {
+            char v[3] = {'a', (char)b, 'z'};
+            int valid = cg_http1_valid_field(S("a"), v, 3);
+            if ((b < 0x20 && b != '\t') || b == 0x7f)
+                ctl_refused &= !valid;
+            else
+                others_kept &= valid;
+        }
+        ok(ctl_refused, "every control byte but HTAB, and DEL, refused in a value");
+        ok(others_kept, "HTAB, SP, VCHAR and obs-text kept in a value");
+    }
 
     ok(cg_http1_has_token(S("close"), "close"), "single token");
     ok(cg_http1_has_token(S("keep-alive, Close"), "close"), "token in list, case");
