@@ -331,6 +331,7 @@ static const char *parse_target(cg_http1_request *req)
         if (!authority_ok(t, n))
             return "CONNECT needs an authority-form target";
         req->target_form = CG_TARGET_AUTHORITY;
+        req->authority = req->target;
         req->path = req->target;
         req->query = (cg_slice){t + n, 0};
         return NULL;
@@ -364,6 +365,7 @@ static const char *parse_target(cg_http1_request *req)
     if (a == skip)
         return "absolute-form target without a host";
     req->target_form = CG_TARGET_ABSOLUTE;
+    req->authority = (cg_slice){t + skip, a - skip};
     if (a < n && t[a] == '/') {
         split_query(req, t + a, n - a);
     } else {
@@ -416,6 +418,7 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     if (v[5] != '1' || v[7] > '1')
         return fail(p, CG_HTTP1_VERSION_NOT_SUPPORTED, "unsupported HTTP version");
     req->minor_version = v[7] - '0';
+    req->authority = (cg_slice){t, 0};
     const char *why = parse_target(req);
     if (why)
         return fail(p, CG_HTTP1_BAD_REQUEST, why);
@@ -474,12 +477,14 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
 
     /* framing and connection semantics */
     int hosts = 0, te = 0, te_bad = 0, conn = 0, up_hdr = 0, expect = 0;
+    size_t host = 0;
     long long cl = -1;
     for (size_t i = 0; i < nh; i++) {
         const cg_http1_header *h = &req->headers[i];
         switch (h->token) {
         case CG_HDR_HOST:
             hosts++;
+            host = i;
             break;
         case CG_HDR_CONTENT_LENGTH: {
             long long x = parse_content_length(h->value.base, h->value.len);
@@ -511,6 +516,8 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         return fail(p, CG_HTTP1_BAD_REQUEST, "more than one Host");
     if (hosts == 0 && req->minor_version == 1)
         return fail(p, CG_HTTP1_BAD_REQUEST, "missing Host");
+    if (hosts && req->target_form == CG_TARGET_ABSOLUTE)
+        req->headers[host].value = req->authority; /* the target's authority wins */
     if (te) {
         if (req->minor_version == 0)
             return fail(p, CG_HTTP1_BAD_REQUEST, "Transfer-Encoding in HTTP/1.0");

@@ -45,6 +45,9 @@ typedef struct cg_http1_request {
                                  not in the input); the target itself for "*" and
                                  authority-form */
     cg_slice query;           /* after the first '?', without it; empty when none */
+    cg_slice authority;       /* absolute-form: the target's host[:port], which also becomes
+                                 the Host field's value (RFC 9112 3.2.2); authority-form:
+                                 the target; else empty */
     int target_form;          /* enum cg_http1_target_form */
     int minor_version;        /* 0 or 1 */
     cg_http1_header *headers; /* caller-provided, capacity >= limits.fields */
