@@ -165,6 +165,20 @@ def test_bad_key_400(ws1, key):
         assert r.status == 400, (key, r.raw)
 
 
+def test_two_keys_400(ws1):
+    """Two Sec-WebSocket-Key fields, even equal ones, are not one key."""
+    mark = ws1.mark()
+    key = ws_key()
+    for second in (key, ws_key()):
+        c = RawConn.tcp(ws1.host, ws1.port)
+        with c:
+            c.send(upgrade_request("/echo?id=twokeys", key=key, extra=[f"Sec-WebSocket-Key: {second}"]))
+            r = c.read_response()
+            assert r.status == 400, r.raw
+            c.assert_closed()
+    assert "WSEVENT accepted twokeys" not in ws1.output(mark)
+
+
 def test_bad_key_does_not_reach_the_app(ws1):
     mark = ws1.mark()
     c = RawConn.tcp(ws1.host, ws1.port)

@@ -638,6 +638,17 @@ static const cg_http1_header *find_header(const cg_http1_request *req, int token
     return NULL;
 }
 
+/* The field with `token` when it appears exactly once, else NULL. */
+static const cg_http1_header *find_single_header(const cg_http1_request *req, int token)
+{
+    const cg_http1_header *h = find_header(req, token);
+    for (const cg_http1_header *o = h ? h + 1 : NULL; o && o < req->headers + req->num_headers;
+         o++)
+        if (o->token == token)
+            return NULL;
+    return h;
+}
+
 int cg_ws_is_upgrade(cg_server *srv, const cg_http1_request *req)
 {
     const cg_http1_header *up;
@@ -702,7 +713,7 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
     const cg_http1_header *ver = find_header(req, CG_HDR_SEC_WEBSOCKET_VERSION);
-    const cg_http1_header *key = find_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
+    const cg_http1_header *key = find_single_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
     PyObject *scope = NULL, *ext = NULL, *task = NULL;
     cg_ws *ws;
 
