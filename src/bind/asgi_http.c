@@ -660,7 +660,11 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
     } else {
         /* Large body: no copy of it. */
         if (head_len + ch_len) {
-            cg_buf_append(&cy->head, chunk_head, ch_len);
+            if (cg_buf_append(&cy->head, chunk_head, ch_len) < 0) {
+                cg_buf_free(&cy->head);
+                PyErr_NoMemory();
+                return -1;
+            }
             rc = cg_conn_write(c, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
         }
         if (rc == 0)
