@@ -612,6 +612,55 @@ def test_server_keeps_serving_after_app_errors(server):
 
 
 # ---------------------------------------------------------------------------
+# A response that cannot be completed ends with a reset, never a FIN
+# ---------------------------------------------------------------------------
+
+
+def _read_to_end(c) -> tuple:
+    """Reads until the connection ends: (bytes, "reset" or "eof")."""
+    data = c.buf
+    c.sock.settimeout(5)
+    while True:
+        try:
+            more = c.sock.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        if not more:
+            return data, "eof"
+        data += more
+
+
+@pytest.mark.parametrize("path", ["/raise-after", "/return-mid-stream"])
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_unfinished_response_ends_with_a_reset(server, path, version):
+    """On HTTP/1.0 the body ends with the connection: a FIN after an app error
+    would make the truncated body look complete (nginx's HTTP/1.0 upstream
+    caches it as a 200). Every unfinished response ends with a reset."""
+    with server.connect() as c:
+        c.send(req("GET", path, version=version))
+        data, how = _read_to_end(c)
+    assert how == "reset", data
+    assert not data or data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+
+
+def test_body_shorter_than_content_length_ends_with_a_reset(server):
+    with server.connect() as c:
+        c.send(req("GET", "/cl-short-stream"))
+        data, how = _read_to_end(c)
+    assert how == "reset", data
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_complete_streamed_response_ends_normally(server, version):
+    """A close-delimited body the app completed ends with a FIN."""
+    with server.connect() as c:
+        c.send(req("GET", "/stream", version=version, headers=[("Connection", "close")]))
+        data, how = _read_to_end(c)
+    assert how == "eof", data
+    assert b"part2\n" in data
+
+
+# ---------------------------------------------------------------------------
 # Unread request bodies never become requests
 # ---------------------------------------------------------------------------
 

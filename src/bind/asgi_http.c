@@ -784,9 +784,13 @@ static int response_body(cg_cycle *cy, PyObject *message)
     if (rc < 0)
         return -1;
     if (length_error) {
-        /* The framing is broken: closing is the only way the client cannot hang. */
+        /* The framing is broken: closing is the only way the client cannot hang.
+         * A body shorter than promised ends with a reset: an error to the
+         * client, as when the app fails mid-stream (see hook_finish). */
         cy->keep_alive = 0;
-        if (c)
+        if (c && cy->resp_sent < cy->resp_length)
+            cg_conn_abort(c);
+        else if (c)
             cg_conn_close(c);
         response_complete(cy, 0);
     } else if (!more) {
@@ -918,14 +922,15 @@ static void hook_finish(PyObject *owner, PyObject *exc)
         if (c && !cy->disconnected) {
             if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD)
                 cycle_fail_500(cy, c);
-            else if (cy->resp == CG_RESP_STREAMING) {
-                cg_conn_close(c);
-            }
+            else if (cy->resp == CG_RESP_STREAMING)
+                cg_conn_abort(c); /* a close-delimited body must not look complete */
         }
     } else if (exc) {
         /* Cancelled or BaseException: an unfinished response cannot be finished. */
         PyErr_Clear();
-        if (c && cy->resp != CG_RESP_COMPLETE)
+        if (c && cy->resp == CG_RESP_STREAMING)
+            cg_conn_abort(c);
+        else if (c && cy->resp != CG_RESP_COMPLETE)
             cg_conn_close(c);
     } else if (c && !cy->disconnected) {
         if (cy->resp == CG_RESP_NONE) {
@@ -933,7 +938,10 @@ static void hook_finish(PyObject *owner, PyObject *exc)
             cycle_fail_500(cy, c);
         } else if (cy->resp != CG_RESP_COMPLETE) {
             cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
-            cg_conn_close(c);
+            if (cy->resp == CG_RESP_STREAMING)
+                cg_conn_abort(c);
+            else
+                cg_conn_close(c);
         }
     }
     PyErr_Clear();

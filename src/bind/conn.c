@@ -8,6 +8,7 @@
 #include "server.h"
 
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "hdrtab.h"
@@ -33,6 +34,7 @@ static double monotonic_now(void)
 }
 
 static void conn_process(cg_conn *c);
+static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
 
 void cg_conn_set_reading(cg_conn *c, int on)
 {
@@ -248,6 +250,30 @@ void cg_conn_close(cg_conn *c)
     if (conn_flush(c) < 0)
         PyErr_Clear();
     PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
+    if (!r)
+        PyErr_WriteUnraisable(c->transport);
+    Py_XDECREF(r);
+}
+
+void cg_conn_abort(cg_conn *c)
+{
+    c->phase = CG_PHASE_CLOSED;
+    c->deadline = 0;
+    if (!c->transport)
+        return;
+    if (conn_flush(c) < 0) /* earlier complete responses still leave first */
+        PyErr_Clear();
+    /* SO_LINGER 0: close() sends RST, never FIN, whatever is still unsent. */
+    PyObject *sock = conn_get_extra(c, c->server->st->s_socket);
+    int fd = sock && sock != Py_None ? PyObject_AsFileDescriptor(sock) : -1;
+    Py_XDECREF(sock);
+    if (fd < 0) {
+        PyErr_Clear();
+    } else {
+        struct linger lg = {1, 0};
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_abort);
     if (!r)
         PyErr_WriteUnraisable(c->transport);
     Py_XDECREF(r);

@@ -196,6 +196,10 @@ void cg_conn_maybe_resume(cg_conn *c);
 /** Hands the read buffer to the server's spare slot (or frees it) when it
  * holds no unread bytes: a connection keeps a buffer only while it needs one. */
 void cg_conn_return_buffer(cg_conn *c);
+/** Ends the connection with a reset (RST, not FIN) after writing held
+ * output: for a response that cannot be completed, so that no client takes a
+ * truncated body for a complete one. */
+void cg_conn_abort(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
 

@@ -243,6 +243,10 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": q("body", "").encode()})
 
+    elif path == "/return-mid-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
     elif path == "/conn-close-response":
         await respond(send, 200, b"closing", headers=[(b"connection", b"close")])
 
