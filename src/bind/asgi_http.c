@@ -440,7 +440,7 @@ static int response_start(cg_cycle *cy, PyObject *message)
     cg_state *st = cycle_state(cy);
     cg_server *srv = cy->conn->server;
     PyObject *status_obj, *headers, *it = NULL, *item;
-    int has_server = 0, has_date = 0, status;
+    int has_server = 0, has_date = 0, app_chunked = 0, status;
     char line[CG_STATUS_LINE_MAX];
 
     status_obj = PyDict_GetItemWithError(message, st->s_status);
@@ -449,16 +449,32 @@ static int response_start(cg_cycle *cy, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "http.response.start requires 'status'");
         return -1;
     }
-    status = PyLong_Check(status_obj) ? (int)PyLong_AsLong(status_obj) : -1;
-    if (status < 100 || status > 999) {
+    long code = PyLong_Check(status_obj) ? PyLong_AsLong(status_obj) : -1;
+    if (code < 200 || code > 599) {
+        /* A 1xx here would be taken by the client for this request's answer
+         * and the real one for the next request's (h11 refuses it too). */
         if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OverflowError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_RuntimeError, "invalid HTTP status %R", status_obj);
+            PyErr_Format(PyExc_RuntimeError,
+                         code >= 100 && code < 200
+                             ? "invalid HTTP status %R: an informational (1xx) status cannot be "
+                               "the final response"
+                             : "invalid HTTP status %R",
+                         status_obj);
         }
+        return -1;
+    }
+    status = (int)code;
+    if (cy->is_connect && status < 300) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "a %d answer to CONNECT would open a tunnel, which this server does not "
+                     "provide",
+                     status);
         return -1;
     }
     cy->status = status;
     cy->resp_length = -1;
+    cy->chunked_out = 0;
     cg_buf_reset(&cy->head);
     const char *reason = cg_http1_reason(status);
     size_t reason_len = strlen(reason), n = 9;
@@ -512,11 +528,26 @@ static int response_start(cg_cycle *cy, PyObject *message)
                         PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
                                      PySequence_Fast_GET_ITEM(pair, 1));
                         rc = -1;
+                    } else if (cy->resp_length >= 0 && len != cy->resp_length) {
+                        PyErr_Format(PyExc_RuntimeError,
+                                     "conflicting content-length values %lld and %lld",
+                                     cy->resp_length, len);
+                        rc = -1;
                     } else {
+                        if (cy->resp_length >= 0)
+                            nl = 0; /* a repeated equal value is written once */
                         cy->resp_length = len;
                     }
                 } else if (ascii_ieq(nm, nl, "transfer-encoding")) {
-                    cy->chunked_out = 1; /* the app frames it; we encode chunks */
+                    /* The server frames the body: the app may only ask for chunked. */
+                    if (!ascii_ieq(vl, vlen, "chunked")) {
+                        PyErr_Format(PyExc_RuntimeError,
+                                     "unsupported transfer-encoding %R: only chunked is supported",
+                                     PySequence_Fast_GET_ITEM(pair, 1));
+                        rc = -1;
+                    }
+                    app_chunked = 1;
+                    nl = 0; /* written with the framing, see head_finish */
                 } else if (ascii_ieq(nm, nl, "connection")) {
                     if (cg_http1_has_token(vl, vlen, "close"))
                         cy->keep_alive = 0;
@@ -545,6 +576,11 @@ static int response_start(cg_cycle *cy, PyObject *message)
         if (PyErr_Occurred())
             return -1;
     }
+    if (app_chunked && cy->resp_length >= 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "both content-length and transfer-encoding in the response headers");
+        return -1;
+    }
     if (srv->cfg->server_header && !has_server &&
         cg_buf_append(&cy->head, "server: casgi\r\n", 15) < 0)
         goto nomem;
@@ -553,7 +589,9 @@ static int response_start(cg_cycle *cy, PyObject *message)
         goto nomem;
     if (cg_buf_append(&cy->head, srv->extra_headers.data, srv->extra_headers.len) < 0)
         goto nomem;
-    cy->no_body = cy->is_head || status < 200 || status == 204 || status == 304;
+    cy->no_body = cy->is_head || status == 204 || status == 304;
+    /* HTTP/1.0 has no chunked coding: there the body ends with the connection. */
+    cy->chunked_out = app_chunked && cy->minor_version == 1 && !cy->no_body;
     return 0;
 nomem:
     PyErr_NoMemory();
@@ -573,9 +611,7 @@ static int head_finish(cg_cycle *cy, int complete, size_t first_len)
         cy->keep_alive = 0;
     if (cy->no_body || cy->resp_length >= 0) {
         /* HEAD keeps the app's content-length; no framing to add. */
-    } else if (cy->chunked_out) {
-        /* the app's own transfer-encoding header stays */
-    } else if (complete) {
+    } else if (complete && !cy->chunked_out) {
         memcpy(line, "content-length: ", 16);
         n = 16 + (int)format_uint(line + 16, first_len, 10);
         line[n++] = '\r';
@@ -980,6 +1016,7 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     cy->resp = CG_RESP_NONE;
     cy->keep_alive = req->keep_alive;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
+    cy->is_connect = req->target_form == CG_TARGET_AUTHORITY;
     cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->chunked_out = cy->no_body = cy->in_step = cy->stepped = cy->task_done = 0;

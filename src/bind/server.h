@@ -131,6 +131,7 @@ struct cg_cycle {
     int resp;              /* enum cg_resp_state */
     unsigned keep_alive : 1;
     unsigned is_head : 1;
+    unsigned is_connect : 1; /* a 2xx answer would be a tunnel: refused */
     unsigned expect_continue : 1;
     unsigned body_done : 1;    /* the whole request body has arrived */
     unsigned body_final : 1;   /* more_body=False was given to the app */

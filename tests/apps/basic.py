@@ -107,7 +107,12 @@ async def app(scope, receive, send):
         # many other requests the process serves.
         SEEN.append(key)
 
-    if path == "/seen":
+    if scope["method"] == "CONNECT":
+        # The status comes from an x-status request header (default 200).
+        status = int(dict(scope["headers"]).get(b"x-status", b"200"))
+        await respond(send, status, b"tunnel")
+
+    elif path == "/seen":
         await respond_json(send, SEEN)
 
     elif path == "/":
@@ -242,6 +247,19 @@ async def app(scope, receive, send):
             headers.append((b"content-length", q("cl").encode()))
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": q("body", "").encode()})
+
+    elif path == "/status-obj":
+        status = {"str": "200", "float": 200.0, "bool": True, "big": 2**32 + 200, "none": None}[q("kind")]
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    elif path == "/app-te":
+        # The app asks for a transfer-encoding itself (v), body in `parts` messages.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", q("v", "chunked").encode())]})
+        n = int(q("parts", "1"))
+        for i in range(n):
+            await send({"type": "http.response.body", "body": b"part%d" % i, "more_body": i < n - 1})
 
     elif path == "/return-mid-stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
