@@ -33,7 +33,7 @@ struct cg_ws {
     PyObject *task;                  /* the app's task until it finishes */
     PyObject *queue;                 /* list of websocket.receive messages for the app */
     cg_buf queue_sizes;              /* their payload sizes in bytes (size_t), oldest first */
-    size_t queue_bytes;              /* the sum of queue_sizes */
+    size_t queue_bytes;
     PyObject *recv_waiter; /* future completed when a message or the close arrives */
     PyObject *subprotocols;
     cg_ws_reader *reader;
@@ -642,8 +642,7 @@ static const cg_http1_header *find_header(const cg_http1_request *req, int token
 static const cg_http1_header *find_single_header(const cg_http1_request *req, int token)
 {
     const cg_http1_header *h = find_header(req, token);
-    for (const cg_http1_header *o = h ? h + 1 : NULL; o && o < req->headers + req->num_headers;
-         o++)
+    for (const cg_http1_header *o = h ? h + 1 : NULL; o && o < req->headers + req->num_headers; o++)
         if (o->token == token)
             return NULL;
     return h;

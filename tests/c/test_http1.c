@@ -594,7 +594,8 @@ static void test_targets(void)
     ok(r->num_headers == 2 && sl_is(r->headers[1].name, "Host") &&
            sl_is(r->headers[1].value, "example.com:8080") && sl_is(r->headers[0].value, "1"),
        "the target's authority replaces the Host value (RFC 9112 3.2.2)");
-    r = accept(S("GET http://example.com/x HTTP/1.0\r\n\r\n"), "absolute form, HTTP/1.0 without Host");
+    r = accept(S("GET http://example.com/x HTTP/1.0\r\n\r\n"),
+               "absolute form, HTTP/1.0 without Host");
     ok(r->num_headers == 0 && sl_is(r->authority, "example.com"), "no Host is added");
     r = accept(S("GET /x HTTP/1.1\r\nHost: h\r\n\r\n"), "origin form");
     ok(r->authority.len == 0 && sl_is(r->headers[0].value, "h"), "origin form keeps Host");
