@@ -9,8 +9,8 @@
 #include "server.h"
 
 #include <string.h>
-#include <strings.h>
 
+#include "ascii.h"
 #include "hdrtab.h"
 
 #define CG_STATUS_LINE_MAX 64
@@ -160,11 +160,9 @@ static PyObject *forwarded_client(cg_server *srv, cg_slice xff)
  * spelling is used); anything else keeps the connection's scheme. */
 static PyObject *forwarded_scheme(cg_state *st, cg_slice proto)
 {
-    if ((proto.len == 5 && !strncasecmp(proto.base, "https", 5)) ||
-        (proto.len == 3 && !strncasecmp(proto.base, "wss", 3)))
+    if (cg_ascii_ieq(proto.base, proto.len, "https") || cg_ascii_ieq(proto.base, proto.len, "wss"))
         return Py_NewRef(st->s_https);
-    if ((proto.len == 4 && !strncasecmp(proto.base, "http", 4)) ||
-        (proto.len == 2 && !strncasecmp(proto.base, "ws", 2)))
+    if (cg_ascii_ieq(proto.base, proto.len, "http") || cg_ascii_ieq(proto.base, proto.len, "ws"))
         return Py_NewRef(st->s_http);
     return NULL;
 }
@@ -385,21 +383,6 @@ void cg_cycle_disconnect(cg_cycle *cy)
 
 /* ---- send --------------------------------------------------------------- */
 
-static int ascii_ieq(const char *a, size_t alen, const char *lower)
-{
-    size_t n = strlen(lower);
-    if (alen != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = a[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch - 'A' + 'a');
-        if (ch != lower[i])
-            return 0;
-    }
-    return 1;
-}
-
 /* Reads a bytes-like object into a slice; the view must be released. bytes,
  * by far the most common, are read directly (view->obj NULL: nothing to
  * release). */
@@ -522,7 +505,7 @@ static int response_start(cg_cycle *cy, PyObject *message)
                              PySequence_Fast_GET_ITEM(pair, 0), PySequence_Fast_GET_ITEM(pair, 1));
                 rc = -1;
             } else {
-                if (ascii_ieq(nm, nl, "content-length")) {
+                if (cg_ascii_ieq(nm, nl, "content-length")) {
                     long long len;
                     if (parse_length(vl, vlen, &len) < 0) {
                         PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
@@ -538,9 +521,9 @@ static int response_start(cg_cycle *cy, PyObject *message)
                             nl = 0; /* a repeated equal value is written once */
                         cy->resp_length = len;
                     }
-                } else if (ascii_ieq(nm, nl, "transfer-encoding")) {
+                } else if (cg_ascii_ieq(nm, nl, "transfer-encoding")) {
                     /* The server frames the body: the app may only ask for chunked. */
-                    if (!ascii_ieq(vl, vlen, "chunked")) {
+                    if (!cg_ascii_ieq(vl, vlen, "chunked")) {
                         PyErr_Format(PyExc_RuntimeError,
                                      "unsupported transfer-encoding %R: only chunked is supported",
                                      PySequence_Fast_GET_ITEM(pair, 1));
@@ -548,13 +531,13 @@ static int response_start(cg_cycle *cy, PyObject *message)
                     }
                     app_chunked = 1;
                     nl = 0; /* written with the framing, see head_finish */
-                } else if (ascii_ieq(nm, nl, "connection")) {
+                } else if (cg_ascii_ieq(nm, nl, "connection")) {
                     if (cg_http1_has_token(vl, vlen, "close"))
                         cy->keep_alive = 0;
                     nl = 0; /* the server owns this header: written with the framing */
-                } else if (ascii_ieq(nm, nl, "server")) {
+                } else if (cg_ascii_ieq(nm, nl, "server")) {
                     has_server = 1;
-                } else if (ascii_ieq(nm, nl, "date")) {
+                } else if (cg_ascii_ieq(nm, nl, "date")) {
                     has_date = 1;
                 }
                 if (rc == 0 && nl &&

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "hdrtab.h"
 
 /* Character classes. */
@@ -70,21 +71,6 @@ static inline uint64_t has_byte(uint64_t w, unsigned char c)
 {
     uint64_t x = w ^ (c * ones);
     return (x - ones) & ~x & highs;
-}
-
-static inline unsigned char lower1(unsigned char c)
-{
-    return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-}
-
-/* 1 when s[0..n) equals the NUL-terminated `lit` ignoring ASCII case. */
-static int ci_eq(const char *s, size_t n, const char *lit)
-{
-    size_t i = 0;
-    for (; i < n; i++)
-        if (!lit[i] || lower1((unsigned char)s[i]) != lower1((unsigned char)lit[i]))
-            return 0;
-    return lit[i] == 0;
 }
 
 static inline int is_digit(char c)
@@ -297,11 +283,11 @@ static int connection_tokens(const char *v, size_t n)
         size_t b = i;
         while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
             b--;
-        if (ci_eq(v + a, b - a, "close"))
+        if (cg_ascii_ieq(v + a, b - a, "close"))
             found |= CONN_CLOSE;
-        else if (ci_eq(v + a, b - a, "keep-alive"))
+        else if (cg_ascii_ieq(v + a, b - a, "keep-alive"))
             found |= CONN_KEEP_ALIVE;
-        else if (ci_eq(v + a, b - a, "upgrade"))
+        else if (cg_ascii_ieq(v + a, b - a, "upgrade"))
             found |= CONN_UPGRADE;
     }
     return found;
@@ -350,9 +336,9 @@ static const char *parse_target(cg_http1_request *req)
         return NULL;
     }
     size_t skip = 0;
-    if (n >= 7 && ci_eq(t, 7, "http://"))
+    if (n >= 7 && cg_ascii_ieq(t, 7, "http://"))
         skip = 7;
-    else if (n >= 8 && ci_eq(t, 8, "https://"))
+    else if (n >= 8 && cg_ascii_ieq(t, 8, "https://"))
         skip = 8;
     if (!skip)
         return "invalid request target";
@@ -497,13 +483,13 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         }
         case CG_HDR_TRANSFER_ENCODING:
             te++;
-            te_bad |= !ci_eq(h->value.base, h->value.len, "chunked");
+            te_bad |= !cg_ascii_ieq(h->value.base, h->value.len, "chunked");
             break;
         case CG_HDR_CONNECTION:
             conn |= connection_tokens(h->value.base, h->value.len);
             break;
         case CG_HDR_EXPECT:
-            expect |= ci_eq(h->value.base, h->value.len, "100-continue");
+            expect |= cg_ascii_ieq(h->value.base, h->value.len, "100-continue");
             break;
         case CG_HDR_UPGRADE:
             up_hdr = 1;
@@ -960,7 +946,7 @@ int cg_http1_has_token(const char *value, size_t len, const char *token)
             a++;
         while (b > a && (value[b - 1] == ' ' || value[b - 1] == '\t'))
             b--;
-        if (ci_eq(value + a, b - a, token))
+        if (cg_ascii_ieq(value + a, b - a, token))
             return 1;
         i = j + 1;
     }

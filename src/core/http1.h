@@ -124,9 +124,9 @@ const char *cg_http1_reason(int status);
  * and obs-text (no control byte: 0x00-0x1F except HTAB, 0x7F); else 0. */
 int cg_http1_valid_field(const char *name, size_t name_len, const char *value, size_t value_len);
 
-/** 1 when the header value contains `token` as one comma-separated element
- * (ASCII case-insensitive, surrounding whitespace ignored), e.g. "close" in
- * "keep-alive, Close". */
+/** 1 when the header value contains the lower-case `token` as one
+ * comma-separated element (ASCII case-insensitive, surrounding whitespace
+ * ignored), e.g. "close" in "keep-alive, Close". */
 int cg_http1_has_token(const char *value, size_t len, const char *token);
 
 /** Percent-decodes in[0..len) into out (capacity >= len); an invalid escape is
