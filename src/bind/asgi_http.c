@@ -227,8 +227,6 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     scope = PyDict_Copy(*tpl);
     if (!scope)
         return NULL;
-    if (!scope)
-        return NULL;
     if (PyBytes_GET_SIZE(srv->root_path_b) > 0) {
         raw = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(srv->root_path_b) +
                                                   (Py_ssize_t)req->path.len);
