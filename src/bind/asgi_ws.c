@@ -10,9 +10,8 @@
 
 #include <assert.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
+#include "clock.h"
 #include "ws.h"
 
 /* How long a closing handshake may wait for the peer's close frame. */
@@ -50,13 +49,6 @@ struct cg_ws {
     cg_buf out;            /* frame being built */
     unsigned connect_sent : 1;
 };
-
-static double now_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static cg_state *ws_state(cg_ws *ws)
 {
@@ -146,7 +138,7 @@ static int ws_send_close(cg_ws *ws, int code, const char *reason, size_t reason_
     }
     ws->state = CG_WS_CLOSING;
     ws->close_code = code;
-    ws->close_deadline = now_monotonic() + CG_WS_CLOSE_TIMEOUT;
+    ws->close_deadline = cg_monotonic_now() + CG_WS_CLOSE_TIMEOUT;
     return ws_write_out(ws);
 }
 
@@ -415,7 +407,7 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     if (ws_write_out(ws) < 0)
         return -1;
     ws->state = CG_WS_OPEN;
-    ws->next_ping = now_monotonic() + srv->cfg->ws_ping_interval;
+    ws->next_ping = cg_monotonic_now() + srv->cfg->ws_ping_interval;
     ws_log(ws, "[accepted]");
     if (ws->conn) {
         cg_conn_maybe_resume(ws->conn);

@@ -9,8 +9,8 @@
 
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "clock.h"
 #include "hdrtab.h"
 
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
@@ -25,13 +25,6 @@
 #define CG_HOLD_MAX 65536
 #define CG_FLUSH_SOLO_MAX 2 /* see queue_flush */
 #define CG_FLUSH_PROBE 64
-
-static double monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void conn_process(cg_conn *c);
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
@@ -337,7 +330,7 @@ void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);
     c->deadline_is_head = 0;
-    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
+    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
     if (cg_buf_unread(&c->in) > 0)
         conn_process(c);
     else
@@ -451,7 +444,7 @@ static void conn_process_input(cg_conn *c)
             if (!c->deadline_is_head) {
                 /* The head timeout counts from the first byte of the head. */
                 c->deadline_is_head = 1;
-                c->deadline = monotonic_now() + srv->cfg->timeout_request_header;
+                c->deadline = cg_monotonic_now() + srv->cfg->timeout_request_header;
             }
             memset(&req, 0, sizeof(req));
             req.headers = srv->hdrs;
@@ -614,9 +607,9 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
 
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);
-    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
-    if (srv->should_exit && c->deadline > monotonic_now() + 1.0)
-        c->deadline = monotonic_now() + 1.0; /* its request is still served, if it comes soon */
+    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
+    if (srv->should_exit && c->deadline > cg_monotonic_now() + 1.0)
+        c->deadline = cg_monotonic_now() + 1.0; /* its request is still served, if it comes soon */
     Py_RETURN_NONE;
 }
 
