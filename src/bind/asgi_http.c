@@ -293,12 +293,7 @@ static PyObject *message2(cg_state *st, PyObject *type)
 
 static void cycle_wake_receiver(cg_cycle *cy)
 {
-    PyObject *fut = cy->recv_waiter;
-    cy->recv_waiter = NULL;
-    if (fut) {
-        cg_future_wake(cycle_state(cy), fut);
-        Py_DECREF(fut);
-    }
+    cg_future_wake_slot(cycle_state(cy), &cy->recv_waiter);
 }
 
 static PyObject *poll_receive(PyObject *owner, PyObject **fut)

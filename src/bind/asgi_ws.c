@@ -57,12 +57,7 @@ static cg_state *ws_state(cg_ws *ws)
 
 static void ws_wake(cg_ws *ws)
 {
-    PyObject *fut = ws->recv_waiter;
-    ws->recv_waiter = NULL;
-    if (fut) {
-        cg_future_wake(ws_state(ws), fut);
-        Py_DECREF(fut);
-    }
+    cg_future_wake_slot(ws_state(ws), &ws->recv_waiter);
 }
 
 /* "host:port - "WebSocket /path?query" <what>" on the error logger, as uvicorn does. */

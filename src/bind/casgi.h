@@ -275,5 +275,8 @@ PyObject *cg_future_new(cg_state *st, PyObject *loop);
 PyObject *cg_future_new_running(cg_state *st);
 /** Completes fut with None unless it is already done. Never raises. */
 void cg_future_wake(cg_state *st, PyObject *fut);
+/** Takes the future in *slot (a strong reference, or NULL), clears the slot,
+ * then wakes it: the slot is empty before any callback can run. */
+void cg_future_wake_slot(cg_state *st, PyObject **slot);
 
 #endif

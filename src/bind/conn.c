@@ -763,10 +763,7 @@ PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut)
 
 void cg_conn_wake_drain(cg_conn *c)
 {
-    PyObject *fut = c->drain_waiter;
-    c->drain_waiter = NULL;
-    cg_future_wake(c->server->st, fut);
-    Py_XDECREF(fut);
+    cg_future_wake_slot(c->server->st, &c->drain_waiter);
 }
 
 static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)

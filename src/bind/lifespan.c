@@ -164,10 +164,7 @@ static int ls_run_phase(cg_lifespan *ls, int event)
     if (!ls->phase_fut)
         return -1;
     ls->pending = event;
-    PyObject *w = ls->waiter;
-    ls->waiter = NULL;
-    cg_future_wake(st, w);
-    Py_XDECREF(w);
+    cg_future_wake_slot(st, &ls->waiter);
     PyObject *r = cg_server_run(ls->srv, ls->phase_fut);
     if (!r)
         return -1;

@@ -558,6 +558,14 @@ void cg_future_wake(cg_state *st, PyObject *fut)
     PyErr_Restore(t, v, tb);
 }
 
+void cg_future_wake_slot(cg_state *st, PyObject **slot)
+{
+    PyObject *fut = *slot;
+    *slot = NULL;
+    cg_future_wake(st, fut);
+    Py_XDECREF(fut);
+}
+
 int cg_runner_types_init(PyObject *module, cg_state *st)
 {
     st->DoneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &done_spec, NULL);
