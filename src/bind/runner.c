@@ -8,8 +8,9 @@
  *
  * Runner: a coroutine-shaped object (send/throw/close/__await__ and
  * tp_iternext) that a Task drives instead of the app's coroutine. It sees
- * every suspension (on_yield, used to flush a held response head) and every
- * outcome (on_finish) without a done-callback per request. */
+ * every step (on_enter), every suspension (on_leave, used to flush a held
+ * response head) and every outcome (on_finish) without a done-callback per
+ * request. */
 #include "casgi.h"
 
 /* ---- Done --------------------------------------------------------------- */

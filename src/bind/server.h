@@ -1,6 +1,6 @@
 /* The server, its connections and their request cycles: shared internals of
- * server.c (lifecycle), conn.c (the protocol on the loop) and asgi_http.c
- * (scope, receive, send). */
+ * server.c (lifecycle), conn.c (the protocol on the loop), asgi_http.c
+ * (scope, receive, send) and asgi_ws.c (WebSocket sessions). */
 #ifndef CASGI_SERVER_H
 #define CASGI_SERVER_H
 
@@ -125,7 +125,7 @@ struct cg_cycle {
     PyObject *recv_waiter;           /* future completed when body arrives or on disconnect */
     int minor_version;
     int status;
-    long long resp_length; /* the app's content-length, -1 when none */
+    long long resp_length; /* the response's content-length (the app's or computed), -1 when none */
     long long resp_sent;   /* body bytes the app has sent */
     cg_buf head;           /* response head being held */
     int resp;              /* enum cg_resp_state */
@@ -137,7 +137,7 @@ struct cg_cycle {
     unsigned body_final : 1;   /* more_body=False was given to the app */
     unsigned disconnected : 1; /* the client went away */
     unsigned chunked_out : 1;  /* response uses chunked framing */
-    unsigned no_body : 1;      /* HEAD, 1xx, 204, 304: no body bytes on the wire */
+    unsigned no_body : 1;      /* HEAD, 204, 304: no body bytes on the wire */
     unsigned in_step : 1;      /* the app's own task is running right now */
     unsigned stepped : 1;      /* the app's task has run at least one step */
     unsigned task_done : 1;
@@ -208,6 +208,8 @@ void cg_conn_reject(cg_conn *c, int status);
 void cg_conn_set_reading(cg_conn *c, int on);
 /** Polls for the end of write backpressure on c (a cg_poll_fn body). */
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
+/** Completes the drain waiter of c when writing may resume. */
+void cg_conn_wake_drain(cg_conn *c);
 
 /* asgi_http.c */
 /** A cycle for the parsed head (no task, not owned by the connection). */
@@ -231,8 +233,6 @@ int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 void cg_cycle_body_done(cg_cycle *cy);
 /** The client disconnected. */
 void cg_cycle_disconnect(cg_cycle *cy);
-/** Completes the drain waiter of c when writing may resume. */
-void cg_conn_wake_drain(cg_conn *c);
 
 /* asgi_ws.c */
 /** 1 when req is a WebSocket upgrade this server serves (--ws not none). */
