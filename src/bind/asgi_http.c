@@ -8,6 +8,7 @@
  * start comes from another task, so a client never waits on a held head. */
 #include "server.h"
 
+#include <assert.h>
 #include <string.h>
 
 #include "ascii.h"
@@ -583,6 +584,7 @@ static int head_finish(cg_cycle *cy, int complete, size_t first_len)
     char line[48];
     int n = 0;
 
+    assert(cy->resp == CG_RESP_HELD);
     if (cy->conn && cy->conn->server->should_exit)
         cy->keep_alive = 0;
     if (cy->no_body || cy->resp_length >= 0) {
@@ -622,6 +624,7 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
     size_t tail_len = 0;
     int rc = 0;
 
+    assert(!cy->chunked_out || cy->minor_version == 1); /* HTTP/1.0 has no chunks */
     if (cy->no_body)
         len = 0;
     if (cy->chunked_out && len > 0) {

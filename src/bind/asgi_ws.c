@@ -173,6 +173,7 @@ static int ws_queue_message(cg_ws *ws, int text, cg_slice data)
         return -1;
     }
     Py_DECREF(msg);
+    assert(cg_buf_unread(&ws->queue_sizes) == sizeof(size_t) * (size_t)PyList_GET_SIZE(ws->queue));
     ws->queue_bytes += data.len;
     ws_wake(ws);
     return 0;

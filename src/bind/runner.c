@@ -13,6 +13,8 @@
  * request. */
 #include "casgi.h"
 
+#include <assert.h>
+
 /* ---- Done --------------------------------------------------------------- */
 
 static PyObject *done_iternext(PyObject *self)
@@ -252,6 +254,7 @@ static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
     if (returned || !PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_StopIteration)) {
         PyErr_Clear();
         self->hooks->on_finish(owner, NULL);
+        assert(!PyErr_Occurred()); /* the hook's contract */
         Py_DECREF(owner);
         return NULL;
     }
@@ -262,12 +265,14 @@ static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
         PyErr_Fetch(&t, &v, &tb);
         PyErr_NormalizeException(&t, &v, &tb);
         self->hooks->on_finish(owner, v);
+        assert(!PyErr_Occurred());
         PyErr_Restore(t, v, tb);
         Py_DECREF(owner);
         return NULL;
     }
     PyObject *exc = cg_err_take();
     self->hooks->on_finish(owner, exc);
+    assert(!PyErr_Occurred());
     Py_XDECREF(exc);
     Py_DECREF(owner);
     return NULL;

@@ -9,6 +9,7 @@
  * no bounds checks in its byte loops: each stops at a CR at the latest. */
 #include "http1.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -367,6 +368,8 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
 {
     const char *q = buf, *end = buf + len;
     (void)lim; /* the scan has enforced the limits */
+    /* Every line ends in CRLF, the last one empty (see the file comment). */
+    assert(len >= 4 && memcmp(end - 4, "\r\n\r\n", 4) == 0);
     while (q[0] == '\r' && q[1] == '\n')
         q += 2;
 
