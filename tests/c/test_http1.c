@@ -1082,6 +1082,20 @@ static void test_helpers(void)
         }
         ok(ctl_refused, "every control byte but HTAB, and DEL, refused in a value");
         ok(others_kept, "HTAB, SP, VCHAR and obs-text kept in a value");
+        /* The same at every position of a longer value (word-at-a-time scan). */
+        char v[40];
+        int pos_ok = 1;
+        for (size_t at = 0; at < sizeof v; at++)
+            for (int b = 0; b < 256; b++) {
+                memset(v, b == 'x' ? 'y' : 'x', sizeof v);
+                v[at] = (char)b;
+                int want = !((b < 0x20 && b != '\t') || b == 0x7f);
+                pos_ok &= cg_http1_valid_field(S("a"), v, sizeof v) == want;
+                memset(v, 0xe9, sizeof v); /* obs-text around it */
+                v[at] = (char)b;
+                pos_ok &= cg_http1_valid_field(S("a"), v, sizeof v) == want;
+            }
+        ok(pos_ok, "every byte judged alike at every position of a 40-byte value");
     }
 
     ok(cg_http1_has_token(S("close"), "close"), "single token");
