@@ -294,7 +294,8 @@ static PyObject *message2(cg_state *st, PyObject *type)
 
 static void cycle_wake_receiver(cg_cycle *cy)
 {
-    cg_future_wake_slot(cycle_state(cy), &cy->recv_waiter);
+    if (cy->recv_waiter) /* cycle_state() costs two calls: only when needed */
+        cg_future_wake_slot(cycle_state(cy), &cy->recv_waiter);
 }
 
 static PyObject *poll_receive(PyObject *owner, PyObject **fut)
