@@ -554,7 +554,8 @@ def test_app_headers_sent_with_raw_values(server):
     assert r.header_all("set-cookie") == ["a=1", "b=2"]
 
 
-@pytest.mark.parametrize("kind", ["name-crlf", "name-lf", "name-nul", "value-crlf", "value-cr", "value-lf", "value-nul"])
+@pytest.mark.parametrize("kind", ["name-crlf", "name-lf", "name-nul", "value-crlf", "value-cr", "value-lf", "value-nul",
+                                  "value-bel", "value-esc", "value-vt", "value-del"])
 def test_invalid_response_header_gives_500_and_never_reaches_wire(server, kind):
     mark = server.mark()
     with server.connect() as c:
@@ -608,6 +609,149 @@ def test_server_keeps_serving_after_app_errors(server):
         c.request(req("GET", "/raise-before"))
     with server.connect() as c:
         assert c.request(req("GET", "/")).body == HELLO
+
+
+# ---------------------------------------------------------------------------
+# Final status, framing decided by the server, CONNECT
+# ---------------------------------------------------------------------------
+
+
+def _assert_app_error_500(server, request: bytes, mark: int, message: str) -> None:
+    """The app's http.response.start is refused: 500 and close, nothing of the
+    app's head on the wire, and the error logged once."""
+    with server.connect() as c:
+        c.send(request + req("GET", "/"))
+        r = c.read_response()
+        rest = c.read_until_close()
+    assert r.status_line == b"HTTP/1.1 500 Internal Server Error", r.raw
+    assert r.has_token("connection", "close")
+    assert rest == b"", rest  # the pipelined request is not answered on this connection
+    server.wait_for(message, since=mark)
+    time.sleep(0.2)
+    out = server.output(mark)
+    assert out.count("Exception in ASGI application") == 1, out
+
+
+@pytest.mark.parametrize("code", [100, 101, 103, 199, 600, 999, 99, 0, -200])
+def test_final_status_outside_200_599_is_an_app_error(server, code):
+    """A 1xx sent as the final status would make the client read the real
+    answer as the next request's (h11 refuses it too); 1xx is no final status."""
+    _assert_app_error_500(server, req("GET", f"/status?code={code}"), server.mark(),
+                          re.escape(f"invalid HTTP status {code}"))
+
+
+@pytest.mark.parametrize("kind", ["str", "float", "bool", "big", "none"])
+def test_final_status_not_an_int_is_an_app_error(server, kind):
+    _assert_app_error_500(server, req("GET", f"/status-obj?kind={kind}"), server.mark(), "invalid HTTP status")
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("transfer-encoding:chunked", "both content-length and transfer-encoding"),
+    ("content-length:3", "conflicting content-length values 2 and 3"),
+    ("content-length:x", "invalid content-length"),
+])
+def test_contradicting_framing_headers_are_an_app_error(server, extra, message):
+    """/headers adds content-length: 2 itself; one framing, decided by the server."""
+    _assert_app_error_500(server, req("GET", f"/headers?h={extra}"), server.mark(), message)
+
+
+def test_repeated_equal_content_length_written_once(server):
+    with server.connect() as c:
+        c.send(req("GET", "/headers?h=Content-Length:2") + req("GET", "/"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"ok"
+        assert [n.lower() for n, _ in r.raw_headers].count(b"content-length") == 1, r.raw
+        assert c.read_response().body == HELLO
+
+
+@pytest.mark.parametrize("value", ["gzip", "gzip, chunked", "identity"])
+def test_app_transfer_coding_other_than_chunked_is_an_app_error(server, value):
+    _assert_app_error_500(server, req("GET", f"/app-te?v={value.replace(' ', '%20')}"), server.mark(),
+                          "unsupported transfer-encoding")
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_app_transfer_encoding_chunked_is_a_request_for_chunked_framing(server, parts):
+    """On HTTP/1.1 the server writes one transfer-encoding line and frames the
+    chunks itself."""
+    with server.connect() as c:
+        c.send(req("GET", f"/app-te?v=Chunked&parts={parts}") + req("GET", "/"))
+        r = c.read_response()
+        assert r.framing == "chunked" and r.body == b"".join(b"part%d" % i for i in range(parts))
+        assert r.header_all("transfer-encoding") == ["chunked"], r.raw
+        assert c.read_response().body == HELLO
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_app_transfer_encoding_chunked_on_http10_is_not_chunked(server, parts):
+    """HTTP/1.0 has no chunked coding: the body is sent as is."""
+    with server.connect() as c:
+        c.send(req("GET", f"/app-te?v=chunked&parts={parts}", version="HTTP/1.0"))
+        r = c.read_response()
+    assert r.header("transfer-encoding") is None, r.raw
+    assert r.body == b"".join(b"part%d" % i for i in range(parts)), r.raw
+
+
+def test_connect_answered_2xx_is_an_app_error(server):
+    """The server cannot open a tunnel: a 2xx to CONNECT is refused."""
+    mark = server.mark()
+    request = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+    _assert_app_error_500(server, request, mark, "answer to CONNECT would open a tunnel")
+
+
+def test_connect_answered_with_an_error_status_is_sent(server):
+    with server.connect() as c:
+        r = c.request(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nX-Status: 403\r\n\r\n")
+    assert r.status == 403 and r.body == b"tunnel"
+
+
+# ---------------------------------------------------------------------------
+# A response that cannot be completed ends with a reset, never a FIN
+# ---------------------------------------------------------------------------
+
+
+def _read_to_end(c) -> tuple:
+    """Reads until the connection ends: (bytes, "reset" or "eof")."""
+    data = c.buf
+    c.sock.settimeout(5)
+    while True:
+        try:
+            more = c.sock.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        if not more:
+            return data, "eof"
+        data += more
+
+
+@pytest.mark.parametrize("path", ["/raise-after", "/return-mid-stream"])
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_unfinished_response_ends_with_a_reset(server, path, version):
+    """On HTTP/1.0 the body ends with the connection: a FIN after an app error
+    would make the truncated body look complete (nginx's HTTP/1.0 upstream
+    caches it as a 200). Every unfinished response ends with a reset."""
+    with server.connect() as c:
+        c.send(req("GET", path, version=version))
+        data, how = _read_to_end(c)
+    assert how == "reset", data
+    assert not data or data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+
+
+def test_body_shorter_than_content_length_ends_with_a_reset(server):
+    with server.connect() as c:
+        c.send(req("GET", "/cl-short-stream"))
+        data, how = _read_to_end(c)
+    assert how == "reset", data
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
+def test_complete_streamed_response_ends_normally(server, version):
+    """A close-delimited body the app completed ends with a FIN."""
+    with server.connect() as c:
+        c.send(req("GET", "/stream", version=version, headers=[("Connection", "close")]))
+        data, how = _read_to_end(c)
+    assert how == "eof", data
+    assert b"part2\n" in data
 
 
 # ---------------------------------------------------------------------------

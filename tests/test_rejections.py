@@ -182,6 +182,16 @@ def test_absolute_form_target_accepted(server):
         assert r.status == 200 and r.body == b"Hello, world!"
 
 
+def test_absolute_form_authority_wins_over_host(server):
+    """RFC 9112 3.2.2: with an absolute-form target the server ignores Host
+    and uses the target's authority: the scope's host header carries it."""
+    with server.connect() as c:
+        r = c.request(b"GET http://example.com:8080/scope HTTP/1.1\r\nX-A: 1\r\nHost: other.test\r\n\r\n")
+    assert r.status == 200
+    headers = r.json()["headers"]
+    assert headers == [["x-a", "1"], ["host", "example.com:8080"]], headers
+
+
 def test_extension_method_token_accepted(server):
     with server.connect() as c:
         r = c.request(b"PURGE-X.1 / HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -16,6 +16,8 @@ from helpers import RawConn, req
 from ws_util import (
     OP_BINARY,
     OP_CLOSE,
+    OP_PING,
+    OP_PONG,
     OP_TEXT,
     WsConn,
     build_frame,
@@ -161,6 +163,20 @@ def test_bad_key_400(ws1, key):
         c.send(upgrade_request("/echo", key=key) if key else upgrade_request("/echo", key=False))
         r = c.read_response()
         assert r.status == 400, (key, r.raw)
+
+
+def test_two_keys_400(ws1):
+    """Two Sec-WebSocket-Key fields, even equal ones, are not one key."""
+    mark = ws1.mark()
+    key = ws_key()
+    for second in (key, ws_key()):
+        c = RawConn.tcp(ws1.host, ws1.port)
+        with c:
+            c.send(upgrade_request("/echo?id=twokeys", key=key, extra=[f"Sec-WebSocket-Key: {second}"]))
+            r = c.read_response()
+            assert r.status == 400, r.raw
+            c.assert_closed()
+    assert "WSEVENT accepted twokeys" not in ws1.output(mark)
 
 
 def test_bad_key_does_not_reach_the_app(ws1):
@@ -579,3 +595,43 @@ def test_accept_log_line(wss):
         port = ws.raw.local_port
         ws.close_handshake()
     wss.wait_for(r'127\.0\.0\.1:' + str(port) + r' - "WebSocket /echo\?id=log1" \[accepted\]', since=mark)
+
+
+SLOW_RECEIVER_APP = """
+import asyncio
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            await send({"type": m["type"] + ".complete"})
+            if m["type"] == "lifespan.shutdown":
+                return
+    await receive()
+    await send({"type": "websocket.accept"})
+    await asyncio.sleep(0.5)  # the first 9 messages arrive and queue
+    for _ in range(8):
+        await receive()
+    await send({"type": "websocket.send", "text": "took 8"})
+    await asyncio.sleep(3)  # receives nothing meanwhile
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+"""
+
+
+def test_queue_counts_text_in_bytes_both_ways(start_server, loop, tmp_path):
+    """The queue's byte count (--ws-max-size) adds and removes the same UTF-8
+    size, so non-ASCII text does not pause reading early. Messages of 300
+    bytes (100 code points) against a 3000-byte cap: 9 queue, the app takes 8,
+    4 more arrive: 1500 bytes are queued, so the ping behind them is read and
+    answered (counting code points out, 3100 would be counted and reading
+    would stay paused)."""
+    (tmp_path / "slow_receiver.py").write_text(SLOW_RECEIVER_APP)
+    s = start_server("slow_receiver:app", "--ws-max-size", "3000", loop=loop, app_dir=tmp_path)
+    text = "\u20ac" * 100
+    with open_ws(s, "/") as ws:
+        ws.send_batch(*[(OP_TEXT, text.encode())] * 9)
+        assert ws.recv_text(timeout=5) == "took 8"
+        ws.send_batch(*[(OP_TEXT, text.encode())] * 4, (OP_PING, b"still-reading"))
+        f = ws.read_frame(timeout=1.5)
+        assert f.opcode == OP_PONG and f.payload == b"still-reading"

@@ -8,8 +8,10 @@
  * start comes from another task, so a client never waits on a held head. */
 #include "server.h"
 
+#include <assert.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "hdrtab.h"
 
 #define CG_STATUS_LINE_MAX 64
@@ -217,8 +219,6 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     scope = PyDict_Copy(*tpl);
     if (!scope)
         return NULL;
-    if (!scope)
-        return NULL;
     if (PyBytes_GET_SIZE(srv->root_path_b) > 0) {
         raw = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(srv->root_path_b) +
                                                   (Py_ssize_t)req->path.len);
@@ -302,7 +302,8 @@ static int cycle_told_server_leaving(const cg_cycle *cy)
 
 static void cycle_wake_receiver(cg_cycle *cy)
 {
-    cg_waiters_wake(cycle_state(cy), &cy->recv_waiters);
+    if (cy->recv_waiters.first) /* cycle_state() costs two calls: only when needed */
+        cg_waiters_wake(cycle_state(cy), &cy->recv_waiters);
 }
 
 static PyObject *poll_receive(PyObject *owner, PyObject **fut)
@@ -389,21 +390,6 @@ void cg_cycle_server_leaving(cg_cycle *cy)
 
 /* ---- send --------------------------------------------------------------- */
 
-static int ascii_ieq(const char *a, size_t alen, const char *lower)
-{
-    size_t n = strlen(lower);
-    if (alen != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = a[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch - 'A' + 'a');
-        if (ch != lower[i])
-            return 0;
-    }
-    return 1;
-}
-
 /* Reads a bytes-like object into a slice; the view must be released. bytes,
  * by far the most common, are read directly (view->obj NULL: nothing to
  * release). */
@@ -444,7 +430,7 @@ static int response_start(cg_cycle *cy, PyObject *message)
     cg_state *st = cycle_state(cy);
     cg_server *srv = cy->conn->server;
     PyObject *status_obj, *headers, *it = NULL, *item;
-    int has_server = 0, has_date = 0, status;
+    int has_server = 0, has_date = 0, app_chunked = 0, status;
     char line[CG_STATUS_LINE_MAX];
 
     status_obj = PyDict_GetItemWithError(message, st->s_status);
@@ -453,16 +439,32 @@ static int response_start(cg_cycle *cy, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "http.response.start requires 'status'");
         return -1;
     }
-    status = PyLong_Check(status_obj) ? (int)PyLong_AsLong(status_obj) : -1;
-    if (status < 100 || status > 999) {
+    long code = PyLong_Check(status_obj) ? PyLong_AsLong(status_obj) : -1;
+    if (code < 200 || code > 599) {
+        /* A 1xx here would be taken by the client for this request's answer
+         * and the real one for the next request's (h11 refuses it too). */
         if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_OverflowError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_RuntimeError, "invalid HTTP status %R", status_obj);
+            PyErr_Format(PyExc_RuntimeError,
+                         code >= 100 && code < 200
+                             ? "invalid HTTP status %R: an informational (1xx) status cannot be "
+                               "the final response"
+                             : "invalid HTTP status %R",
+                         status_obj);
         }
+        return -1;
+    }
+    status = (int)code;
+    if (cy->is_connect && status < 300) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "a %d answer to CONNECT would open a tunnel, which this server does not "
+                     "provide",
+                     status);
         return -1;
     }
     cy->status = status;
     cy->resp_length = -1;
+    cy->chunked_out = 0;
     cg_buf_reset(&cy->head);
     const char *reason = cg_http1_reason(status);
     size_t reason_len = strlen(reason), n = 9;
@@ -510,24 +512,39 @@ static int response_start(cg_cycle *cy, PyObject *message)
                              PySequence_Fast_GET_ITEM(pair, 0), PySequence_Fast_GET_ITEM(pair, 1));
                 rc = -1;
             } else {
-                if (ascii_ieq(nm, nl, "content-length")) {
+                if (cg_ascii_ieq(nm, nl, "content-length")) {
                     long long len;
                     if (parse_length(vl, vlen, &len) < 0) {
                         PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
                                      PySequence_Fast_GET_ITEM(pair, 1));
                         rc = -1;
+                    } else if (cy->resp_length >= 0 && len != cy->resp_length) {
+                        PyErr_Format(PyExc_RuntimeError,
+                                     "conflicting content-length values %lld and %lld",
+                                     cy->resp_length, len);
+                        rc = -1;
                     } else {
+                        if (cy->resp_length >= 0)
+                            nl = 0; /* a repeated equal value is written once */
                         cy->resp_length = len;
                     }
-                } else if (ascii_ieq(nm, nl, "transfer-encoding")) {
-                    cy->chunked_out = 1; /* the app frames it; we encode chunks */
-                } else if (ascii_ieq(nm, nl, "connection")) {
+                } else if (cg_ascii_ieq(nm, nl, "transfer-encoding")) {
+                    /* The server frames the body: the app may only ask for chunked. */
+                    if (!cg_ascii_ieq(vl, vlen, "chunked")) {
+                        PyErr_Format(PyExc_RuntimeError,
+                                     "unsupported transfer-encoding %R: only chunked is supported",
+                                     PySequence_Fast_GET_ITEM(pair, 1));
+                        rc = -1;
+                    }
+                    app_chunked = 1;
+                    nl = 0; /* written with the framing, see head_finish */
+                } else if (cg_ascii_ieq(nm, nl, "connection")) {
                     if (cg_http1_has_token(vl, vlen, "close"))
                         cy->keep_alive = 0;
                     nl = 0; /* the server owns this header: written with the framing */
-                } else if (ascii_ieq(nm, nl, "server")) {
+                } else if (cg_ascii_ieq(nm, nl, "server")) {
                     has_server = 1;
-                } else if (ascii_ieq(nm, nl, "date")) {
+                } else if (cg_ascii_ieq(nm, nl, "date")) {
                     has_date = 1;
                 }
                 if (rc == 0 && nl &&
@@ -549,6 +566,11 @@ static int response_start(cg_cycle *cy, PyObject *message)
         if (PyErr_Occurred())
             return -1;
     }
+    if (app_chunked && cy->resp_length >= 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "both content-length and transfer-encoding in the response headers");
+        return -1;
+    }
     if (srv->cfg->server_header && !has_server &&
         cg_buf_append(&cy->head, "server: casgi\r\n", 15) < 0)
         goto nomem;
@@ -557,7 +579,9 @@ static int response_start(cg_cycle *cy, PyObject *message)
         goto nomem;
     if (cg_buf_append(&cy->head, srv->extra_headers.data, srv->extra_headers.len) < 0)
         goto nomem;
-    cy->no_body = cy->is_head || status < 200 || status == 204 || status == 304;
+    cy->no_body = cy->is_head || status == 204 || status == 304;
+    /* HTTP/1.0 has no chunked coding: there the body ends with the connection. */
+    cy->chunked_out = app_chunked && cy->minor_version == 1 && !cy->no_body;
     return 0;
 nomem:
     PyErr_NoMemory();
@@ -573,13 +597,12 @@ static int head_finish(cg_cycle *cy, int complete, size_t first_len)
     char line[48];
     int n = 0;
 
+    assert(cy->resp == CG_RESP_HELD);
     if (cy->conn && cy->conn->server->should_exit)
         cy->keep_alive = 0;
     if (cy->no_body || cy->resp_length >= 0) {
         /* HEAD keeps the app's content-length; no framing to add. */
-    } else if (cy->chunked_out) {
-        /* the app's own transfer-encoding header stays */
-    } else if (complete) {
+    } else if (complete && !cy->chunked_out) {
         memcpy(line, "content-length: ", 16);
         n = 16 + (int)format_uint(line + 16, first_len, 10);
         line[n++] = '\r';
@@ -614,6 +637,7 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
     size_t tail_len = 0;
     int rc = 0;
 
+    assert(!cy->chunked_out || cy->minor_version == 1); /* HTTP/1.0 has no chunks */
     if (cy->no_body)
         len = 0;
     if (cy->chunked_out && len > 0) {
@@ -664,7 +688,11 @@ static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj,
     } else {
         /* Large body: no copy of it. */
         if (head_len + ch_len) {
-            cg_buf_append(&cy->head, chunk_head, ch_len);
+            if (cg_buf_append(&cy->head, chunk_head, ch_len) < 0) {
+                cg_buf_free(&cy->head);
+                PyErr_NoMemory();
+                return -1;
+            }
             rc = cg_conn_write(c, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
         }
         if (rc == 0)
@@ -785,9 +813,13 @@ static int response_body(cg_cycle *cy, PyObject *message)
     if (rc < 0)
         return -1;
     if (length_error) {
-        /* The framing is broken: closing is the only way the client cannot hang. */
+        /* The framing is broken: closing is the only way the client cannot hang.
+         * A body shorter than promised ends with a reset: an error to the
+         * client, as when the app fails mid-stream (see hook_finish). */
         cy->keep_alive = 0;
-        if (c)
+        if (c && cy->resp_sent < cy->resp_length)
+            cg_conn_abort(c);
+        else if (c)
             cg_conn_close(c);
         response_complete(cy, 0);
     } else if (!more) {
@@ -919,14 +951,15 @@ static void hook_finish(PyObject *owner, PyObject *exc)
         if (c && !cy->disconnected) {
             if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD)
                 cycle_fail_500(cy, c);
-            else if (cy->resp == CG_RESP_STREAMING) {
-                cg_conn_close(c);
-            }
+            else if (cy->resp == CG_RESP_STREAMING)
+                cg_conn_abort(c); /* a close-delimited body must not look complete */
         }
     } else if (exc) {
         /* Cancelled or BaseException: an unfinished response cannot be finished. */
         PyErr_Clear();
-        if (c && cy->resp != CG_RESP_COMPLETE)
+        if (c && cy->resp == CG_RESP_STREAMING)
+            cg_conn_abort(c);
+        else if (c && cy->resp != CG_RESP_COMPLETE)
             cg_conn_close(c);
     } else if (c && !cy->disconnected) {
         if (cy->resp == CG_RESP_NONE) {
@@ -936,7 +969,10 @@ static void hook_finish(PyObject *owner, PyObject *exc)
             /* Not an error when the app was told the client is going away. */
             if (!cycle_told_server_leaving(cy))
                 cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
-            cg_conn_close(c);
+            if (cy->resp == CG_RESP_STREAMING)
+                cg_conn_abort(c);
+            else
+                cg_conn_close(c);
         }
     }
     PyErr_Clear();
@@ -976,6 +1012,7 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     cy->resp = CG_RESP_NONE;
     cy->keep_alive = req->keep_alive;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
+    cy->is_connect = req->target_form == CG_TARGET_AUTHORITY;
     cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->chunked_out = cy->no_body = cy->in_step = cy->stepped = cy->task_done = 0;

@@ -8,10 +8,10 @@
  * bytes waiting), close handshakes are completed within a bound. */
 #include "server.h"
 
+#include <assert.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
+#include "clock.h"
 #include "ws.h"
 
 /* How long a closing handshake may wait for the peer's close frame. */
@@ -31,6 +31,7 @@ struct cg_ws {
     cg_cycle *http;                  /* request data for logs; serves a denial response */
     PyObject *task;                  /* the app's task until it finishes */
     PyObject *queue;                 /* list of websocket.receive messages for the app */
+    cg_buf queue_sizes;              /* their payload sizes in bytes (size_t), oldest first */
     size_t queue_bytes;
     cg_waiters recv_waiters; /* woken when a message or the close arrives */
     PyObject *subprotocols;
@@ -48,13 +49,6 @@ struct cg_ws {
     cg_buf out;            /* frame being built */
     unsigned connect_sent : 1;
 };
-
-static double now_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static cg_state *ws_state(cg_ws *ws)
 {
@@ -140,7 +134,7 @@ static int ws_send_close(cg_ws *ws, int code, const char *reason, size_t reason_
     }
     ws->state = CG_WS_CLOSING;
     ws->close_code = code;
-    ws->close_deadline = now_monotonic() + CG_WS_CLOSE_TIMEOUT;
+    ws->close_deadline = cg_monotonic_now() + CG_WS_CLOSE_TIMEOUT;
     return ws_write_out(ws);
 }
 
@@ -154,6 +148,8 @@ static void ws_fail(cg_ws *ws, int code, const char *why)
     ws_closed(ws, code, "", 0);
 }
 
+/* Queues a received message. Its size is counted in payload bytes as
+ * received (UTF-8 for text), and the same number leaves with it. */
 static int ws_queue_message(cg_ws *ws, int text, cg_slice data)
 {
     cg_state *st = ws_state(ws);
@@ -164,16 +160,35 @@ static int ws_queue_message(cg_ws *ws, int text, cg_slice data)
                    : PyBytes_FromStringAndSize(data.base, (Py_ssize_t)data.len);
     if (!payload || PyDict_SetItem(msg, st->s_type, st->s_websocket_receive) < 0 ||
         PyDict_SetItem(msg, text ? st->s_text : st->s_bytes, payload) < 0 ||
-        PyList_Append(ws->queue, msg) < 0) {
+        cg_buf_append(&ws->queue_sizes, &data.len, sizeof(data.len)) < 0) {
         Py_XDECREF(payload);
         Py_DECREF(msg);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
         return -1;
     }
     Py_DECREF(payload);
+    if (PyList_Append(ws->queue, msg) < 0) {
+        ws->queue_sizes.len -= sizeof(data.len);
+        Py_DECREF(msg);
+        return -1;
+    }
     Py_DECREF(msg);
+    assert(cg_buf_unread(&ws->queue_sizes) == sizeof(size_t) * (size_t)PyList_GET_SIZE(ws->queue));
     ws->queue_bytes += data.len;
     ws_wake(ws);
     return 0;
+}
+
+/* The size counted for the oldest queued message, which is leaving. */
+static size_t ws_queue_pop_size(cg_ws *ws)
+{
+    size_t n;
+    assert(cg_buf_unread(&ws->queue_sizes) >= sizeof(n));
+    memcpy(&n, ws->queue_sizes.data + ws->queue_sizes.pos, sizeof(n));
+    cg_buf_consume(&ws->queue_sizes, sizeof(n));
+    assert(ws->queue_bytes >= n);
+    return n;
 }
 
 void cg_ws_process(cg_conn *c)
@@ -260,18 +275,11 @@ static PyObject *poll_ws_receive(PyObject *owner, PyObject **fut)
     }
     if (PyList_GET_SIZE(ws->queue) > 0) {
         PyObject *msg = Py_NewRef(PyList_GET_ITEM(ws->queue, 0));
-        PyObject *payload = PyDict_GetItem(msg, st->s_text);
-        if (!payload)
-            payload = PyDict_GetItem(msg, st->s_bytes);
-        if (payload)
-            ws->queue_bytes -= (size_t)(PyUnicode_Check(payload) ? PyUnicode_GET_LENGTH(payload)
-                                                                 : PyBytes_GET_SIZE(payload));
+        ws->queue_bytes -= ws_queue_pop_size(ws);
         if (PySequence_DelItem(ws->queue, 0) < 0) {
             Py_DECREF(msg);
             return NULL;
         }
-        if (PyList_GET_SIZE(ws->queue) == 0)
-            ws->queue_bytes = 0;
         cg_conn *c = ws->conn;
         if (c && !cg_ws_queue_full(ws)) {
             cg_conn_maybe_resume(c);
@@ -391,7 +399,7 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     if (ws_write_out(ws) < 0)
         return -1;
     ws->state = CG_WS_OPEN;
-    ws->next_ping = now_monotonic() + srv->cfg->ws_ping_interval;
+    ws->next_ping = cg_monotonic_now() + srv->cfg->ws_ping_interval;
     ws_log(ws, "[accepted]");
     if (ws->conn) {
         cg_conn_maybe_resume(ws->conn);
@@ -614,6 +622,16 @@ static const cg_http1_header *find_header(const cg_http1_request *req, int token
     return NULL;
 }
 
+/* The field with `token` when it appears exactly once, else NULL. */
+static const cg_http1_header *find_single_header(const cg_http1_request *req, int token)
+{
+    const cg_http1_header *h = find_header(req, token);
+    for (const cg_http1_header *o = h ? h + 1 : NULL; o && o < req->headers + req->num_headers; o++)
+        if (o->token == token)
+            return NULL;
+    return h;
+}
+
 int cg_ws_is_upgrade(cg_server *srv, const cg_http1_request *req)
 {
     const cg_http1_header *up;
@@ -678,7 +696,7 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
     const cg_http1_header *ver = find_header(req, CG_HDR_SEC_WEBSOCKET_VERSION);
-    const cg_http1_header *key = find_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
+    const cg_http1_header *key = find_single_header(req, CG_HDR_SEC_WEBSOCKET_KEY);
     PyObject *scope = NULL, *ext = NULL, *task = NULL;
     cg_ws *ws;
 
@@ -700,6 +718,7 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     ws->server = (cg_server *)Py_NewRef(srv);
     ws->conn = (cg_conn *)Py_NewRef(c);
     cg_buf_init(&ws->out);
+    cg_buf_init(&ws->queue_sizes);
     PyObject_GC_Track(ws);
     ws->state = CG_WS_CONNECTING;
     ws->close_code = CG_WS_CLOSE_ABNORMAL;
@@ -861,6 +880,7 @@ static void ws_dealloc(cg_ws *ws)
     if (ws->deflater)
         cg_ws_deflater_free(ws->deflater);
     cg_buf_free(&ws->out);
+    cg_buf_free(&ws->queue_sizes);
     tp->tp_free(ws);
     Py_DECREF(tp);
 }

@@ -91,7 +91,6 @@ static inline PyObject *cg_err_take(void)
     X(body, "body")                                                                                \
     X(more_body, "more_body")                                                                      \
     X(status, "status")                                                                            \
-    X(trailers, "trailers")                                                                        \
     X(message, "message")                                                                          \
     X(extensions, "extensions")                                                                    \
     X(http, "http")                                                                                \
@@ -99,7 +98,6 @@ static inline PyObject *cg_err_take(void)
     X(lifespan, "lifespan")                                                                        \
     X(v1_0, "1.0")                                                                                 \
     X(v1_1, "1.1")                                                                                 \
-    X(v2_0, "2.0")                                                                                 \
     X(v3_0, "3.0")                                                                                 \
     X(v2_3, "2.3")                                                                                 \
     X(http_request, "http.request")                                                                \
@@ -120,28 +118,21 @@ static inline PyObject *cg_err_take(void)
     X(kw_eager_start, "eager_start")                                                               \
     X(app_task_name, "casgi.app")                                                                  \
     X(set_result, "set_result")                                                                    \
-    X(set_exception, "set_exception")                                                              \
     X(done, "done")                                                                                \
     X(cancel, "cancel")                                                                            \
     X(cancelled, "cancelled")                                                                      \
-    X(exception, "exception")                                                                      \
-    X(result, "result")                                                                            \
     X(add_done_callback, "add_done_callback")                                                      \
     X(call_later, "call_later")                                                                    \
     X(call_soon, "call_soon")                                                                      \
-    X(time, "time")                                                                                \
     X(write, "write")                                                                              \
     X(close, "close")                                                                              \
     X(abort, "abort")                                                                              \
-    X(is_closing, "is_closing")                                                                    \
     X(pause_reading, "pause_reading")                                                              \
     X(resume_reading, "resume_reading")                                                            \
     X(get_extra_info, "get_extra_info")                                                            \
     X(peername, "peername")                                                                        \
     X(sockname, "sockname")                                                                        \
     X(socket, "socket")                                                                            \
-    X(stop, "stop")                                                                                \
-    X(dunder_await, "__await__")                                                                   \
     X(m_GET, "GET")                                                                                \
     X(m_POST, "POST")                                                                              \
     X(m_PUT, "PUT")                                                                                \
@@ -166,8 +157,7 @@ static inline PyObject *cg_err_take(void)
     X(websocket_close, "websocket.close")                                                          \
     X(websocket_disconnect, "websocket.disconnect")                                                \
     X(websocket_http_response_start, "websocket.http.response.start")                              \
-    X(websocket_http_response_body, "websocket.http.response.body")                                \
-    X(websocket_http_response, "websocket.http.response")
+    X(websocket_http_response_body, "websocket.http.response.body")
 
 /* Module state: everything the extension keeps between calls. */
 typedef struct cg_state {
@@ -285,14 +275,13 @@ PyObject *cg_future_new(cg_state *st, PyObject *loop);
 PyObject *cg_future_new_running(cg_state *st);
 /** Completes fut with None unless it is already done. Never raises. */
 void cg_future_wake(cg_state *st, PyObject *fut);
-
 /** The calls waiting for one event (a message to receive, the end of write
  * backpressure). Each waiting call awaits its own future: a Task cancelled
  * while it waits cancels the future it awaits, and that must leave the other
  * calls waiting and the next call free to wait again. One waiting call, by
  * far the most common case, costs no list. */
 typedef struct cg_waiters {
-    PyObject *first; /* the future of a waiting call, or NULL */
+    PyObject *first; /* the future of a waiting call, or NULL (then rest is NULL too) */
     PyObject *rest;  /* list of the futures of further concurrent calls, or NULL */
 } cg_waiters;
 

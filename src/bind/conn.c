@@ -8,8 +8,9 @@
 #include "server.h"
 
 #include <string.h>
-#include <time.h>
+#include <sys/socket.h>
 
+#include "clock.h"
 #include "hdrtab.h"
 
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
@@ -25,14 +26,8 @@
 #define CG_FLUSH_SOLO_MAX 2 /* see queue_flush */
 #define CG_FLUSH_PROBE 64
 
-static double monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void conn_process(cg_conn *c);
+static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
 
 /* --timeout-request-body-idle: while a body is arriving and reading is not
  * paused by us (an app that is behind is not the client's fault), the
@@ -41,7 +36,7 @@ static void conn_arm_body_deadline(cg_conn *c)
 {
     double t = c->server->cfg->timeout_request_body_idle;
     if (c->phase == CG_PHASE_BODY)
-        c->deadline = t > 0 && !c->read_paused ? monotonic_now() + t : 0;
+        c->deadline = t > 0 && !c->read_paused ? cg_monotonic_now() + t : 0;
 }
 
 void cg_conn_set_reading(cg_conn *c, int on)
@@ -264,6 +259,30 @@ void cg_conn_close(cg_conn *c)
     Py_XDECREF(r);
 }
 
+void cg_conn_abort(cg_conn *c)
+{
+    c->phase = CG_PHASE_CLOSED;
+    c->deadline = 0;
+    if (!c->transport)
+        return;
+    if (conn_flush(c) < 0) /* earlier complete responses still leave first */
+        PyErr_Clear();
+    /* SO_LINGER 0: close() sends RST, never FIN, whatever is still unsent. */
+    PyObject *sock = conn_get_extra(c, c->server->st->s_socket);
+    int fd = sock && sock != Py_None ? PyObject_AsFileDescriptor(sock) : -1;
+    Py_XDECREF(sock);
+    if (fd < 0) {
+        PyErr_Clear();
+    } else {
+        struct linger lg = {1, 0};
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_abort);
+    if (!r)
+        PyErr_WriteUnraisable(c->transport);
+    Py_XDECREF(r);
+}
+
 void cg_conn_reject(cg_conn *c, int status)
 {
     cg_server *srv = c->server;
@@ -322,7 +341,7 @@ void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);
     c->deadline_is_head = 0;
-    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
+    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
     if (cg_buf_unread(&c->in) > 0)
         conn_process(c);
     else
@@ -457,7 +476,7 @@ static void conn_process_input(cg_conn *c)
             if (!c->deadline_is_head) {
                 /* The head timeout counts from the first byte of the head. */
                 c->deadline_is_head = 1;
-                c->deadline = monotonic_now() + srv->cfg->timeout_request_header;
+                c->deadline = cg_monotonic_now() + srv->cfg->timeout_request_header;
             }
             memset(&req, 0, sizeof(req));
             req.headers = srv->hdrs;
@@ -650,9 +669,9 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
 
     c->phase = CG_PHASE_HEAD;
     cg_http1_parser_init(&c->parser);
-    c->deadline = monotonic_now() + srv->cfg->timeout_keep_alive;
-    if (srv->should_exit && c->deadline > monotonic_now() + 1.0)
-        c->deadline = monotonic_now() + 1.0; /* its request is still served, if it comes soon */
+    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
+    if (srv->should_exit && c->deadline > cg_monotonic_now() + 1.0)
+        c->deadline = cg_monotonic_now() + 1.0; /* its request is still served, if it comes soon */
     conn_trace(c, "HTTP connection made");
     Py_RETURN_NONE;
 }

@@ -8,9 +8,12 @@
  *
  * Runner: a coroutine-shaped object (send/throw/close/__await__ and
  * tp_iternext) that a Task drives instead of the app's coroutine. It sees
- * every suspension (on_yield, used to flush a held response head) and every
- * outcome (on_finish) without a done-callback per request. */
+ * every step (on_enter), every suspension (on_leave, used to flush a held
+ * response head) and every outcome (on_finish) without a done-callback per
+ * request. */
 #include "casgi.h"
+
+#include <assert.h>
 
 /* ---- Done --------------------------------------------------------------- */
 
@@ -251,6 +254,7 @@ static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
     if (returned || !PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_StopIteration)) {
         PyErr_Clear();
         self->hooks->on_finish(owner, NULL);
+        assert(!PyErr_Occurred()); /* the hook's contract */
         Py_DECREF(owner);
         return NULL;
     }
@@ -261,12 +265,14 @@ static PyObject *runner_outcome(cg_runner *self, PyObject *res, int returned)
         PyErr_Fetch(&t, &v, &tb);
         PyErr_NormalizeException(&t, &v, &tb);
         self->hooks->on_finish(owner, v);
+        assert(!PyErr_Occurred());
         PyErr_Restore(t, v, tb);
         Py_DECREF(owner);
         return NULL;
     }
     PyObject *exc = cg_err_take();
     self->hooks->on_finish(owner, exc);
+    assert(!PyErr_Occurred());
     Py_XDECREF(exc);
     Py_DECREF(owner);
     return NULL;

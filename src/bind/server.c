@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "lifespan.h"
 #include "sock.h"
@@ -27,13 +28,6 @@
 /* On shutdown, how long a connection accepted just before may take to send
  * its first request. */
 #define CG_SHUTDOWN_FIRST_REQUEST 1.0
-
-static double monotonic_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 void cg_server_update_date(cg_server *srv)
 {
@@ -441,7 +435,7 @@ static int arm_ticker(cg_server *srv)
 static PyObject *server_tick(cg_server *srv, PyObject *unused)
 {
     (void)unused;
-    double now = monotonic_now();
+    double now = cg_monotonic_now();
     cg_conn *c, *next;
 
     srv->now = now;
@@ -733,7 +727,7 @@ static PyObject *server_call(cg_server *srv, PyObject *args, PyObject *kwargs)
 
 static void close_idle_connections(cg_server *srv)
 {
-    srv->now = monotonic_now();
+    srv->now = cg_monotonic_now();
     double soon = srv->now + CG_SHUTDOWN_FIRST_REQUEST;
     for (cg_conn *c = srv->conns; c; c = c->next) {
         if (c->ws) {

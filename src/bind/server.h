@@ -1,6 +1,6 @@
 /* The server, its connections and their request cycles: shared internals of
- * server.c (lifecycle), conn.c (the protocol on the loop) and asgi_http.c
- * (scope, receive, send). */
+ * server.c (lifecycle), conn.c (the protocol on the loop), asgi_http.c
+ * (scope, receive, send) and asgi_ws.c (WebSocket sessions). */
 #ifndef CASGI_SERVER_H
 #define CASGI_SERVER_H
 
@@ -135,18 +135,19 @@ struct cg_cycle {
     cg_waiters recv_waiters;         /* woken when body arrives or on disconnect */
     int minor_version;
     int status;
-    long long resp_length; /* the app's content-length, -1 when none */
+    long long resp_length; /* the response's content-length (the app's or computed), -1 when none */
     long long resp_sent;   /* body bytes the app has sent */
     cg_buf head;           /* response head being held */
     int resp;              /* enum cg_resp_state */
     unsigned keep_alive : 1;
     unsigned is_head : 1;
+    unsigned is_connect : 1; /* a 2xx answer would be a tunnel: refused */
     unsigned expect_continue : 1;
     unsigned body_done : 1;    /* the whole request body has arrived */
     unsigned body_final : 1;   /* more_body=False was given to the app */
     unsigned disconnected : 1; /* the client went away */
     unsigned chunked_out : 1;  /* response uses chunked framing */
-    unsigned no_body : 1;      /* HEAD, 1xx, 204, 304: no body bytes on the wire */
+    unsigned no_body : 1;      /* HEAD, 204, 304: no body bytes on the wire */
     unsigned in_step : 1;      /* the app's own task is running right now */
     unsigned stepped : 1;      /* the app's task has run at least one step */
     unsigned task_done : 1;
@@ -208,6 +209,10 @@ void cg_conn_maybe_resume(cg_conn *c);
 /** Hands the read buffer to the server's spare slot (or frees it) when it
  * holds no unread bytes: a connection keeps a buffer only while it needs one. */
 void cg_conn_return_buffer(cg_conn *c);
+/** Ends the connection with a reset (RST, not FIN) after writing held
+ * output: for a response that cannot be completed, so that no client takes a
+ * truncated body for a complete one. */
+void cg_conn_abort(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
 /** Ends a request whose body cannot be read to its end: the app gets
@@ -221,6 +226,8 @@ int cg_conn_is_idle(const cg_conn *c);
 void cg_conn_set_reading(cg_conn *c, int on);
 /** Polls for the end of write backpressure on c (a cg_poll_fn body). */
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
+/** Completes the drain waiter of c when writing may resume. */
+void cg_conn_wake_drain(cg_conn *c);
 
 /* asgi_http.c */
 /** The client for a log line about cycle `cy` on connection `c` (NULL when
@@ -254,8 +261,6 @@ void cg_cycle_disconnect(cg_cycle *cy);
  * (http.disconnect), so long-lived streams (server-sent events) end within
  * the graceful timeout. Its sends still reach the client. */
 void cg_cycle_server_leaving(cg_cycle *cy);
-/** Completes the drain waiter of c when writing may resume. */
-void cg_conn_wake_drain(cg_conn *c);
 
 /* asgi_ws.c */
 /** 1 when req is a WebSocket upgrade this server serves (--ws not none). */

@@ -39,7 +39,9 @@ static inline int cg_buf_append(cg_buf *b, const void *p, size_t n)
     b->len += n;
     return 0;
 }
-/** Marks `n` unread bytes consumed; resets both cursors when everything is read. */
+/** Marks `n` unread bytes consumed; resets both cursors when everything is read.
+ * An `n` beyond the unread bytes consumes them all (the connection resets its
+ * input when it rejects a request, then consumes the head it parsed). */
 void cg_buf_consume(cg_buf *b, size_t n);
 /** Drops all content, keeps the memory. */
 static inline void cg_buf_reset(cg_buf *b)

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
+
 #define N(tok, s) [tok] = CG_SLICE_LIT(s)
 
 const cg_slice cg_hdr_names[CG_HDR__COUNT] = {
@@ -128,11 +130,6 @@ static const unsigned char slot_of[256] = {
     [253] = T(CG_HDR_EXPECT),
 };
 
-static inline unsigned char lower1(unsigned char c)
-{
-    return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-}
-
 static inline uint64_t load8(const char *p)
 {
     uint64_t w;
@@ -180,7 +177,7 @@ static inline int ci_equal(const char *s, const char *lc, size_t n)
     if (n >= 4)
         return lower4(load4(s)) == load4(lc) && lower4(load4(s + n - 4)) == load4(lc + n - 4);
     for (size_t i = 0; i < n; i++)
-        if (lower1((unsigned char)s[i]) != (unsigned char)lc[i])
+        if (cg_ascii_lower1((unsigned char)s[i]) != (unsigned char)lc[i])
             return 0;
     return 1;
 }
@@ -211,5 +208,5 @@ void cg_ascii_lower(char *dst, const char *src, size_t n)
         memcpy(dst + i, &w, 8);
     }
     for (; i < n; i++)
-        dst[i] = (char)lower1((unsigned char)src[i]);
+        dst[i] = (char)cg_ascii_lower1((unsigned char)src[i]);
 }

@@ -9,9 +9,11 @@
  * no bounds checks in its byte loops: each stops at a CR at the latest. */
 #include "http1.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "hdrtab.h"
 
 /* Character classes. */
@@ -70,21 +72,6 @@ static inline uint64_t has_byte(uint64_t w, unsigned char c)
 {
     uint64_t x = w ^ (c * ones);
     return (x - ones) & ~x & highs;
-}
-
-static inline unsigned char lower1(unsigned char c)
-{
-    return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-}
-
-/* 1 when s[0..n) equals the NUL-terminated `lit` ignoring ASCII case. */
-static int ci_eq(const char *s, size_t n, const char *lit)
-{
-    size_t i = 0;
-    for (; i < n; i++)
-        if (!lit[i] || lower1((unsigned char)s[i]) != lower1((unsigned char)lit[i]))
-            return 0;
-    return lit[i] == 0;
 }
 
 static inline int is_digit(char c)
@@ -297,11 +284,11 @@ static int connection_tokens(const char *v, size_t n)
         size_t b = i;
         while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
             b--;
-        if (ci_eq(v + a, b - a, "close"))
+        if (cg_ascii_ieq(v + a, b - a, "close"))
             found |= CONN_CLOSE;
-        else if (ci_eq(v + a, b - a, "keep-alive"))
+        else if (cg_ascii_ieq(v + a, b - a, "keep-alive"))
             found |= CONN_KEEP_ALIVE;
-        else if (ci_eq(v + a, b - a, "upgrade"))
+        else if (cg_ascii_ieq(v + a, b - a, "upgrade"))
             found |= CONN_UPGRADE;
     }
     return found;
@@ -331,6 +318,7 @@ static const char *parse_target(cg_http1_request *req)
         if (!authority_ok(t, n))
             return "CONNECT needs an authority-form target";
         req->target_form = CG_TARGET_AUTHORITY;
+        req->authority = req->target;
         req->path = req->target;
         req->query = (cg_slice){t + n, 0};
         return NULL;
@@ -349,9 +337,9 @@ static const char *parse_target(cg_http1_request *req)
         return NULL;
     }
     size_t skip = 0;
-    if (n >= 7 && ci_eq(t, 7, "http://"))
+    if (n >= 7 && cg_ascii_ieq(t, 7, "http://"))
         skip = 7;
-    else if (n >= 8 && ci_eq(t, 8, "https://"))
+    else if (n >= 8 && cg_ascii_ieq(t, 8, "https://"))
         skip = 8;
     if (!skip)
         return "invalid request target";
@@ -364,6 +352,7 @@ static const char *parse_target(cg_http1_request *req)
     if (a == skip)
         return "absolute-form target without a host";
     req->target_form = CG_TARGET_ABSOLUTE;
+    req->authority = (cg_slice){t + skip, a - skip};
     if (a < n && t[a] == '/') {
         split_query(req, t + a, n - a);
     } else {
@@ -379,6 +368,8 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
 {
     const char *q = buf, *end = buf + len;
     (void)lim; /* the scan has enforced the limits */
+    /* Every line ends in CRLF, the last one empty (see the file comment). */
+    assert(len >= 4 && memcmp(end - 4, "\r\n\r\n", 4) == 0);
     while (q[0] == '\r' && q[1] == '\n')
         q += 2;
 
@@ -416,6 +407,7 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     if (v[5] != '1' || v[7] > '1')
         return fail(p, CG_HTTP1_VERSION_NOT_SUPPORTED, "unsupported HTTP version");
     req->minor_version = v[7] - '0';
+    req->authority = (cg_slice){t, 0};
     const char *why = parse_target(req);
     if (why)
         return fail(p, CG_HTTP1_BAD_REQUEST, why);
@@ -474,12 +466,14 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
 
     /* framing and connection semantics */
     int hosts = 0, te = 0, te_bad = 0, conn = 0, up_hdr = 0, expect = 0;
+    size_t host = 0;
     long long cl = -1;
     for (size_t i = 0; i < nh; i++) {
         const cg_http1_header *h = &req->headers[i];
         switch (h->token) {
         case CG_HDR_HOST:
             hosts++;
+            host = i;
             break;
         case CG_HDR_CONTENT_LENGTH: {
             long long x = parse_content_length(h->value.base, h->value.len);
@@ -492,13 +486,13 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         }
         case CG_HDR_TRANSFER_ENCODING:
             te++;
-            te_bad |= !ci_eq(h->value.base, h->value.len, "chunked");
+            te_bad |= !cg_ascii_ieq(h->value.base, h->value.len, "chunked");
             break;
         case CG_HDR_CONNECTION:
             conn |= connection_tokens(h->value.base, h->value.len);
             break;
         case CG_HDR_EXPECT:
-            expect |= ci_eq(h->value.base, h->value.len, "100-continue");
+            expect |= cg_ascii_ieq(h->value.base, h->value.len, "100-continue");
             break;
         case CG_HDR_UPGRADE:
             up_hdr = 1;
@@ -511,6 +505,8 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
         return fail(p, CG_HTTP1_BAD_REQUEST, "more than one Host");
     if (hosts == 0 && req->minor_version == 1)
         return fail(p, CG_HTTP1_BAD_REQUEST, "missing Host");
+    if (hosts && req->target_form == CG_TARGET_ABSOLUTE)
+        req->headers[host].value = req->authority; /* the target's authority wins */
     if (te) {
         if (req->minor_version == 0)
             return fail(p, CG_HTTP1_BAD_REQUEST, "Transfer-Encoding in HTTP/1.0");
@@ -935,11 +931,17 @@ int cg_http1_valid_field(const char *name, size_t name_len, const char *value, s
     for (size_t i = 0; i < name_len; i++)
         if (!IS(name[i], C_TOKEN))
             return 0;
-    for (size_t i = 0; i < value_len; i++) {
-        char c = value[i];
-        if (c == '\r' || c == '\n' || c == '\0')
-            return 0;
+    size_t i = 0;
+    /* Eight bytes at a time while none is a control byte or DEL (a word with
+     * HTAB, or with an invalid byte, is judged byte by byte). */
+    for (; i + 8 <= value_len; i += 8) {
+        uint64_t w = load8(value + i);
+        if (has_less(w, 0x20) | has_byte(w, 0x7f))
+            break;
     }
+    for (; i < value_len; i++)
+        if (!IS(value[i], C_VALUE))
+            return 0;
     return 1;
 }
 
@@ -955,7 +957,7 @@ int cg_http1_has_token(const char *value, size_t len, const char *token)
             a++;
         while (b > a && (value[b - 1] == ' ' || value[b - 1] == '\t'))
             b--;
-        if (ci_eq(value + a, b - a, token))
+        if (cg_ascii_ieq(value + a, b - a, token))
             return 1;
         i = j + 1;
     }

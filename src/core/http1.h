@@ -45,6 +45,9 @@ typedef struct cg_http1_request {
                                  not in the input); the target itself for "*" and
                                  authority-form */
     cg_slice query;           /* after the first '?', without it; empty when none */
+    cg_slice authority;       /* absolute-form: the target's host[:port], which also becomes
+                                 the Host field's value (RFC 9112 3.2.2); authority-form:
+                                 the target; else empty */
     int target_form;          /* enum cg_http1_target_form */
     int minor_version;        /* 0 or 1 */
     cg_http1_header *headers; /* caller-provided, capacity >= limits.fields */
@@ -117,12 +120,13 @@ int cg_http1_chunked_decode(cg_http1_chunked *d, const char *buf, size_t len, si
 /** Reason phrase of a status code ("OK", "Not Found"), or "" when unknown. */
 const char *cg_http1_reason(int status);
 
-/** 1 when `name` is a non-empty token and `value` has no CR, LF or NUL; else 0. */
+/** 1 when `name` is a non-empty token and `value` only has HTAB, SP, VCHAR
+ * and obs-text (no control byte: 0x00-0x1F except HTAB, 0x7F); else 0. */
 int cg_http1_valid_field(const char *name, size_t name_len, const char *value, size_t value_len);
 
-/** 1 when the header value contains `token` as one comma-separated element
- * (ASCII case-insensitive, surrounding whitespace ignored), e.g. "close" in
- * "keep-alive, Close". */
+/** 1 when the header value contains the lower-case `token` as one
+ * comma-separated element (ASCII case-insensitive, surrounding whitespace
+ * ignored), e.g. "close" in "keep-alive, Close". */
 int cg_http1_has_token(const char *value, size_t len, const char *token);
 
 /** Percent-decodes in[0..len) into out (capacity >= len); an invalid escape is

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ascii.h"
+
 static const char *const loop_choices[] = {"auto", "asyncio", "uvloop", NULL};
 static const char *const lifespan_choices[] = {"auto", "on", "off", NULL};
 /* Same order as enum cg_ws_mode: uvicorn's implementation names come last and
@@ -246,12 +248,10 @@ static int is_header(const cg_option *o)
     return o->type == CG_OPT_LIST && strcmp(o->name, "header") == 0;
 }
 
-static int lower_eq(const char *a, const char *b)
+/* 1 when `text` equals the lower-case `lower` ignoring ASCII case. */
+static int lower_eq(const char *text, const char *lower)
 {
-    for (; *a && *b; a++, b++)
-        if (tolower((unsigned char)*a) != *b)
-            return 0;
-    return *a == *b;
+    return cg_ascii_ieq(text, strlen(text), lower);
 }
 
 /* Returns 1/0, or -1 when the text is not a boolean. */

@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define CG_SUP_BACKOFF_MIN 0.1   /* first delay after a quick death, seconds */
 #define CG_SUP_BACKOFF_MAX 10.0  /* the delay doubles up to this */
 #define CG_SUP_BACKOFF_RESET 5.0 /* a worker that lived longer resets the backoff */
@@ -104,13 +106,6 @@ typedef struct cg_sup {
     char **changed;    /* owned: pending changed paths (debounced) */
     size_t nchanged, capchanged;
 } cg_sup;
-
-static double cg_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 __attribute__((format(printf, 3, 4))) static void sup_log(cg_sup *s, int level, const char *fmt,
                                                           ...)
@@ -1031,7 +1026,7 @@ int cg_supervisor_run(const cg_sup_config *cfg)
         sup_log(&s, CG_SUP_INFO, "Started parent process [%d]", (int)getpid());
 
     for (;;) {
-        double now = cg_now();
+        double now = cg_monotonic_now();
         run_due(&s, now);
         if (s.stopping && s.nw == 0)
             break;
@@ -1058,7 +1053,7 @@ int cg_supervisor_run(const cg_sup_config *cfg)
         int n = poll(pfd, np, timeout);
         if (n < 0 && errno != EINTR)
             goto fail_loop;
-        now = cg_now();
+        now = cg_monotonic_now();
         if (n <= 0)
             goto timers_only;
 

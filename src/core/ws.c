@@ -9,6 +9,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "ascii.h"
+
 /* ---- SHA-1 (RFC 3174) --------------------------------------------------- */
 
 static inline uint32_t cg_rol32(uint32_t x, int n)
@@ -263,22 +265,6 @@ static int cg_scan_value(cg_ws_scan *s, char *val, size_t cap)
     return (int)tl;
 }
 
-/* Case-insensitive comparison of a scanned token with a lowercase literal. */
-static int cg_tok_is(const char *tok, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    if (n != l)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)tok[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c + 32);
-        if (c != (unsigned char)lit[i])
-            return 0;
-    }
-    return 1;
-}
-
 /* A window-bits value: decimal 8..15 without leading zeros; else -1. */
 static int cg_window_bits(const char *v, int n)
 {
@@ -301,21 +287,21 @@ typedef struct cg_ws_offer {
  * badly valued. */
 static void cg_offer_param(cg_ws_offer *o, const char *name, size_t nl, const char *val, int vl)
 {
-    if (cg_tok_is(name, nl, "server_no_context_takeover")) {
+    if (cg_ascii_ieq(name, nl, "server_no_context_takeover")) {
         if (o->snct || vl >= 0)
             o->bad = 1;
         o->snct = 1;
-    } else if (cg_tok_is(name, nl, "client_no_context_takeover")) {
+    } else if (cg_ascii_ieq(name, nl, "client_no_context_takeover")) {
         if (o->cnct || vl >= 0)
             o->bad = 1;
         o->cnct = 1;
-    } else if (cg_tok_is(name, nl, "server_max_window_bits")) {
+    } else if (cg_ascii_ieq(name, nl, "server_max_window_bits")) {
         int b = vl >= 0 ? cg_window_bits(val, vl) : -1;
         if (o->smwb || b < 0)
             o->bad = 1;
         o->smwb = 1;
         o->smwb_v = b;
-    } else if (cg_tok_is(name, nl, "client_max_window_bits")) {
+    } else if (cg_ascii_ieq(name, nl, "client_max_window_bits")) {
         int b = vl >= 0 ? cg_window_bits(val, vl) : 0;
         if (o->cmwb || b < 0)
             o->bad = 1;
@@ -366,7 +352,7 @@ int cg_ws_negotiate_deflate(const char *offer, size_t len, cg_ws_deflate_params 
         const char *name;
         size_t nl = cg_scan_token(&s, &name);
         cg_ws_offer o = {0};
-        o.bad = nl == 0 || !cg_tok_is(name, nl, "permessage-deflate");
+        o.bad = nl == 0 || !cg_ascii_ieq(name, nl, "permessage-deflate");
         int syntax_ok = nl > 0;
         while (syntax_ok) {
             cg_scan_ows(&s);

@@ -107,7 +107,12 @@ async def app(scope, receive, send):
         # many other requests the process serves.
         SEEN.append(key)
 
-    if path == "/seen":
+    if scope["method"] == "CONNECT":
+        # The status comes from an x-status request header (default 200).
+        status = int(dict(scope["headers"]).get(b"x-status", b"200"))
+        await respond(send, status, b"tunnel")
+
+    elif path == "/seen":
         await respond_json(send, SEEN)
 
     elif path == "/":
@@ -243,6 +248,23 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": q("body", "").encode()})
 
+    elif path == "/status-obj":
+        status = {"str": "200", "float": 200.0, "bool": True, "big": 2**32 + 200, "none": None}[q("kind")]
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    elif path == "/app-te":
+        # The app asks for a transfer-encoding itself (v), body in `parts` messages.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"transfer-encoding", q("v", "chunked").encode())]})
+        n = int(q("parts", "1"))
+        for i in range(n):
+            await send({"type": "http.response.body", "body": b"part%d" % i, "more_body": i < n - 1})
+
+    elif path == "/return-mid-stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
     elif path == "/conn-close-response":
         await respond(send, 200, b"closing", headers=[(b"connection", b"close")])
 
@@ -264,6 +286,10 @@ async def app(scope, receive, send):
             "value-cr": (b"x-bad", b"v\rinjected"),
             "value-lf": (b"x-bad", b"v\ninjected: yes"),
             "value-nul": (b"x-bad", b"v\x00injected"),
+            "value-bel": (b"x-bad", b"v\x07injected"),
+            "value-esc": (b"x-bad", b"v\x1b[31minjected"),
+            "value-vt": (b"x-bad", b"v\x0binjected"),
+            "value-del": (b"x-bad", b"v\x7finjected"),
         }[kind]
         try:
             await send({"type": "http.response.start", "status": 200,

@@ -64,7 +64,8 @@ static int same_result(const result *a, const result *b)
         return 1;
     const cg_http1_request *x = &a->req, *y = &b->req;
     if (!slice_same(x->method, a, y->method, b) || !slice_same(x->target, a, y->target, b) ||
-        !slice_same(x->path, a, y->path, b) || !slice_same(x->query, a, y->query, b))
+        !slice_same(x->path, a, y->path, b) || !slice_same(x->query, a, y->query, b) ||
+        !slice_same(x->authority, a, y->authority, b))
         return 0;
     if (x->target_form != y->target_form || x->minor_version != y->minor_version ||
         x->num_headers != y->num_headers || x->content_length != y->content_length ||
@@ -87,7 +88,7 @@ static int slices_inside(const result *r)
     const char *lo = r->base, *hi = r->base + r->ret;
 #define IN(s) ((s).base >= lo && (s).base + (s).len <= hi)
     const cg_http1_request *q = &r->req;
-    if (!IN(q->method) || !IN(q->target) || !IN(q->query))
+    if (!IN(q->method) || !IN(q->target) || !IN(q->query) || !IN(q->authority))
         return 0;
     if (!IN(q->path) &&
         !(q->target_form == CG_TARGET_ABSOLUTE && q->path.len == 1 && q->path.base[0] == '/'))
@@ -587,6 +588,19 @@ static void test_targets(void)
                "absolute form");
     ok(r->target_form == CG_TARGET_ABSOLUTE && sl_is(r->path, "/a/b") && sl_is(r->query, "c=d"),
        "absolute path and query");
+    ok(sl_is(r->authority, "example.com"), "absolute-form authority");
+    r = accept(S("GET http://example.com:8080/x HTTP/1.1\r\nX-A: 1\r\nHost: other\r\n\r\n"),
+               "absolute form, different Host");
+    ok(r->num_headers == 2 && sl_is(r->headers[1].name, "Host") &&
+           sl_is(r->headers[1].value, "example.com:8080") && sl_is(r->headers[0].value, "1"),
+       "the target's authority replaces the Host value (RFC 9112 3.2.2)");
+    r = accept(S("GET http://example.com/x HTTP/1.0\r\n\r\n"),
+               "absolute form, HTTP/1.0 without Host");
+    ok(r->num_headers == 0 && sl_is(r->authority, "example.com"), "no Host is added");
+    r = accept(S("GET /x HTTP/1.1\r\nHost: h\r\n\r\n"), "origin form");
+    ok(r->authority.len == 0 && sl_is(r->headers[0].value, "h"), "origin form keeps Host");
+    r = accept(S("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"), "CONNECT");
+    ok(sl_is(r->authority, "h:443"), "authority-form authority");
     r = accept(S("GET HTTPS://example.com:8443 HTTP/1.1\r\nHost: x\r\n\r\n"), "absolute, no path");
     ok(r->target_form == CG_TARGET_ABSOLUTE && sl_is(r->path, "/") && r->query.len == 0,
        "empty absolute path is '/'");
@@ -1056,6 +1070,33 @@ static void test_helpers(void)
     ok(!cg_http1_valid_field(S("a"), S("a\nb")), "LF in value");
     ok(!cg_http1_valid_field(S("a"), S("a\rb")), "CR in value");
     ok(!cg_http1_valid_field(S("a"), S("a\0b")), "NUL in value");
+    {
+        int ctl_refused = 1, others_kept = 1;
+        for (int b = 0; b < 256; b++) {
+            char v[3] = {'a', (char)b, 'z'};
+            int valid = cg_http1_valid_field(S("a"), v, 3);
+            if ((b < 0x20 && b != '\t') || b == 0x7f)
+                ctl_refused &= !valid;
+            else
+                others_kept &= valid;
+        }
+        ok(ctl_refused, "every control byte but HTAB, and DEL, refused in a value");
+        ok(others_kept, "HTAB, SP, VCHAR and obs-text kept in a value");
+        /* The same at every position of a longer value (word-at-a-time scan). */
+        char v[40];
+        int pos_ok = 1;
+        for (size_t at = 0; at < sizeof v; at++)
+            for (int b = 0; b < 256; b++) {
+                memset(v, b == 'x' ? 'y' : 'x', sizeof v);
+                v[at] = (char)b;
+                int want = !((b < 0x20 && b != '\t') || b == 0x7f);
+                pos_ok &= cg_http1_valid_field(S("a"), v, sizeof v) == want;
+                memset(v, 0xe9, sizeof v); /* obs-text around it */
+                v[at] = (char)b;
+                pos_ok &= cg_http1_valid_field(S("a"), v, sizeof v) == want;
+            }
+        ok(pos_ok, "every byte judged alike at every position of a 40-byte value");
+    }
 
     ok(cg_http1_has_token(S("close"), "close"), "single token");
     ok(cg_http1_has_token(S("keep-alive, Close"), "close"), "token in list, case");
