@@ -104,6 +104,26 @@ def test_second_signal_forces(sups, sig):
     c.close()
 
 
+def test_sigterm_to_the_whole_group_stays_graceful(sups):
+    """systemd's default KillMode sends SIGTERM to every process of the unit:
+    each worker gets it from there and again from its supervisor. That is one
+    stop, not a forced one: the request in flight is answered."""
+    sups.copy_app("sup_app.py", "main.py")
+    p = sups.casgi("main:app", "--workers", "2", "--timeout-graceful-shutdown", "30", workers_started=2)
+    c = RawConn.tcp("127.0.0.1", p.port, timeout=10)
+    c.send(req("GET", "/slow?1.5"))
+    time.sleep(0.3)
+    workers = p.tracker.workers()
+    assert len(workers) == 2, workers
+    for pid in [p.pid, *workers]:
+        os.kill(pid, signal.SIGTERM)
+    r = c.read_response()
+    assert r.status == 200
+    assert p.wait(10) == 0
+    p.check_gone()
+    c.close()
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_sigquit_stops_at_once(sups, mode):
     p, pids = start(sups, mode)

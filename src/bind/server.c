@@ -487,9 +487,15 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
     long sig = PyLong_AsLong(signum);
     if (sig == -1 && PyErr_Occurred())
         return NULL;
-    /* A repeated SIGTERM forces as a second SIGINT does; SIGTERM after SIGINT
-     * does not: a Ctrl-C under a supervisor brings both to a worker. */
-    int repeated = srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm));
+    /* A repeated SIGTERM forces as a second SIGINT does, in a process of its
+     * own. Not under a supervisor (casgi's or gunicorn's): a TERM sent to the
+     * whole group (systemd's default KillMode) reaches a worker together with
+     * the one its supervisor forwards, and the supervisor decides when to
+     * force. SIGTERM after SIGINT never forces: a Ctrl-C under a supervisor
+     * brings both to a worker. */
+    int supervised = srv->ctl_fd >= 0 || srv->host_mode;
+    int repeated = srv->should_exit &&
+                   (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm && !supervised));
     if (sig == SIGTERM)
         srv->got_sigterm = 1;
     if (sig == SIGQUIT || repeated) {
@@ -744,6 +750,33 @@ static void close_idle_connections(cg_server *srv)
     }
 }
 
+/* Cancels every task of the list, then runs the loop until they are done or
+ * `timeout` seconds passed: asyncio.wait(tasks, timeout=timeout). */
+static void cancel_and_wait(cg_server *srv, PyObject *tasks, double timeout)
+{
+    cg_state *st = srv->st;
+    if (PyList_GET_SIZE(tasks) == 0)
+        return;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
+        PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    PyObject *wait = PyObject_GetAttrString(st->asyncio, "wait");
+    PyObject *args = PyTuple_Pack(1, tasks);
+    PyObject *kw = Py_BuildValue("{s:d}", "timeout", timeout);
+    PyObject *w = wait && args && kw ? PyObject_Call(wait, args, kw) : NULL;
+    PyObject *r = w ? cg_server_run(srv, w) : NULL;
+    if (!r)
+        cg_log_exception(&st->log, "Error while waiting for cancelled tasks\n");
+    Py_XDECREF(r);
+    Py_XDECREF(w);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(wait);
+    PyErr_Clear();
+}
+
 static void abort_everything(cg_server *srv)
 {
     PyObject *r;
@@ -760,21 +793,7 @@ static void abort_everything(cg_server *srv)
         PyErr_Clear();
         return;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
-        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), srv->st->s_cancel);
-        Py_XDECREF(r);
-        PyErr_Clear();
-    }
-    if (PyList_GET_SIZE(tasks) > 0) {
-        /* Let the cancellations run, briefly. */
-        PyObject *w = PyObject_CallMethod(srv->st->asyncio, "wait", "Od", tasks, 1.0);
-        if (w) {
-            r = cg_server_run(srv, w);
-            Py_XDECREF(r);
-            Py_DECREF(w);
-        }
-        PyErr_Clear();
-    }
+    cancel_and_wait(srv, tasks, 1.0); /* let the cancellations run, briefly */
     Py_DECREF(tasks);
 }
 
@@ -795,20 +814,11 @@ static void cancel_remaining_tasks(cg_server *srv)
     Py_XDECREF(all);
     if (!tasks || PyList_GET_SIZE(tasks) == 0)
         goto out;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
-        PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), st->s_cancel);
-        Py_XDECREF(r);
-        PyErr_Clear();
-    }
-    double bound = srv->force_exit                          ? 0.1
-                   : cfg->timeout_graceful_shutdown < 0     ? 10.0
-                   : cfg->timeout_graceful_shutdown < 1.0   ? 1.0
-                                                            : cfg->timeout_graceful_shutdown;
-    PyObject *w = PyObject_CallMethod(st->asyncio, "wait", "Od", tasks, bound);
-    PyObject *r = w ? cg_server_run(srv, w) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(w);
-    PyErr_Clear();
+    double bound = srv->force_exit                        ? 0.1
+                   : cfg->timeout_graceful_shutdown < 0   ? 10.0
+                   : cfg->timeout_graceful_shutdown < 1.0 ? 1.0
+                                                          : cfg->timeout_graceful_shutdown;
+    cancel_and_wait(srv, tasks, bound);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
         PyObject *task = PyList_GET_ITEM(tasks, i);
         PyObject *done = PyObject_CallMethodNoArgs(task, st->s_done);
@@ -827,8 +837,8 @@ static void cancel_remaining_tasks(cg_server *srv)
         PyErr_Clear();
     }
     if (pending)
-        cg_log(&st->log, CG_WARNING, "%zd task(s) still running %.1f s after being cancelled at shutdown",
-               pending, bound);
+        cg_log(&st->log, CG_WARNING, "%zd task(s) still running %d ms after being cancelled at shutdown",
+               pending, (int)(bound * 1000));
 out:
     Py_XDECREF(tasks);
     PyErr_Clear();
@@ -974,6 +984,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
         goto error;
     srv->app = app;
     app = NULL;
+    srv->host_mode = host != NULL;
     if (build_extra_headers(srv) < 0)
         goto error;
     srv->loop = new_loop(st, cfg);
@@ -1020,7 +1031,6 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
         Py_DECREF(r);
     }
     snprintf(srv->url, sizeof(srv->url), "%s", url);
-    srv->host_mode = host != NULL;
     listener = start_listeners(srv, socks);
     if (!listener)
         goto error;

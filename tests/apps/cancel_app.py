@@ -202,15 +202,27 @@ async def background_task_app(scope, receive, send):
             print("BACKGROUND-CANCELLED", flush=True)
             raise
         finally:
+            await asyncio.sleep(0.05)  # clean-up that itself waits
             print("BACKGROUND-FINALLY", flush=True)
 
     async def stuck():
         try:
             await asyncio.sleep(3600)
         finally:
+            await asyncio.sleep(0.05)
             print("REQUEST-FINALLY", flush=True)
 
-    background_task_app.tasks.append(asyncio.ensure_future(background()))
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                print("STUBBORN-IGNORED-CANCEL", flush=True)
+
+    if scope["path"] == "/stubborn":
+        background_task_app.tasks.append(asyncio.ensure_future(stubborn()))
+    else:
+        background_task_app.tasks.append(asyncio.ensure_future(background()))
     if scope["path"] == "/stuck":
         await stuck()
     await send({"type": "http.response.start", "status": 200,
