@@ -106,3 +106,17 @@ def test_body_the_app_reads_late_is_not_cut(start_server, tmp_path, loop):
         c.sock.sendall(body)
         r = c.read_response()
         assert r.status == 200 and len(r.body) == len(body)
+
+
+def test_a_client_waiting_for_100_continue_is_not_idle(start_server, tmp_path, loop):
+    """With Expect: 100-continue the client sends nothing until the app reads:
+    the idle clock starts with the 100 Continue, not with the head."""
+    s = start_server("basic:app", "--timeout-request-body-idle", str(IDLE), loop=loop)
+    with s.connect(timeout=10) as c:
+        c.send(b"POST /delayed-read?t=1.5 HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n"
+               b"expect: 100-continue\r\n\r\n")
+        interim = c.read_response(allow_interim=True)
+        assert interim.status == 100
+        c.send(b"hello")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello"

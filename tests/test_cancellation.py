@@ -183,3 +183,17 @@ def test_a_lifespan_receive_that_timed_out_still_gets_shutdown(start_server, loo
     m = p.wait_for(r"LIFESPAN-GOT (\S+) after (\d+) timeouts", timeout=1)
     assert m.group(1) == "lifespan.shutdown" and int(m.group(2)) >= 2, p.output()
     assert "Traceback" not in p.output()
+
+
+def test_a_finite_stream_in_flight_at_shutdown_is_finished(start_server, loop):
+    """Only server-sent event streams hear http.disconnect at shutdown; any
+    other stream (an export, a download) gets to finish."""
+    p = start_server("cancel_app:app", "--timeout-graceful-shutdown", "30", loop=loop)
+    with p.connect(timeout=10) as c:
+        c.send(req("GET", "/stream-is-disconnected?n=150"))
+        time.sleep(0.2)
+        p.signal(signal.SIGTERM)
+        r = c.read_response()
+    assert r.status == 200
+    assert r.body == b"".join(b"chunk %d\n" % i for i in range(150))
+    assert p.wait(timeout=10) == 0

@@ -294,9 +294,9 @@ static void cycle_log_unfinished(cg_cycle *cy)
 }
 
 /* See cg_cycle_server_leaving. */
-static int cycle_told_server_leaving(const cg_cycle *cy)
+static int cycle_hears_server_leaving(const cg_cycle *cy)
 {
-    return cy->server->should_exit && cy->body_final &&
+    return cy->server->should_exit && cy->event_stream && cy->body_final &&
            (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING);
 }
 
@@ -315,9 +315,11 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
     if (cy->expect_continue) {
         /* The client waits for permission before sending the body. */
         cy->expect_continue = 0;
-        if (c && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected &&
-            cg_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-            return NULL;
+        if (c && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected) {
+            if (cg_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+                return NULL;
+            cg_conn_arm_body_deadline(c); /* the client may send now */
+        }
     }
     if (cy->disconnected || cy->resp == CG_RESP_COMPLETE)
         return message2(st, st->s_http_disconnect);
@@ -345,8 +347,10 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
             cg_conn_maybe_resume(c);
         return msg;
     }
-    if (cycle_told_server_leaving(cy))
+    if (cycle_hears_server_leaving(cy)) {
+        cy->told_leaving = 1;
         return message2(st, st->s_http_disconnect);
+    }
     *fut = cg_waiters_add(st, &cy->recv_waiters);
     return NULL;
 }
@@ -384,7 +388,7 @@ void cg_cycle_disconnect(cg_cycle *cy)
 
 void cg_cycle_server_leaving(cg_cycle *cy)
 {
-    if (cycle_told_server_leaving(cy))
+    if (cycle_hears_server_leaving(cy))
         cycle_wake_receiver(cy);
 }
 
@@ -546,6 +550,9 @@ static int response_start(cg_cycle *cy, PyObject *message)
                     has_server = 1;
                 } else if (cg_ascii_ieq(nm, nl, "date")) {
                     has_date = 1;
+                } else if (cg_ascii_ieq(nm, nl, "content-type")) {
+                    cy->event_stream = vlen >= 17 && cg_ascii_ieq(vl, 17, "text/event-stream") &&
+                                       (vlen == 17 || vl[17] == ';' || vl[17] == ' ');
                 }
                 if (rc == 0 && nl &&
                     (cg_buf_append(&cy->head, nm, nl) < 0 ||
@@ -967,7 +974,7 @@ static void hook_finish(PyObject *owner, PyObject *exc)
             cycle_fail_500(cy, c);
         } else if (cy->resp != CG_RESP_COMPLETE) {
             /* Not an error when the app was told the client is going away. */
-            if (!cycle_told_server_leaving(cy))
+            if (!cy->told_leaving)
                 cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
             if (cy->resp == CG_RESP_STREAMING)
                 cg_conn_abort(c);
@@ -1016,6 +1023,7 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->chunked_out = cy->no_body = cy->in_step = cy->stepped = cy->task_done = 0;
+    cy->event_stream = cy->told_leaving = 0;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);

@@ -29,14 +29,12 @@
 static void conn_process(cg_conn *c);
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
 
-/* --timeout-request-body-idle: while a body is arriving and reading is not
- * paused by us (an app that is behind is not the client's fault), the
- * connection's deadline is that long after the latest read. */
-static void conn_arm_body_deadline(cg_conn *c)
+void cg_conn_arm_body_deadline(cg_conn *c)
 {
     double t = c->server->cfg->timeout_request_body_idle;
+    int client_waits = c->read_paused || (c->cycle && c->cycle->expect_continue);
     if (c->phase == CG_PHASE_BODY)
-        c->deadline = t > 0 && !c->read_paused ? cg_monotonic_now() + t : 0;
+        c->deadline = t > 0 && !client_waits ? cg_monotonic_now() + t : 0;
 }
 
 void cg_conn_set_reading(cg_conn *c, int on)
@@ -52,7 +50,7 @@ void cg_conn_set_reading(cg_conn *c, int on)
     }
     Py_DECREF(r);
     c->read_paused = !on;
-    conn_arm_body_deadline(c);
+    cg_conn_arm_body_deadline(c);
 }
 
 void cg_conn_maybe_resume(cg_conn *c)
@@ -265,9 +263,11 @@ void cg_conn_abort(cg_conn *c)
     c->deadline = 0;
     if (!c->transport)
         return;
-    if (conn_flush(c) < 0) /* earlier complete responses still leave first */
+    if (conn_flush(c) < 0) /* held output goes to the transport first */
         PyErr_Clear();
-    /* SO_LINGER 0: close() sends RST, never FIN, whatever is still unsent. */
+    /* SO_LINGER 0: close() sends RST, never FIN. What the transport or the
+     * kernel still holds is dropped with it: the unfinished response's tail,
+     * and, behind a slow reader, earlier responses not yet sent. */
     PyObject *sock = conn_get_extra(c, c->server->st->s_socket);
     int fd = sock && sock != Py_None ? PyObject_AsFileDescriptor(sock) : -1;
     Py_XDECREF(sock);
@@ -363,6 +363,8 @@ void cg_conn_abort_body(cg_conn *c, int status)
         cg_cycle_disconnect(cy);
     if (cy && cy->resp == CG_RESP_NONE)
         cg_conn_reject(c, status);
+    else if (cy && (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING))
+        cg_conn_abort(c); /* an unfinished response must not look finished */
     else
         cg_conn_close(c);
 }
@@ -565,7 +567,7 @@ static void conn_process(cg_conn *c)
         conn_process_input(c);
     } while (c->reprocess && c->phase != CG_PHASE_CLOSED);
     c->processing = 0;
-    conn_arm_body_deadline(c);
+    cg_conn_arm_body_deadline(c);
     cg_conn_settle(c);
 }
 

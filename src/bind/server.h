@@ -151,6 +151,8 @@ struct cg_cycle {
     unsigned in_step : 1;      /* the app's own task is running right now */
     unsigned stepped : 1;      /* the app's task has run at least one step */
     unsigned task_done : 1;
+    unsigned event_stream : 1; /* the response is text/event-stream (server-sent events) */
+    unsigned told_leaving : 1; /* receive() said http.disconnect because the server stops */
 };
 
 /* server.c */
@@ -209,19 +211,24 @@ void cg_conn_maybe_resume(cg_conn *c);
 /** Hands the read buffer to the server's spare slot (or frees it) when it
  * holds no unread bytes: a connection keeps a buffer only while it needs one. */
 void cg_conn_return_buffer(cg_conn *c);
-/** Ends the connection with a reset (RST, not FIN) after writing held
- * output: for a response that cannot be completed, so that no client takes a
- * truncated body for a complete one. */
+/** Ends the connection with a reset (RST, not FIN): for a response that
+ * cannot be completed, so that no client takes a truncated body for a
+ * complete one. Output not yet sent is dropped (see conn.c). */
 void cg_conn_abort(cg_conn *c);
 /** Answers a rejected request with `status`, connection: close, and closes. */
 void cg_conn_reject(cg_conn *c, int status);
 /** Ends a request whose body cannot be read to its end: the app gets
- * http.disconnect; the client gets `status` (connection: close) unless the
- * response has started, else the connection is closed. */
+ * http.disconnect; the client gets `status` (connection: close) before the
+ * response started, a reset while it is unfinished, else a close. */
 void cg_conn_abort_body(cg_conn *c, int status);
 /** 1 when c is a kept-alive connection idle between requests. */
 int cg_conn_is_idle(const cg_conn *c);
 
+/** --timeout-request-body-idle: while a body is arriving, the connection's
+ * deadline is that long after the latest read; none while the client is not
+ * expected to send (reading paused because the app is behind, or an
+ * `Expect: 100-continue` the app has not answered by calling receive()). */
+void cg_conn_arm_body_deadline(cg_conn *c);
 /** Pauses (on = 0) or resumes reading from the transport. */
 void cg_conn_set_reading(cg_conn *c, int on);
 /** Polls for the end of write backpressure on c (a cg_poll_fn body). */
@@ -256,10 +263,11 @@ int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 void cg_cycle_body_done(cg_cycle *cy);
 /** The client disconnected. */
 void cg_cycle_disconnect(cg_cycle *cy);
-/** Graceful shutdown began: a response that is streaming, whose request body
- * the app has read, is told by receive() that the client is going away
- * (http.disconnect), so long-lived streams (server-sent events) end within
- * the graceful timeout. Its sends still reach the client. */
+/** Graceful shutdown began: a server-sent events response (content-type
+ * text/event-stream) that is streaming, whose request body the app has read,
+ * is told by receive() that the client is going away (http.disconnect): such
+ * a stream never ends by itself, and its client reconnects. Other streams
+ * may finish within the graceful timeout. */
 void cg_cycle_server_leaving(cg_cycle *cy);
 
 /* asgi_ws.c */
