@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test install venv ctest pytest pytest-alt pytest-versions clean bench fuzz asan \
+.PHONY: serve test install venv ctest pytest pytest-alt pytest-versions alt-version clean bench fuzz asan \
 	format format-check build-matrix tools soak
 
 # Warnings are errors in the project's own builds (these targets, tests/asan.sh,
@@ -48,14 +48,16 @@ pytest: install
 ALT_PYTHON ?= $(firstword $(foreach v,3.13 3.12,$(shell command -v python$(v) >/dev/null 2>&1 && \
 	python$(v) -c 'import sys' >/dev/null 2>&1 && echo python$(v))) \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3))
-ALT_VENV = .venv-alt-$(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ALT_VERSION = $(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ALT_VENV = .venv-alt-$(ALT_VERSION)
 ALT_TESTS := tests/test_framing.py tests/test_receive_send.py tests/test_streaming.py \
 	tests/test_scope.py tests/test_rejections.py tests/test_frameworks.py tests/test_shutdown.py \
 	tests/test_gunicorn.py tests/test_django_quart.py
 
 pytest-alt:
 	@if [ -z "$(ALT_PYTHON)" ]; then echo "pytest-alt: no Python 3.12+ found, skipped"; exit 0; fi; \
-	set -e; [ -x $(ALT_VENV)/bin/python ] || $(ALT_PYTHON) -m venv $(ALT_VENV); \
+	set -e; [ -x $(ALT_VENV)/bin/python ] || { $(ALT_PYTHON) -m venv $(ALT_VENV) && \
+		$(ALT_VENV)/bin/python -m pip install -q --upgrade pip; }; \
 	$(ALT_VENV)/bin/python -m pip install -q meson-python meson ninja; \
 	$(ALT_VENV)/bin/python -m pip install -q -r tests/requirements.txt; \
 	$(ALT_VENV)/bin/python -m pip install -q --no-build-isolation $(WERROR_PIP) '.[standard]'; \
@@ -64,13 +66,18 @@ pytest-alt:
 
 test: ctest pytest pytest-alt
 
+# The X.Y pytest-alt picks by default (empty when none): .ci/run skips it in pytest-versions.
+alt-version:
+	@echo $(ALT_VERSION)
+
 # The pytest-alt subset on each other supported Python (the default interpreter
-# runs the whole suite in `pytest`), found on PATH as pythonX.Y or under pyenv.
+# runs the whole suite in `pytest`): pythonX.Y on PATH when it runs, else pyenv's.
 # A missing interpreter is an error: PY_VERSIONS=... narrows the list.
 PY_VERSIONS ?= 3.9 3.10 3.12 3.13
 pytest-versions:
 	@set -e; for v in $(PY_VERSIONS); do \
-		p=$$(command -v python$$v 2>/dev/null || ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python3 2>/dev/null | tail -n 1); \
+		p=; for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python3 2>/dev/null); do \
+			if $$c -c 'import sys' >/dev/null 2>&1; then p=$$c; break; fi; done; \
 		if [ -z "$$p" ]; then echo "pytest-versions: no Python $$v (PY_VERSIONS=... to narrow)" >&2; exit 1; fi; \
 		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p; \
 	done

@@ -31,7 +31,7 @@ elif ! command -v meson >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; t
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 if [ ! -f build/fuzz/build.ninja ]; then
-    CC=clang meson setup build/fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+    CC=clang meson setup build/fuzz -Dfuzz=true -Dwerror=true -Db_sanitize=address,undefined \
         -Db_lundef=false -Dbuildtype=debugoptimized
 fi
 meson compile -C build/fuzz
