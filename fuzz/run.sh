@@ -5,6 +5,10 @@
 # build/fuzz/artifacts/<target>/).
 # Usage: bash fuzz/run.sh [SECONDS]; FUZZ_TARGETS="http1_head ..." picks targets
 # (default: every fuzz/fuzz_*.c).
+# fuzz/corpus/<target> is what CI starts from: the seeds plus what longer runs
+# found, minimised (kept to a few hundred KB in all) after a long run with
+#   build/fuzz/fuzz_T -set_cover_merge=1 -max_len=65536 NEW fuzz/corpus/T fuzz/corpus-run/T
+# and NEW committed as fuzz/corpus/T.
 set -euo pipefail
 SECS=${1:-60}
 cd "$(dirname "$0")/.."
