@@ -70,16 +70,23 @@ test: ctest pytest pytest-alt
 alt-version:
 	@echo $(ALT_VERSION)
 
-# The pytest-alt subset on each other supported Python (the default interpreter
-# runs the whole suite in `pytest`): pythonX.Y on PATH when it runs, else pyenv's.
-# A missing interpreter is an error: PY_VERSIONS=... narrows the list.
+# A test subset on each other supported Python (the default interpreter runs
+# the whole suite in `pytest`): pythonX.Y on PATH when it runs, else pyenv's.
+# A missing interpreter is an error: PY_VERSIONS=... narrows the list. The
+# subset drives the extension's HTTP and WebSocket ASGI, lifespan, shutdown,
+# framework and casgi.run paths; the parser tests are left to the default
+# interpreter, the core being the same C on every version. VERSION_TESTS=tests
+# runs everything.
 PY_VERSIONS ?= 3.9 3.10 3.12 3.13
+VERSION_TESTS ?= tests/test_receive_send.py tests/test_scope.py tests/test_frameworks.py \
+	tests/test_shutdown.py tests/test_lifespan.py tests/test_ws_handshake.py \
+	tests/test_django_quart.py tests/test_run_api.py
 pytest-versions:
 	@set -e; for v in $(PY_VERSIONS); do \
 		p=; for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python3 2>/dev/null); do \
 			if $$c -c 'import sys' >/dev/null 2>&1; then p=$$c; break; fi; done; \
 		if [ -z "$$p" ]; then echo "pytest-versions: no Python $$v (PY_VERSIONS=... to narrow)" >&2; exit 1; fi; \
-		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p; \
+		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p ALT_TESTS="$(VERSION_TESTS)"; \
 	done
 
 # Debian packages the C tooling needs, installed when missing: clang and the
