@@ -6,7 +6,14 @@ PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test install venv ctest pytest pytest-alt clean bench fuzz asan format soak
+.PHONY: serve test install venv ctest pytest pytest-alt pytest-versions alt-version clean bench fuzz asan \
+	format format-check build-matrix tools soak
+
+# Warnings are errors in the project's own builds (these targets, tests/asan.sh,
+# fuzz/run.sh); meson.build leaves werror off so a user's `pip install .` never
+# fails on a new compiler's warning.
+WERROR_PIP := -Csetup-args=-Dwerror=true
+WERROR_MESON := -Dwerror=true
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +23,7 @@ venv: $(PY)
 
 install: venv
 	$(PIP) install -q meson-python meson ninja
-	$(PIP) install -q --no-build-isolation '.[standard]'
+	$(PIP) install -q --no-build-isolation $(WERROR_PIP) '.[standard]'
 
 serve: install
 	$(PIP) install -q -r examples/requirements.txt
@@ -24,7 +31,7 @@ serve: install
 
 build/ctest/build.ninja: | venv
 	$(PIP) install -q meson ninja
-	$(VENV)/bin/meson setup build/ctest -Dtests=true -Dbuildtype=debug
+	$(VENV)/bin/meson setup build/ctest -Dtests=true -Dbuildtype=debug $(WERROR_MESON)
 
 ctest: build/ctest/build.ninja
 	$(VENV)/bin/meson test -C build/ctest --print-errorlogs
@@ -42,21 +49,70 @@ pytest: install
 ALT_PYTHON ?= $(firstword $(foreach v,3.13 3.12,$(shell command -v python$(v) >/dev/null 2>&1 && \
 	python$(v) -c 'import sys' >/dev/null 2>&1 && echo python$(v))) \
 	$(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3))
-ALT_VENV = .venv-alt-$(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ALT_VERSION = $(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ALT_VENV = .venv-alt-$(ALT_VERSION)
 ALT_TESTS := tests/test_framing.py tests/test_receive_send.py tests/test_streaming.py \
 	tests/test_scope.py tests/test_rejections.py tests/test_frameworks.py tests/test_shutdown.py \
 	tests/test_gunicorn.py tests/test_django_quart.py
 
 pytest-alt:
 	@if [ -z "$(ALT_PYTHON)" ]; then echo "pytest-alt: no Python 3.12+ found, skipped"; exit 0; fi; \
-	set -e; [ -x $(ALT_VENV)/bin/python ] || $(ALT_PYTHON) -m venv $(ALT_VENV); \
+	set -e; [ -x $(ALT_VENV)/bin/python ] || { $(ALT_PYTHON) -m venv $(ALT_VENV) && \
+		$(ALT_VENV)/bin/python -m pip install -q --upgrade pip; }; \
 	$(ALT_VENV)/bin/python -m pip install -q meson-python meson ninja; \
 	$(ALT_VENV)/bin/python -m pip install -q -r tests/requirements.txt; \
-	$(ALT_VENV)/bin/python -m pip install -q --no-build-isolation '.[standard]'; \
+	$(ALT_VENV)/bin/python -m pip install -q --no-build-isolation $(WERROR_PIP) '.[standard]'; \
 	$(ALT_VENV)/bin/python -c 'import sys; print("pytest-alt: Python", sys.version.split()[0])'; \
 	$(ALT_VENV)/bin/python -m pytest $(ALT_TESTS) -q
 
 test: ctest pytest pytest-alt
+
+# The X.Y pytest-alt picks by default (empty when none): .ci/run skips it in pytest-versions.
+alt-version:
+	@echo $(ALT_VERSION)
+
+# A test subset on each other supported Python (the default interpreter runs
+# the whole suite in `pytest`): pythonX.Y on PATH when it runs, else pyenv's.
+# A missing interpreter is an error: PY_VERSIONS=... narrows the list. The
+# subset drives the extension's HTTP and WebSocket ASGI, lifespan, shutdown,
+# framework and casgi.run paths; the parser tests are left to the default
+# interpreter, the core being the same C on every version. VERSION_TESTS=tests
+# runs everything.
+PY_VERSIONS ?= 3.9 3.10 3.12 3.13
+VERSION_TESTS ?= tests/test_receive_send.py tests/test_scope.py tests/test_frameworks.py \
+	tests/test_shutdown.py tests/test_lifespan.py tests/test_ws_handshake.py \
+	tests/test_django_quart.py tests/test_run_api.py
+pytest-versions:
+	@set -e; for v in $(PY_VERSIONS); do \
+		p=; for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python3 2>/dev/null); do \
+			if $$c -c 'import sys' >/dev/null 2>&1; then p=$$c; break; fi; done; \
+		if [ -z "$$p" ]; then echo "pytest-versions: no Python $$v (PY_VERSIONS=... to narrow)" >&2; exit 1; fi; \
+		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p ALT_TESTS="$(VERSION_TESTS)"; \
+	done
+
+# Debian packages the C tooling needs, installed when missing: clang and the
+# libFuzzer runtime (build-matrix, fuzz), clang-format (format-check).
+tools:
+	@missing=; \
+	command -v clang >/dev/null 2>&1 || missing="$$missing clang libclang-rt-14-dev"; \
+	command -v clang-format >/dev/null 2>&1 || missing="$$missing clang-format"; \
+	if [ -n "$$missing" ]; then echo "tools: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# The core, the extension and the C unit tests with gcc and clang at -O0, -O2
+# and -O3, warnings as errors (optimisation levels change what the compilers
+# warn about); each cell runs the C unit tests. MATRIX_CC/MATRIX_OPT narrow it.
+MATRIX_CC ?= gcc clang
+MATRIX_OPT ?= 0 2 3
+build-matrix: tools venv
+	$(PIP) install -q meson ninja
+	@set -e; for cc in $(MATRIX_CC); do for opt in $(MATRIX_OPT); do \
+		d=build/matrix-$$cc-O$$opt; echo "build-matrix: $$cc -O$$opt"; \
+		[ -f $$d/build.ninja ] || CC=$$cc $(VENV)/bin/meson setup $$d -Dtests=true \
+			-Doptimization=$$opt -Ddebug=false $(WERROR_MESON) >/dev/null; \
+		$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
+		$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
+	done; done
 
 clean:
 	rm -rf build
@@ -67,15 +123,21 @@ bench: install
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: tools
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # The whole test suite with the extension and core built under ASan/UBSan.
 asan:
 	bash tests/asan.sh
 
+FORMAT_FILES = src/core/*.[ch] src/bind/*.[ch] tests/c/*.[ch] fuzz/*.c
+
 format:
-	clang-format -i src/core/*.[ch] src/bind/*.[ch] tests/c/*.[ch] fuzz/*.c
+	clang-format -i $(FORMAT_FILES)
+
+# Fails, listing the differences, when a C file is not formatted as .clang-format says.
+format-check: tools
+	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 # 5 million requests through one server; fails when RSS grows over 1 MiB after warm-up.
 soak: install

@@ -5,6 +5,10 @@
 # build/fuzz/artifacts/<target>/).
 # Usage: bash fuzz/run.sh [SECONDS]; FUZZ_TARGETS="http1_head ..." picks targets
 # (default: every fuzz/fuzz_*.c).
+# fuzz/corpus/<target> is what CI starts from: the seeds plus what longer runs
+# found, minimised (kept to a few hundred KB in all) after a long run with
+#   build/fuzz/fuzz_T -set_cover_merge=1 -max_len=65536 NEW fuzz/corpus/T fuzz/corpus-run/T
+# and NEW committed as fuzz/corpus/T.
 set -euo pipefail
 SECS=${1:-60}
 cd "$(dirname "$0")/.."
@@ -31,7 +35,7 @@ elif ! command -v meson >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; t
     export PATH="$PWD/.venv/bin:$PATH"
 fi
 if [ ! -f build/fuzz/build.ninja ]; then
-    CC=clang meson setup build/fuzz -Dfuzz=true -Db_sanitize=address,undefined \
+    CC=clang meson setup build/fuzz -Dfuzz=true -Dwerror=true -Db_sanitize=address,undefined \
         -Db_lundef=false -Dbuildtype=debugoptimized
 fi
 meson compile -C build/fuzz

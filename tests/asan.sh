@@ -21,7 +21,7 @@ fi
 
 # C unit tests (leak checking on).
 if [ ! -f build/asan-c/build.ninja ]; then
-    "$VENV/bin/meson" setup build/asan-c -Dtests=true -Dbuildtype=debug -Db_sanitize=$SAN \
+    "$VENV/bin/meson" setup build/asan-c -Dtests=true -Dbuildtype=debug -Dwerror=true -Db_sanitize=$SAN \
         -Db_lundef=false
 fi
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -31,7 +31,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 "$VENV/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps \
     -Cbuild-dir=build/asan-ext \
     -Csetup-args=-Db_sanitize=$SAN -Csetup-args=-Db_lundef=false \
-    -Csetup-args=-Dbuildtype=debug .
+    -Csetup-args=-Dbuildtype=debug -Csetup-args=-Dwerror=true .
 
 LIBASAN=$(cc -print-file-name=libasan.so)
 export LD_PRELOAD="$LIBASAN"

@@ -67,13 +67,27 @@ static void argv_push(argv_builder *a, const char *s)
     a->items[a->n] = NULL;
 }
 
-static void argv_flag(argv_builder *a, const char *name, const char *value)
+/* Pushes "--<prefix><name>" (prefix "" or "no-"), then value unless NULL. The
+ * flag is sized from the name: a long name fails the builder, never truncates. */
+static void argv_prefixed_flag(argv_builder *a, const char *prefix, const char *name,
+                               const char *value)
 {
-    char flag[96];
-    snprintf(flag, sizeof(flag), "--%s", name);
+    size_t len = 2 + strlen(prefix) + strlen(name) + 1;
+    char *flag = malloc(len);
+    if (!flag) {
+        a->failed = 1;
+        return;
+    }
+    snprintf(flag, len, "--%s%s", prefix, name);
     argv_push(a, flag);
+    free(flag);
     if (value)
         argv_push(a, value);
+}
+
+static void argv_flag(argv_builder *a, const char *name, const char *value)
+{
+    argv_prefixed_flag(a, "", name, value);
 }
 
 static void argv_free(argv_builder *a)
@@ -119,11 +133,8 @@ static void argv_from_config(argv_builder *a, const cg_config *cfg)
         }
         case CG_OPT_BOOL: {
             int v = *(const int *)field;
-            char neg[96];
-            if (v < 0)
-                break;
-            snprintf(neg, sizeof(neg), "no-%s", o->name);
-            argv_flag(a, v ? o->name : neg, NULL);
+            if (v >= 0)
+                argv_prefixed_flag(a, v ? "" : "no-", o->name, NULL);
             break;
         }
         case CG_OPT_FLAG:
