@@ -494,8 +494,8 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
      * force. SIGTERM after SIGINT never forces: a Ctrl-C under a supervisor
      * brings both to a worker. */
     int supervised = srv->ctl_fd >= 0 || srv->host_mode;
-    int repeated = srv->should_exit &&
-                   (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm && !supervised));
+    int repeated =
+        srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm && !supervised));
     if (sig == SIGTERM)
         srv->got_sigterm = 1;
     if (sig == SIGQUIT || repeated) {
@@ -822,7 +822,8 @@ static void cancel_remaining_tasks(cg_server *srv)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
         PyObject *task = PyList_GET_ITEM(tasks, i);
         PyObject *done = PyObject_CallMethodNoArgs(task, st->s_done);
-        PyObject *cancelled = done == Py_True ? PyObject_CallMethodNoArgs(task, st->s_cancelled) : NULL;
+        PyObject *cancelled =
+            done == Py_True ? PyObject_CallMethodNoArgs(task, st->s_cancelled) : NULL;
         PyObject *exc = cancelled == Py_False ? PyObject_CallMethod(task, "exception", NULL) : NULL;
         if (done == Py_False)
             pending++;
@@ -837,8 +838,9 @@ static void cancel_remaining_tasks(cg_server *srv)
         PyErr_Clear();
     }
     if (pending)
-        cg_log(&st->log, CG_WARNING, "%zd task(s) still running %d ms after being cancelled at shutdown",
-               pending, (int)(bound * 1000));
+        cg_log(&st->log, CG_WARNING,
+               "%zd task(s) still running %d ms after being cancelled at shutdown", pending,
+               (int)(bound * 1000));
 out:
     Py_XDECREF(tasks);
     PyErr_Clear();

@@ -39,33 +39,33 @@ enum cg_log_level {
 /* Parsed configuration. Strings and lists are owned (cg_config_free).
  * "Unset" is NULL for strings, -1 for numbers and tri-state booleans. */
 typedef struct cg_config {
-    char *app;                        /* positional APP, "module:attr" */
-    int factory;                      /* --factory */
-    char *app_dir;                    /* --app-dir, default "." */
-    char *host;                       /* --host, default "127.0.0.1" */
-    long port;                        /* --port, default 8000; 0 = ephemeral */
-    char *uds;                        /* --uds PATH */
-    long fd;                          /* --fd N, -1 unset */
-    long backlog;                     /* --backlog, default 2048 */
-    int loop;                         /* enum cg_loop_kind, --loop */
-    int lifespan;                     /* enum cg_lifespan_mode, --lifespan */
-    int interface;                    /* enum cg_interface, --interface */
-    int http;                         /* enum cg_http_mode, --http (no effect) */
+    char *app;                          /* positional APP, "module:attr" */
+    int factory;                        /* --factory */
+    char *app_dir;                      /* --app-dir, default "." */
+    char *host;                         /* --host, default "127.0.0.1" */
+    long port;                          /* --port, default 8000; 0 = ephemeral */
+    char *uds;                          /* --uds PATH */
+    long fd;                            /* --fd N, -1 unset */
+    long backlog;                       /* --backlog, default 2048 */
+    int loop;                           /* enum cg_loop_kind, --loop */
+    int lifespan;                       /* enum cg_lifespan_mode, --lifespan */
+    int interface;                      /* enum cg_interface, --interface */
+    int http;                           /* enum cg_http_mode, --http (no effect) */
     long h11_max_incomplete_event_size; /* longest incomplete head, -1 = no own bound */
     int reset_contextvars;              /* --reset-contextvars (already the behaviour) */
-    char *root_path;                  /* --root-path, default "" */
-    int log_level;                    /* enum cg_log_level, default info */
-    int access_log;                   /* --access-log/--no-access-log, default 1 */
-    int use_colors;                   /* --use-colors/--no-use-colors, -1 = auto (TTY) */
-    char *log_config;                 /* --log-config PATH */
-    double timeout_keep_alive;        /* seconds, default 5 */
-    double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
-    double timeout_request_header;    /* seconds, default 30 */
-    double timeout_request_body_idle; /* seconds without body progress, default 60; 0 = off */
-    long limit_concurrency;           /* -1 = unlimited */
-    long limit_max_requests;          /* -1 = unlimited */
-    int server_header;                /* default 1 */
-    int date_header;                  /* default 1 */
+    char *root_path;                    /* --root-path, default "" */
+    int log_level;                      /* enum cg_log_level, default info */
+    int access_log;                     /* --access-log/--no-access-log, default 1 */
+    int use_colors;                     /* --use-colors/--no-use-colors, -1 = auto (TTY) */
+    char *log_config;                   /* --log-config PATH */
+    double timeout_keep_alive;          /* seconds, default 5 */
+    double timeout_graceful_shutdown;   /* seconds, -1 = wait without bound */
+    double timeout_request_header;      /* seconds, default 30 */
+    double timeout_request_body_idle;   /* seconds without body progress, default 60; 0 = off */
+    long limit_concurrency;             /* -1 = unlimited */
+    long limit_max_requests;            /* -1 = unlimited */
+    int server_header;                  /* default 1 */
+    int date_header;                    /* default 1 */
     cg_strlist headers;            /* --header NAME:VALUE, repeatable, validated to contain ':' */
     char *env_file;                /* --env-file PATH */
     long limit_request_line;       /* default 8190 */
