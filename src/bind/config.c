@@ -291,6 +291,49 @@ static int set_list_item(cg_config *cfg, const cg_option *o, const char *kw, PyO
     return -1;
 }
 
+/* uvicorn.run(log_config=...): None leaves the app's logging alone (an empty
+ * --log-config); a dict is passed on as inline JSON, so workers get it too. */
+static int set_log_config(cg_config *cfg, const cg_option *o, PyObject *value)
+{
+    if (value == Py_None)
+        return set_text(cfg, o, "");
+    PyObject *json = PyImport_ImportModule("json");
+    PyObject *text = json ? PyObject_CallMethod(json, "dumps", "O", value) : NULL;
+    Py_XDECREF(json);
+    if (!text) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError))
+            return -1;
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        PyErr_Format(PyExc_TypeError,
+                     "run() argument 'log_config': a dict must be JSON-serialisable (%S); pass a "
+                     "file path, or configure logging yourself and pass log_config=None",
+                     v ? v : Py_None);
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    int rc = set_str_object(cfg, o, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* uvicorn.run(log_level=N): the least verbose level that shows every record
+ * at N or above that casgi logs (its records are at the named levels only). */
+static const char *log_level_for(long level)
+{
+    static const struct {
+        long value;
+        const char *name;
+    } levels[] = {{5, "trace"}, {10, "debug"}, {20, "info"}, {30, "warning"}, {40, "error"}};
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
+        if (level <= levels[i].value)
+            return levels[i].name;
+    return "critical";
+}
+
 static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
 {
     const cg_option *o = cg_option_find(strcmp(kw, "headers") == 0 ? "header" : kw);
@@ -301,6 +344,8 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
         PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%s'", kw);
         return -1;
     }
+    if (o->offset == offsetof(cg_config, log_config) && (value == Py_None || PyDict_Check(value)))
+        return set_log_config(cfg, o, value);
     if (value == Py_None)
         return 0; /* the default (or the environment) stays */
 
@@ -340,6 +385,13 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
     default:
         if (PyUnicode_Check(value))
             break;
+        if (o->offset == offsetof(cg_config, log_level) && PyLong_Check(value) &&
+            !PyBool_Check(value)) {
+            long level = PyLong_AsLong(value);
+            if (level == -1 && PyErr_Occurred())
+                return -1;
+            return set_text(cfg, o, log_level_for(level));
+        }
         if (o->offset == offsetof(cg_config, forwarded_allow_ips) &&
             (PyList_Check(value) || PyTuple_Check(value))) {
             /* uvicorn's run(forwarded_allow_ips=[...]): the entries joined. */
