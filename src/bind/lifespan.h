@@ -2,7 +2,7 @@
 #ifndef CASGI_LIFESPAN_H
 #define CASGI_LIFESPAN_H
 
-#include "server.h"
+#include "context.h"
 
 /** Runs lifespan startup per --lifespan. Returns 0 to go on serving (*out is
  * the lifespan object to pass to shutdown, or NULL when lifespan is off or

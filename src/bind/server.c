@@ -24,179 +24,11 @@
 #include "lifespan.h"
 #include "sock.h"
 #include "standby.h"
+#include "worker.h"
 
 /* On shutdown, how long a connection accepted just before may take to send
  * its first request. */
 #define CG_SHUTDOWN_FIRST_REQUEST 1.0
-
-void cg_server_update_date(cg_server *srv)
-{
-    char date[32];
-    size_t n = cg_http1_format_date((long long)time(NULL), date);
-    srv->date_len =
-        (size_t)snprintf(srv->date_line, sizeof(srv->date_line), "date: %.*s\r\n", (int)n, date);
-}
-
-/* The loop callback cg_server_raise_soon schedules: raises the kept
- * exception, which ends the loop's run as it would from a task step. */
-static PyObject *raise_fatal(PyObject *self, PyObject *unused)
-{
-    cg_server *srv = (cg_server *)self;
-    PyObject *exc = srv->fatal;
-    (void)unused;
-    if (!exc)
-        Py_RETURN_NONE;
-    srv->fatal = NULL;
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    return NULL;
-}
-
-static PyMethodDef raise_fatal_def = {"raise_fatal", raise_fatal, METH_NOARGS, NULL};
-
-void cg_server_raise_soon(cg_server *srv)
-{
-    PyObject *v = cg_err_take(), *cb, *r = NULL;
-    if (!v)
-        return;
-    if (srv->fatal) { /* one already on its way */
-        Py_DECREF(v);
-        return;
-    }
-    srv->fatal = v;
-    cb = PyCFunction_New(&raise_fatal_def, (PyObject *)srv);
-    if (cb)
-        r = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, cb);
-    if (!r)
-        PyErr_WriteUnraisable(srv->loop);
-    Py_XDECREF(r);
-    Py_XDECREF(cb);
-}
-
-void cg_server_check_drained(cg_server *srv)
-{
-    if (srv->should_exit && srv->nconns == 0 && srv->ntasks == 0)
-        cg_future_wake(srv->st, srv->drained_fut);
-}
-
-int cg_server_add_task(cg_server *srv, PyObject *task)
-{
-    if (PySet_Add(srv->tasks, task) < 0)
-        return -1;
-    srv->ntasks++;
-    return 0;
-}
-
-void cg_server_task_done(cg_server *srv, PyObject **slot)
-{
-    PyObject *task = *slot;
-    if (!task)
-        return;
-    *slot = NULL;
-    if (PySet_Discard(srv->tasks, task) < 0)
-        PyErr_Clear();
-    Py_DECREF(task);
-    srv->ntasks--;
-    cg_server_check_drained(srv);
-}
-
-void cg_server_request_exit(cg_server *srv)
-{
-    srv->should_exit = 1;
-    cg_future_wake(srv->st, srv->stop_fut);
-}
-
-/* ---- worker mode -------------------------------------------------------- */
-
-/* Under the supervisor (core/supervisor.h) a worker finds CASGI_WORKER set to
- * "<ctl_fd>:<alive_fd>". It reports 'R' once serving, 'H' from its event loop
- * on every tick (so a blocked loop stops the heartbeat), 'X' when it wants to
- * be replaced; it exits at once when the supervisor is gone. */
-static void worker_attach(cg_server *srv)
-{
-    const char *v = getenv("CASGI_WORKER");
-    int ctl, alive;
-    srv->ctl_fd = srv->alive_fd = -1;
-    if (!v || sscanf(v, "%d:%d", &ctl, &alive) != 2 || ctl < 0 || alive < 0)
-        return;
-    /* The app's own subprocesses must not think they are workers. */
-    cg_environ_remove("CASGI_WORKER");
-    /* A heartbeat must never block the loop: drop it when the pipe is full. */
-    fcntl(ctl, F_SETFL, fcntl(ctl, F_GETFL) | O_NONBLOCK);
-    fcntl(ctl, F_SETFD, FD_CLOEXEC);
-    fcntl(alive, F_SETFD, FD_CLOEXEC);
-    srv->ctl_fd = ctl;
-    srv->alive_fd = alive;
-}
-
-static void worker_notify(cg_server *srv, char what)
-{
-    ssize_t n;
-    if (srv->ctl_fd < 0)
-        return;
-    do {
-        n = write(srv->ctl_fd, &what, 1);
-    } while (n < 0 && errno == EINTR);
-}
-
-static PyObject *worker_alive_readable(cg_server *srv, PyObject *unused)
-{
-    (void)unused;
-    char buf[64];
-    ssize_t n = read(srv->alive_fd, buf, sizeof(buf));
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        /* The supervisor died: never keep serving on our own. */
-        cg_log(&srv->st->log, CG_ERROR, "Supervisor is gone; exiting");
-        _exit(1);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef alive_def = {"alive", (PyCFunction)worker_alive_readable, METH_NOARGS, NULL};
-
-/* Worker mode setup once the loop exists: stack dumps on SIGUSR1 and the
- * liveness watch. */
-static int worker_start(cg_server *srv)
-{
-    if (srv->ctl_fd < 0)
-        return 0;
-    PyObject *fh = PyImport_ImportModule("faulthandler");
-    if (!fh)
-        return -1;
-    PyObject *reg = PyObject_GetAttrString(fh, "register");
-    PyObject *args = Py_BuildValue("(i)", SIGUSR1);
-    PyObject *kw = Py_BuildValue("{s:O}", "all_threads", Py_True);
-    PyObject *r = reg && args && kw ? PyObject_Call(reg, args, kw) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(kw);
-    Py_XDECREF(args);
-    Py_XDECREF(reg);
-    Py_DECREF(fh);
-    if (!r)
-        return -1;
-    PyObject *cb = PyCFunction_New(&alive_def, (PyObject *)srv);
-    if (!cb)
-        return -1;
-    r = PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->alive_fd, cb);
-    Py_DECREF(cb);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-void cg_server_retire(cg_server *srv)
-{
-    if (srv->ctl_fd >= 0) {
-        /* The supervisor starts a replacement first, then sends SIGTERM. */
-        if (!srv->retiring) {
-            srv->retiring = 1;
-            worker_notify(srv, 'X');
-        }
-        return;
-    }
-    cg_server_request_exit(srv);
-}
 
 /* ---- out of file descriptors ---------------------------------------------
  * With every fd in use accept() fails. asyncio's accept loop would log a
@@ -343,79 +175,6 @@ static int guard_accept(cg_server *srv, PyObject *sock)
     return rc;
 }
 
-/* ---- running the loop ---------------------------------------------------- */
-
-/* The signals the server handles stay blocked while its loop is not running
- * and are unblocked from inside each run: uvloop drops a signal that arrives
- * between two runs (its wakeup fd is only installed while it runs), so a
- * SIGTERM sent during start-up or shutdown would otherwise be lost. A signal
- * sent while blocked waits and is delivered at the next unblock. */
-static void handled_signal_set(sigset_t *set)
-{
-    sigemptyset(set);
-    sigaddset(set, SIGINT);
-    sigaddset(set, SIGTERM);
-    sigaddset(set, SIGQUIT);
-}
-
-static PyObject *mask_handled_signals(int how)
-{
-    sigset_t set;
-    handled_signal_set(&set);
-    pthread_sigmask(how, &set, NULL);
-    Py_RETURN_NONE;
-}
-
-static PyObject *signals_unblock(PyObject *unused_self, PyObject *unused)
-{
-    (void)unused_self;
-    (void)unused;
-    return mask_handled_signals(SIG_UNBLOCK);
-}
-
-static PyObject *signals_block(PyObject *unused_self, PyObject *fut)
-{
-    (void)unused_self;
-    (void)fut;
-    return mask_handled_signals(SIG_BLOCK);
-}
-
-static PyMethodDef unblock_def = {"unblock_signals", signals_unblock, METH_NOARGS, NULL};
-static PyMethodDef block_def = {"block_signals", signals_block, METH_O, NULL};
-
-PyObject *cg_server_run(cg_server *srv, PyObject *awaitable)
-{
-    cg_state *st = srv->st;
-    PyObject *fut, *cb, *r, *result = NULL;
-
-    fut = PyObject_CallMethod(st->asyncio, "ensure_future", "O", awaitable);
-    if (!fut)
-        return NULL;
-    /* Blocked again as soon as the awaited future is done, before the loop
-     * stops (our callback is added before run_until_complete adds its own). */
-    cb = PyCFunction_New(&block_def, NULL);
-    r = cb ? PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb) : NULL;
-    Py_XDECREF(cb);
-    if (!r)
-        goto done;
-    Py_DECREF(r);
-    cb = PyCFunction_New(&unblock_def, NULL);
-    r = cb ? PyObject_CallMethodOneArg(srv->loop, st->s_call_soon, cb) : NULL;
-    Py_XDECREF(cb);
-    if (!r)
-        goto done;
-    Py_DECREF(r);
-    result = PyObject_CallMethod(srv->loop, "run_until_complete", "O", fut);
-done:
-    Py_DECREF(fut);
-    {
-        sigset_t set;
-        handled_signal_set(&set);
-        pthread_sigmask(SIG_BLOCK, &set, NULL); /* however the run ended */
-    }
-    return result;
-}
-
 /* ---- ticker ------------------------------------------------------------- */
 
 static int arm_ticker(cg_server *srv)
@@ -441,7 +200,7 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     srv->now = now;
     cg_server_update_date(srv);
     probe_fd_limit(srv);
-    worker_notify(srv, 'H');
+    cg_worker_notify(srv, 'H');
     if (srv->notify) {
         PyObject *r = PyObject_CallNoArgs(srv->notify);
         if (!r)
@@ -527,7 +286,7 @@ static PyObject *server_started(cg_server *srv, PyObject *unused)
         log_running(srv->st, srv->cfg, srv->url); /* a supervisor says it itself */
     else if (srv->ctl_fd >= 0)
         cg_standby_write_modules(srv->st); /* before 'R': the next standby reads it */
-    worker_notify(srv, 'R');
+    cg_worker_notify(srv, 'R');
     Py_RETURN_NONE;
 }
 
@@ -647,30 +406,6 @@ static int parse_trusted(cg_server *srv)
     return rc < 0 ? -1 : 0;
 }
 
-static int is_unix_addr(PyObject *addr)
-{
-    return addr && (PyUnicode_Check(addr) || PyBytes_Check(addr));
-}
-
-int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock)
-{
-    const cg_proxy_trust *t = &srv->trust;
-    if (t->all)
-        return 1;
-    if (peer && PyTuple_Check(peer) && PyTuple_GET_SIZE(peer) >= 2) {
-        PyObject *host = PyTuple_GET_ITEM(peer, 0);
-        Py_ssize_t n;
-        const char *u = PyUnicode_Check(host) ? PyUnicode_AsUTF8AndSize(host, &n) : NULL;
-        if (!u) {
-            PyErr_Clear();
-            return 0;
-        }
-        return cg_proxy_trusts_host(t, u, (size_t)n);
-    }
-    /* A Unix socket's peer has no address: trusted as "unix:" says. */
-    return t->unix_peers && (is_unix_addr(peer) || is_unix_addr(sock));
-}
-
 static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cfg)
 {
     cg_server *srv = PyObject_GC_New(cg_server, st->ServerType);
@@ -685,7 +420,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.request_line = (size_t)cfg->limit_request_line;
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
-    worker_attach(srv);
+    cg_worker_attach(srv);
     srv->listen_fd = -1;
     srv->max_requests = cfg->limit_max_requests;
     if (srv->max_requests >= 0 && cfg->limit_max_requests_jitter > 0) {
@@ -1000,12 +735,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     handler = PyCFunction_New(&signal_def, (PyObject *)srv);
     if (!handler || add_signal_handlers(srv, handler, host ? 3 : 2) < 0)
         goto error;
-    {
-        sigset_t set;
-        handled_signal_set(&set);
-        pthread_sigmask(SIG_BLOCK, &set, &old_mask);
-        mask_saved = 1;
-    }
+    cg_block_handled_signals(&old_mask);
+    mask_saved = 1;
     if (host) {
         srv->notify = host->notify ? Py_NewRef(host->notify) : NULL;
         socks = Py_NewRef(host->sockets);
@@ -1037,7 +768,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     if (!listener)
         goto error;
     asyncio_filter(srv, 1);
-    if (worker_start(srv) < 0)
+    if (cg_worker_start(srv) < 0)
         goto error;
     {
         /* "running" (or, under a supervisor, ready) is said from inside the loop. */

@@ -4,7 +4,7 @@
 #ifndef CASGI_SERVER_H
 #define CASGI_SERVER_H
 
-#include "casgi.h"
+#include "context.h"
 
 #include "buf.h"
 #include "http1.h"
@@ -13,62 +13,6 @@
 typedef struct cg_conn cg_conn;
 typedef struct cg_cycle cg_cycle;
 typedef struct cg_ws cg_ws;
-
-typedef struct cg_server {
-    PyObject_HEAD cg_state *st;
-    PyObject *module;     /* keeps the state alive */
-    const cg_config *cfg; /* borrowed for the duration of cg_serve */
-    PyObject *loop;
-    PyObject *app;                /* ASGI 3 callable */
-    PyObject *state;              /* lifespan state dict, copied into each scope */
-    PyObject *tasks;              /* set of running app tasks */
-    PyObject *context;            /* contextvars.Context at start; each app task runs in a copy */
-    PyObject *scope_templates[2]; /* every scope key (http, websocket), see cg_scope_new */
-    PyObject *stop_fut;           /* completed to begin shutdown */
-    PyObject *drained_fut;        /* completed when nothing is left during shutdown */
-    PyObject *ticker;             /* TimerHandle of the next tick */
-    PyObject *tick_cb;            /* bound C callable for the ticker */
-    PyObject *flush_cb;           /* bound C callable: cg_server_flush_held */
-    PyObject *notify;             /* host heartbeat called on each tick, or NULL */
-    cg_proxy_trust trust;         /* --forwarded-allow-ips; nothing when --no-proxy-headers */
-    PyObject *root_path;          /* str */
-    PyObject *root_path_b;        /* bytes */
-    cg_conn *conns;               /* every open connection (strong refs), doubly linked */
-    size_t nconns;
-    size_t ntasks;
-    unsigned long long nrequests;
-    long long max_requests; /* --limit-max-requests plus this worker's jitter; -1 = none */
-    cg_http1_limits limits;
-    cg_http1_header *hdrs; /* scratch for head parsing, limits.fields entries */
-    double tick_interval;
-    double now;         /* monotonic seconds, refreshed on each tick */
-    char date_line[64]; /* "date: <IMF-fixdate>\r\n" */
-    size_t date_len;
-    cg_buf extra_headers;    /* "server: casgi\r\n" and --header lines, ready to copy */
-    cg_buf spare_in;         /* a read buffer no connection holds (see conn_get_buffer) */
-    cg_conn *flush_list;     /* held output to write (strong refs); non-empty
-                              * exactly while flush_cb is in the loop's ready queue */
-    unsigned flush_solo;     /* recent flushes in a row that wrote one connection */
-    unsigned flush_probe;    /* held outputs written at once since a flush last waited */
-    PyObject *last_client;   /* the latest scope["client"] tuple, shared when equal */
-    PyObject *last_sockname; /* the latest scope["server"] tuple, shared when equal */
-    int ctl_fd;              /* worker mode: pipe to the supervisor (R, H, X bytes), else -1 */
-    int alive_fd;            /* worker mode: EOF here means the supervisor is gone, else -1 */
-    int retiring;            /* worker mode: X sent, waiting to be replaced */
-    int should_exit;         /* shutdown requested */
-    int force_exit;          /* second signal: stop waiting */
-    int got_sigterm;         /* a SIGTERM arrived (a second one forces) */
-    int exit_status;
-    char url[300];   /* where it listens, for the "running on" line */
-    int host_mode;   /* serving sockets of a host (gunicorn) */
-    PyObject *fatal; /* a SystemExit/KeyboardInterrupt to raise from a loop callback */
-    /* Out of file descriptors (server.c): */
-    int listen_fd;         /* a listening fd, duplicated to probe for a free fd; -1 = none */
-    int fd_exhausted;      /* in an episode (warned once) */
-    int accept_refused;    /* asyncio's current accept pass met the limit */
-    PyObject *base_accept; /* socket.socket.accept, for the listening socket's own */
-    PyObject *log_filter;  /* the filter added to the "asyncio" logger, or NULL */
-} cg_server;
 
 enum cg_phase {
     CG_PHASE_HEAD,     /* waiting for (more of) a request head */
@@ -154,33 +98,6 @@ struct cg_cycle {
     unsigned event_stream : 1; /* the response is text/event-stream (server-sent events) */
     unsigned told_leaving : 1; /* receive() said http.disconnect because the server stops */
 };
-
-/* server.c */
-/** Runs the loop until `awaitable` completes, with the server's signals
- * unblocked only while it runs. Returns the result, or NULL. */
-PyObject *cg_server_run(cg_server *srv, PyObject *awaitable);
-/** Counts an app task as running until cg_server_task_done. 0 or -1. */
-int cg_server_add_task(cg_server *srv, PyObject *task);
-/** The task in *slot finished: forgets it and clears the slot. */
-void cg_server_task_done(cg_server *srv, PyObject **slot);
-/** Begins a graceful shutdown (as on SIGTERM). */
-void cg_server_request_exit(cg_server *srv);
-/** --limit-max-requests reached: under a supervisor ask to be replaced,
- * otherwise shut down gracefully. */
-void cg_server_retire(cg_server *srv);
-/** Takes the exception being raised (a BaseException that must end the loop,
- * met where it cannot propagate: a protocol callback, whose exceptions the
- * loop only logs) and raises it again from a loop callback, as if it had
- * come out of a task step. */
-void cg_server_raise_soon(cg_server *srv);
-/** Called when a connection or task goes away during shutdown. */
-void cg_server_check_drained(cg_server *srv);
-/** 1 when the peer of a new connection is a trusted proxy: `peer` and `sock`
- * are its transport's peername and sockname (an address tuple, or for a Unix
- * socket a path or ''). */
-int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock);
-/** Refreshes the cached date line. */
-void cg_server_update_date(cg_server *srv);
 
 /* conn.c */
 /** A new connection protocol object for srv. */
