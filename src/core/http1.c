@@ -1025,3 +1025,151 @@ size_t cg_http1_format_date(long long t, char *out)
     memcpy(out + 25, " GMT", 5); /* with the terminating NUL */
     return 29;
 }
+
+/* ---- response head serializer ---------------------------------------- */
+
+static const char digits2[] = "00010203040506070809"
+                              "10111213141516171819"
+                              "20212223242526272829"
+                              "30313233343536373839"
+                              "40414243444546474849"
+                              "50515253545556575859"
+                              "60616263646566676869"
+                              "70717273747576777879"
+                              "80818283848586878889"
+                              "90919293949596979899";
+
+static inline size_t dec_digits(unsigned long long v)
+{
+    size_t n = 1;
+    for (;;) {
+        if (v < 10)
+            return n;
+        if (v < 100)
+            return n + 1;
+        if (v < 1000)
+            return n + 2;
+        if (v < 10000)
+            return n + 3;
+        v /= 10000;
+        n += 4;
+    }
+}
+
+static inline size_t hex_digits(unsigned long long v)
+{
+    size_t n = 1;
+    while (v >>= 4)
+        n++;
+    return n;
+}
+
+/* Writes the decimal digits of v ending right before `end`. */
+static inline void put_dec(char *end, unsigned long long v)
+{
+    while (v >= 100) {
+        end -= 2;
+        memcpy(end, digits2 + 2 * (v % 100), 2);
+        v /= 100;
+    }
+    if (v >= 10) {
+        end -= 2;
+        memcpy(end, digits2 + 2 * v, 2);
+    } else {
+        *--end = (char)('0' + v);
+    }
+}
+
+size_t cg_format_uint(char *out, unsigned long long v, unsigned base)
+{
+    size_t n;
+    if (base == 16) {
+        n = hex_digits(v);
+        for (size_t i = n; i > 0; i--) {
+            out[i - 1] = "0123456789abcdef"[v & 15];
+            v >>= 4;
+        }
+    } else {
+        n = dec_digits(v);
+        put_dec(out + n, v);
+    }
+    return n;
+}
+
+size_t cg_http1_chunk_prefix(char *out, unsigned long long n)
+{
+    size_t len = cg_format_uint(out, n, 16);
+    out[len] = '\r';
+    out[len + 1] = '\n';
+    return len + 2;
+}
+
+#define FRAME_LENGTH_NAME "content-length: "
+#define FRAME_CHUNKED_LINE "transfer-encoding: chunked\r\n"
+#define CONN_CLOSE_LINE "connection: close\r\n"
+#define CONN_KEEP_ALIVE_LINE "connection: keep-alive\r\n"
+#define LITLEN(s) (sizeof(s) - 1)
+
+static inline char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static inline char *put_crlf(char *p)
+{
+    p[0] = '\r';
+    p[1] = '\n';
+    return p + 2;
+}
+
+size_t cg_http1_head_size(const cg_http1_response *r)
+{
+    /* "HTTP/1.1 " status " " reason CRLF */
+    size_t n = 9 + dec_digits((unsigned)r->status) + 1 + strlen(cg_http1_reason(r->status)) + 2;
+    if (r->fields)
+        n += cg_fields_bytes(r->fields) + 4 * r->fields->n; /* ": " and CRLF each */
+    n += r->defaults_len;
+    if (r->framing == CG_FRAME_LENGTH)
+        n += LITLEN(FRAME_LENGTH_NAME) + dec_digits(r->length) + 2;
+    else if (r->framing == CG_FRAME_CHUNKED)
+        n += LITLEN(FRAME_CHUNKED_LINE);
+    if (r->connection == CG_CONN_CLOSE)
+        n += LITLEN(CONN_CLOSE_LINE);
+    else if (r->connection == CG_CONN_KEEP_ALIVE)
+        n += LITLEN(CONN_KEEP_ALIVE_LINE);
+    return n + 2;
+}
+
+size_t cg_http1_write_head(char *out, const cg_http1_response *r)
+{
+    const char *reason = cg_http1_reason(r->status);
+    char *p = put(out, "HTTP/1.1 ", 9);
+    p += cg_format_uint(p, (unsigned)r->status, 10);
+    *p++ = ' ';
+    p = put_crlf(put(p, reason, strlen(reason)));
+    if (r->fields) {
+        size_t pos = 0;
+        cg_field f;
+        while (cg_fields_next(r->fields, &pos, &f)) {
+            p = put(p, f.name, f.name_len);
+            *p++ = ':';
+            *p++ = ' ';
+            p = put_crlf(put(p, f.value, f.value_len));
+        }
+    }
+    if (r->defaults_len)
+        p = put(p, r->defaults, r->defaults_len);
+    if (r->framing == CG_FRAME_LENGTH) {
+        p = put(p, FRAME_LENGTH_NAME, LITLEN(FRAME_LENGTH_NAME));
+        p = put_crlf(p + cg_format_uint(p, r->length, 10));
+    } else if (r->framing == CG_FRAME_CHUNKED) {
+        p = put(p, FRAME_CHUNKED_LINE, LITLEN(FRAME_CHUNKED_LINE));
+    }
+    if (r->connection == CG_CONN_CLOSE)
+        p = put(p, CONN_CLOSE_LINE, LITLEN(CONN_CLOSE_LINE));
+    else if (r->connection == CG_CONN_KEEP_ALIVE)
+        p = put(p, CONN_KEEP_ALIVE_LINE, LITLEN(CONN_KEEP_ALIVE_LINE));
+    p = put_crlf(p);
+    return (size_t)(p - out);
+}

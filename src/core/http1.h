@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "fields.h"
 #include "slice.h"
 
 /* Results. A negative value below -99 is the HTTP status to answer with,
@@ -136,5 +137,57 @@ size_t cg_http1_percent_decode(const char *in, size_t len, char *out);
 /** Formats the IMF-fixdate of `t` (seconds since the epoch) into out[29+1]:
  * "Sun, 06 Nov 1994 08:49:37 GMT". Returns 29. */
 size_t cg_http1_format_date(long long t, char *out);
+
+/* ---- response head serializer ---------------------------------------- */
+
+/* The framing line the head carries. */
+enum cg_http1_framing {
+    CG_FRAME_NONE,    /* no framing line: the body is empty by rule (HEAD, 204, 304) or the
+                         app's content-length is among the fields already */
+    CG_FRAME_LENGTH,  /* "content-length: <length>" added */
+    CG_FRAME_CHUNKED, /* "transfer-encoding: chunked" added */
+    CG_FRAME_CLOSE,   /* none added: the body ends when the connection closes (HTTP/1.0) */
+};
+
+/* The connection line the head carries. */
+enum cg_http1_conn_hdr { CG_CONN_NONE, CG_CONN_CLOSE, CG_CONN_KEEP_ALIVE };
+
+/* What a response head says. Nothing here is validated: the fields and the
+ * defaults are written exactly as given. */
+typedef struct cg_http1_response {
+    int status;              /* 100..599; the reason phrase is cg_http1_reason(status) */
+    const cg_fields *fields; /* the app's headers, in order, written as given ("name: value");
+                                NULL for none */
+    const char *defaults;    /* prebuilt lines "name: value\r\n" (server, date, extra headers),
+                                may be NULL */
+    size_t defaults_len;
+    int framing;               /* enum cg_http1_framing */
+    unsigned long long length; /* CG_FRAME_LENGTH: the content-length value */
+    int connection;            /* enum cg_http1_conn_hdr */
+} cg_http1_response;
+
+/** Exact size of the head cg_http1_write_head writes. */
+size_t cg_http1_head_size(const cg_http1_response *r);
+
+/**
+ * Writes the head at out (capacity >= cg_http1_head_size(r)); returns the
+ * bytes written. Layout: "HTTP/1.1 <status> <reason>\r\n" (an unknown status
+ * has an empty reason), each field "name: value\r\n" in order, the defaults
+ * as given, the framing line (content-length or transfer-encoding), the
+ * connection line, then "\r\n".
+ */
+size_t cg_http1_write_head(char *out, const cg_http1_response *r);
+
+/** Longest chunk-size line: 16 hex digits and CRLF. */
+#define CG_HTTP1_CHUNK_PREFIX_MAX 18
+
+/** Writes a chunk-size line "<hex>\r\n" for a chunk of n bytes (n > 0) at out
+ * (capacity >= CG_HTTP1_CHUNK_PREFIX_MAX); returns its length. */
+size_t cg_http1_chunk_prefix(char *out, unsigned long long n);
+
+/** Digits of v in `base` (10, or 16 in lower case) written at out (capacity
+ * >= 20), no terminating NUL; returns the length. Hot-path replacement for
+ * snprintf. */
+size_t cg_format_uint(char *out, unsigned long long v, unsigned base);
 
 #endif

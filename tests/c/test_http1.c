@@ -3,6 +3,7 @@
  * at a time with the same parser, and split in two at every position; all
  * ways must agree. Each input lies right before a PROT_NONE page, so reading
  * one byte too far crashes the test. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1155,6 +1156,317 @@ static void test_helpers(void)
     ok(same, "format_date agrees with gmtime_r + strftime");
 }
 
+/* ---- response head serializer ---------------------------------------- */
+
+static char zeros[16384];
+
+/* Writes the head into a buffer of exactly cg_http1_head_size(r) bytes that
+ * ends at an unwritable page, and compares it with `want`. */
+static void head_is(const cg_http1_response *r, const char *want, size_t want_len, const char *name)
+{
+    size_t size = cg_http1_head_size(r);
+    if (!ok(size == want_len, "%s: head size %zu == %zu", name, size, want_len) ||
+        size > sizeof zeros)
+        return;
+    guard g;
+    char *out = guard_put(&g, zeros, size);
+    size_t n = cg_http1_write_head(out, r);
+    ok(n == size && memcmp(out, want, n) == 0, "%s: bytes", name);
+    if (n != size || memcmp(out, want, n) != 0)
+        printf("# got  %.*s\n# want %.*s\n", (int)n, out, (int)want_len, want);
+    guard_free(&g);
+}
+
+#define HEAD_IS(r, lit, name) head_is((r), (lit), sizeof(lit) - 1, (name))
+
+static void test_head_exact(void)
+{
+    cg_fields f;
+    cg_fields_init(&f);
+    cg_http1_response r = {200, NULL, NULL, 0, CG_FRAME_NONE, 0, CG_CONN_NONE};
+    HEAD_IS(&r, "HTTP/1.1 200 OK\r\n\r\n", "bare 200, fields NULL");
+    r.fields = &f;
+    HEAD_IS(&r, "HTTP/1.1 200 OK\r\n\r\n", "bare 200, zero fields");
+
+    cg_fields_add(&f, S("content-type"), S("text/plain"));
+    cg_fields_add(&f, S("X-Custom"), S("a, b"));
+    r.defaults = "server: casgi\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+    r.defaults_len = strlen(r.defaults);
+    r.framing = CG_FRAME_LENGTH;
+    r.length = 5;
+    HEAD_IS(&r,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nX-Custom: a, b\r\nserver: casgi\r\n"
+            "date: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 5\r\n\r\n",
+            "typical 200 with a length");
+
+    r.status = 404;
+    r.framing = CG_FRAME_CHUNKED;
+    r.connection = CG_CONN_CLOSE;
+    HEAD_IS(&r,
+            "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\nX-Custom: a, b\r\n"
+            "server: casgi\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+            "transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            "chunked 404, closing");
+
+    r.status = 500;
+    r.framing = CG_FRAME_CLOSE;
+    r.connection = CG_CONN_CLOSE;
+    r.defaults = NULL;
+    r.defaults_len = 0;
+    HEAD_IS(&r,
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n"
+            "X-Custom: a, b\r\nconnection: close\r\n\r\n",
+            "HTTP/1.0 body until close");
+
+    cg_fields_reset(&f);
+    cg_fields_add(&f, S("content-length"), S("12"));
+    r.status = 200;
+    r.framing = CG_FRAME_NONE;
+    r.connection = CG_CONN_KEEP_ALIVE;
+    HEAD_IS(&r, "HTTP/1.1 200 OK\r\ncontent-length: 12\r\nconnection: keep-alive\r\n\r\n",
+            "app's content-length, HTTP/1.0 keep-alive");
+
+    cg_fields_reset(&f);
+    r.status = 204;
+    r.connection = CG_CONN_NONE;
+    HEAD_IS(&r, "HTTP/1.1 204 No Content\r\n\r\n", "204");
+    r.status = 304;
+    HEAD_IS(&r, "HTTP/1.1 304 Not Modified\r\n\r\n", "304");
+    r.status = 100;
+    HEAD_IS(&r, "HTTP/1.1 100 Continue\r\n\r\n", "100");
+    r.status = 418;
+    HEAD_IS(&r, "HTTP/1.1 418 I'm a Teapot\r\n\r\n", "418");
+    r.status = 599;
+    HEAD_IS(&r, "HTTP/1.1 599 \r\n\r\n", "unknown status: empty reason");
+    r.status = 299;
+    r.framing = CG_FRAME_LENGTH;
+    r.length = 0;
+    HEAD_IS(&r, "HTTP/1.1 299 \r\ncontent-length: 0\r\n\r\n", "unknown 2xx, length 0");
+    r.status = 200;
+    r.length = ULLONG_MAX;
+    HEAD_IS(&r, "HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n",
+            "largest length");
+    r.length = 1000000;
+    HEAD_IS(&r, "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n", "length 1000000");
+
+    /* Written as given: empty names and values, obs-text, a defaults block
+     * without lines of its own shape. */
+    cg_fields_add(&f, S("x-bin"), S("\x80\xff\xc3\xa9"));
+    cg_fields_add(&f, "", 0, "", 0);
+    cg_fields_add(&f, S("x-empty"), "", 0);
+    r.defaults = "x-extra: 1\r\n";
+    r.defaults_len = 12;
+    r.length = 9;
+    HEAD_IS(&r,
+            "HTTP/1.1 200 OK\r\nx-bin: \x80\xff\xc3\xa9\r\n: \r\nx-empty: \r\nx-extra: "
+            "1\r\ncontent-length: 9\r\n\r\n",
+            "binary value, empty name and value");
+    cg_fields_free(&f);
+}
+
+/* Every framing x connection x defaults x fields combination against a head
+ * assembled here from its parts. */
+static void test_head_combinations(void)
+{
+    static const char *const framing_line[] = {"", "content-length: 42\r\n",
+                                               "transfer-encoding: chunked\r\n", ""};
+    static const char *const conn_line[] = {"", "connection: close\r\n",
+                                            "connection: keep-alive\r\n"};
+    static const char defaults[] = "server: casgi\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
+    static const int statuses[] = {200, 201, 301, 404, 503, 599};
+    static const char *const names[] = {"a", "Bb", "x-c"}, *const values[] = {"val", "val", ""};
+    cg_fields f;
+    cg_fields_init(&f);
+    int all = 1, count = 0;
+    for (int nf = 0; nf <= 3; nf++) {
+        if (nf > 0)
+            cg_fields_add(&f, names[nf - 1], strlen(names[nf - 1]), values[nf - 1],
+                          strlen(values[nf - 1]));
+        for (int fr = CG_FRAME_NONE; fr <= CG_FRAME_CLOSE; fr++)
+            for (int cn = CG_CONN_NONE; cn <= CG_CONN_KEEP_ALIVE; cn++)
+                for (int d = 0; d < 2; d++)
+                    for (size_t si = 0; si < sizeof statuses / sizeof *statuses; si++) {
+                        char want[1024], name[128];
+                        int status = statuses[si];
+                        const char *reason = status == 200   ? "OK"
+                                             : status == 201 ? "Created"
+                                             : status == 301 ? "Moved Permanently"
+                                             : status == 404 ? "Not Found"
+                                             : status == 503 ? "Service Unavailable"
+                                                             : "";
+                        int n = snprintf(want, sizeof want, "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n",
+                                         status, reason, nf >= 1 ? "a: val\r\n" : "",
+                                         nf >= 2 ? "Bb: val\r\n" : "", nf >= 3 ? "x-c: \r\n" : "",
+                                         d ? defaults : "", framing_line[fr], conn_line[cn]);
+                        cg_http1_response r = {
+                            status, &f, d ? defaults : NULL, d ? sizeof defaults - 1 : 0, fr,
+                            42,     cn};
+                        snprintf(name, sizeof name,
+                                 "status %d fields %d framing %d conn %d defaults %d", status, nf,
+                                 fr, cn, d);
+                        size_t size = cg_http1_head_size(&r);
+                        guard g;
+                        char *out = guard_put(&g, zeros, size);
+                        size_t w = cg_http1_write_head(out, &r);
+                        if (size != (size_t)n || w != size || memcmp(out, want, w) != 0) {
+                            if (all)
+                                printf("# %s: got %.*s\n# want %s\n", name, (int)w, out, want);
+                            all = 0;
+                        }
+                        guard_free(&g);
+                        count++;
+                    }
+    }
+    ok(all && count == 4 * 4 * 3 * 2 * 6, "%d combinations: size == bytes written == expected",
+       count);
+    cg_fields_free(&f);
+}
+
+/* A head with many fields and large values: the size stays exact. */
+static void test_head_large(void)
+{
+    cg_fields f;
+    char value[3000];
+    cg_fields_init(&f);
+    memset(value, 'v', sizeof value);
+    size_t expect = 17 + 2; /* "HTTP/1.1 200 OK\r\n" and the final CRLF */
+    for (int i = 0; i < 200; i++) {
+        char name[32];
+        size_t nl = (size_t)snprintf(name, sizeof name, "x-h%d", i);
+        size_t vl = (size_t)(i * 37 % 3000);
+        cg_fields_add(&f, name, nl, value, vl);
+        expect += nl + 2 + vl + 2;
+    }
+    cg_http1_response r = {200, &f, NULL, 0, CG_FRAME_NONE, 0, CG_CONN_NONE};
+    size_t size = cg_http1_head_size(&r);
+    ok(size == expect, "200 fields: size %zu == %zu", size, expect);
+    char *blank = calloc(1, size);
+    guard g;
+    char *out = guard_put(&g, blank, size);
+    free(blank);
+    size_t w = cg_http1_write_head(out, &r);
+    int good = w == size && memcmp(out, "HTTP/1.1 200 OK\r\nx-h0: \r\nx-h1: ", 31) == 0 &&
+               memcmp(out + w - 4, "\r\n\r\n", 4) == 0;
+    /* Walk the written lines back against the list. */
+    const char *p = out + 17;
+    size_t pos = 0;
+    cg_field fl;
+    while (good && cg_fields_next(&f, &pos, &fl)) {
+        good = memcmp(p, fl.name, fl.name_len) == 0 && memcmp(p + fl.name_len, ": ", 2) == 0 &&
+               memcmp(p + fl.name_len + 2, fl.value, fl.value_len) == 0 &&
+               memcmp(p + fl.name_len + 2 + fl.value_len, "\r\n", 2) == 0;
+        p += fl.name_len + 2 + fl.value_len + 2;
+    }
+    ok(good && p == out + w - 2, "200 fields written in order");
+    guard_free(&g);
+    cg_fields_free(&f);
+}
+
+static void test_chunk_prefix(void)
+{
+    static const struct {
+        unsigned long long n;
+        const char *want;
+    } cases[] = {
+        {1, "1\r\n"},
+        {9, "9\r\n"},
+        {10, "a\r\n"},
+        {15, "f\r\n"},
+        {16, "10\r\n"},
+        {255, "ff\r\n"},
+        {256, "100\r\n"},
+        {4096, "1000\r\n"},
+        {65535, "ffff\r\n"},
+        {65536, "10000\r\n"},
+        {0xdeadbeef, "deadbeef\r\n"},
+        {ULLONG_MAX, "ffffffffffffffff\r\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        guard g;
+        size_t wl = strlen(cases[i].want);
+        /* The last byte written is the last writable one. */
+        char *out = guard_put(&g, zeros, wl);
+        size_t n = cg_http1_chunk_prefix(out, cases[i].n);
+        ok(n == wl && memcmp(out, cases[i].want, n) == 0, "chunk prefix %llu: %.*s", cases[i].n,
+           (int)(n > 2 ? n - 2 : 0), out);
+        guard_free(&g);
+    }
+    ok(strlen("ffffffffffffffff\r\n") == CG_HTTP1_CHUNK_PREFIX_MAX, "prefix max is the longest");
+}
+
+static void test_format_uint(void)
+{
+    static const struct {
+        unsigned long long v;
+        unsigned base;
+        const char *want;
+    } cases[] = {
+        {0, 10, "0"},
+        {9, 10, "9"},
+        {10, 10, "10"},
+        {99, 10, "99"},
+        {100, 10, "100"},
+        {101, 10, "101"},
+        {9999, 10, "9999"},
+        {10000, 10, "10000"},
+        {4294967295ull, 10, "4294967295"},
+        {9999999999999999999ull, 10, "9999999999999999999"},
+        {10000000000000000000ull, 10, "10000000000000000000"},
+        {ULLONG_MAX, 10, "18446744073709551615"},
+        {0, 16, "0"},
+        {9, 16, "9"},
+        {10, 16, "a"},
+        {15, 16, "f"},
+        {16, 16, "10"},
+        {0xabcdef, 16, "abcdef"},
+        {0x8000000000000000ull, 16, "8000000000000000"},
+        {ULLONG_MAX, 16, "ffffffffffffffff"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        guard g;
+        size_t wl = strlen(cases[i].want);
+        char *out = guard_put(&g, zeros, wl);
+        size_t n = cg_format_uint(out, cases[i].v, cases[i].base);
+        ok(n == wl && memcmp(out, cases[i].want, n) == 0, "format %llu base %u: %.*s", cases[i].v,
+           cases[i].base, (int)n, out);
+        guard_free(&g);
+    }
+    /* Against snprintf: every power of ten and of two, one either side, and
+     * pseudo-random values of every magnitude. */
+    int same = 1;
+    unsigned long long x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 100000 && same; i++) {
+        unsigned long long v;
+        if (i < 64 * 3) {
+            v = (1ull << (i / 3)) + (unsigned long long)(i % 3) - 1;
+        } else if (i < 64 * 3 + 20 * 3) {
+            unsigned long long p = 1;
+            for (int k = 0; k < (i - 64 * 3) / 3; k++)
+                p *= 10;
+            v = p + (unsigned long long)((i - 64 * 3) % 3) - 1;
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v = x >> (x % 64);
+        }
+        char got[24], want[24];
+        size_t n = cg_format_uint(got, v, 10);
+        int wn = snprintf(want, sizeof want, "%llu", v);
+        if (n != (size_t)wn || memcmp(got, want, n) != 0) {
+            printf("# %s != %.*s\n", want, (int)n, got);
+            same = 0;
+        }
+        n = cg_format_uint(got, v, 16);
+        wn = snprintf(want, sizeof want, "%llx", v);
+        if (n != (size_t)wn || memcmp(got, want, n) != 0) {
+            printf("# %s != %.*s (hex)\n", want, (int)n, got);
+            same = 0;
+        }
+    }
+    ok(same, "format_uint agrees with snprintf in both bases");
+}
+
 int main(void)
 {
     test_basic();
@@ -1173,6 +1485,11 @@ int main(void)
     test_hdrtab();
     test_chunked();
     test_helpers();
+    test_head_exact();
+    test_head_combinations();
+    test_head_large();
+    test_chunk_prefix();
+    test_format_uint();
     guard_free(&whole_guard);
     return tap_done();
 }
