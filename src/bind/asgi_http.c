@@ -1,23 +1,19 @@
 /* ASGI HTTP: the scope of a request, and the receive()/send() pair bound to
- * one request cycle.
+ * one request cycle. Bytes go out through the request's stream (stream.h).
  *
- * The response head is built when http.response.start arrives but held until
- * the first body message, so head and body usually leave in one write and a
- * single complete body gets a content-length instead of chunked framing. The
- * head is flushed as soon as the app's task suspends, or at once when the
- * start comes from another task, so a client never waits on a held head. */
-#include "server.h"
+ * The response head is validated when http.response.start arrives but held
+ * until the first body message, so head and body usually leave in one write
+ * and a single complete body gets a content-length instead of chunked
+ * framing. The head is flushed as soon as the app's task suspends, or at
+ * once when the start comes from another task, so a client never waits on a
+ * held head. */
+#include "asgi.h"
 
 #include <assert.h>
 #include <string.h>
 
 #include "ascii.h"
 #include "hdrtab.h"
-
-#define CG_STATUS_LINE_MAX 64
-/* Bodies up to this size are copied next to the head (one write); larger ones
- * are written as their own object, without a copy. */
-#define CG_COPY_BODY_MAX (64 * 1024)
 
 static void hook_enter(PyObject *owner);
 static void hook_leave(PyObject *owner);
@@ -144,7 +140,7 @@ static int set_forwarded_client(cg_cycle *cy, const cg_proxy_forwarded *fwd, PyO
     return 0;
 }
 
-const char *cg_cycle_client_text(cg_cycle *cy, cg_conn *c, size_t *len)
+const char *cg_cycle_client_text(cg_cycle *cy, size_t *len)
 {
     if (cy->client_text) {
         Py_ssize_t n;
@@ -155,23 +151,8 @@ const char *cg_cycle_client_text(cg_cycle *cy, cg_conn *c, size_t *len)
         }
         PyErr_Clear();
     }
-    *len = c ? c->client_len : 0;
-    return c ? c->client_text : "";
-}
-
-/* Writes v in `base` (10 or 16) at out; returns the length. Hot-path
- * replacement for snprintf, which costs hundreds of instructions a call. */
-static size_t format_uint(char *out, unsigned long long v, unsigned base)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = "0123456789abcdef"[v % base];
-        v /= base;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
+    *len = cy->stream ? cy->stream->info.client_len : 0;
+    return cy->stream ? cy->stream->info.client_text : "";
 }
 
 static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
@@ -208,8 +189,8 @@ static PyObject *scope_template(cg_state *st, int websocket)
 
 PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 {
-    cg_conn *c = cy->conn;
-    cg_server *srv = c->server;
+    const cg_stream_info *info = &cy->stream->info;
+    cg_server *srv = cy->server;
     cg_state *st = srv->st;
     PyObject **tpl = &srv->scope_templates[websocket ? 1 : 0];
     PyObject *scope, *raw;
@@ -231,10 +212,10 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     } else {
         raw = Py_NewRef(cy->raw_path);
     }
-    PyObject *client = Py_NewRef(c->client), *scheme = Py_NewRef(st->s_http);
+    PyObject *client = Py_NewRef(info->client), *scheme = Py_NewRef(info->scheme);
     cg_proxy_forwarded fwd;
     /* Python objects only when a trusted proxy sent X-Forwarded-For/-Proto. */
-    if (c->trusted_proxy &&
+    if (info->trusted_proxy &&
         cg_proxy_read_headers(&srv->trust, req->headers, req->num_headers, &fwd)) {
         if (fwd.scheme == CG_PROXY_SCHEME_HTTPS)
             Py_SETREF(scheme, Py_NewRef(st->s_https));
@@ -256,7 +237,7 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
                        PyDict_Copy(websocket ? st->asgi_ws_dict : st->asgi_dict)) < 0 ||
         PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
             0 ||
-        PyDict_SetItem(scope, st->s_server, c->sockname) < 0 ||
+        PyDict_SetItem(scope, st->s_server, info->server) < 0 ||
         PyDict_SetItem(scope, st->s_root_path, srv->root_path) < 0 ||
         dict_set_steal(scope, st->s_path, decoded_path(srv, req->path)) < 0 ||
         dict_set_steal(scope, st->s_raw_path, raw) < 0 ||
@@ -280,7 +261,7 @@ static PyObject *message2(cg_state *st, PyObject *type)
     return d;
 }
 
-static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status);
+static void cycle_log_access(cg_cycle *cy, int status);
 
 /* A response that started but will not complete (the client left, or the
  * connection is closed because the app failed, was cancelled or stopped
@@ -288,9 +269,9 @@ static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status);
  * the connection's end always reaches cg_cycle_disconnect. */
 static void cycle_log_unfinished(cg_cycle *cy)
 {
-    if (cy->conn && !cy->disconnected &&
+    if (cy->stream && !cy->disconnected &&
         (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING))
-        cycle_log_access(cy, cy->conn, cy->status);
+        cycle_log_access(cy, cy->status);
 }
 
 /* See cg_cycle_server_leaving. */
@@ -310,16 +291,14 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
 {
     cg_cycle *cy = (cg_cycle *)owner;
     cg_state *st = cycle_state(cy);
-    cg_conn *c = cy->conn;
+    cg_stream *s = cy->stream;
 
     if (cy->expect_continue) {
         /* The client waits for permission before sending the body. */
         cy->expect_continue = 0;
-        if (c && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected) {
-            if (cg_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-                return NULL;
-            cg_conn_arm_body_deadline(c); /* the client may send now */
-        }
+        if (s && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected &&
+            s->ops->send_informational(s, 100) < 0)
+            return NULL;
     }
     if (cy->disconnected || cy->resp == CG_RESP_COMPLETE)
         return message2(st, st->s_http_disconnect);
@@ -343,8 +322,8 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
             cy->body_final = 1;
             cg_buf_free(&cy->body);
         }
-        if (c)
-            cg_conn_maybe_resume(c);
+        if (s)
+            s->ops->consumed(s);
         return msg;
     }
     if (cycle_hears_server_leaving(cy)) {
@@ -432,10 +411,8 @@ static int parse_length(const char *p, size_t n, long long *out)
 static int response_start(cg_cycle *cy, PyObject *message)
 {
     cg_state *st = cycle_state(cy);
-    cg_server *srv = cy->conn->server;
     PyObject *status_obj, *headers, *it = NULL, *item;
     int has_server = 0, has_date = 0, app_chunked = 0, status;
-    char line[CG_STATUS_LINE_MAX];
 
     status_obj = PyDict_GetItemWithError(message, st->s_status);
     if (!status_obj) {
@@ -468,16 +445,8 @@ static int response_start(cg_cycle *cy, PyObject *message)
     }
     cy->status = status;
     cy->resp_length = -1;
-    cy->chunked_out = 0;
-    cg_buf_reset(&cy->head);
-    const char *reason = cg_http1_reason(status);
-    size_t reason_len = strlen(reason), n = 9;
-    memcpy(line, "HTTP/1.1 ", 9);
-    n += format_uint(line + n, (unsigned)status, 10);
-    line[n++] = ' ';
-    if (cg_buf_append(&cy->head, line, n) < 0 || cg_buf_append(&cy->head, reason, reason_len) < 0 ||
-        cg_buf_append(&cy->head, "\r\n", 2) < 0)
-        goto nomem;
+    cg_fields_reset(&cy->fields);
+    memset(&cy->head, 0, sizeof(cy->head));
 
     headers = PyDict_GetItemWithError(message, st->s_headers);
     if (!headers && PyErr_Occurred())
@@ -544,7 +513,7 @@ static int response_start(cg_cycle *cy, PyObject *message)
                     nl = 0; /* written with the framing, see head_finish */
                 } else if (cg_ascii_ieq(nm, nl, "connection")) {
                     if (cg_http1_has_token(vl, vlen, "close"))
-                        cy->keep_alive = 0;
+                        cy->head.close = 1;
                     nl = 0; /* the server owns this header: written with the framing */
                 } else if (cg_ascii_ieq(nm, nl, "server")) {
                     has_server = 1;
@@ -554,11 +523,7 @@ static int response_start(cg_cycle *cy, PyObject *message)
                     cy->event_stream = vlen >= 17 && cg_ascii_ieq(vl, 17, "text/event-stream") &&
                                        (vlen == 17 || vl[17] == ';' || vl[17] == ' ');
                 }
-                if (rc == 0 && nl &&
-                    (cg_buf_append(&cy->head, nm, nl) < 0 ||
-                     cg_buf_append(&cy->head, ": ", 2) < 0 ||
-                     cg_buf_append(&cy->head, vl, vlen) < 0 ||
-                     cg_buf_append(&cy->head, "\r\n", 2) < 0)) {
+                if (rc == 0 && nl && cg_fields_add(&cy->fields, nm, nl, vl, vlen) < 0) {
                     PyErr_NoMemory();
                     rc = -1;
                 }
@@ -578,142 +543,22 @@ static int response_start(cg_cycle *cy, PyObject *message)
                         "both content-length and transfer-encoding in the response headers");
         return -1;
     }
-    if (srv->cfg->server_header && !has_server &&
-        cg_buf_append(&cy->head, "server: casgi\r\n", 15) < 0)
-        goto nomem;
-    if (srv->cfg->date_header && !has_date &&
-        cg_buf_append(&cy->head, srv->date_line, srv->date_len) < 0)
-        goto nomem;
-    if (cg_buf_append(&cy->head, srv->extra_headers.data, srv->extra_headers.len) < 0)
-        goto nomem;
-    cy->no_body = cy->is_head || status == 204 || status == 304;
-    /* HTTP/1.0 has no chunked coding: there the body ends with the connection. */
-    cy->chunked_out = app_chunked && cy->minor_version == 1 && !cy->no_body;
+    cy->head.status = status;
+    cy->head.fields = &cy->fields;
+    cy->head.defaults =
+        (has_server ? 0u : CG_HEAD_SERVER) | (has_date ? 0u : CG_HEAD_DATE) | CG_HEAD_EXTRA;
+    cy->head.length = cy->resp_length;
+    cy->head.no_body = cy->is_head || status == 204 || status == 304;
+    cy->head.chunked = app_chunked;
     return 0;
-nomem:
-    PyErr_NoMemory();
 fail:
     Py_XDECREF(it);
     return -1;
 }
 
-/* Adds the framing lines and the blank line ending the head. `complete`:
- * the whole body is `first_len` bytes. */
-static int head_finish(cg_cycle *cy, int complete, size_t first_len)
-{
-    char line[48];
-    int n = 0;
-
-    assert(cy->resp == CG_RESP_HELD);
-    if (cy->conn && cy->conn->server->should_exit)
-        cy->keep_alive = 0;
-    if (cy->no_body || cy->resp_length >= 0) {
-        /* HEAD keeps the app's content-length; no framing to add. */
-    } else if (complete && !cy->chunked_out) {
-        memcpy(line, "content-length: ", 16);
-        n = 16 + (int)format_uint(line + 16, first_len, 10);
-        line[n++] = '\r';
-        line[n++] = '\n';
-        cy->resp_length = (long long)first_len;
-    } else if (cy->minor_version == 1) {
-        n = 28;
-        memcpy(line, "transfer-encoding: chunked\r\n", (size_t)n);
-        cy->chunked_out = 1;
-    } else {
-        cy->keep_alive = 0; /* HTTP/1.0: the body ends when the connection does */
-    }
-    if (n > 0 && cg_buf_append(&cy->head, line, (size_t)n) < 0)
-        return -1;
-    if (!cy->keep_alive) {
-        if (cg_buf_append(&cy->head, "connection: close\r\n", 19) < 0)
-            return -1;
-    } else if (cy->minor_version == 0) {
-        if (cg_buf_append(&cy->head, "connection: keep-alive\r\n", 24) < 0)
-            return -1;
-    }
-    return cg_buf_append(&cy->head, "\r\n", 2);
-}
-
-/* Writes the held head (if any) followed by one body piece, framed. */
-static int write_body(cg_cycle *cy, const char *data, size_t len, PyObject *obj, int more)
-{
-    cg_conn *c = cy->conn;
-    char chunk_head[24];
-    size_t ch_len = 0;
-    const char *tail = "";
-    size_t tail_len = 0;
-    int rc = 0;
-
-    assert(!cy->chunked_out || cy->minor_version == 1); /* HTTP/1.0 has no chunks */
-    if (cy->no_body)
-        len = 0;
-    if (cy->chunked_out && len > 0) {
-        ch_len = format_uint(chunk_head, len, 16);
-        chunk_head[ch_len++] = '\r';
-        chunk_head[ch_len++] = '\n';
-    }
-    if (cy->chunked_out) {
-        if (len > 0 && !more) {
-            tail = "\r\n0\r\n\r\n";
-            tail_len = 7;
-        } else if (len > 0) {
-            tail = "\r\n";
-            tail_len = 2;
-        } else if (!more) {
-            tail = "0\r\n\r\n";
-            tail_len = 5;
-        }
-    }
-    size_t head_len = cg_buf_unread(&cy->head);
-    size_t total = head_len + ch_len + len + tail_len;
-    if (total == 0)
-        return 0;
-    if (len <= CG_COPY_BODY_MAX || !obj) {
-        /* The last piece of a response may be held to leave together with
-         * the next pipelined response (cg_conn_hold), else one new bytes. */
-        PyObject *out = NULL;
-        char *p = more ? NULL : cg_conn_hold(c, total);
-        if (!p) {
-            out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-            if (!out)
-                return -1;
-            p = PyBytes_AS_STRING(out);
-        }
-        if (head_len) /* no held head: its buffer may be NULL */
-            memcpy(p, cy->head.data + cy->head.pos, head_len);
-        p += head_len;
-        memcpy(p, chunk_head, ch_len);
-        p += ch_len;
-        if (len)
-            memcpy(p, data, len);
-        p += len;
-        memcpy(p, tail, tail_len);
-        if (out) {
-            rc = cg_conn_write_obj(c, out);
-            Py_DECREF(out);
-        }
-    } else {
-        /* Large body: no copy of it. */
-        if (head_len + ch_len) {
-            if (cg_buf_append(&cy->head, chunk_head, ch_len) < 0) {
-                cg_buf_free(&cy->head);
-                PyErr_NoMemory();
-                return -1;
-            }
-            rc = cg_conn_write(c, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
-        }
-        if (rc == 0)
-            rc = cg_conn_write_obj(c, obj);
-        if (rc == 0 && tail_len)
-            rc = cg_conn_write(c, tail, tail_len);
-    }
-    cg_buf_free(&cy->head);
-    return rc;
-}
-
 /* The response is complete: log it, wake a waiting receive(), release the
  * connection to its next request. */
-static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status)
+static void cycle_log_access(cg_cycle *cy, int status)
 {
     cg_state *st = cycle_state(cy);
     Py_ssize_t mlen;
@@ -727,55 +572,50 @@ static void cycle_log_access(cg_cycle *cy, cg_conn *c, int status)
         return;
     }
     cg_slice client;
-    client.base = cg_cycle_client_text(cy, c, &client.len);
+    client.base = cg_cycle_client_text(cy, &client.len);
     cg_slice method = {m, (size_t)mlen};
     cg_slice path = {PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
     cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
     cg_log_access(&st->log, client, method, path, query, cy->minor_version, status);
 }
 
-static void response_complete(cg_cycle *cy, int keep_alive)
+static void response_complete(cg_cycle *cy, int reusable)
 {
-    cg_conn *c = cy->conn;
+    cg_stream *s = cy->stream;
 
     cy->resp = CG_RESP_COMPLETE;
     cycle_wake_receiver(cy);
-    if (!c)
+    if (!s)
         return;
-    cycle_log_access(cy, c, cy->status);
-    Py_INCREF(c);
-    cg_conn_cycle_complete(c, keep_alive);
-    Py_DECREF(c);
+    cycle_log_access(cy, cy->status);
+    s->ops->finish(s, reusable);
 }
 
 /* The app failed before anything reached the wire: answer 500 and close. */
-static void cycle_fail_500(cg_cycle *cy, cg_conn *c)
+static void cycle_fail_500(cg_cycle *cy, cg_stream *s)
 {
     cy->resp = CG_RESP_COMPLETE;
     cycle_wake_receiver(cy);
-    cycle_log_access(cy, c, 500);
-    cg_conn_reject(c, 500);
+    cycle_log_access(cy, 500);
+    s->ops->fail(s, 500);
 }
 
 /* Sends the held head now, framed for a body of unknown length. */
 static int flush_held_head(cg_cycle *cy)
 {
-    if (cy->resp != CG_RESP_HELD || !cy->conn)
+    cg_stream *s = cy->stream;
+    if (cy->resp != CG_RESP_HELD || !s)
         return 0;
-    if (head_finish(cy, 0, 0) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
     cy->resp = CG_RESP_STREAMING;
-    int rc = cg_conn_write(cy->conn, cy->head.data + cy->head.pos, cg_buf_unread(&cy->head));
-    cg_buf_free(&cy->head);
+    int rc = s->ops->send(s, &cy->head, NULL, 0, NULL, 1);
+    cg_fields_free(&cy->fields);
     return rc;
 }
 
 static int response_body(cg_cycle *cy, PyObject *message)
 {
     cg_state *st = cycle_state(cy);
-    cg_conn *c = cy->conn;
+    cg_stream *s = cy->stream;
     PyObject *body, *more_obj;
     Py_buffer view;
     int more, rc = 0;
@@ -796,12 +636,7 @@ static int response_body(cg_cycle *cy, PyObject *message)
 
     size_t len = (size_t)view.len;
     int length_error = 0;
-    if (cy->resp == CG_RESP_HELD && head_finish(cy, !more, len) < 0) {
-        PyBuffer_Release(&view);
-        PyErr_NoMemory();
-        return -1;
-    }
-    if (!cy->no_body && cy->resp_length >= 0) {
+    if (!cy->head.no_body && cy->resp_length >= 0) {
         if (cy->resp_sent + (long long)len > cy->resp_length) {
             cg_log(&st->log, CG_ERROR, "Response content longer than Content-Length");
             length_error = 1;
@@ -812,25 +647,25 @@ static int response_body(cg_cycle *cy, PyObject *message)
         }
     }
     cy->resp_sent += (long long)len;
+    const cg_resp_head *head = cy->resp == CG_RESP_HELD ? &cy->head : NULL;
     cy->resp = CG_RESP_STREAMING;
-    if (c && c->phase != CG_PHASE_CLOSED)
-        rc = write_body(cy, view.buf, len, (size_t)view.len == len ? body : NULL,
-                        more && !length_error);
+    if (s)
+        rc = s->ops->send(s, head, view.buf, len, (size_t)view.len == len ? body : NULL,
+                          more && !length_error);
     PyBuffer_Release(&view);
+    if (head)
+        cg_fields_free(&cy->fields);
     if (rc < 0)
         return -1;
     if (length_error) {
         /* The framing is broken: closing is the only way the client cannot hang.
          * A body shorter than promised ends with a reset: an error to the
          * client, as when the app fails mid-stream (see hook_finish). */
-        cy->keep_alive = 0;
-        if (c && cy->resp_sent < cy->resp_length)
-            cg_conn_abort(c);
-        else if (c)
-            cg_conn_close(c);
+        if (s && cy->resp_sent < cy->resp_length)
+            s->ops->abort(s);
         response_complete(cy, 0);
     } else if (!more) {
-        response_complete(cy, cy->keep_alive);
+        response_complete(cy, 1);
     }
     return 0;
 }
@@ -838,9 +673,9 @@ static int response_body(cg_cycle *cy, PyObject *message)
 static PyObject *poll_drain(PyObject *owner, PyObject **fut)
 {
     cg_cycle *cy = (cg_cycle *)owner;
-    if (!cy->conn || cy->disconnected)
+    if (!cy->stream || cy->disconnected)
         return Py_NewRef(Py_None);
-    return cg_conn_poll_drain(cy->conn, fut);
+    return cy->stream->ops->poll_drain(cy->stream, fut);
 }
 
 int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message)
@@ -855,7 +690,7 @@ int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message)
                                   "'http.response.start'.");
             return -1;
         }
-        if (!cy->conn)
+        if (!cy->stream)
             return 0;
         if (response_start(cy, message) < 0)
             return -1;
@@ -907,7 +742,7 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
     }
     if (cg_cycle_http_send(cy, start, message) < 0)
         return NULL;
-    if (cy->conn && cy->conn->write_paused)
+    if (cy->stream && cy->stream->ops->write_blocked(cy->stream))
         return cg_await_new(st, self, poll_drain);
     return Py_NewRef(st->done);
 }
@@ -927,11 +762,11 @@ static void hook_leave(PyObject *owner)
     cy->in_step = 0;
     if (cy->resp == CG_RESP_HELD && flush_held_head(cy) < 0) {
         PyErr_Clear();
-        if (cy->conn)
-            cg_conn_close(cy->conn);
+        if (cy->stream)
+            cy->stream->ops->close(cy->stream);
     }
-    if (cy->conn)
-        cg_conn_settle(cy->conn);
+    if (cy->stream)
+        cy->stream->ops->settle(cy->stream);
 }
 
 static void log_exc(cg_state *st, PyObject *exc, const char *msg)
@@ -945,51 +780,46 @@ static void hook_finish(PyObject *owner, PyObject *exc)
 {
     cg_cycle *cy = (cg_cycle *)owner;
     cg_state *st = cycle_state(cy);
-    cg_conn *c = cy->conn;
-    cg_server *srv;
+    cg_stream *s = cy->stream;
+    PyObject *owner_ref = s ? Py_NewRef(s->owner) : NULL; /* keeps s alive through its ends */
 
     cy->in_step = 0;
     cy->task_done = 1;
-    if (c)
-        Py_INCREF(c);
     if (exc && (PyObject_IsInstance(exc, PyExc_Exception) == 1) &&
         !PyObject_IsInstance(exc, st->CancelledError)) {
         log_exc(st, exc, "Exception in ASGI application\n");
-        if (c && !cy->disconnected) {
+        if (s && !cy->disconnected) {
             if (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD)
-                cycle_fail_500(cy, c);
+                cycle_fail_500(cy, s);
             else if (cy->resp == CG_RESP_STREAMING)
-                cg_conn_abort(c); /* a close-delimited body must not look complete */
+                s->ops->abort(s); /* a close-delimited body must not look complete */
         }
     } else if (exc) {
         /* Cancelled or BaseException: an unfinished response cannot be finished. */
         PyErr_Clear();
-        if (c && cy->resp == CG_RESP_STREAMING)
-            cg_conn_abort(c);
-        else if (c && cy->resp != CG_RESP_COMPLETE)
-            cg_conn_close(c);
-    } else if (c && !cy->disconnected) {
+        if (s && cy->resp == CG_RESP_STREAMING)
+            s->ops->abort(s);
+        else if (s && cy->resp != CG_RESP_COMPLETE)
+            s->ops->close(s);
+    } else if (s && !cy->disconnected) {
         if (cy->resp == CG_RESP_NONE) {
             cg_log(&st->log, CG_ERROR, "ASGI callable returned without starting response.");
-            cycle_fail_500(cy, c);
+            cycle_fail_500(cy, s);
         } else if (cy->resp != CG_RESP_COMPLETE) {
             /* Not an error when the app was told the client is going away. */
             if (!cy->told_leaving)
                 cg_log(&st->log, CG_ERROR, "ASGI callable returned without completing response.");
             if (cy->resp == CG_RESP_STREAMING)
-                cg_conn_abort(c);
+                s->ops->abort(s);
             else
-                cg_conn_close(c);
+                s->ops->close(s);
         }
     }
     PyErr_Clear();
-    if (c) {
-        if (cy->conn == c)
-            cg_conn_settle(c);
-        Py_DECREF(c);
-    }
-    srv = cy->server;
-    cg_server_task_done(srv, &cy->task);
+    if (s && cy->stream == s)
+        s->ops->settle(s);
+    Py_XDECREF(owner_ref);
+    cg_server_task_done(cy->server, &cy->task);
 }
 
 /* ---- the cycle type ----------------------------------------------------- */
@@ -999,30 +829,30 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NO
 static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O,
                                "send(message) -> awaitable"};
 
-cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
+cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req)
 {
-    cg_server *srv = c->server;
     cg_state *st = srv->st;
     cg_cycle *cy = PyObject_GC_New(cg_cycle, st->CycleType);
     if (!cy)
         return NULL;
     cy->server = (cg_server *)Py_NewRef(srv);
-    cy->conn = (cg_conn *)Py_NewRef(c);
+    cy->stream = s;
+    Py_INCREF(s->owner);
     cy->task = cy->client_text = NULL;
     cy->recv_waiters = (cg_waiters){NULL, NULL};
     cg_buf_init(&cy->body);
-    cg_buf_init(&cy->head);
+    cg_fields_init(&cy->fields);
+    memset(&cy->head, 0, sizeof(cy->head));
     cy->minor_version = req->minor_version;
     cy->status = 0;
     cy->resp_length = -1;
     cy->resp_sent = 0;
     cy->resp = CG_RESP_NONE;
-    cy->keep_alive = req->keep_alive;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
     cy->is_connect = req->target_form == CG_TARGET_AUTHORITY;
     cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
-    cy->chunked_out = cy->no_body = cy->in_step = cy->stepped = cy->task_done = 0;
+    cy->in_step = cy->stepped = cy->task_done = 0;
     cy->event_stream = cy->told_leaving = 0;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
@@ -1035,34 +865,13 @@ cg_cycle *cg_cycle_new(cg_conn *c, const cg_http1_request *req)
     return cy;
 }
 
-int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope)
+int cg_cycle_begin(cg_cycle *cy, const cg_http1_request *req, PyObject **scope)
 {
-    cg_server *srv = c->server;
+    cg_server *srv = cy->server;
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
-    cg_cycle *cy = cg_cycle_new(c, req);
 
     *scope = NULL;
-    if (!cy)
-        return -1;
-
-    c->served = 1;
-    /* The connection owns the cycle until its response completes. */
-    Py_XSETREF(c->cycle, cy);
-    if (req->chunked) {
-        c->body_mode = CG_BODY_CHUNKED;
-        cg_http1_chunked_init(&c->chunked, &srv->limits);
-        c->phase = CG_PHASE_BODY;
-    } else if (req->content_length > 0) {
-        c->body_mode = CG_BODY_LENGTH;
-        c->body_left = req->content_length;
-        c->phase = CG_PHASE_BODY;
-    } else {
-        c->body_mode = CG_BODY_NONE;
-        c->phase = CG_PHASE_RESPONSE;
-        cy->body_done = 1;
-    }
-
     srv->nrequests++;
     if (srv->max_requests >= 0 && srv->nrequests >= (unsigned long long)srv->max_requests &&
         !srv->should_exit && !srv->retiring) {
@@ -1074,7 +883,7 @@ int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope)
         /* Over capacity (requests in progress, idle connections aside):
          * answer without running the app. */
         cy->resp = CG_RESP_COMPLETE;
-        cg_conn_reject(c, 503);
+        cy->stream->ops->fail(cy->stream, 503);
         return 0;
     }
     *scope = cg_scope_new(cy, req, 0);
@@ -1085,13 +894,13 @@ int cg_cycle_begin(cg_conn *c, const cg_http1_request *req, PyObject **scope)
     return 0;
 }
 
-int cg_cycle_run(cg_conn *c, PyObject *scope)
+int cg_cycle_run(cg_cycle *cy, PyObject *scope)
 {
-    cg_server *srv = c->server;
-    cg_cycle *cy = (cg_cycle *)Py_NewRef(c->cycle); /* the app may complete it at once */
+    cg_server *srv = cy->server;
     PyObject *task = NULL;
     int rc = 0;
 
+    Py_INCREF(cy); /* the app may complete it at once */
     if (cg_app_start(srv->st, srv->loop, srv->context, srv->app, scope, (PyObject *)cy,
                      &receive_def, &send_def, &http_hooks, 1, &task) < 0 ||
         (task && cg_server_add_task(srv, task) < 0)) {
@@ -1105,11 +914,21 @@ int cg_cycle_run(cg_conn *c, PyObject *scope)
     return rc;
 }
 
+void cg_cycle_detach(cg_cycle *cy)
+{
+    cg_stream *s = cy->stream;
+    if (!s)
+        return;
+    cy->stream = NULL;
+    Py_DECREF(s->owner);
+}
+
 static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(cy));
     Py_VISIT(cy->server);
-    Py_VISIT(cy->conn);
+    if (cy->stream)
+        Py_VISIT(cy->stream->owner);
     Py_VISIT(cy->task);
     Py_VISIT(cy->method);
     Py_VISIT(cy->raw_path);
@@ -1119,8 +938,8 @@ static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)
 
 static int cycle_clear(cg_cycle *cy)
 {
+    cg_cycle_detach(cy);
     Py_CLEAR(cy->server);
-    Py_CLEAR(cy->conn);
     Py_CLEAR(cy->task);
     Py_CLEAR(cy->method);
     Py_CLEAR(cy->raw_path);
@@ -1136,7 +955,7 @@ static void cycle_dealloc(cg_cycle *cy)
     PyObject_GC_UnTrack(cy);
     cycle_clear(cy);
     cg_buf_free(&cy->body);
-    cg_buf_free(&cy->head);
+    cg_fields_free(&cy->fields);
     tp->tp_free(cy);
     Py_DECREF(tp);
 }

@@ -1,12 +1,12 @@
 /* ASGI WebSocket sessions over the C codec (core/ws.c).
  *
- * After an upgrade request the connection belongs to a cg_ws: the app gets
+ * After an upgrade request the stream belongs to a cg_ws: the app gets
  * websocket.connect, then accepts (101), closes (403) or answers with a
  * denial response (websocket.http.response.*, served by an HTTP cycle).
  * Frames are read in C: pings are answered at once, messages are queued for
  * receive() (reading pauses past --ws-max-queue messages or --ws-max-size
  * bytes waiting), close handshakes are completed within a bound. */
-#include "server.h"
+#include "asgi.h"
 
 #include <assert.h>
 #include <string.h>
@@ -27,7 +27,8 @@ enum cg_ws_state {
 
 struct cg_ws {
     PyObject_HEAD cg_server *server; /* strong */
-    cg_conn *conn;                   /* strong until the connection is gone */
+    cg_stream *stream;               /* until the stream is gone (a reference to its owner
+                                      * is held) */
     cg_cycle *http;                  /* request data for logs; serves a denial response */
     PyObject *task;                  /* the app's task until it finishes */
     PyObject *queue;                 /* list of websocket.receive messages for the app */
@@ -50,6 +51,16 @@ struct cg_ws {
     unsigned connect_sent : 1;
 };
 
+/* Releases the stream (and the reference to its owner). */
+static void ws_detach(cg_ws *ws)
+{
+    cg_stream *s = ws->stream;
+    if (!s)
+        return;
+    ws->stream = NULL;
+    Py_DECREF(s->owner);
+}
+
 static cg_state *ws_state(cg_ws *ws)
 {
     return ws->server->st;
@@ -64,11 +75,10 @@ static void ws_wake(cg_ws *ws)
 static void ws_log(cg_ws *ws, const char *what)
 {
     cg_state *st = ws_state(ws);
-    cg_conn *c = ws->conn;
     if (st->log.error_level > CG_INFO)
         return;
     size_t client_len;
-    const char *client = cg_cycle_client_text(ws->http, c, &client_len);
+    const char *client = cg_cycle_client_text(ws->http, &client_len);
     PyObject *q = ws->http->query;
     if (PyBytes_GET_SIZE(q))
         cg_log(&st->log, CG_INFO, "%s - \"WebSocket %s?%s\" %s", client,
@@ -89,8 +99,8 @@ int cg_ws_queue_full(cg_ws *ws)
 static int ws_write_out(cg_ws *ws)
 {
     int rc = 0;
-    if (ws->conn && ws->out.len)
-        rc = cg_conn_write(ws->conn, ws->out.data, ws->out.len);
+    if (ws->stream && ws->out.len)
+        rc = ws->stream->ops->send(ws->stream, NULL, ws->out.data, ws->out.len, NULL, 1);
     cg_buf_reset(&ws->out);
     return rc;
 }
@@ -106,8 +116,8 @@ static void ws_closed(cg_ws *ws, int code, const char *reason, size_t reason_len
         if (!ws->close_reason)
             PyErr_Clear();
     }
-    if (ws->conn)
-        cg_conn_close(ws->conn);
+    if (ws->stream)
+        ws->stream->ops->close(ws->stream);
     ws_wake(ws);
 }
 
@@ -191,31 +201,31 @@ static size_t ws_queue_pop_size(cg_ws *ws)
     return n;
 }
 
-void cg_ws_process(cg_conn *c)
+void cg_ws_feed(cg_ws *ws, cg_buf *in)
 {
-    cg_ws *ws = c->ws;
-    if (!ws)
+    cg_stream *s = ws->stream;
+    if (!s)
         return;
     if (ws->state == CG_WS_CONNECTING || ws->state == CG_WS_DENYING) {
         /* Frames sent before the handshake is answered wait, boundedly. */
-        if (cg_buf_unread(&c->in) >= (size_t)c->server->cfg->ws_max_size)
-            cg_conn_set_reading(c, 0);
+        if (cg_buf_unread(in) >= (size_t)ws->server->cfg->ws_max_size)
+            s->ops->pause(s);
         return;
     }
     Py_INCREF(ws);
-    while (ws->state == CG_WS_OPEN || ws->state == CG_WS_CLOSING) {
-        size_t avail = cg_buf_unread(&c->in), used = 0;
+    while (ws->stream && (ws->state == CG_WS_OPEN || ws->state == CG_WS_CLOSING)) {
+        size_t avail = cg_buf_unread(in), used = 0;
         cg_ws_event ev;
         if (avail == 0)
             break;
-        if (cg_ws_queue_full(ws) || c->write_paused) {
+        if (cg_ws_queue_full(ws) || s->ops->write_blocked(s)) {
             /* The app, or the peer reading our pongs and echoes, is behind:
              * stop reading so memory stays bounded. */
-            cg_conn_set_reading(c, 0);
+            s->ops->pause(s);
             break;
         }
-        cg_ws_read(ws->reader, c->in.data + c->in.pos, avail, &used, &ev);
-        cg_buf_consume(&c->in, used);
+        cg_ws_read(ws->reader, in->data + in->pos, avail, &used, &ev);
+        cg_buf_consume(in, used);
         switch (ev.type) {
         case CG_WS_EV_NONE:
             goto out;
@@ -280,12 +290,8 @@ static PyObject *poll_ws_receive(PyObject *owner, PyObject **fut)
             Py_DECREF(msg);
             return NULL;
         }
-        cg_conn *c = ws->conn;
-        if (c && !cg_ws_queue_full(ws)) {
-            cg_conn_maybe_resume(c);
-            if (cg_buf_unread(&c->in))
-                cg_ws_process(c); /* frames that waited for room */
-        }
+        if (ws->stream && !cg_ws_queue_full(ws))
+            ws->stream->ops->consumed(ws->stream); /* frames that waited for room */
         return msg;
     }
     if (ws->state == CG_WS_CLOSED) {
@@ -313,21 +319,15 @@ static PyObject *ws_receive(PyObject *self, PyObject *unused)
 
 /* ---- send --------------------------------------------------------------- */
 
-static int append_header(cg_buf *b, const char *name, const char *value, size_t vlen)
-{
-    return cg_buf_append(b, name, strlen(name)) < 0 || cg_buf_append(b, ": ", 2) < 0 ||
-                   cg_buf_append(b, value, vlen) < 0 || cg_buf_append(b, "\r\n", 2) < 0
-               ? -1
-               : 0;
-}
-
 /* websocket.accept: the 101 response, then frames flow. */
 static int ws_accept(cg_ws *ws, PyObject *message)
 {
     cg_state *st = ws_state(ws);
     cg_server *srv = ws->server;
-    cg_buf *b = &ws->out;
     PyObject *sub, *headers;
+    cg_fields fields;
+    cg_resp_head head = {101, &fields, CG_HEAD_SERVER | CG_HEAD_DATE, -1, 0, 0, 0, 1};
+    int rc = -1;
 
     sub = PyDict_GetItemWithError(message, st->s_subprotocol);
     if (!sub && PyErr_Occurred())
@@ -335,34 +335,29 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     headers = PyDict_GetItemWithError(message, st->s_headers);
     if (!headers && PyErr_Occurred())
         return -1;
-    cg_buf_reset(b);
-    static const char status_lines[] = "HTTP/1.1 101 Switching Protocols\r\n"
-                                       "upgrade: websocket\r\nconnection: Upgrade\r\n";
-    if (cg_buf_append(b, status_lines, sizeof(status_lines) - 1) < 0 ||
-        append_header(b, "sec-websocket-accept", ws->accept, 28) < 0)
+    cg_fields_init(&fields);
+    if (cg_fields_add(&fields, "upgrade", 7, "websocket", 9) < 0 ||
+        cg_fields_add(&fields, "connection", 10, "Upgrade", 7) < 0 ||
+        cg_fields_add(&fields, "sec-websocket-accept", 20, ws->accept, 28) < 0)
         goto nomem;
     if (sub && sub != Py_None) {
         Py_ssize_t n;
-        const char *s = PyUnicode_Check(sub) ? PyUnicode_AsUTF8AndSize(sub, &n) : NULL;
-        if (!s || !cg_http1_valid_field("x", 1, s, (size_t)n)) {
+        const char *p = PyUnicode_Check(sub) ? PyUnicode_AsUTF8AndSize(sub, &n) : NULL;
+        if (!p || !cg_http1_valid_field("x", 1, p, (size_t)n)) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_RuntimeError, "invalid subprotocol %R", sub);
-            return -1;
+            goto done;
         }
-        if (append_header(b, "sec-websocket-protocol", s, (size_t)n) < 0)
+        if (cg_fields_add(&fields, "sec-websocket-protocol", 22, p, (size_t)n) < 0)
             goto nomem;
     }
-    if (ws->extensions[0] &&
-        append_header(b, "sec-websocket-extensions", ws->extensions, strlen(ws->extensions)) < 0)
-        goto nomem;
-    if (srv->cfg->server_header && cg_buf_append(b, "server: casgi\r\n", 15) < 0)
-        goto nomem;
-    if (srv->cfg->date_header && cg_buf_append(b, srv->date_line, srv->date_len) < 0)
+    if (ws->extensions[0] && cg_fields_add(&fields, "sec-websocket-extensions", 24, ws->extensions,
+                                           strlen(ws->extensions)) < 0)
         goto nomem;
     if (headers && headers != Py_None) {
         PyObject *it = PyObject_GetIter(headers), *item;
         if (!it)
-            return -1;
+            goto done;
         while ((item = PyIter_Next(it))) {
             PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
             Py_DECREF(item);
@@ -374,10 +369,8 @@ static int ws_accept(cg_ws *ws, PyObject *message)
                          *v = PySequence_Fast_GET_ITEM(pair, 1);
                 ok = cg_http1_valid_field(PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n),
                                           PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) &&
-                     cg_buf_append(b, PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n)) == 0 &&
-                     cg_buf_append(b, ": ", 2) == 0 &&
-                     cg_buf_append(b, PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) == 0 &&
-                     cg_buf_append(b, "\r\n", 2) == 0;
+                     cg_fields_add(&fields, PyBytes_AS_STRING(n), (size_t)PyBytes_GET_SIZE(n),
+                                   PyBytes_AS_STRING(v), (size_t)PyBytes_GET_SIZE(v)) == 0;
             }
             if (!ok) {
                 if (!PyErr_Occurred())
@@ -385,32 +378,28 @@ static int ws_accept(cg_ws *ws, PyObject *message)
                                     "websocket.accept headers must be valid (bytes, bytes) pairs");
                 Py_XDECREF(pair);
                 Py_DECREF(it);
-                cg_buf_reset(b);
-                return -1;
+                goto done;
             }
             Py_DECREF(pair);
         }
         Py_DECREF(it);
         if (PyErr_Occurred())
-            return -1;
+            goto done;
     }
-    if (cg_buf_append(b, "\r\n", 2) < 0)
-        goto nomem;
-    if (ws_write_out(ws) < 0)
-        return -1;
+    if (ws->stream && ws->stream->ops->send(ws->stream, &head, NULL, 0, NULL, 1) < 0)
+        goto done;
     ws->state = CG_WS_OPEN;
     ws->next_ping = cg_monotonic_now() + srv->cfg->ws_ping_interval;
     ws_log(ws, "[accepted]");
-    if (ws->conn) {
-        cg_conn_maybe_resume(ws->conn);
-        if (cg_buf_unread(&ws->conn->in))
-            cg_ws_process(ws->conn); /* frames sent right after the handshake */
-    }
-    return 0;
+    if (ws->stream)
+        ws->stream->ops->consumed(ws->stream); /* frames sent right after the handshake */
+    rc = 0;
+    goto done;
 nomem:
-    cg_buf_reset(b);
     PyErr_NoMemory();
-    return -1;
+done:
+    cg_fields_free(&fields);
+    return rc;
 }
 
 static int ws_send_data(cg_ws *ws, PyObject *message)
@@ -482,8 +471,8 @@ static int ws_send_close_message(cg_ws *ws, PyObject *message)
         ws_log(ws, "403");
         ws->state = CG_WS_CLOSED;
         ws->close_code = (int)code;
-        if (ws->conn)
-            cg_conn_reject(ws->conn, 403);
+        if (ws->stream)
+            ws->stream->ops->fail(ws->stream, 403);
         ws_wake(ws);
         return 0;
     }
@@ -493,9 +482,9 @@ static int ws_send_close_message(cg_ws *ws, PyObject *message)
 static PyObject *poll_ws_drain(PyObject *owner, PyObject **fut)
 {
     cg_ws *ws = (cg_ws *)owner;
-    if (!ws->conn || ws->state == CG_WS_CLOSED)
+    if (!ws->stream || ws->state == CG_WS_CLOSED)
         return Py_NewRef(Py_None);
-    return cg_conn_poll_drain(ws->conn, fut);
+    return ws->stream->ops->poll_drain(ws->stream, fut);
 }
 
 static PyObject *ws_send(PyObject *self, PyObject *message)
@@ -516,7 +505,7 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
         return NULL;
     }
-    if (!ws->conn && ws->state == CG_WS_CLOSED && !cg_type_is(type, st->s_websocket_close)) {
+    if (!ws->stream && ws->state == CG_WS_CLOSED && !cg_type_is(type, st->s_websocket_close)) {
         PyErr_SetString(st->ClientDisconnected, "the client has disconnected");
         return NULL;
     }
@@ -526,7 +515,7 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
                                                 "'websocket.close' before 'websocket.send'.");
             return NULL;
         }
-        if (ws->state != CG_WS_OPEN || !ws->conn) {
+        if (ws->state != CG_WS_OPEN || !ws->stream) {
             PyErr_SetString(st->ClientDisconnected, "the WebSocket is closed");
             return NULL;
         }
@@ -563,7 +552,7 @@ static PyObject *ws_send(PyObject *self, PyObject *message)
     }
     if (rc < 0)
         return NULL;
-    if (ws->conn && ws->conn->write_paused)
+    if (ws->stream && ws->stream->ops->write_blocked(ws->stream))
         return cg_await_new(st, self, poll_ws_drain);
     return Py_NewRef(st->done);
 }
@@ -584,25 +573,25 @@ static void ws_finish(PyObject *owner, PyObject *exc)
         if (ws->state == CG_WS_CONNECTING) {
             ws_log(ws, "500");
             ws->state = CG_WS_CLOSED;
-            if (ws->conn)
-                cg_conn_reject(ws->conn, 500);
+            if (ws->stream)
+                ws->stream->ops->fail(ws->stream, 500);
         } else if (ws->state == CG_WS_OPEN) {
             if (ws_send_close(ws, CG_WS_CLOSE_INTERNAL_ERROR, NULL, 0) < 0)
                 PyErr_Clear();
-        } else if (ws->state == CG_WS_DENYING && ws->conn) {
-            cg_conn_close(ws->conn);
+        } else if (ws->state == CG_WS_DENYING && ws->stream) {
+            ws->stream->ops->close(ws->stream);
         }
     } else if (ws->state == CG_WS_CONNECTING) {
         cg_log(&st->log, CG_ERROR, "ASGI callable returned without sending handshake.");
         ws_log(ws, "500");
         ws->state = CG_WS_CLOSED;
-        if (ws->conn)
-            cg_conn_reject(ws->conn, 500);
+        if (ws->stream)
+            ws->stream->ops->fail(ws->stream, 500);
     } else if (ws->state == CG_WS_OPEN) {
         if (ws_send_close(ws, CG_WS_CLOSE_NORMAL, NULL, 0) < 0)
             PyErr_Clear();
-    } else if (ws->state == CG_WS_DENYING && ws->conn) {
-        cg_conn_close(ws->conn); /* an unfinished denial response */
+    } else if (ws->state == CG_WS_DENYING && ws->stream) {
+        ws->stream->ops->close(ws->stream); /* an unfinished denial response */
     }
     PyErr_Clear();
     cg_server_task_done(srv, &ws->task);
@@ -673,26 +662,8 @@ static PyObject *offered_subprotocols(const cg_http1_request *req)
     return list;
 }
 
-/* Answers an invalid upgrade: 426 names the version we speak, 400 otherwise. */
-static void ws_refuse(cg_conn *c, int status)
+int cg_ws_start(cg_server *srv, cg_stream *s, const cg_http1_request *req, cg_ws **out)
 {
-    if (status == 426) {
-        static const char resp[] = "HTTP/1.1 426 Upgrade Required\r\nsec-websocket-version: 13\r\n"
-                                   "content-type: text/plain; charset=utf-8\r\n"
-                                   "content-length: 16\r\nconnection: close\r\n\r\n"
-                                   "Upgrade Required";
-        if (cg_conn_write(c, resp, sizeof(resp) - 1) < 0)
-            PyErr_Clear();
-        cg_buf_reset(&c->in);
-        cg_conn_close(c);
-        return;
-    }
-    cg_conn_reject(c, status);
-}
-
-int cg_ws_start(cg_conn *c, const cg_http1_request *req)
-{
-    cg_server *srv = c->server;
     cg_state *st = srv->st;
     const cg_config *cfg = srv->cfg;
     const cg_http1_header *ver = find_header(req, CG_HDR_SEC_WEBSOCKET_VERSION);
@@ -702,13 +673,11 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
 
     if (!ver || ver->value.len != 2 || memcmp(ver->value.base, "13", 2) != 0) {
         cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: unsupported version");
-        ws_refuse(c, 426);
-        return 0;
+        return 426;
     }
     if (!key || !cg_ws_valid_key(key->value.base, key->value.len)) {
         cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: bad Sec-WebSocket-Key");
-        ws_refuse(c, 400);
-        return 0;
+        return 400;
     }
 
     ws = PyObject_GC_New(cg_ws, st->WebSocketType);
@@ -716,7 +685,8 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
         return -1;
     memset((char *)ws + sizeof(PyObject), 0, sizeof(*ws) - sizeof(PyObject));
     ws->server = (cg_server *)Py_NewRef(srv);
-    ws->conn = (cg_conn *)Py_NewRef(c);
+    ws->stream = s;
+    Py_INCREF(s->owner);
     cg_buf_init(&ws->out);
     cg_buf_init(&ws->queue_sizes);
     PyObject_GC_Track(ws);
@@ -748,22 +718,16 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
         ws->deflater = cg_ws_deflater_new(&ws->deflate);
     ws->queue = PyList_New(0);
     ws->subprotocols = offered_subprotocols(req);
-    ws->http = cg_cycle_new(c, req);
+    ws->http = cg_cycle_new(srv, s, req);
     if (!ws->reader || (ws->deflate.enabled && !ws->deflater) || !ws->queue || !ws->subprotocols ||
         !ws->http)
         goto fail;
-    ws->http->keep_alive = 0; /* a denial response ends the connection */
 
     scope = cg_scope_new(ws->http, req, 1);
     ext = Py_BuildValue("{s:{}}", "websocket.http.response");
     if (!scope || !ext || PyDict_SetItem(scope, st->s_subprotocols, ws->subprotocols) < 0 ||
         PyDict_SetItem(scope, st->s_extensions, ext) < 0)
         goto fail;
-
-    /* The connection now belongs to the session. */
-    Py_XSETREF(c->ws, (cg_ws *)Py_NewRef(ws));
-    c->phase = CG_PHASE_WS;
-    c->deadline = 0;
 
     if (cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)ws, &ws_receive_def,
                      &ws_send_def, &ws_hooks, 0, &task) < 0 ||
@@ -773,48 +737,41 @@ int cg_ws_start(cg_conn *c, const cg_http1_request *req)
     task = NULL;
     Py_XDECREF(ext);
     Py_XDECREF(scope);
-    Py_DECREF(ws);
+    *out = ws;
     return 0;
 fail:
     Py_XDECREF(task);
     Py_XDECREF(ext);
     Py_XDECREF(scope);
-    if (c->ws == ws) {
-        c->ws = NULL;
-        Py_DECREF(ws);
-    }
     ws->state = CG_WS_CLOSED;
     Py_DECREF(ws);
     return -1;
 }
 
-/* ---- connection events -------------------------------------------------- */
+/* ---- stream events ------------------------------------------------------ */
 
-void cg_ws_connection_lost(cg_conn *c)
+void cg_ws_stream_lost(cg_ws *ws)
 {
-    cg_ws *ws = c->ws;
-    if (!ws)
+    cg_stream *s = ws->stream;
+    if (!s)
         return;
-    c->ws = NULL;
+    Py_INCREF(ws);
     if (ws->state == CG_WS_CLOSING)
         ws_closed(ws, ws->close_code, "", 0); /* our close stands */
     else if (ws->state != CG_WS_CLOSED)
         ws_closed(ws, CG_WS_CLOSE_ABNORMAL, "", 0);
-    if (ws->http && ws->http->conn == c) {
+    if (ws->http && ws->http->stream == s) {
         cg_cycle_disconnect(ws->http);
-        Py_CLEAR(ws->http->conn);
+        cg_cycle_detach(ws->http);
     }
-    Py_CLEAR(ws->conn);
+    ws_detach(ws);
     ws_wake(ws);
     Py_DECREF(ws);
 }
 
-void cg_ws_tick(cg_conn *c, double now)
+void cg_ws_tick(cg_ws *ws, double now)
 {
-    cg_ws *ws = c->ws;
-    const cg_config *cfg = c->server->cfg;
-    if (!ws)
-        return;
+    const cg_config *cfg = ws->server->cfg;
     if (ws->state == CG_WS_CLOSING && now >= ws->close_deadline) {
         ws_closed(ws, ws->close_code, "", 0); /* the peer never answered */
         return;
@@ -834,11 +791,14 @@ void cg_ws_tick(cg_conn *c, double now)
     }
 }
 
-void cg_ws_shutdown(cg_conn *c)
+cg_cycle *cg_ws_cycle(cg_ws *ws)
 {
-    cg_ws *ws = c->ws;
-    if (ws && ws->state == CG_WS_OPEN &&
-        ws_send_close(ws, CG_WS_CLOSE_SERVICE_RESTART, NULL, 0) < 0)
+    return ws->http;
+}
+
+void cg_ws_shutdown(cg_ws *ws)
+{
+    if (ws->state == CG_WS_OPEN && ws_send_close(ws, CG_WS_CLOSE_SERVICE_RESTART, NULL, 0) < 0)
         PyErr_Clear();
 }
 
@@ -848,7 +808,8 @@ static int ws_traverse(cg_ws *ws, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(ws));
     Py_VISIT(ws->server);
-    Py_VISIT(ws->conn);
+    if (ws->stream)
+        Py_VISIT(ws->stream->owner);
     Py_VISIT(ws->http);
     Py_VISIT(ws->task);
     Py_VISIT(ws->queue);
@@ -859,7 +820,7 @@ static int ws_traverse(cg_ws *ws, visitproc visit, void *arg)
 
 static int ws_clear(cg_ws *ws)
 {
-    Py_CLEAR(ws->conn);
+    ws_detach(ws);
     Py_CLEAR(ws->http);
     Py_CLEAR(ws->task);
     Py_CLEAR(ws->queue);

@@ -31,8 +31,4 @@ int cg_config_load_env_file(const cg_config *cfg);
  * subprocesses. */
 void cg_environ_remove(const char *name);
 
-/** Logs one INFO line for each uvicorn option set to name one of uvicorn's
- * implementations (--http h11, --ws wsproto, ...), saying what serves it. */
-void cg_config_log_dropin(cg_log_state *log, const cg_config *cfg);
-
 #endif

@@ -1,41 +1,25 @@
-/* The connection protocol: an asyncio.BufferedProtocol implemented in C.
+/* The transport (see conn.h): an asyncio.BufferedProtocol implemented in C.
  *
- * The loop reads straight into `in` (get_buffer/buffer_updated). Heads are
- * parsed in place; one request cycle is active at a time, so responses leave
- * in request order and pipelined requests wait in `in` (reading pauses when
- * too much waits). Body bytes go to the active cycle; reading pauses while the
- * app is behind. Timeouts are deadlines checked by the server's ticker. */
-#include "server.h"
+ * The loop reads straight into `in` (get_buffer/buffer_updated); the
+ * protocol consumes from it. Output is batched (see cg_conn_settle). The
+ * deadline is the protocol's: the server's ticker hands it to on_tick. */
+#include "conn.h"
 
 #include <string.h>
 #include <sys/socket.h>
 
-#include "clock.h"
-#include "hdrtab.h"
-
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
  * up to CG_READ_CHUNK: a request head needs little, an upload gets large
- * reads, and idle connections never touch (and keep resident) 64 KiB each.
- * CG_MAX_PENDING: the most unread bytes kept before reading pauses
- * (pipelined data waiting, or body the app has not taken). */
+ * reads, and idle connections never touch (and keep resident) 64 KiB each. */
 #define CG_READ_MIN 4096
 #define CG_READ_CHUNK 65536
-#define CG_MAX_PENDING 65536
 /* The most output held back to be written together (see cg_conn_settle). */
 #define CG_HOLD_MAX 65536
 #define CG_FLUSH_SOLO_MAX 2 /* see queue_flush */
 #define CG_FLUSH_PROBE 64
 
-static void conn_process(cg_conn *c);
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
-
-void cg_conn_arm_body_deadline(cg_conn *c)
-{
-    double t = c->server->cfg->timeout_request_body_idle;
-    int client_waits = c->read_paused || (c->cycle && c->cycle->expect_continue);
-    if (c->phase == CG_PHASE_BODY)
-        c->deadline = t > 0 && !client_waits ? cg_monotonic_now() + t : 0;
-}
+static void conn_wake_drain(cg_conn *c);
 
 void cg_conn_set_reading(cg_conn *c, int on)
 {
@@ -50,20 +34,6 @@ void cg_conn_set_reading(cg_conn *c, int on)
     }
     Py_DECREF(r);
     c->read_paused = !on;
-    cg_conn_arm_body_deadline(c);
-}
-
-void cg_conn_maybe_resume(cg_conn *c)
-{
-    if (!c->read_paused || c->phase == CG_PHASE_CLOSED)
-        return;
-    if (c->cycle && cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING)
-        return;
-    if (c->phase == CG_PHASE_RESPONSE && cg_buf_unread(&c->in) >= CG_MAX_PENDING)
-        return;
-    if (c->ws && (cg_ws_queue_full(c->ws) || c->write_paused))
-        return;
-    cg_conn_set_reading(c, 1);
 }
 
 static int transport_write(cg_conn *c, PyObject *bytes)
@@ -82,10 +52,10 @@ static int transport_write(cg_conn *c, PyObject *bytes)
  * one after a write system call that evicts the caches the next one needs. Any other write appends
  * to held bytes and writes them all, so order is kept. cg_conn_settle runs when processing stops
  * (the end of conn_process, of every app step, of a response): it keeps holding while a batch is
- * still gathering (conn_process is running, or it just started a cycle whose app has not run yet:
- * that app's first step settles again, at the latest when its task is cancelled), else queues the
- * connection for the server's one flush, which the loop runs after the callbacks already ready.
- * Closing writes held bytes first. */
+ * still gathering (the protocol says so: it is processing input, or it just started a cycle whose
+ * app has not run yet: that app's first step settles again, at the latest when its task is
+ * cancelled), else queues the connection for the server's one flush, which the loop runs after the
+ * callbacks already ready. Closing writes held bytes first. */
 
 /* Held output is one bytes object while it is one piece (a response in a
  * loop pass: written as is, no copy), else `out` holds all of it. */
@@ -109,7 +79,7 @@ static int held_to_buffer(cg_conn *c, size_t more)
 
 char *cg_conn_hold(cg_conn *c, size_t n)
 {
-    if (!c->transport || c->phase == CG_PHASE_CLOSED || held_len(c) + n > CG_HOLD_MAX)
+    if (!c->transport || c->closed || held_len(c) + n > CG_HOLD_MAX)
         return NULL;
     if (held_len(c) == 0) {
         c->held_one = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -182,12 +152,9 @@ static int queue_flush(cg_conn *c)
 
 void cg_conn_settle(cg_conn *c)
 {
-    cg_cycle *next = c->cycle;
-    if (held_len(c) == 0 || c->processing)
+    if (held_len(c) == 0 || c->proto->holds_output(c))
         return;
-    if (next && next->task && !next->stepped && !next->task_done && c->phase != CG_PHASE_CLOSED)
-        return;
-    if (c->phase != CG_PHASE_CLOSED && queue_flush(c) == 0)
+    if (!c->closed && queue_flush(c) == 0)
         return;
     if (conn_flush(c) < 0)
         PyErr_Clear(); /* a transport that refuses is closing; connection_lost follows */
@@ -205,7 +172,7 @@ void cg_server_flush_held(cg_server *srv)
         cg_conn *next = c->flush_next;
         c->flush_next = NULL;
         c->flush_queued = 0;
-        if (!c->processing && conn_flush(c) < 0)
+        if (!c->proto->holds_output(c) && conn_flush(c) < 0)
             PyErr_Clear();
         Py_DECREF(c);
         c = next;
@@ -245,7 +212,7 @@ int cg_conn_write(cg_conn *c, const char *data, size_t len)
 
 void cg_conn_close(cg_conn *c)
 {
-    c->phase = CG_PHASE_CLOSED;
+    c->closed = 1;
     c->deadline = 0;
     if (!c->transport)
         return;
@@ -259,7 +226,7 @@ void cg_conn_close(cg_conn *c)
 
 void cg_conn_abort(cg_conn *c)
 {
-    c->phase = CG_PHASE_CLOSED;
+    c->closed = 1;
     c->deadline = 0;
     if (!c->transport)
         return;
@@ -283,298 +250,43 @@ void cg_conn_abort(cg_conn *c)
     Py_XDECREF(r);
 }
 
-void cg_conn_reject(cg_conn *c, int status)
+void cg_conn_drop(cg_conn *c)
 {
-    cg_server *srv = c->server;
-    const char *reason = cg_http1_reason(status);
-    char head[512];
-    cg_buf out;
-    int n;
-
-    cg_buf_init(&out);
-    n = snprintf(head, sizeof(head),
-                 "HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                 "content-length: %zu\r\nconnection: close\r\n",
-                 status, reason, strlen(reason));
-    if (cg_buf_append(&out, head, (size_t)n) < 0 ||
-        (srv->cfg->server_header && cg_buf_append(&out, "server: casgi\r\n", 15) < 0) ||
-        (srv->cfg->date_header && cg_buf_append(&out, srv->date_line, srv->date_len) < 0) ||
-        cg_buf_append(&out, srv->extra_headers.data, srv->extra_headers.len) < 0 ||
-        cg_buf_append(&out, "\r\n", 2) < 0 || cg_buf_append(&out, reason, strlen(reason)) < 0) {
-        cg_buf_free(&out);
-        cg_conn_close(c);
-        return;
-    }
-    if (cg_conn_write(c, out.data, out.len) < 0)
-        PyErr_Clear();
-    cg_buf_free(&out);
-    cg_buf_reset(&c->in);
-    cg_conn_close(c);
-}
-
-/* Ends the active cycle's hold on the connection. */
-static void conn_detach_cycle(cg_conn *c)
-{
-    cg_cycle *cy = c->cycle;
-    if (!cy)
-        return;
-    c->cycle = NULL;
-    if (cy->conn == c) {
-        cy->conn = NULL;
-        Py_DECREF(c);
-    }
-    Py_DECREF(cy);
-}
-
-void cg_conn_cycle_complete(cg_conn *c, int keep_alive)
-{
-    cg_server *srv = c->server;
-    int body_done = c->phase != CG_PHASE_BODY;
-
-    conn_detach_cycle(c);
-    if (c->phase == CG_PHASE_CLOSED)
-        return;
-    if (!keep_alive || !body_done || srv->should_exit) {
-        cg_conn_close(c);
-        return;
-    }
-    c->phase = CG_PHASE_HEAD;
-    cg_http1_parser_init(&c->parser);
-    c->deadline_is_head = 0;
-    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
-    if (cg_buf_unread(&c->in) > 0)
-        conn_process(c);
-    else
-        cg_conn_settle(c);
-    cg_conn_maybe_resume(c);
-}
-
-static void conn_body_complete(cg_conn *c)
-{
-    c->phase = CG_PHASE_RESPONSE;
+    c->closed = 1;
     c->deadline = 0;
-    cg_cycle_body_done(c->cycle);
-}
-
-void cg_conn_abort_body(cg_conn *c, int status)
-{
-    cg_cycle *cy = c->cycle;
-    if (cy)
-        cg_cycle_disconnect(cy);
-    if (cy && cy->resp == CG_RESP_NONE)
-        cg_conn_reject(c, status);
-    else if (cy && (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING))
-        cg_conn_abort(c); /* an unfinished response must not look finished */
-    else
-        cg_conn_close(c);
-}
-
-/* Feeds body bytes of the active cycle from `in`. Returns 0 to go on, 1 to
- * stop processing for now. */
-static int conn_feed_body(cg_conn *c)
-{
-    cg_cycle *cy = c->cycle;
-    size_t avail = cg_buf_unread(&c->in);
-    const char *p = c->in.data + c->in.pos;
-
-    if (avail == 0)
-        return 1;
-    if (c->body_mode == CG_BODY_LENGTH) {
-        size_t n = avail < (unsigned long long)c->body_left ? avail : (size_t)c->body_left;
-        if (cg_cycle_feed(cy, p, n) < 0)
-            return -1;
-        cg_buf_consume(&c->in, n);
-        c->body_left -= (long long)n;
-        if (c->body_left == 0)
-            conn_body_complete(c);
-        return 0;
-    }
-    for (;;) {
-        size_t used = 0;
-        cg_slice data = {NULL, 0};
-        int rc = cg_http1_chunked_decode(&c->chunked, p, avail, &used, &data);
-        if (rc == CG_CHUNKED_DATA && cg_cycle_feed(cy, data.base, data.len) < 0)
-            return -1;
-        cg_buf_consume(&c->in, used);
-        p += used;
-        avail -= used;
-        if (rc == CG_CHUNKED_DONE) {
-            conn_body_complete(c);
-            return 0;
-        }
-        if (rc == CG_CHUNKED_ERROR) {
-            cg_log(&c->server->st->log, CG_WARNING, "Invalid HTTP request body received: %s",
-                   c->chunked.error ? c->chunked.error : "malformed chunked body");
-            cg_conn_abort_body(c, 400);
-            return 1;
-        }
-        if (rc == CG_CHUNKED_MORE || avail == 0)
-            return 1;
+    conn_drop_held(c);
+    if (c->transport) {
+        PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_abort);
+        Py_XDECREF(r);
+        PyErr_Clear();
     }
 }
 
-/* Feeds the active cycle what `in` holds of its body. Returns 0, or -1 when
- * the connection was closed (a broken body). Reading pauses while the app is
- * behind (bounded memory). */
-static int conn_feed_available_body(cg_conn *c)
+void cg_conn_trace(cg_conn *c, const char *what)
 {
-    while (c->phase == CG_PHASE_BODY) {
-        int rc = conn_feed_body(c);
-        if (rc < 0) {
-            PyErr_Clear();
-            cg_conn_close(c);
-            return -1;
-        }
-        if (c->phase == CG_PHASE_CLOSED)
-            return -1;
-        if (c->phase == CG_PHASE_BODY && c->cycle &&
-            cg_buf_unread(&c->cycle->body) >= CG_MAX_PENDING) {
-            cg_conn_set_reading(c, 0); /* the app is behind: bound the memory */
-            return 0;
-        }
-        if (rc == 1)
-            return 0;
-    }
-    return 0;
-}
-
-/* uvicorn's trace lines ("127.0.0.1:51234 - HTTP connection made"). The
- * level was cached when logging was set up: other levels pay one compare
- * per connection event. */
-static inline void conn_trace(cg_conn *c, const char *what)
-{
+    /* The level was cached when logging was set up: other levels pay one
+     * compare per connection event. */
     if (c->server->st->log.error_level <= CG_TRACE)
         cg_log(&c->server->st->log, CG_TRACE, "%s%s%s", c->client_text, c->client_len ? " - " : "",
                what);
 }
 
-/* A request could not be started (the exception is set): 500 and close.
- * SystemExit or KeyboardInterrupt (out of an app's eager first step) instead
- * ends the loop, as it does from any task step. */
-static void conn_start_failed(cg_conn *c)
+void cg_conn_tick(cg_conn *c, double now)
 {
-    cg_server *srv = c->server;
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        cg_server_raise_soon(srv);
-        cg_conn_close(c);
-        return;
-    }
-    cg_log_exception(&srv->st->log, "Exception while starting a request");
-    cg_conn_reject(c, 500);
+    c->proto->on_tick(c, now);
 }
 
-static void conn_process_input(cg_conn *c)
+void cg_conn_shutdown(cg_conn *c, double soon)
 {
-    cg_server *srv = c->server;
-
-    while (c->phase != CG_PHASE_CLOSED) {
-        if (c->phase == CG_PHASE_HEAD) {
-            size_t avail = cg_buf_unread(&c->in);
-            cg_http1_request req;
-            long rc;
-
-            if (avail == 0)
-                return;
-            if (!c->deadline_is_head) {
-                /* The head timeout counts from the first byte of the head. */
-                c->deadline_is_head = 1;
-                c->deadline = cg_monotonic_now() + srv->cfg->timeout_request_header;
-            }
-            memset(&req, 0, sizeof(req));
-            req.headers = srv->hdrs;
-            rc = cg_http1_parse_head(&c->parser, c->in.data + c->in.pos, avail, &srv->limits, &req);
-            if (rc == CG_HTTP1_INCOMPLETE) {
-                /* --h11-max-incomplete-event-size: h11's bound on a head
-                 * still arriving. */
-                if (srv->cfg->h11_max_incomplete_event_size > 0 &&
-                    avail > (size_t)srv->cfg->h11_max_incomplete_event_size) {
-                    cg_log(&srv->st->log, CG_WARNING,
-                           "Invalid HTTP request received: request head too long");
-                    cg_conn_reject(c, 431);
-                }
-                return;
-            }
-            if (rc < 0) {
-                cg_log(&srv->st->log, CG_WARNING, "Invalid HTTP request received: %s",
-                       c->parser.error ? c->parser.error : "malformed request");
-                cg_conn_reject(c, (int)-rc);
-                return;
-            }
-            c->deadline = 0;
-            c->deadline_is_head = 0;
-            if (cg_ws_is_upgrade(srv, &req)) {
-                conn_trace(c, "Upgrading to WebSocket");
-                if (cg_ws_start(c, &req) < 0) {
-                    cg_log_exception(&srv->st->log, "Exception while starting a WebSocket");
-                    cg_conn_reject(c, 500);
-                    return;
-                }
-                cg_buf_consume(&c->in, (size_t)rc);
-                conn_trace(c, "WebSocket connection made");
-                continue;
-            }
-            PyObject *scope;
-            if (cg_cycle_begin(c, &req, &scope) < 0) {
-                conn_start_failed(c);
-                return;
-            }
-            /* The scope holds copies: the head's bytes can go. Body bytes
-             * already here reach the cycle before its app starts, so an app
-             * that completes in its first step finds them. */
-            cg_buf_consume(&c->in, (size_t)rc);
-            if (scope && c->phase == CG_PHASE_BODY && conn_feed_available_body(c) < 0) {
-                Py_DECREF(scope);
-                return;
-            }
-            if (scope && c->phase != CG_PHASE_CLOSED && cg_cycle_run(c, scope) < 0) {
-                Py_DECREF(scope);
-                conn_start_failed(c);
-                return;
-            }
-            Py_XDECREF(scope);
-            continue;
-        }
-        if (c->phase == CG_PHASE_BODY) {
-            if (conn_feed_available_body(c) < 0)
-                return;
-            if (c->phase == CG_PHASE_BODY)
-                return;
-            continue;
-        }
-        if (c->phase == CG_PHASE_WS) {
-            cg_ws_process(c);
-            return;
-        }
-        /* CG_PHASE_RESPONSE: pipelined bytes wait for the response. */
-        if (cg_buf_unread(&c->in) >= CG_MAX_PENDING)
-            cg_conn_set_reading(c, 0);
-        return;
-    }
+    c->proto->on_shutdown(c, soon);
 }
 
-/* Processes what `in` holds, then settles the output. Not re-entered: a call
- * made while it runs (an app that completes its response inside it) only
- * asks the running one to look at the input again. */
-static void conn_process(cg_conn *c)
+void cg_conn_idle_tick(cg_conn *c)
 {
-    if (c->processing) {
-        c->reprocess = 1;
-        return;
+    if (cg_buf_unread(&c->in) == 0 && ++c->idle_ticks >= 2) {
+        cg_conn_return_buffer(c);
+        c->read_size = 0; /* the next burst starts small again */
     }
-    c->processing = 1;
-    do {
-        c->reprocess = 0;
-        conn_process_input(c);
-    } while (c->reprocess && c->phase != CG_PHASE_CLOSED);
-    c->processing = 0;
-    cg_conn_arm_body_deadline(c);
-    cg_conn_settle(c);
-}
-
-int cg_conn_is_idle(const cg_conn *c)
-{
-    return !c->ws && !c->cycle && c->served && c->phase == CG_PHASE_HEAD &&
-           cg_buf_unread(&c->in) == 0;
 }
 
 /* Over --limit-concurrency connections: the keep-alive connection idle the
@@ -583,7 +295,7 @@ static void close_oldest_idle(cg_server *srv)
 {
     cg_conn *oldest = NULL;
     for (cg_conn *c = srv->conns; c; c = c->next)
-        if (cg_conn_is_idle(c) && (!oldest || c->deadline < oldest->deadline))
+        if (c->proto->is_idle(c) && (!oldest || c->deadline < oldest->deadline))
             oldest = c;
     if (oldest)
         cg_conn_close(oldest);
@@ -669,12 +381,8 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     if (srv->cfg->limit_concurrency >= 0 && srv->nconns > (size_t)srv->cfg->limit_concurrency)
         close_oldest_idle(srv);
 
-    c->phase = CG_PHASE_HEAD;
-    cg_http1_parser_init(&c->parser);
-    c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;
-    if (srv->should_exit && c->deadline > cg_monotonic_now() + 1.0)
-        c->deadline = cg_monotonic_now() + 1.0; /* its request is still served, if it comes soon */
-    conn_trace(c, "HTTP connection made");
+    if (c->proto->on_connect(c) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -683,15 +391,10 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     cg_server *srv = c->server;
     (void)exc;
 
-    conn_trace(c, c->ws ? "WebSocket connection lost" : "HTTP connection lost");
-    c->phase = CG_PHASE_CLOSED;
+    c->closed = 1;
     c->deadline = 0;
-    if (c->cycle) {
-        cg_cycle_disconnect(c->cycle);
-        conn_detach_cycle(c);
-    }
-    cg_ws_connection_lost(c);
-    cg_conn_wake_drain(c);
+    c->proto->on_lost(c);
+    conn_wake_drain(c);
     Py_CLEAR(c->transport);
     cg_buf_free(&c->in);
     conn_drop_held(c);
@@ -784,12 +487,12 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
         c->read_size *= 2;
     c->in.len += (size_t)n;
     c->idle_ticks = 0;
-    if (c->phase == CG_PHASE_CLOSED) {
+    if (c->closed) {
         cg_buf_reset(&c->in);
         Py_RETURN_NONE;
     }
     Py_INCREF(c); /* processing may drop the transport's reference */
-    conn_process(c);
+    c->proto->on_data(c);
     cg_conn_return_buffer(c);
     Py_DECREF(c);
     Py_RETURN_NONE;
@@ -816,13 +519,13 @@ static PyObject *conn_pause_writing(cg_conn *c, PyObject *unused)
 
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut)
 {
-    if (!c->write_paused || c->phase == CG_PHASE_CLOSED || !c->transport)
+    if (!c->write_paused || c->closed || !c->transport)
         return Py_NewRef(Py_None);
     *fut = cg_waiters_add(c->server->st, &c->drain_waiters);
     return NULL;
 }
 
-void cg_conn_wake_drain(cg_conn *c)
+static void conn_wake_drain(cg_conn *c)
 {
     cg_waiters_wake(c->server->st, &c->drain_waiters);
 }
@@ -831,13 +534,10 @@ static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
 {
     (void)unused;
     c->write_paused = 0;
-    cg_conn_wake_drain(c);
-    if (c->ws) {
-        /* A WebSocket stopped reading while its output was backed up. */
+    conn_wake_drain(c);
+    if (c->proto_state && !c->closed) {
         Py_INCREF(c);
-        cg_conn_maybe_resume(c);
-        if (cg_buf_unread(&c->in))
-            cg_ws_process(c);
+        c->proto->on_writable(c);
         Py_DECREF(c);
     }
     Py_RETURN_NONE;
@@ -854,15 +554,19 @@ static PyObject *conn_data_received(cg_conn *c, PyObject *data)
     if (rc < 0)
         return PyErr_NoMemory();
     c->idle_ticks = 0;
+    if (c->closed) {
+        cg_buf_reset(&c->in);
+        Py_RETURN_NONE;
+    }
     Py_INCREF(c);
-    conn_process(c);
+    c->proto->on_data(c);
     Py_DECREF(c);
     Py_RETURN_NONE;
 }
 
 /* ---- type --------------------------------------------------------------- */
 
-PyObject *cg_conn_new(cg_server *srv)
+PyObject *cg_conn_new(cg_server *srv, const cg_proto_ops *proto)
 {
     cg_conn *c = PyObject_GC_New(cg_conn, srv->st->ConnType);
     if (!c)
@@ -873,23 +577,17 @@ PyObject *cg_conn_new(cg_server *srv)
     cg_buf_init(&c->in);
     cg_buf_init(&c->out);
     c->held_one = NULL;
-    cg_http1_parser_init(&c->parser);
-    memset(&c->chunked, 0, sizeof(c->chunked));
-    c->phase = CG_PHASE_HEAD;
-    c->body_mode = CG_BODY_NONE;
-    c->body_left = 0;
-    c->cycle = NULL;
-    c->ws = NULL;
+    c->proto = proto;
+    c->proto_state = NULL;
     c->client = NULL;
     c->sockname = NULL;
     c->client_len = 0;
     c->deadline = 0;
-    c->deadline_is_head = 0;
     c->idle_ticks = 0;
     c->read_size = CG_READ_MIN;
     c->drain_waiters = (cg_waiters){NULL, NULL};
-    c->read_paused = c->write_paused = c->in_list = c->served = c->trusted_proxy = 0;
-    c->processing = c->reprocess = c->flush_queued = 0;
+    c->read_paused = c->write_paused = c->in_list = c->trusted_proxy = c->closed = 0;
+    c->flush_queued = 0;
     c->flush_next = NULL;
     PyObject_GC_Track(c);
     return (PyObject *)c;
@@ -900,18 +598,16 @@ static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(c));
     Py_VISIT(c->server);
     Py_VISIT(c->transport);
-    Py_VISIT(c->cycle);
-    Py_VISIT(c->ws);
     Py_VISIT(c->client);
     Py_VISIT(c->sockname);
-    return cg_waiters_traverse(&c->drain_waiters, visit, arg);
+    int rc = c->proto->traverse(c, visit, arg);
+    return rc ? rc : cg_waiters_traverse(&c->drain_waiters, visit, arg);
 }
 
 static int conn_clear(cg_conn *c)
 {
     Py_CLEAR(c->transport);
-    Py_CLEAR(c->cycle);
-    Py_CLEAR(c->ws);
+    c->proto->clear(c);
     Py_CLEAR(c->client);
     Py_CLEAR(c->sockname);
     cg_waiters_clear(&c->drain_waiters);
@@ -923,6 +619,7 @@ static void conn_dealloc(cg_conn *c)
     PyTypeObject *tp = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
     conn_clear(c);
+    c->proto->free(c);
     Py_CLEAR(c->server);
     cg_buf_free(&c->in);
     conn_drop_held(c);

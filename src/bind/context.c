@@ -4,16 +4,44 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "worker.h"
 
+#define CG_DATE_LINE_LEN 37 /* "date: " + IMF-fixdate (29) + CRLF */
+
 void cg_server_update_date(cg_server *srv)
 {
-    char date[32];
-    size_t n = cg_http1_format_date((long long)time(NULL), date);
-    srv->date_len =
-        (size_t)snprintf(srv->date_line, sizeof(srv->date_line), "date: %.*s\r\n", (int)n, date);
+    char *line = srv->head_lines.data + srv->head_line_offs[1];
+    if (srv->head_line_offs[2] - srv->head_line_offs[1] != CG_DATE_LINE_LEN)
+        return; /* no date line (--no-date-header, or not built yet) */
+    memcpy(line, "date: ", 6);
+    cg_http1_format_date((long long)time(NULL), line + 6);
+    memcpy(line + 35, "\r\n", 2);
+}
+
+int cg_server_set_head_lines(cg_server *srv, const char *extra, size_t extra_len)
+{
+    cg_buf *b = &srv->head_lines;
+    cg_buf_reset(b);
+    srv->head_line_offs[0] = 0;
+    if (srv->cfg->server_header && cg_buf_append(b, "server: casgi\r\n", 15) < 0)
+        goto nomem;
+    srv->head_line_offs[1] = b->len;
+    if (srv->cfg->date_header && cg_buf_reserve(b, CG_DATE_LINE_LEN) < 0)
+        goto nomem;
+    if (srv->cfg->date_header)
+        b->len += CG_DATE_LINE_LEN;
+    srv->head_line_offs[2] = b->len;
+    if (cg_buf_append(b, extra, extra_len) < 0)
+        goto nomem;
+    srv->head_line_offs[3] = b->len;
+    cg_server_update_date(srv);
+    return 0;
+nomem:
+    PyErr_NoMemory();
+    return -1;
 }
 
 /* The loop callback cg_server_raise_soon schedules: raises the kept

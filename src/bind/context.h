@@ -43,10 +43,11 @@ typedef struct cg_server {
     cg_http1_limits limits;
     cg_http1_header *hdrs; /* scratch for head parsing, limits.fields entries */
     double tick_interval;
-    double now;         /* monotonic seconds, refreshed on each tick */
-    char date_line[64]; /* "date: <IMF-fixdate>\r\n" */
-    size_t date_len;
-    cg_buf extra_headers;       /* "server: casgi\r\n" and --header lines, ready to copy */
+    double now;                 /* monotonic seconds, refreshed on each tick */
+    cg_buf head_lines;          /* the server's own response-head lines, ready to copy: part 0
+                                 * "server: casgi\r\n" (--server-header), part 1 the date
+                                 * line (--date-header), part 2 the --header lines */
+    size_t head_line_offs[4];   /* part i is head_lines[offs[i] .. offs[i + 1]) */
     cg_buf spare_in;            /* a read buffer no connection holds (see conn_get_buffer) */
     struct cg_conn *flush_list; /* held output to write (strong refs); non-empty
                                  * exactly while flush_cb is in the loop's ready queue */
@@ -98,7 +99,10 @@ void cg_server_check_drained(cg_server *srv);
  * are its transport's peername and sockname (an address tuple, or for a Unix
  * socket a path or ''). */
 int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock);
-/** Refreshes the cached date line. */
+/** Refreshes the date line in srv->head_lines. */
 void cg_server_update_date(cg_server *srv);
+/** Builds srv->head_lines as configured, with `extra` ("name: value\r\n"
+ * lines of --header) as its last part. 0, or -1 with an exception. */
+int cg_server_set_head_lines(cg_server *srv, const char *extra, size_t extra_len);
 
 #endif

@@ -814,13 +814,45 @@ done:
     return rc;
 }
 
+/* ---- uvicorn's implementation options ---- */
+
+/* One INFO line for each uvicorn implementation option given, naming what
+ * serves it. */
+static void log_dropin_options(cg_log_state *log, const cg_config *cfg)
+{
+    static const char *const http_names[] = {"auto", "h11", "httptools"};
+    static const char *const ws_names[] = {"websockets", "wsproto", "websockets-sansio"};
+
+    if (cfg->http > CG_HTTP_AUTO && cfg->http <= CG_HTTP_HTTPTOOLS)
+        cg_log(log, CG_INFO, "--http %s: casgi's own HTTP/1.1 implementation serves it.",
+               http_names[cfg->http]);
+    if (cfg->ws >= CG_WS_WEBSOCKETS && cfg->ws <= CG_WS_WEBSOCKETS_SANSIO)
+        cg_log(log, CG_INFO, "--ws %s: casgi's own WebSocket implementation serves it.",
+               ws_names[cfg->ws - CG_WS_WEBSOCKETS]);
+    if (cfg->interface == CG_INTERFACE_ASGI3)
+        cg_log(log, CG_INFO,
+               "--interface asgi3: the application is called as ASGI 3 without "
+               "detection.");
+    else if (cfg->interface == CG_INTERFACE_ASGI2)
+        cg_log(log, CG_INFO, "--interface asgi2: casgi's ASGI 2 adapter serves the application.");
+    if (cfg->h11_max_incomplete_event_size > 0)
+        cg_log(log, CG_INFO,
+               "--h11-max-incomplete-event-size %ld: casgi's own HTTP/1.1 parser serves it; an "
+               "incomplete request head longer than that gets 431.",
+               cfg->h11_max_incomplete_event_size);
+    if (cfg->reset_contextvars > 0)
+        cg_log(log, CG_INFO,
+               "--reset-contextvars: casgi's behaviour already; every request runs in a fresh copy "
+               "of the context the server started with.");
+}
+
 int cg_log_setup(cg_log_state *st, const cg_config *cfg)
 {
     if (log_setup(st, cfg, 1) < 0)
         return -1;
     /* Once, from the process the user started (not again in each worker). */
     if (!getenv("CASGI_WORKER"))
-        cg_config_log_dropin(st, cfg);
+        log_dropin_options(st, cfg);
     return 0;
 }
 

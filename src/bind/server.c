@@ -7,7 +7,7 @@
  * completes; no Python coroutine is involved. One ticker per server refreshes
  * the date header and enforces every connection's deadline, so requests pay
  * nothing for timeouts. */
-#include "server.h"
+#include "h1.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -209,32 +209,7 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     }
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->ws) {
-            cg_ws_tick(c, now);
-            continue;
-        }
-        if (c->deadline > 0 && now >= c->deadline) {
-            c->deadline = 0;
-            if (c->phase == CG_PHASE_BODY) {
-                cg_log(&srv->st->log, CG_DEBUG, "Request body made no progress in time");
-                cg_conn_abort_body(c, 408);
-            } else if (c->deadline_is_head && cg_buf_unread(&c->in) > 0 &&
-                       c->phase == CG_PHASE_HEAD) {
-                cg_log(&srv->st->log, CG_DEBUG, "Request head not received in time");
-                cg_conn_reject(c, 408);
-            } else {
-                cg_conn_close(c);
-            }
-            continue;
-        }
-        /* An idle connection that still holds a read buffer (it was not
-         * empty after the last read) gives it back (idle memory stays small). */
-        if (c->phase == CG_PHASE_HEAD && !c->cycle && cg_buf_unread(&c->in) == 0) {
-            if (++c->idle_ticks >= 2) {
-                cg_conn_return_buffer(c);
-                c->read_size = 0; /* the next burst starts small again */
-            }
-        }
+        cg_conn_tick(c, now);
     }
     if (arm_ticker(srv) < 0)
         return NULL;
@@ -370,26 +345,29 @@ static PyObject *open_listener(cg_state *st, const cg_config *cfg, char *url, si
     return sock;
 }
 
-static int build_extra_headers(cg_server *srv)
+static int build_head_lines(cg_server *srv)
 {
     const cg_config *cfg = srv->cfg;
-    for (size_t i = 0; i < cfg->headers.n; i++) {
+    cg_buf extra;
+    int rc = 0;
+    cg_buf_init(&extra);
+    for (size_t i = 0; i < cfg->headers.n && rc == 0; i++) {
         const char *name, *value;
         size_t nlen, vlen;
         if (cg_header_option_split(cfg->headers.items[i], &name, &nlen, &value, &vlen) < 0 ||
             !cg_http1_valid_field(name, nlen, value, vlen)) {
             cg_log(&srv->st->log, CG_ERROR, "Error: invalid --header '%s'", cfg->headers.items[i]);
-            return -1;
-        }
-        if (cg_buf_append(&srv->extra_headers, name, nlen) < 0 ||
-            cg_buf_append(&srv->extra_headers, ": ", 2) < 0 ||
-            cg_buf_append(&srv->extra_headers, value, vlen) < 0 ||
-            cg_buf_append(&srv->extra_headers, "\r\n", 2) < 0) {
+            rc = -1;
+        } else if (cg_buf_append(&extra, name, nlen) < 0 || cg_buf_append(&extra, ": ", 2) < 0 ||
+                   cg_buf_append(&extra, value, vlen) < 0 || cg_buf_append(&extra, "\r\n", 2) < 0) {
             PyErr_NoMemory();
-            return -1;
+            rc = -1;
         }
     }
-    return 0;
+    if (rc == 0)
+        rc = cg_server_set_head_lines(srv, extra.data, extra.len);
+    cg_buf_free(&extra);
+    return rc;
 }
 
 /* --forwarded-allow-ips, parsed once (the option layer has validated it). */
@@ -415,7 +393,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->st = st;
     srv->module = Py_NewRef(module);
     srv->cfg = cfg;
-    cg_buf_init(&srv->extra_headers);
+    cg_buf_init(&srv->head_lines);
     PyObject_GC_Track(srv);
     srv->limits.request_line = (size_t)cfg->limit_request_line;
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
@@ -461,7 +439,8 @@ static PyObject *server_call(cg_server *srv, PyObject *args, PyObject *kwargs)
 {
     (void)args;
     (void)kwargs;
-    return cg_conn_new(srv); /* the protocol factory given to create_server */
+    /* the protocol factory given to create_server */
+    return cg_conn_new(srv, &cg_h1_proto);
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
@@ -470,19 +449,8 @@ static void close_idle_connections(cg_server *srv)
 {
     srv->now = cg_monotonic_now();
     double soon = srv->now + CG_SHUTDOWN_FIRST_REQUEST;
-    for (cg_conn *c = srv->conns; c; c = c->next) {
-        if (c->ws) {
-            cg_ws_shutdown(c); /* 1012, then the app finishes within the bound */
-        } else if (c->cycle) {
-            cg_cycle_server_leaving(c->cycle); /* a stream hears http.disconnect */
-        } else if (cg_conn_is_idle(c)) {
-            cg_conn_close(c);
-        } else if (!c->cycle && (c->deadline == 0 || c->deadline > soon)) {
-            /* Accepted but its request not read yet: it is served (with
-             * connection: close) if it comes soon; closing it now would lose it. */
-            c->deadline = soon;
-        }
-    }
+    for (cg_conn *c = srv->conns; c; c = c->next)
+        cg_conn_shutdown(c, soon);
 }
 
 /* Cancels every task of the list, then runs the loop until they are done or
@@ -514,15 +482,8 @@ static void cancel_and_wait(cg_server *srv, PyObject *tasks, double timeout)
 
 static void abort_everything(cg_server *srv)
 {
-    PyObject *r;
-    for (cg_conn *c = srv->conns; c; c = c->next) {
-        c->phase = CG_PHASE_CLOSED;
-        if (c->transport) {
-            r = PyObject_CallMethodNoArgs(c->transport, srv->st->s_abort);
-            Py_XDECREF(r);
-            PyErr_Clear();
-        }
-    }
+    for (cg_conn *c = srv->conns; c; c = c->next)
+        cg_conn_drop(c);
     PyObject *tasks = PySequence_List(srv->tasks);
     if (!tasks) {
         PyErr_Clear();
@@ -722,7 +683,7 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     srv->app = app;
     app = NULL;
     srv->host_mode = host != NULL;
-    if (build_extra_headers(srv) < 0)
+    if (build_head_lines(srv) < 0)
         goto error;
     srv->loop = new_loop(st, cfg);
     if (!srv->loop)
@@ -927,7 +888,7 @@ static void server_dealloc(cg_server *srv)
         close(srv->ctl_fd);
     if (srv->alive_fd >= 0)
         close(srv->alive_fd);
-    cg_buf_free(&srv->extra_headers);
+    cg_buf_free(&srv->head_lines);
     cg_buf_free(&srv->spare_in);
     cg_proxy_trust_free(&srv->trust);
     tp->tp_free(srv);
