@@ -133,6 +133,13 @@ int cg_tls_close_notify(cg_tls *t, cg_buf *cipher_out);
 /** 1 once the handshake has completed, else 0. */
 int cg_tls_handshake_done(const cg_tls *t);
 
+/** Gives back the memory an idle connection does not need: OpenSSL's record
+ * buffers (about 34 KiB, allocated again by the next read or write) and the
+ * empty input buffer. Returns 1 when released, 0 when unprocessed input
+ * (a partial record) keeps them. Call it when a connection goes idle, not
+ * per request. */
+int cg_tls_shrink(cg_tls *t);
+
 /** The cause of the fatal error (CG_TLS_E_NONE before one). */
 int cg_tls_cause(const cg_tls *t);
 /** A short fixed text for a cause ("not TLS (plaintext HTTP?)"). */

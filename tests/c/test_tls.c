@@ -750,6 +750,33 @@ static void test_input_buffer(cg_tls_ctx *ctx)
     srv_free(&s);
 }
 
+static void test_shrink(cg_tls_ctx *ctx)
+{
+    cli c;
+    srv s;
+    cliopt o = {0};
+    size_t w;
+    char *p;
+    long n;
+    srv_init(&s, ctx);
+    cli_init(&c, &o);
+    pump(&c, &s, 0);
+    ok(exchange(&c, &s, "request", 7, 0), "shrink: data before");
+    ok(cg_tls_shrink(s.t) == 1 && cg_tls_input(s.t)->data == NULL,
+       "shrink: an idle connection gives its buffers back");
+    ok(exchange(&c, &s, "another request", 15, 0), "shrink: the connection works after it");
+    SSL_write_ex(c.ssl, "partial", 7, &w);
+    n = BIO_get_mem_data(c.wb, &p);
+    srv_take(&s, p, (size_t)n - 3, 0);
+    ok(cg_tls_shrink(s.t) == 0, "shrink: a partial record keeps them");
+    srv_take(&s, p + n - 3, 3, 0);
+    (void)BIO_reset(c.wb);
+    ok(!s.fatal && s.plain.len >= 7 && memcmp(s.plain.data + s.plain.len - 7, "partial", 7) == 0,
+       "shrink: the partial record completes");
+    cli_free(&c);
+    srv_free(&s);
+}
+
 static void test_close_notify(cg_tls_ctx *ctx)
 {
     cli c;
@@ -1053,6 +1080,7 @@ int main(void)
     test_bulk(ctx);
     test_split_points(ctx);
     test_input_buffer(ctx);
+    test_shrink(ctx);
     test_close_notify(ctx);
     test_garbage(ctx);
     test_conf_errors();
