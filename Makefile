@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: serve test install venv ctest pytest pytest-alt pytest-versions alt-version clean bench fuzz asan \
-	format format-check build-matrix tools soak
+	format format-check build-matrix tools build-deps soak
 
 # Warnings are errors in the project's own builds (these targets, tests/asan.sh,
 # fuzz/run.sh); meson.build leaves werror off so a user's `pip install .` never
@@ -21,7 +21,7 @@ $(PY):
 
 venv: $(PY)
 
-install: venv
+install: venv build-deps
 	$(PIP) install -q meson-python meson ninja
 	$(PIP) install -q --no-build-isolation $(WERROR_PIP) '.[standard]'
 
@@ -29,7 +29,7 @@ serve: install
 	$(PIP) install -q -r examples/requirements.txt
 	cd examples && ../$(VENV)/bin/casgi notes:app --reload --host $(HOST) --port $(PORT)
 
-build/ctest/build.ninja: | venv
+build/ctest/build.ninja: | venv build-deps
 	$(PIP) install -q meson ninja
 	$(VENV)/bin/meson setup build/ctest -Dtests=true -Dbuildtype=debug $(WERROR_MESON)
 
@@ -55,7 +55,7 @@ ALT_TESTS := tests/test_framing.py tests/test_receive_send.py tests/test_streami
 	tests/test_scope.py tests/test_rejections.py tests/test_frameworks.py tests/test_shutdown.py \
 	tests/test_gunicorn.py tests/test_django_quart.py tests/test_cancellation.py
 
-pytest-alt:
+pytest-alt: build-deps
 	@if [ -z "$(ALT_PYTHON)" ]; then echo "pytest-alt: no Python 3.12+ found, skipped"; exit 0; fi; \
 	set -e; [ -x $(ALT_VENV)/bin/python ] || { $(ALT_PYTHON) -m venv $(ALT_VENV) && \
 		$(ALT_VENV)/bin/python -m pip install -q --upgrade pip; }; \
@@ -90,6 +90,22 @@ pytest-versions:
 		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p ALT_TESTS="$(VERSION_TESTS)"; \
 	done
 
+# Debian packages the build needs, installed when missing: pkg-config and
+# OpenSSL's headers (libssl-dev) for TLS. Without them the build still works,
+# without TLS (the --ssl-* options then exit 2 saying so), hence only a
+# warning when they cannot be installed (not root, not Debian).
+build-deps:
+	@missing=; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	if command -v dpkg >/dev/null 2>&1; then \
+		dpkg -s libssl-dev >/dev/null 2>&1 || missing="$$missing libssl-dev"; \
+	elif ! pkg-config --exists 'openssl >= 3.0' 2>/dev/null; then \
+		missing="$$missing libssl-dev"; \
+	fi; \
+	if [ -n "$$missing" ]; then echo "build-deps: installing$$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
+		echo "build-deps: WARNING: could not install$$missing; casgi builds without TLS"; fi
+
 # Debian packages the C tooling needs, installed when missing: clang and the
 # libFuzzer runtime (build-matrix, fuzz), clang-format (format-check).
 tools:
@@ -104,7 +120,7 @@ tools:
 # warn about); each cell runs the C unit tests. MATRIX_CC/MATRIX_OPT narrow it.
 MATRIX_CC ?= gcc clang
 MATRIX_OPT ?= 0 2 3
-build-matrix: tools venv
+build-matrix: tools build-deps venv
 	$(PIP) install -q meson ninja
 	@set -e; for cc in $(MATRIX_CC); do for opt in $(MATRIX_OPT); do \
 		d=build/matrix-$$cc-O$$opt; echo "build-matrix: $$cc -O$$opt"; \
@@ -123,11 +139,11 @@ bench: install
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
-fuzz: tools
+fuzz: tools build-deps
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # The whole test suite with the extension and core built under ASan/UBSan.
-asan:
+asan: build-deps
 	bash tests/asan.sh
 
 FORMAT_FILES = src/core/*.[ch] src/bind/*.[ch] tests/c/*.[ch] fuzz/*.c

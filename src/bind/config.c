@@ -423,7 +423,11 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
     }
     if (PyUnicode_Check(value))
         return set_str_object(cfg, o, value);
-    text = PyFloat_Check(value) ? PyObject_Repr(value) : PyObject_Str(value);
+    /* An int subclass (ssl.PROTOCOL_TLS_SERVER, ssl.CERT_REQUIRED) as its
+     * number: str() of an IntEnum is its name before Python 3.11. */
+    text = PyFloat_Check(value)  ? PyObject_Repr(value)
+           : PyLong_Check(value) ? PyNumber_ToBase(value, 10)
+                                 : PyObject_Str(value);
     if (!text)
         return -1;
     rc = set_str_object(cfg, o, text);
@@ -462,6 +466,10 @@ int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg)
             if (!kw || set_keyword(cfg, kw, value) < 0)
                 goto done;
         }
+    }
+    if (cg_config_check(cfg, err, sizeof(err)) < 0) {
+        PyErr_SetString(PyExc_ValueError, err);
+        goto done;
     }
     rc = 0;
 done:

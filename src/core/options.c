@@ -2,6 +2,7 @@
  * Pure C: the bindings convert Python values to text and call cg_option_set. */
 #include "options.h"
 #include "proxy.h"
+#include "tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -148,6 +149,27 @@ const cg_option cg_options[] = {
      0, "Add a 'server: casgi' header to responses."},
     {"date-header", CG_OPT_BOOL, F(date_header), "true", "CASGI_DATE_HEADER", NULL, NULL, 0, 0,
      "Add a 'date' header to responses."},
+    {"ssl-keyfile", CG_OPT_STR, F(ssl_keyfile), NULL, "CASGI_SSL_KEYFILE", "PATH", NULL, 0, 0,
+     "TLS private key (PEM, PKCS#1 or PKCS#8, may be encrypted); without it the key is read "
+     "from --ssl-certfile."},
+    {"ssl-certfile", CG_OPT_STR, F(ssl_certfile), NULL, "CASGI_SSL_CERTFILE", "PATH", NULL, 0, 0,
+     "TLS certificate (PEM) followed by its chain: serve HTTPS and WSS."},
+    {"ssl-keyfile-password", CG_OPT_STR, F(ssl_keyfile_password), NULL,
+     "CASGI_SSL_KEYFILE_PASSWORD", "PASSWORD", NULL, 0, 0, "Password of an encrypted key."},
+    {"ssl-version", CG_OPT_INT, F(ssl_version), "17", "CASGI_SSL_VERSION", "N", NULL, 0, INT_MAX,
+     "TLS versions as Python's ssl.PROTOCOL_* number: 17 or 2 negotiate TLS 1.2 or 1.3, 5 "
+     "allows TLS 1.2 only."},
+    {"ssl-cert-reqs", CG_OPT_INT, F(ssl_cert_reqs), "0", "CASGI_SSL_CERT_REQS", "N", NULL, 0, 2,
+     "Client certificates: 0 not asked for, 1 optional (one that fails verification is let in "
+     "and reported to the app), 2 required."},
+    {"ssl-ca-certs", CG_OPT_STR, F(ssl_ca_certs), NULL, "CASGI_SSL_CA_CERTS", "PATH", NULL, 0, 0,
+     "CA certificates (PEM) that verify client certificates."},
+    {"ssl-ciphers", CG_OPT_STR, F(ssl_ciphers), "TLSv1", "CASGI_SSL_CIPHERS", "LIST", NULL, 0, 0,
+     "OpenSSL cipher list for TLS 1.2; uvicorn's default TLSv1 means OpenSSL's default list."},
+    {"timeout-handshake", CG_OPT_FLOAT, F(timeout_handshake), "10", "CASGI_TIMEOUT_HANDSHAKE",
+     "SECONDS", NULL, 0, NOMAX,
+     "Close a connection whose TLS handshake is not complete after this many seconds (0 = "
+     "never)."},
     {"header", CG_OPT_LIST, F(headers), NULL, "CASGI_HEADER", "NAME:VALUE", NULL, 0, 0,
      "Add this header to every response; repeatable (one per line in the env var)."},
     {"env-file", CG_OPT_STR, F(env_file), NULL, "CASGI_ENV_FILE", "PATH", NULL, 0, 0,
@@ -396,6 +418,11 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
             goto not_int;
         if (errno == ERANGE || (double)v < o->min || (double)v > o->max) {
             range_err(err, errlen, label, text, o, 1);
+            return -1;
+        }
+        if (o->offset == offsetof(cg_config, ssl_version) && cg_tls_version_problem(v)) {
+            set_err(err, errlen, "invalid value for '%s': %s: %s", label, text,
+                    cg_tls_version_problem(v));
             return -1;
         }
         *(long *)p = v;
@@ -820,7 +847,43 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
         set_err(err, errlen, "missing argument 'APP'");
         return CG_PARSE_ERROR;
     }
+    if (cg_config_check(c, err, errlen) < 0)
+        return CG_PARSE_ERROR;
     return CG_PARSE_OK;
+}
+
+int cg_config_check(const cg_config *c, char *err, size_t errlen)
+{
+    if (!c->ssl_certfile) {
+        const char *given = c->ssl_keyfile            ? "--ssl-keyfile"
+                            : c->ssl_keyfile_password ? "--ssl-keyfile-password"
+                            : c->ssl_ca_certs         ? "--ssl-ca-certs"
+                            : c->ssl_cert_reqs > 0    ? "--ssl-cert-reqs"
+                                                      : NULL;
+        if (given) {
+            set_err(err, errlen,
+                    "option '%s' requires '--ssl-certfile' (TLS is off without a "
+                    "certificate)",
+                    given);
+            return -1;
+        }
+        return 0;
+    }
+    if (!cg_tls_available()) {
+        set_err(err, errlen,
+                "TLS is not available: casgi was built without OpenSSL (install libssl-dev and "
+                "reinstall)");
+        return -1;
+    }
+    if (c->ssl_cert_reqs == 2 && !c->ssl_ca_certs) {
+        set_err(err, errlen,
+                "option '--ssl-cert-reqs 2' requires '--ssl-ca-certs' (the CA certificates that "
+                "verify client certificates)");
+        return -1;
+    }
+    if (err && errlen)
+        err[0] = '\0';
+    return 0;
 }
 
 /* ---- --help ---- */

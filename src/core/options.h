@@ -92,6 +92,16 @@ typedef struct cg_config {
     double ws_ping_interval;    /* seconds between server pings, 0 = none, default 20 */
     double ws_ping_timeout;     /* seconds to wait for a pong, 0 = none, default 20 */
     int ws_per_message_deflate; /* allow permessage-deflate, default 1 */
+    /* TLS (uvicorn's --ssl-* names and defaults). TLS is on when
+     * ssl_certfile is set. */
+    char *ssl_keyfile;          /* PEM key; NULL = the key is in ssl_certfile */
+    char *ssl_certfile;         /* PEM certificate and chain */
+    char *ssl_keyfile_password; /* for an encrypted key */
+    long ssl_version;           /* Python's ssl.PROTOCOL_*: 17 (default) or 2, 5 = TLS 1.2 only */
+    long ssl_cert_reqs;         /* client certificates: 0 none (default), 1 optional, 2 required */
+    char *ssl_ca_certs;         /* PEM CAs verifying client certificates */
+    char *ssl_ciphers;          /* TLS 1.2 cipher list, default "TLSv1" = OpenSSL's default */
+    double timeout_handshake;   /* seconds to complete the TLS handshake, default 10; 0 = off */
 } cg_config;
 
 typedef enum cg_opt_type {
@@ -149,6 +159,12 @@ int cg_config_apply_env(cg_config *c, char *const envp[], char *err, size_t errl
  */
 int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp[], char *err,
                     size_t errlen);
+/** Checks that go across options, once every source (command line,
+ * environment, run() keywords) is applied: --ssl-keyfile, --ssl-keyfile-password,
+ * --ssl-ca-certs and --ssl-cert-reqs 1/2 need --ssl-certfile; --ssl-cert-reqs 2
+ * needs --ssl-ca-certs; TLS needs a build with OpenSSL. cg_config_parse runs
+ * it. Returns 0, or -1 with a one-line message in err (a usage error). */
+int cg_config_check(const cg_config *c, char *err, size_t errlen);
 /** Writes the --help text generated from the table. */
 void cg_options_help(FILE *out, const char *prog);
 

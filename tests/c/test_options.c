@@ -2,6 +2,7 @@
  * --header splitting and the dotenv parser. */
 #include "options.h"
 #include "tap.h"
+#include "tls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,12 @@ static void test_defaults(void)
     ok(c.limit_request_line == 8190 && c.limit_request_field_size == 8190 &&
            c.limit_request_fields == 100,
        "parser limits");
+    ok(c.ssl_keyfile == NULL && c.ssl_certfile == NULL && c.ssl_keyfile_password == NULL &&
+           c.ssl_ca_certs == NULL,
+       "TLS files unset (TLS off)");
+    ok(c.ssl_version == 17 && c.ssl_cert_reqs == 0, "ssl-version 17, ssl-cert-reqs 0 (uvicorn's)");
+    ok(c.ssl_ciphers && strcmp(c.ssl_ciphers, "TLSv1") == 0, "ssl-ciphers TLSv1 (uvicorn's)");
+    ok(c.timeout_handshake == 10.0, "handshake timeout 10");
     cg_config_free(&c);
 }
 
@@ -101,7 +108,15 @@ static void test_table(void)
                                            "env-file",
                                            "limit-request-line",
                                            "limit-request-fields",
-                                           "limit-request-field-size"};
+                                           "limit-request-field-size",
+                                           "ssl-keyfile",
+                                           "ssl-certfile",
+                                           "ssl-keyfile-password",
+                                           "ssl-version",
+                                           "ssl-cert-reqs",
+                                           "ssl-ca-certs",
+                                           "ssl-ciphers",
+                                           "timeout-handshake"};
     int all = 1;
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const cg_option *o = cg_option_find(required[i]);
@@ -380,6 +395,88 @@ static void test_errors(void)
     ERR("unexpected extra argument 'c:d'", "a:b", "c:d");
 }
 
+static void test_tls_options(void)
+{
+    cg_config c;
+    int rc =
+        parse(&c, NULL, "--ssl-keyfile", "k.pem", "--ssl-certfile=c.pem", "--ssl-keyfile-password",
+              "pw", "--ssl-version", "5", "--ssl-cert-reqs", "2", "--ssl-ca-certs", "ca.pem",
+              "--ssl-ciphers", "ECDHE+AESGCM", "--timeout-handshake", "2.5", "a:b", NULL);
+    if (cg_tls_available()) {
+        ok(rc == CG_PARSE_OK, "every TLS option parses (%s)", err);
+        ok(strcmp(c.ssl_keyfile, "k.pem") == 0 && strcmp(c.ssl_certfile, "c.pem") == 0 &&
+               strcmp(c.ssl_keyfile_password, "pw") == 0 && strcmp(c.ssl_ca_certs, "ca.pem") == 0 &&
+               strcmp(c.ssl_ciphers, "ECDHE+AESGCM") == 0,
+           "TLS strings");
+        ok(c.ssl_version == 5 && c.ssl_cert_reqs == 2 && c.timeout_handshake == 2.5, "TLS numbers");
+    } else {
+        ok(rc == CG_PARSE_ERROR &&
+               strcmp(err, "TLS is not available: casgi was built without OpenSSL (install "
+                           "libssl-dev and reinstall)") == 0,
+           "a build without OpenSSL refuses TLS: %s", err);
+    }
+    cg_config_free(&c);
+
+    /* The certificate file alone holds the key as well (uvicorn allows it). */
+    rc = parse(&c, NULL, "--ssl-certfile", "both.pem", "a:b", NULL);
+    ok(rc == (cg_tls_available() ? CG_PARSE_OK : CG_PARSE_ERROR), "--ssl-certfile alone");
+    cg_config_free(&c);
+
+    char *env[] = {"CASGI_SSL_CERTFILE=/e/c.pem", "CASGI_SSL_CERT_REQS=1",
+                   "CASGI_SSL_CA_CERTS=/e/ca.pem", "CASGI_TIMEOUT_HANDSHAKE=3", NULL};
+    rc = parse(&c, env, "a:b", NULL);
+    if (cg_tls_available())
+        ok(rc == CG_PARSE_OK && strcmp(c.ssl_certfile, "/e/c.pem") == 0 && c.ssl_cert_reqs == 1 &&
+               strcmp(c.ssl_ca_certs, "/e/ca.pem") == 0 && c.timeout_handshake == 3.0,
+           "TLS options from the environment");
+    cg_config_free(&c);
+
+    ERR("option '--ssl-keyfile' requires '--ssl-certfile' (TLS is off without a certificate)",
+        "--ssl-keyfile", "k.pem", "a:b");
+    ERR("option '--ssl-keyfile-password' requires '--ssl-certfile' (TLS is off without a "
+        "certificate)",
+        "--ssl-keyfile-password", "pw", "a:b");
+    ERR("option '--ssl-ca-certs' requires '--ssl-certfile' (TLS is off without a certificate)",
+        "--ssl-ca-certs", "ca.pem", "a:b");
+    ERR("option '--ssl-cert-reqs' requires '--ssl-certfile' (TLS is off without a certificate)",
+        "--ssl-cert-reqs", "1", "a:b");
+    if (cg_tls_available())
+        ERR("option '--ssl-cert-reqs 2' requires '--ssl-ca-certs' (the CA certificates that "
+            "verify client certificates)",
+            "--ssl-certfile", "c.pem", "--ssl-cert-reqs", "2", "a:b");
+    ERR("invalid value for '--ssl-cert-reqs': 3 is not in the range 0..2", "--ssl-cert-reqs", "3",
+        "a:b");
+    ERR("invalid value for '--ssl-cert-reqs': -1 is not in the range 0..2", "--ssl-cert-reqs", "-1",
+        "a:b");
+    ERR("invalid value for '--ssl-version': 3: TLS 1.0 and 1.1 are not supported; the minimum "
+        "is TLS 1.2",
+        "--ssl-version", "3", "a:b");
+    ERR("invalid value for '--ssl-version': 4: TLS 1.0 and 1.1 are not supported; the minimum "
+        "is TLS 1.2",
+        "--ssl-version=4", "a:b");
+    ERR("invalid value for '--ssl-version': 16: PROTOCOL_TLS_CLIENT is for clients; use 17 "
+        "(PROTOCOL_TLS_SERVER)",
+        "--ssl-version", "16", "a:b");
+    ERR("invalid value for '--ssl-version': 'tls' is not an integer", "--ssl-version", "tls",
+        "a:b");
+    ERR("invalid value for '--timeout-handshake': -1 is not >= 0", "--timeout-handshake", "-1",
+        "a:b");
+    char *badenv[] = {"CASGI_SSL_VERSION=3", NULL};
+    char *argv[] = {"a:b"};
+    expect_error("invalid value for 'CASGI_SSL_VERSION': 3: TLS 1.0 and 1.1 are not supported; "
+                 "the minimum is TLS 1.2",
+                 badenv, argv, 1);
+    static const long good[] = {2, 5, 17};
+    for (size_t i = 0; i < 3; i++) {
+        long v = good[i];
+        char text[8];
+        snprintf(text, sizeof(text), "%ld", v);
+        rc = parse(&c, NULL, "--ssl-version", text, "a:b", NULL);
+        ok(rc == CG_PARSE_OK && c.ssl_version == v, "--ssl-version %ld accepted", v);
+        cg_config_free(&c);
+    }
+}
+
 static void test_help_version(void)
 {
     cg_config c;
@@ -497,5 +594,6 @@ int main(void)
     test_errors();
     test_help_version();
     test_envfile();
+    test_tls_options();
     return tap_done();
 }
