@@ -88,6 +88,10 @@ const char *cg_cycle_client_text(cg_cycle *cy, size_t *len);
 cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req);
 /** The ASGI scope for the request of cy (type http, or websocket). */
 PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket);
+/** Adds scope["extensions"][name] = a copy of the dict `value`, or an empty
+ * dict when it is NULL (creating "extensions" when the scope has none).
+ * 0 or -1. */
+int cg_scope_add_extension(PyObject *scope, cg_state *st, PyObject *name, PyObject *value);
 /** Handles http.response.start (start = 1) or http.response.body on cy. 0 or -1. */
 int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);

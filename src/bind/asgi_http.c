@@ -187,6 +187,19 @@ static PyObject *scope_template(cg_state *st, int websocket)
     return d;
 }
 
+int cg_scope_add_extension(PyObject *scope, cg_state *st, PyObject *name, PyObject *value)
+{
+    PyObject *ext = PyDict_GetItemWithError(scope, st->s_extensions);
+    if (!ext && PyErr_Occurred())
+        return -1;
+    if (!ext || ext == Py_None) {
+        ext = PyDict_New();
+        if (dict_set_steal(scope, st->s_extensions, ext) < 0)
+            return -1;
+    }
+    return dict_set_steal(ext, name, value ? PyDict_Copy(value) : PyDict_New());
+}
+
 PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 {
     const cg_stream_info *info = &cy->stream->info;
@@ -244,6 +257,8 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
         PyDict_SetItem(scope, st->s_query_string, cy->query) < 0 ||
         dict_set_steal(scope, st->s_headers, header_list(st, req)) < 0 ||
         dict_set_steal(scope, st->s_state, PyDict_Copy(srv->state)) < 0)
+        goto fail;
+    if (info->tls && cg_scope_add_extension(scope, st, st->s_tls, info->tls) < 0)
         goto fail;
     return scope;
 fail:

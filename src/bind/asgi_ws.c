@@ -724,9 +724,9 @@ int cg_ws_start(cg_server *srv, cg_stream *s, const cg_http1_request *req, cg_ws
         goto fail;
 
     scope = cg_scope_new(ws->http, req, 1);
-    ext = Py_BuildValue("{s:{}}", "websocket.http.response");
+    ext = PyUnicode_InternFromString("websocket.http.response");
     if (!scope || !ext || PyDict_SetItem(scope, st->s_subprotocols, ws->subprotocols) < 0 ||
-        PyDict_SetItem(scope, st->s_extensions, ext) < 0)
+        cg_scope_add_extension(scope, st, ext, NULL) < 0)
         goto fail;
 
     if (cg_app_start(st, srv->loop, srv->context, srv->app, scope, (PyObject *)ws, &ws_receive_def,

@@ -93,6 +93,7 @@ static inline PyObject *cg_err_take(void)
     X(status, "status")                                                                            \
     X(message, "message")                                                                          \
     X(extensions, "extensions")                                                                    \
+    X(tls, "tls")                                                                                  \
     X(http, "http")                                                                                \
     X(https, "https")                                                                              \
     X(lifespan, "lifespan")                                                                        \

@@ -477,6 +477,23 @@ done:
     return rc;
 }
 
+/* ---- TLS ---- */
+
+void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out)
+{
+    static const char *const alpn[] = {"http/1.1"};
+    memset(out, 0, sizeof(*out));
+    out->certfile = cfg->ssl_certfile;
+    out->keyfile = cfg->ssl_keyfile;
+    out->password = cfg->ssl_keyfile_password;
+    out->ca_certs = cfg->ssl_ca_certs;
+    out->ciphers = cfg->ssl_ciphers;
+    out->cert_reqs = (int)cfg->ssl_cert_reqs;
+    out->ssl_version = cfg->ssl_version;
+    out->alpn = alpn;
+    out->alpn_n = sizeof(alpn) / sizeof(alpn[0]);
+}
+
 /* ---- --env-file ---- */
 
 struct env_ctx {

@@ -5,6 +5,8 @@
 
 #include "casgi.h"
 
+#include "tls.h"
+
 /**
  * Fills `cfg` from `argv` (a list of str without the program name) and
  * os.environ. Returns -1 to go on serving; otherwise the process exit status
@@ -30,5 +32,13 @@ int cg_config_load_env_file(const cg_config *cfg);
  * raises): variables meant for this process only, not for the app's
  * subprocesses. */
 void cg_environ_remove(const char *name);
+
+/** The TLS configuration the --ssl-* options describe (strings borrowed
+ * from cfg), with the ALPN protocols served. */
+void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out);
+
+/* The environment variable a supervisor passes its workers the shared
+ * session-ticket secret in (hex), so a client resumes on any worker. */
+#define CG_TLS_TICKET_ENV "CASGI_TLS_TICKET_SECRET"
 
 #endif

@@ -2,11 +2,18 @@
  *
  * The loop reads straight into `in` (get_buffer/buffer_updated); the
  * protocol consumes from it. Output is batched (see cg_conn_settle). The
- * deadline is the protocol's: the server's ticker hands it to on_tick. */
+ * deadline is the protocol's: the server's ticker hands it to on_tick.
+ *
+ * With TLS (--ssl-certfile) the loop reads ciphertext into the session's
+ * input instead, core/tls.c decrypts it into `in`, and the one write point
+ * (transport_write, tls_send) encrypts. The handshake runs before the
+ * protocol is attached, bounded by --timeout-handshake. */
 #include "conn.h"
 
 #include <string.h>
 #include <sys/socket.h>
+
+#include "clock.h"
 
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
  * up to CG_READ_CHUNK: a request head needs little, an upload gets large
@@ -20,6 +27,21 @@
 
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
 static void conn_wake_drain(cg_conn *c);
+
+/* Takes the server's spare read buffer when c holds none. */
+static void conn_take_spare(cg_conn *c)
+{
+    if (!c->in.data && c->server->spare_in.data) {
+        c->in = c->server->spare_in;
+        cg_buf_init(&c->server->spare_in);
+    }
+}
+
+/* Where the socket's bytes go: `in`, or the TLS session's ciphertext input. */
+static cg_buf *conn_read_buffer(cg_conn *c)
+{
+    return c->tls ? cg_tls_input(c->tls) : &c->in;
+}
 
 void cg_conn_set_reading(cg_conn *c, int on)
 {
@@ -36,13 +58,64 @@ void cg_conn_set_reading(cg_conn *c, int on)
     c->read_paused = !on;
 }
 
-static int transport_write(cg_conn *c, PyObject *bytes)
+static int transport_write_raw(cg_conn *c, PyObject *bytes)
 {
     PyObject *r = PyObject_CallMethodOneArg(c->transport, c->server->st->s_write, bytes);
     if (!r)
         return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* The server's scratch buffer for ciphertext: writes are handled one at a
+ * time, so one serves every connection; it keeps at most 256 KiB between
+ * writes. */
+static cg_buf *tls_scratch(cg_server *srv)
+{
+    cg_buf *b = &srv->tls_scratch;
+    cg_buf_reset(b);
+    return b;
+}
+
+static int tls_write_scratch(cg_conn *c, cg_buf *cipher)
+{
+    int rc = 0;
+    if (cipher->len && c->transport) {
+        PyObject *b = PyBytes_FromStringAndSize(cipher->data, (Py_ssize_t)cipher->len);
+        rc = b ? transport_write_raw(c, b) : -1;
+        Py_XDECREF(b);
+    }
+    cg_buf_reset(cipher);
+    cg_buf_shrink(cipher, 256 * 1024);
+    return rc;
+}
+
+/* Encrypts plaintext and writes the records (one write). 0 or -1. */
+static int tls_send(cg_conn *c, const char *p, size_t n)
+{
+    cg_buf *cipher = tls_scratch(c->server);
+    if (n == 0 || !c->transport)
+        return 0;
+    if (cg_tls_write(c->tls, p, n, cipher) < 0) {
+        cg_buf_reset(cipher);
+        PyErr_SetString(PyExc_ConnectionError, "TLS: cannot encrypt on this connection");
+        return -1;
+    }
+    return tls_write_scratch(c, cipher);
+}
+
+static int transport_write(cg_conn *c, PyObject *bytes)
+{
+    if (c->tls) {
+        /* Encrypted from the object's own memory: no copy of a large body. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(bytes, &view, PyBUF_SIMPLE) < 0)
+            return -1;
+        int rc = tls_send(c, view.buf, (size_t)view.len);
+        PyBuffer_Release(&view);
+        return rc;
+    }
+    return transport_write_raw(c, bytes);
 }
 
 /* ---- output batching ------------------------------------------------------
@@ -105,6 +178,13 @@ static void conn_drop_held(cg_conn *c)
 
 static int conn_flush(cg_conn *c)
 {
+    if (c->tls) {
+        /* Encrypted straight from the held bytes: one write of records. */
+        const char *p = c->held_one ? PyBytes_AS_STRING(c->held_one) : c->out.data + c->out.pos;
+        int rc = tls_send(c, p, held_len(c));
+        conn_drop_held(c);
+        return rc;
+    }
     PyObject *b = c->held_one;
     c->held_one = NULL;
     if (!b) {
@@ -202,6 +282,8 @@ int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
 
 int cg_conn_write(cg_conn *c, const char *data, size_t len)
 {
+    if (c->tls && held_len(c) == 0)
+        return tls_send(c, data, len);
     PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
     if (!b)
         return -1;
@@ -218,6 +300,12 @@ void cg_conn_close(cg_conn *c)
         return;
     if (conn_flush(c) < 0)
         PyErr_Clear();
+    if (c->tls && cg_tls_handshake_done(c->tls)) {
+        /* close_notify: the peer can tell our end from a truncation. */
+        cg_buf *cipher = tls_scratch(c->server);
+        if (cg_tls_close_notify(c->tls, cipher) < 0 || tls_write_scratch(c, cipher) < 0)
+            PyErr_Clear();
+    }
     PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
     if (!r)
         PyErr_WriteUnraisable(c->transport);
@@ -271,14 +359,29 @@ void cg_conn_trace(cg_conn *c, const char *what)
                what);
 }
 
+/* 1 while a TLS handshake runs: no protocol is attached yet. */
+static int conn_handshaking(const cg_conn *c)
+{
+    return c->tls && !c->proto_state;
+}
+
 void cg_conn_tick(cg_conn *c, double now)
 {
-    c->proto->on_tick(c, now);
+    if (!conn_handshaking(c)) {
+        c->proto->on_tick(c, now);
+    } else if (c->deadline > 0 && now >= c->deadline && !c->closed) {
+        cg_log(&c->server->st->log, CG_DEBUG, "%s - TLS handshake not completed in time",
+               c->client_text);
+        cg_conn_close(c);
+    }
 }
 
 void cg_conn_shutdown(cg_conn *c, double soon)
 {
-    c->proto->on_shutdown(c, soon);
+    if (!conn_handshaking(c))
+        c->proto->on_shutdown(c, soon);
+    else if (c->deadline == 0 || c->deadline > soon)
+        c->deadline = soon; /* its request is still served if it comes soon */
 }
 
 void cg_conn_idle_tick(cg_conn *c)
@@ -286,6 +389,8 @@ void cg_conn_idle_tick(cg_conn *c)
     if (cg_buf_unread(&c->in) == 0 && ++c->idle_ticks >= 2) {
         cg_conn_return_buffer(c);
         c->read_size = 0; /* the next burst starts small again */
+        if (c->tls)
+            cg_tls_shrink(c->tls); /* OpenSSL's record buffers, until the next read */
     }
 }
 
@@ -381,6 +486,15 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     if (srv->cfg->limit_concurrency >= 0 && srv->nconns > (size_t)srv->cfg->limit_concurrency)
         close_oldest_idle(srv);
 
+    if (srv->tls) {
+        /* The protocol is attached when the handshake completes. */
+        c->tls = cg_tls_new(srv->tls);
+        if (!c->tls)
+            return PyErr_NoMemory();
+        double t = srv->cfg->timeout_handshake;
+        c->deadline = t > 0 ? cg_monotonic_now() + t : 0;
+        Py_RETURN_NONE;
+    }
     if (c->proto->on_connect(c) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -398,6 +512,8 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     Py_CLEAR(c->transport);
     cg_buf_free(&c->in);
     conn_drop_held(c);
+    cg_tls_free(c->tls);
+    c->tls = NULL;
     if (c->in_list) {
         c->in_list = 0;
         if (c->prev)
@@ -412,6 +528,152 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
         Py_DECREF(c); /* the list's reference */
     }
     Py_RETURN_NONE;
+}
+
+/* The ASGI "tls" extension of a connection whose handshake completed
+ * (asgiref's tls spec): made once per connection, copied into each scope. */
+static PyObject *tls_info_new(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    cg_tls *t = c->tls;
+    size_t len;
+    const char *pem = cg_tls_server_cert_pem(t, &len);
+    if (pem != srv->tls_cert_pem || !srv->tls_cert) { /* one str per certificate (reload) */
+        PyObject *s = pem ? PyUnicode_DecodeASCII(pem, (Py_ssize_t)len, "replace") : NULL;
+        if (pem && !s)
+            return NULL;
+        Py_XSETREF(srv->tls_cert, s ? s : Py_NewRef(Py_None));
+        srv->tls_cert_pem = pem;
+    }
+    PyObject *d = PyDict_New(), *chain = PyList_New(0), *v;
+    cg_buf tmp;
+    cg_buf_init(&tmp);
+    if (!d || !chain)
+        goto fail;
+    for (size_t i = 0; i < cg_tls_client_cert_count(t); i++) {
+        cg_buf_reset(&tmp);
+        if (cg_tls_client_cert_pem(t, i, &tmp) < 0)
+            goto nomem;
+        v = PyUnicode_DecodeASCII(tmp.data, (Py_ssize_t)tmp.len, "replace");
+        if (!v || PyList_Append(chain, v) < 0) {
+            Py_XDECREF(v);
+            goto fail;
+        }
+        Py_DECREF(v);
+    }
+    cg_buf_reset(&tmp);
+    int named = cg_tls_client_cert_name(t, &tmp);
+    if (named < 0)
+        goto nomem;
+    const char *cert_error = cg_tls_client_cert_error(t);
+    if (PyDict_SetItemString(d, "server_cert", srv->tls_cert) < 0 ||
+        PyDict_SetItemString(d, "client_cert_chain", chain) < 0)
+        goto fail;
+    v = named ? PyUnicode_DecodeUTF8(tmp.data, (Py_ssize_t)tmp.len, "replace") : Py_NewRef(Py_None);
+    if (!v || PyDict_SetItemString(d, "client_cert_name", v) < 0)
+        goto fail_v;
+    Py_DECREF(v);
+    v = cert_error ? PyUnicode_FromString(cert_error) : Py_NewRef(Py_None);
+    if (!v || PyDict_SetItemString(d, "client_cert_error", v) < 0)
+        goto fail_v;
+    Py_DECREF(v);
+    v = PyLong_FromUnsignedLong(cg_tls_version(t));
+    if (!v || PyDict_SetItemString(d, "tls_version", v) < 0)
+        goto fail_v;
+    Py_DECREF(v);
+    v = PyLong_FromUnsignedLong(cg_tls_cipher_suite(t));
+    if (!v || PyDict_SetItemString(d, "cipher_suite", v) < 0)
+        goto fail_v;
+    Py_DECREF(v);
+    Py_DECREF(chain);
+    cg_buf_free(&tmp);
+    return d;
+fail_v:
+    Py_XDECREF(v);
+    goto fail;
+nomem:
+    PyErr_NoMemory();
+fail:
+    cg_buf_free(&tmp);
+    Py_XDECREF(chain);
+    Py_XDECREF(d);
+    return NULL;
+}
+
+/* A handshake failed: one line at INFO the first time a cause is seen (so a
+ * misconfigured client is noticed), debug lines after that. */
+static void tls_log_failure(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    int cause = cg_tls_cause(c->tls);
+    unsigned bit = 1u << (cause & 31);
+    const char *detail = cg_tls_error_detail(c->tls);
+    if (!(srv->tls_causes_logged & bit)) {
+        srv->tls_causes_logged |= bit;
+        cg_log(&srv->st->log, CG_INFO,
+               "TLS handshake failed: %s (%s%s%s); further failures of this kind are logged at "
+               "debug level",
+               cg_tls_cause_text(cause), c->client_text, *detail ? ": " : "", detail);
+    } else {
+        cg_log(&srv->st->log, CG_DEBUG, "TLS handshake failed: %s (%s%s%s)",
+               cg_tls_cause_text(cause), c->client_text, *detail ? ": " : "", detail);
+    }
+}
+
+/* Decrypts the ciphertext that arrived into `in`, writes what the session
+ * has to say (handshake, alerts, tickets), and attaches the protocol when the
+ * handshake completes. Returns 1 when the protocol may read `in`, 0 when
+ * there is nothing for it yet, -1 when the connection is over. */
+static int conn_tls_input(cg_conn *c)
+{
+    cg_buf *cipher = tls_scratch(c->server);
+    conn_take_spare(c);
+    int rc = cg_tls_read(c->tls, &c->in, cipher);
+    if (tls_write_scratch(c, cipher) < 0)
+        PyErr_Clear(); /* a closing transport: connection_lost follows */
+    if (rc == CG_TLS_FATAL) {
+        if (!c->proto_state)
+            tls_log_failure(c);
+        else
+            cg_log(&c->server->st->log, CG_DEBUG, "%s - TLS error: %s", c->client_text,
+                   cg_tls_cause_text(cg_tls_cause(c->tls)));
+        cg_buf_reset(&c->in);
+        cg_conn_close(c); /* after the alert, if the session had one to send */
+        return -1;
+    }
+    if (rc & CG_TLS_HANDSHAKE) {
+        /* ALPN picks the protocol; HTTP/1.1 is the one served today. */
+        c->deadline = 0;
+        c->tls_info = tls_info_new(c);
+        if (!c->tls_info || c->proto->on_connect(c) < 0) {
+            cg_log_exception(&c->server->st->log, "Exception while starting a TLS connection");
+            cg_conn_abort(c);
+            return -1;
+        }
+    }
+    if (rc & CG_TLS_CLOSED) {
+        /* close_notify: serve what came before it, then end as at EOF. */
+        if (c->proto_state && cg_buf_unread(&c->in))
+            c->proto->on_data(c);
+        cg_conn_close(c);
+        return -1;
+    }
+    return c->proto_state && cg_buf_unread(&c->in) ? 1 : 0;
+}
+
+/* Bytes arrived in the read buffer (conn_read_buffer). */
+static void conn_received(cg_conn *c)
+{
+    c->idle_ticks = 0;
+    if (c->closed) {
+        cg_buf_reset(conn_read_buffer(c));
+        return;
+    }
+    Py_INCREF(c); /* processing may drop the transport's reference */
+    if (!c->tls || conn_tls_input(c) > 0)
+        c->proto->on_data(c);
+    cg_conn_return_buffer(c);
+    Py_DECREF(c);
 }
 
 /* A connection holds a read buffer only while it has unread bytes (a partial
@@ -437,13 +699,12 @@ void cg_conn_return_buffer(cg_conn *c)
 static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
 {
     (void)sizehint;
-    if (!c->in.data && c->server->spare_in.data) {
-        c->in = c->server->spare_in;
-        cg_buf_init(&c->server->spare_in);
-    }
+    cg_buf *b = conn_read_buffer(c);
+    if (!c->tls)
+        conn_take_spare(c);
     if (c->read_size < CG_READ_MIN)
         c->read_size = CG_READ_MIN;
-    if (c->in.cap - c->in.len < c->read_size / 2 && cg_buf_reserve(&c->in, c->read_size) < 0)
+    if (b->cap - b->len < c->read_size / 2 && cg_buf_reserve(b, c->read_size) < 0)
         return PyErr_NoMemory();
     return Py_NewRef(c); /* see conn_getbuffer */
 }
@@ -454,13 +715,15 @@ static PyObject *conn_get_buffer(cg_conn *c, PyObject *sizehint)
  * right after get_buffer() and has read into it before buffer_updated(). */
 static int conn_getbuffer(cg_conn *c, Py_buffer *view, int flags)
 {
-    return PyBuffer_FillInfo(view, (PyObject *)c, c->in.data + c->in.len,
-                             (Py_ssize_t)(c->in.cap - c->in.len), 0, flags);
+    cg_buf *b = conn_read_buffer(c);
+    return PyBuffer_FillInfo(view, (PyObject *)c, b->data + b->len, (Py_ssize_t)(b->cap - b->len),
+                             0, flags);
 }
 
 static Py_ssize_t conn_length(cg_conn *c)
 {
-    return (Py_ssize_t)(c->in.cap - c->in.len);
+    cg_buf *b = conn_read_buffer(c);
+    return (Py_ssize_t)(b->cap - b->len);
 }
 
 /* A length must not make a connection with a full buffer false. */
@@ -478,23 +741,16 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
             return NULL;
         Py_RETURN_NONE;
     }
-    if ((size_t)n > c->in.cap - c->in.len) {
+    cg_buf *b = conn_read_buffer(c);
+    if ((size_t)n > b->cap - b->len) {
         PyErr_SetString(PyExc_ValueError, "buffer_updated: more bytes than the buffer holds");
         return NULL;
     }
     /* A read that filled what was offered: offer more next time. */
-    if ((size_t)n == c->in.cap - c->in.len && c->read_size < CG_READ_CHUNK)
+    if ((size_t)n == b->cap - b->len && c->read_size < CG_READ_CHUNK)
         c->read_size *= 2;
-    c->in.len += (size_t)n;
-    c->idle_ticks = 0;
-    if (c->closed) {
-        cg_buf_reset(&c->in);
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(c); /* processing may drop the transport's reference */
-    c->proto->on_data(c);
-    cg_conn_return_buffer(c);
-    Py_DECREF(c);
+    b->len += (size_t)n;
+    conn_received(c);
     Py_RETURN_NONE;
 }
 
@@ -549,18 +805,11 @@ static PyObject *conn_data_received(cg_conn *c, PyObject *data)
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    int rc = cg_buf_append(&c->in, view.buf, (size_t)view.len);
+    int rc = cg_buf_append(conn_read_buffer(c), view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     if (rc < 0)
         return PyErr_NoMemory();
-    c->idle_ticks = 0;
-    if (c->closed) {
-        cg_buf_reset(&c->in);
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(c);
-    c->proto->on_data(c);
-    Py_DECREF(c);
+    conn_received(c);
     Py_RETURN_NONE;
 }
 
@@ -579,6 +828,8 @@ PyObject *cg_conn_new(cg_server *srv, const cg_proto_ops *proto)
     c->held_one = NULL;
     c->proto = proto;
     c->proto_state = NULL;
+    c->tls = NULL;
+    c->tls_info = NULL;
     c->client = NULL;
     c->sockname = NULL;
     c->client_len = 0;
@@ -600,6 +851,7 @@ static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(c->transport);
     Py_VISIT(c->client);
     Py_VISIT(c->sockname);
+    Py_VISIT(c->tls_info);
     int rc = c->proto->traverse(c, visit, arg);
     return rc ? rc : cg_waiters_traverse(&c->drain_waiters, visit, arg);
 }
@@ -608,6 +860,7 @@ static int conn_clear(cg_conn *c)
 {
     Py_CLEAR(c->transport);
     c->proto->clear(c);
+    Py_CLEAR(c->tls_info);
     Py_CLEAR(c->client);
     Py_CLEAR(c->sockname);
     cg_waiters_clear(&c->drain_waiters);
@@ -620,6 +873,8 @@ static void conn_dealloc(cg_conn *c)
     PyObject_GC_UnTrack(c);
     conn_clear(c);
     c->proto->free(c);
+    cg_tls_free(c->tls);
+    c->tls = NULL;
     Py_CLEAR(c->server);
     cg_buf_free(&c->in);
     conn_drop_held(c);

@@ -47,6 +47,8 @@ struct cg_conn {
     cg_conn *prev, *next;            /* in server->conns while open */
     const cg_proto_ops *proto;
     void *proto_state;    /* the protocol's, from on_connect until free */
+    cg_tls *tls;          /* TLS session, or NULL (cleartext) */
+    PyObject *tls_info;   /* after the handshake: the ASGI "tls" extension dict */
     cg_buf in;            /* bytes read, not yet consumed by the protocol */
     cg_buf out;           /* output held for one write (see cg_conn_settle) */
     PyObject *held_one;   /* or, while it is one piece, that piece (bytes) */
@@ -108,6 +110,11 @@ PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
 void cg_conn_trace(cg_conn *c, const char *what);
 /** The ticker's visit: the protocol's on_tick. */
 void cg_conn_tick(cg_conn *c, double now);
+/** 1 when the connection is encrypted (scheme https/wss). */
+static inline int cg_conn_is_tls(const cg_conn *c)
+{
+    return c->tls != NULL;
+}
 /** Graceful shutdown began (the protocol's on_shutdown). */
 void cg_conn_shutdown(cg_conn *c, double soon);
 

@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "proxy.h"
+#include "tls.h"
 
 struct cg_conn;
 
@@ -71,6 +72,12 @@ typedef struct cg_server {
     int accept_refused;    /* asyncio's current accept pass met the limit */
     PyObject *base_accept; /* socket.socket.accept, for the listening socket's own */
     PyObject *log_filter;  /* the filter added to the "asyncio" logger, or NULL */
+    /* TLS (--ssl-certfile), see conn.c: */
+    cg_tls_ctx *tls;            /* NULL: cleartext */
+    cg_buf tls_scratch;         /* ciphertext being written (one write at a time) */
+    PyObject *tls_cert;         /* str: the server certificate for scope["extensions"]["tls"] */
+    const char *tls_cert_pem;   /* the PEM text tls_cert was made from (per reload) */
+    unsigned tls_causes_logged; /* handshake failure causes already summarised once */
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals

@@ -734,7 +734,8 @@ static int h1_on_connect(cg_conn *c)
     h->stream.owner = (PyObject *)c;
     h->stream.info.client = c->client;
     h->stream.info.server = c->sockname;
-    h->stream.info.scheme = srv->st->s_http;
+    h->stream.info.scheme = cg_conn_is_tls(c) ? srv->st->s_https : srv->st->s_http;
+    h->stream.info.tls = c->tls_info;
     h->stream.info.client_text = c->client_text;
     h->stream.info.client_len = c->client_len;
     h->stream.info.trusted_proxy = c->trusted_proxy;

@@ -9,6 +9,7 @@
  * nothing for timeouts. */
 #include "h1.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -216,11 +217,31 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* SIGHUP with TLS in a process of its own: the key and certificate files are
+ * read again; new connections get them, open ones keep theirs. A file that
+ * does not load leaves the current ones in use. (Under a supervisor, SIGHUP
+ * replaces the workers, which load the files as they start.) */
+static void server_reload_tls(cg_server *srv)
+{
+    cg_tls_conf conf;
+    char err[512];
+    cg_config_tls_conf(srv->cfg, &conf);
+    if (cg_tls_ctx_reload(srv->tls, &conf, err, sizeof(err)) < 0)
+        cg_log(&srv->st->log, CG_ERROR, "Received SIGHUP; the TLS certificate was not reloaded: %s",
+               err);
+    else
+        cg_log(&srv->st->log, CG_INFO, "Received SIGHUP; TLS certificate and key reloaded.");
+}
+
 static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
 {
     long sig = PyLong_AsLong(signum);
     if (sig == -1 && PyErr_Occurred())
         return NULL;
+    if (sig == SIGHUP) {
+        server_reload_tls(srv);
+        Py_RETURN_NONE;
+    }
     /* A repeated SIGTERM forces as a second SIGINT does, in a process of its
      * own. Not under a supervisor (casgi's or gunicorn's): a TERM sent to the
      * whole group (systemd's default KillMode) reaches a worker together with
@@ -326,7 +347,7 @@ static PyObject *open_listener(cg_state *st, const cg_config *cfg, char *url, si
                    err, cfg->host, cfg->port);
         return NULL;
     }
-    if (cg_sock_url(fd, url, urllen) < 0)
+    if (cg_sock_url(fd, cfg->ssl_certfile ? "https" : "http", url, urllen) < 0)
         snprintf(url, urllen, "fd %d", fd);
     PyObject *socket_mod = PyImport_ImportModule("socket");
     if (!socket_mod)
@@ -609,6 +630,43 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
  * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
 static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
 
+/* 1 when SIGHUP reloads the TLS files in this process (see server_reload_tls). */
+static int reloads_tls_on_hup(const cg_server *srv)
+{
+    return srv->tls && srv->ctl_fd < 0 && !srv->host_mode;
+}
+
+/* --ssl-*: the TLS context, loaded before serving (a file that does not load
+ * is one line and exit 3). The workers of one supervisor share the
+ * session-ticket secret it passes them, so a client resumes on any worker. */
+static int server_tls_setup(cg_server *srv)
+{
+    cg_tls_conf conf;
+    char err[512];
+    cg_config_tls_conf(srv->cfg, &conf);
+    srv->tls = cg_tls_ctx_new(&conf, err, sizeof(err));
+    if (!srv->tls) {
+        cg_log(&srv->st->log, CG_ERROR, "Error: %s", err);
+        return -1;
+    }
+    const char *hex = getenv(CG_TLS_TICKET_ENV);
+    unsigned char key[64];
+    size_t n = 0;
+    while (hex && n < sizeof(key) && isxdigit((unsigned char)hex[2 * n]) &&
+           isxdigit((unsigned char)hex[2 * n + 1])) {
+        char pair[3] = {hex[2 * n], hex[2 * n + 1], 0};
+        key[n++] = (unsigned char)strtoul(pair, NULL, 16);
+    }
+    if (hex) {
+        cg_environ_remove(CG_TLS_TICKET_ENV); /* not for the app's eyes */
+        if (cg_tls_ctx_set_ticket_keys(srv->tls, key, n) < 0)
+            cg_log(&srv->st->log, CG_WARNING,
+                   "TLS: the supervisor's session-ticket secret was not usable; sessions resume "
+                   "on this worker only");
+    }
+    return 0;
+}
+
 static int add_signal_handlers(cg_server *srv, PyObject *handler, int nsigs)
 {
     const int *sigs = handled_signals;
@@ -685,6 +743,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     srv->host_mode = host != NULL;
     if (build_head_lines(srv) < 0)
         goto error;
+    if (cfg->ssl_certfile && server_tls_setup(srv) < 0)
+        goto error;
     srv->loop = new_loop(st, cfg);
     if (!srv->loop)
         goto error;
@@ -696,6 +756,12 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
     handler = PyCFunction_New(&signal_def, (PyObject *)srv);
     if (!handler || add_signal_handlers(srv, handler, host ? 3 : 2) < 0)
         goto error;
+    if (reloads_tls_on_hup(srv)) {
+        r = PyObject_CallMethod(srv->loop, "add_signal_handler", "iOi", SIGHUP, handler, SIGHUP);
+        if (!r)
+            goto error;
+        Py_DECREF(r);
+    }
     cg_block_handled_signals(&old_mask);
     mask_saved = 1;
     if (host) {
@@ -770,6 +836,10 @@ done:
     if (srv && srv->loop) {
         for (int i = 0; i < (host ? 3 : 2); i++) {
             r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", handled_signals[i]);
+            Py_XDECREF(r);
+        }
+        if (reloads_tls_on_hup(srv)) {
+            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", SIGHUP);
             Py_XDECREF(r);
         }
         if (mask_saved)
@@ -890,6 +960,9 @@ static void server_dealloc(cg_server *srv)
         close(srv->alive_fd);
     cg_buf_free(&srv->head_lines);
     cg_buf_free(&srv->spare_in);
+    cg_buf_free(&srv->tls_scratch);
+    Py_CLEAR(srv->tls_cert);
+    cg_tls_ctx_free(srv->tls);
     cg_proxy_trust_free(&srv->trust);
     tp->tp_free(srv);
     Py_DECREF(tp);

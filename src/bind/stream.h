@@ -71,6 +71,7 @@ typedef struct cg_stream_info {
     PyObject *client;        /* scope["client"]: (host, port) or None */
     PyObject *server;        /* scope["server"] */
     PyObject *scheme;        /* "http" or "https" (interned), before proxy headers */
+    PyObject *tls;           /* the connection's ASGI "tls" extension dict, or NULL */
     const char *client_text; /* "host:port" for log lines, NUL-terminated */
     size_t client_len;
     unsigned trusted_proxy : 1; /* X-Forwarded-* from this peer are believed */

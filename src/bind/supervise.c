@@ -5,11 +5,15 @@
  * socket given as --fd. */
 #include "supervise.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <sys/random.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "sock.h"
 #include "standby.h"
 #include "supervisor.h"
@@ -184,6 +188,32 @@ static size_t patterns(const cg_strlist *given, const char *const *defaults, siz
     return n;
 }
 
+/* --ssl-*: the files are loaded once here, so a bad one is one line and exit
+ * 3 before any worker starts; the workers get one session-ticket secret
+ * (CG_TLS_TICKET_ENV), so a client resumes its session on any of them. */
+static int tls_prepare(cg_state *st, const cg_config *cfg)
+{
+    cg_tls_conf conf;
+    char err[512], hex[65];
+    unsigned char secret[32];
+    cg_config_tls_conf(cfg, &conf);
+    cg_tls_ctx *ctx = cg_tls_ctx_new(&conf, err, sizeof(err));
+    if (!ctx) {
+        cg_log(&st->log, CG_ERROR, "Error: %s", err);
+        return -1;
+    }
+    cg_tls_ctx_free(ctx);
+    if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
+        cg_log(&st->log, CG_WARNING, "TLS: no random secret for session tickets: %s",
+               strerror(errno));
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(secret); i++)
+        snprintf(hex + 2 * i, 3, "%02x", secret[i]);
+    setenv(CG_TLS_TICKET_ENV, hex, 1);
+    return 0;
+}
+
 int cg_supervise(PyObject *module, cg_config *cfg)
 {
     cg_state *st = cg_get_state(module);
@@ -215,6 +245,8 @@ int cg_supervise(PyObject *module, cg_config *cfg)
                "'workers'.");
         goto done;
     }
+    if (cfg->ssl_certfile && tls_prepare(st, cfg) < 0)
+        goto done;
     if (cfg->fd >= 0)
         fd = (int)cfg->fd;
     else if (cfg->uds)
@@ -230,7 +262,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     if (cfg->uds)
         cg_log(&st->log, CG_INFO, "casgi running on unix socket %s (Press CTRL+C to quit)",
                cfg->uds);
-    else if (cg_sock_url(fd, err, sizeof(err)) == 0)
+    else if (cg_sock_url(fd, cfg->ssl_certfile ? "https" : "http", err, sizeof(err)) == 0)
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", err);
 
     /* The worker's command: the same interpreter, the whole configuration. */

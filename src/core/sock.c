@@ -89,7 +89,7 @@ fail_errno:
     return -1;
 }
 
-int cg_sock_url(int fd, char *out, size_t outlen)
+int cg_sock_url(int fd, const char *scheme, char *out, size_t outlen)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -100,11 +100,11 @@ int cg_sock_url(int fd, char *out, size_t outlen)
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        snprintf(out, outlen, "http://%s:%d", host, ntohs(a->sin_port));
+        snprintf(out, outlen, "%s://%s:%d", scheme, host, ntohs(a->sin_port));
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        snprintf(out, outlen, "http://[%s]:%d", host, ntohs(a->sin6_port));
+        snprintf(out, outlen, "%s://[%s]:%d", scheme, host, ntohs(a->sin6_port));
     } else if (ss.ss_family == AF_UNIX) {
         struct sockaddr_un *a = (struct sockaddr_un *)&ss;
         snprintf(out, outlen, "unix:%s", a->sun_path);

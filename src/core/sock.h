@@ -14,8 +14,8 @@ int cg_listen_tcp(const char *host, int port, int backlog, char *err, size_t err
  * mode 0666). Returns the fd or -1 with a message in err. */
 int cg_listen_unix(const char *path, int backlog, char *err, size_t errlen);
 
-/** Writes the socket's local address as "http://HOST:PORT" (IPv6 in brackets)
- * or "unix:PATH" into out. Returns 0 or -1. */
-int cg_sock_url(int fd, char *out, size_t outlen);
+/** Writes the socket's local address as "SCHEME://HOST:PORT" (IPv6 in
+ * brackets; scheme "http" or "https") or "unix:PATH" into out. Returns 0 or -1. */
+int cg_sock_url(int fd, const char *scheme, char *out, size_t outlen);
 
 #endif
