@@ -3,7 +3,8 @@
 gunicorn owns the processes, the sockets and the logging; each worker serves
 them with casgi's C protocol. gunicorn's settings map onto casgi's options:
 keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
-forwarded_allow_ips,
+forwarded_allow_ips, certfile / keyfile / ca_certs / cert_reqs / ciphers (TLS in
+casgi's own engine; gunicorn's ssl_context hook, a Python SSLContext, does not apply),
 limit_request_line / limit_request_fields / limit_request_field_size, and
 the heartbeat that gunicorn's ``timeout`` watches is sent from the event loop.
 """
@@ -56,6 +57,13 @@ class CasgiWorker(Worker):
         }
         if self.max_requests < sys.maxsize:
             options["limit_max_requests"] = self.max_requests
+        if cfg.is_ssl:
+            tls = cfg.ssl_options
+            options["ssl_certfile"] = tls["certfile"]
+            for ours, theirs in (("ssl_keyfile", "keyfile"), ("ssl_ca_certs", "ca_certs"), ("ssl_ciphers", "ciphers")):
+                if tls.get(theirs):
+                    options[ours] = tls[theirs]
+            options["ssl_cert_reqs"] = int(tls.get("cert_reqs") or 0)
         return options
 
     def _heartbeat(self) -> None:

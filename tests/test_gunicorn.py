@@ -287,3 +287,61 @@ def test_gunicorn_term_with_an_open_stream_workers_exit_within_graceful_timeout(
     for c in conns:
         c.read_until_close(timeout=1)
         c.close()
+
+
+def test_gunicorn_tls_settings_are_served_by_casgi(sups, tmp_path):
+    """gunicorn's certfile/keyfile/ca_certs/cert_reqs reach casgi's TLS engine:
+    HTTPS with a client certificate required, scheme https, the tls extension."""
+    import json
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("client@example.org")
+    certfile, keyfile, cafile = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    server.cert_chain_pems[0].write_to_path(str(certfile))
+    server.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    sups.copy_app("sup_app.py", "main.py")
+    port = free_port()
+    p = sups.start([], cmd=gunicorn_cmd("main:app", port, "-w", "1", "--certfile", str(certfile),
+                                        "--keyfile", str(keyfile), "--ca-certs", str(cafile),
+                                        "--cert-reqs", "2"),
+                   wait=False, patterns=(GUNICORN_BOOT_RE,))
+    p.wait_for(r"Listening at: https://127\.0\.0\.1:%d" % port, timeout=20)
+    boots(p, 1)
+
+    def fetch(with_cert: bool) -> dict:
+        ctx = ssl.create_default_context(cafile=str(cafile))
+        if with_cert:
+            client.configure_cert(ctx)
+        import http.client
+
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+        try:
+            conn.request("GET", "/tls")
+            r = conn.getresponse()
+            assert r.status == 200
+            return json.loads(r.read())
+        finally:
+            conn.close()
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            got = fetch(True)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert got["scheme"] == "https"
+    assert got["tls"]["tls_version"] == 0x0304
+    assert got["tls"]["client_cert_chain"] and got["tls"]["client_cert_chain"][0].startswith(
+        "-----BEGIN CERTIFICATE-----")
+    assert got["tls"]["client_cert_error"] is None
+    # cert_reqs 2: a client without a certificate is refused in the handshake.
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        fetch(False)
+    p.finish(signal.SIGTERM)

@@ -16,6 +16,7 @@ with $SUP_CRASH_LOCK=PATH, the one worker holding an flock on PATH does not.
 
 import asyncio
 import fcntl
+import json
 import os
 import time
 
@@ -105,6 +106,12 @@ async def app(scope, receive, send):
         await asyncio.sleep(3600)
     elif path == "/slow":
         await asyncio.sleep(float(scope["query_string"] or b"0.1"))
+    elif path == "/tls":
+        tls = scope.get("extensions", {}).get("tls")
+        body = json.dumps({"scheme": scope["scheme"], "tls": tls}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
     elif path == "/echo":
         body = await _read_body(receive)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
