@@ -118,6 +118,7 @@ tools:
 # The core, the extension and the C unit tests with gcc and clang at -O0, -O2
 # and -O3, warnings as errors (optimisation levels change what the compilers
 # warn about); each cell runs the C unit tests. MATRIX_CC/MATRIX_OPT narrow it.
+# One more cell builds without OpenSSL and checks that a --ssl-* option says so.
 MATRIX_CC ?= gcc clang
 MATRIX_OPT ?= 0 2 3
 build-matrix: tools build-deps venv
@@ -129,6 +130,12 @@ build-matrix: tools build-deps venv
 		$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
 		$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
 	done; done
+	@echo "build-matrix: gcc -O2 without OpenSSL (-Dtls=disabled)"; d=build/matrix-notls; \
+	[ -f $$d/build.ninja ] || CC=gcc $(VENV)/bin/meson setup $$d -Dtests=true -Dtls=disabled \
+		-Doptimization=2 -Ddebug=false $(WERROR_MESON) >/dev/null; \
+	$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
+	$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
+	bash tests/check_notls.sh $$d $(PY)
 
 clean:
 	rm -rf build
