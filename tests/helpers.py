@@ -39,7 +39,7 @@ APPS_DIR = TESTS_DIR / "apps"
 LOOPS = ["asyncio", "uvloop"]
 STARTUP_TIMEOUT = 20.0
 RUNNING_RE = re.compile(r"casgi running on (?P<where>\S+)")
-HTTP_RUNNING_RE = re.compile(r"casgi running on http://(?P<host>[^\s]+):(?P<port>\d+) \(Press CTRL\+C to quit\)")
+HTTP_RUNNING_RE = re.compile(r"casgi running on https?://(?P<host>[^\s]+):(?P<port>\d+) \(Press CTRL\+C to quit\)")
 
 
 def _have_uvloop() -> bool:
