@@ -53,7 +53,8 @@ ALT_VERSION = $(shell $(ALT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 ALT_VENV = .venv-alt-$(ALT_VERSION)
 ALT_TESTS := tests/test_framing.py tests/test_receive_send.py tests/test_streaming.py \
 	tests/test_scope.py tests/test_rejections.py tests/test_frameworks.py tests/test_shutdown.py \
-	tests/test_gunicorn.py tests/test_django_quart.py tests/test_cancellation.py
+	tests/test_gunicorn.py tests/test_django_quart.py tests/test_cancellation.py \
+	tests/test_tls_transport.py
 
 pytest-alt: build-deps
 	@if [ -z "$(ALT_PYTHON)" ]; then echo "pytest-alt: no Python 3.12+ found, skipped"; exit 0; fi; \
@@ -81,7 +82,8 @@ alt-version:
 PY_VERSIONS ?= 3.9 3.10 3.12 3.13
 VERSION_TESTS ?= tests/test_receive_send.py tests/test_scope.py tests/test_frameworks.py \
 	tests/test_shutdown.py tests/test_lifespan.py tests/test_ws_handshake.py \
-	tests/test_django_quart.py tests/test_run_api.py tests/test_cancellation.py
+	tests/test_django_quart.py tests/test_run_api.py tests/test_cancellation.py \
+	tests/test_tls_transport.py
 pytest-versions:
 	@set -e; for v in $(PY_VERSIONS); do \
 		p=; for c in python$$v $$(ls -d $(HOME)/.pyenv/versions/$$v.*/bin/python3 2>/dev/null); do \
