@@ -1,6 +1,8 @@
 /* The option table and the command-line / environment parser built on it.
  * Pure C: the bindings convert Python values to text and call cg_option_set. */
 #include "options.h"
+
+#include "errfmt.h"
 #include "proxy.h"
 #include "tls.h"
 
@@ -189,32 +191,6 @@ const size_t cg_options_count = sizeof(cg_options) / sizeof(cg_options[0]);
 
 /* ---- small helpers ---- */
 
-/* Formats a one-line error. User text quoted in it may hold control
- * characters (a newline in a --header value): they are written as \xNN, so
- * the message stays one line and cannot forge output. */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    char raw[1024];
-    size_t o = 0;
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(raw, sizeof(raw), fmt, ap);
-    va_end(ap);
-    for (const unsigned char *p = (const unsigned char *)raw; *p && o + 1 < errlen; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            if (o + 5 >= errlen)
-                break;
-            snprintf(err + o, errlen - o, "\\x%02x", *p);
-            o += 4;
-        } else {
-            err[o++] = (char)*p;
-        }
-    }
-    err[o] = '\0';
-}
-
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -304,16 +280,16 @@ static void range_err(char *err, size_t errlen, const char *label, const char *t
 {
     if (o->max >= (double)INT_MAX) {
         if (integral)
-            set_err(err, errlen, "invalid value for '%s': %s is not >= %ld", label, text,
-                    (long)o->min);
+            cg_set_err(err, errlen, "invalid value for '%s': %s is not >= %ld", label, text,
+                       (long)o->min);
         else
-            set_err(err, errlen, "invalid value for '%s': %s is not >= %g", label, text, o->min);
+            cg_set_err(err, errlen, "invalid value for '%s': %s is not >= %g", label, text, o->min);
     } else if (integral) {
-        set_err(err, errlen, "invalid value for '%s': %s is not in the range %ld..%ld", label, text,
-                (long)o->min, (long)o->max);
+        cg_set_err(err, errlen, "invalid value for '%s': %s is not in the range %ld..%ld", label,
+                   text, (long)o->min, (long)o->max);
     } else {
-        set_err(err, errlen, "invalid value for '%s': %s is not in the range %g..%g", label, text,
-                o->min, o->max);
+        cg_set_err(err, errlen, "invalid value for '%s': %s is not in the range %g..%g", label,
+                   text, o->min, o->max);
     }
 }
 
@@ -344,23 +320,23 @@ static int check_header(const char *label, const char *text, char *err, size_t e
     const char *name, *value;
     size_t nlen, vlen;
     if (cg_header_option_split(text, &name, &nlen, &value, &vlen) < 0) {
-        set_err(err, errlen, "invalid value for '%s': '%s' is not NAME:VALUE", label, text);
+        cg_set_err(err, errlen, "invalid value for '%s': '%s' is not NAME:VALUE", label, text);
         return -1;
     }
     for (size_t i = 0; i < nlen; i++) {
         if (!is_tchar((unsigned char)name[i])) {
-            set_err(err, errlen, "invalid value for '%s': '%.*s' is not a valid header name", label,
-                    (int)nlen, name);
+            cg_set_err(err, errlen, "invalid value for '%s': '%.*s' is not a valid header name",
+                       label, (int)nlen, name);
             return -1;
         }
     }
     for (size_t i = 0; i < vlen; i++) {
         unsigned char ch = (unsigned char)value[i];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-            set_err(err, errlen,
-                    "invalid value for '%s': the value of header '%.*s' contains a control "
-                    "character",
-                    label, (int)nlen, name);
+            cg_set_err(err, errlen,
+                       "invalid value for '%s': the value of header '%.*s' contains a control "
+                       "character",
+                       label, (int)nlen, name);
             return -1;
         }
     }
@@ -379,12 +355,12 @@ static int check_forwarded(const cg_option *o, const char *label, const char *te
         return 0;
     rc = cg_proxy_trust_parse(&t, text, &bad);
     if (rc == CG_PROXY_NO_MEMORY) {
-        set_err(err, errlen, "out of memory");
+        cg_set_err(err, errlen, "out of memory");
         return -1;
     }
     if (rc < 0) {
-        set_err(err, errlen, "invalid value for '%s': '%.*s' %s", label, (int)bad.len, bad.base,
-                cg_proxy_strerror(rc));
+        cg_set_err(err, errlen, "invalid value for '%s': '%.*s' %s", label, (int)bad.len, bad.base,
+                   cg_proxy_strerror(rc));
         return -1;
     }
     cg_proxy_trust_free(&t);
@@ -421,14 +397,14 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
             return -1;
         }
         if (o->offset == offsetof(cg_config, ssl_version) && cg_tls_version_problem(v)) {
-            set_err(err, errlen, "invalid value for '%s': %s: %s", label, text,
-                    cg_tls_version_problem(v));
+            cg_set_err(err, errlen, "invalid value for '%s': %s: %s", label, text,
+                       cg_tls_version_problem(v));
             return -1;
         }
         *(long *)p = v;
         return 0;
     not_int:
-        set_err(err, errlen, "invalid value for '%s': '%s' is not an integer", label, text);
+        cg_set_err(err, errlen, "invalid value for '%s': '%s' is not an integer", label, text);
         return -1;
     }
     case CG_OPT_FLOAT: {
@@ -447,17 +423,17 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
         *(double *)p = v;
         return 0;
     not_num:
-        set_err(err, errlen, "invalid value for '%s': '%s' is not a number", label, text);
+        cg_set_err(err, errlen, "invalid value for '%s': '%s' is not a number", label, text);
         return -1;
     }
     case CG_OPT_BOOL:
     case CG_OPT_FLAG: {
         int v = parse_bool(text);
         if (v < 0) {
-            set_err(err, errlen,
-                    "invalid value for '%s': '%s' is not a boolean (true/false, 1/0, yes/no, "
-                    "on/off)",
-                    label, text);
+            cg_set_err(err, errlen,
+                       "invalid value for '%s': '%s' is not a boolean (true/false, 1/0, yes/no, "
+                       "on/off)",
+                       label, text);
             return -1;
         }
         *(int *)p = v;
@@ -480,7 +456,7 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
                 break;
             off += (size_t)w;
         }
-        set_err(err, errlen, "invalid value for '%s': '%s' is not one of %s", label, text, list);
+        cg_set_err(err, errlen, "invalid value for '%s': '%s' is not one of %s", label, text, list);
         return -1;
     }
     case CG_OPT_LIST:
@@ -490,10 +466,10 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
             goto nomem;
         return 0;
     }
-    set_err(err, errlen, "internal error: bad option type for '%s'", label);
+    cg_set_err(err, errlen, "internal error: bad option type for '%s'", label);
     return -1;
 nomem:
-    set_err(err, errlen, "out of memory");
+    cg_set_err(err, errlen, "out of memory");
     return -1;
 }
 
@@ -586,7 +562,7 @@ static int set_env_list(cg_config *c, const cg_option *o, const char *text, cons
     char *copy = dup_str(text), *line, *save = NULL;
     int rc = 0;
     if (!copy) {
-        set_err(err, errlen, "out of memory");
+        cg_set_err(err, errlen, "out of memory");
         return -1;
     }
     for (line = strtok_r(copy, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
@@ -727,8 +703,8 @@ static void unknown_option(const char *arg, size_t len, char *err, size_t errlen
     const cg_option *o;
     if (len > 5 && strncmp(arg, "--no-", 5) == 0 && (o = find_n(arg + 5, len - 5)) != NULL &&
         !is_app(o)) {
-        set_err(err, errlen, "unknown option '%.*s' ('--%s' has no --no- form)", (int)len, arg,
-                o->name);
+        cg_set_err(err, errlen, "unknown option '%.*s' ('--%s' has no --no- form)", (int)len, arg,
+                   o->name);
         return;
     }
     if (len > 2 && arg[0] == '-' && arg[1] == '-')
@@ -736,9 +712,9 @@ static void unknown_option(const char *arg, size_t len, char *err, size_t errlen
     else
         guess[0] = '\0';
     if (guess[0])
-        set_err(err, errlen, "unknown option '%.*s' (did you mean '%s'?)", (int)len, arg, guess);
+        cg_set_err(err, errlen, "unknown option '%.*s' (did you mean '%s'?)", (int)len, arg, guess);
     else
-        set_err(err, errlen, "unknown option '%.*s'", (int)len, arg);
+        cg_set_err(err, errlen, "unknown option '%.*s'", (int)len, arg);
 }
 
 /* ---- command line ---- */
@@ -768,7 +744,7 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
 
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
             if (have_app) {
-                set_err(err, errlen, "unexpected extra argument '%s'", arg);
+                cg_set_err(err, errlen, "unexpected extra argument '%s'", arg);
                 return CG_PARSE_ERROR;
             }
             if (cg_option_set(c, &cg_options[0], arg, err, errlen) < 0)
@@ -810,7 +786,7 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
         snprintf(label, sizeof(label), "--%.*s", (int)nlen, name);
         if (o->type == CG_OPT_FLAG || (o->type == CG_OPT_BOOL && neg)) {
             if (eq) {
-                set_err(err, errlen, "option '%s' does not take a value", label);
+                cg_set_err(err, errlen, "option '%s' does not take a value", label);
                 return CG_PARSE_ERROR;
             }
             value = neg ? "false" : "true";
@@ -828,7 +804,7 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            set_err(err, errlen, "option '%s' requires an argument", label);
+            cg_set_err(err, errlen, "option '%s' requires an argument", label);
             return CG_PARSE_ERROR;
         }
         if (o->type == CG_OPT_LIST && !seen[o - cg_options])
@@ -844,7 +820,7 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
         }
     }
     if (!c->app) {
-        set_err(err, errlen, "missing argument 'APP'");
+        cg_set_err(err, errlen, "missing argument 'APP'");
         return CG_PARSE_ERROR;
     }
     if (cg_config_check(c, err, errlen) < 0)
@@ -861,24 +837,24 @@ int cg_config_check(const cg_config *c, char *err, size_t errlen)
                             : c->ssl_cert_reqs > 0    ? "--ssl-cert-reqs"
                                                       : NULL;
         if (given) {
-            set_err(err, errlen,
-                    "option '%s' requires '--ssl-certfile' (TLS is off without a "
-                    "certificate)",
-                    given);
+            cg_set_err(err, errlen,
+                       "option '%s' requires '--ssl-certfile' (TLS is off without a "
+                       "certificate)",
+                       given);
             return -1;
         }
         return 0;
     }
     if (!cg_tls_available()) {
-        set_err(err, errlen,
-                "TLS is not available: casgi was built without OpenSSL (install libssl-dev and "
-                "reinstall)");
+        cg_set_err(err, errlen,
+                   "TLS is not available: casgi was built without OpenSSL (install libssl-dev and "
+                   "reinstall)");
         return -1;
     }
     if (c->ssl_cert_reqs == 2 && !c->ssl_ca_certs) {
-        set_err(err, errlen,
-                "option '--ssl-cert-reqs 2' requires '--ssl-ca-certs' (the CA certificates that "
-                "verify client certificates)");
+        cg_set_err(err, errlen,
+                   "option '--ssl-cert-reqs 2' requires '--ssl-ca-certs' (the CA certificates that "
+                   "verify client certificates)");
         return -1;
     }
     if (err && errlen)

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errfmt.h"
+
 int cg_tls_available(void)
 {
     return CG_HAVE_TLS;
@@ -52,16 +54,6 @@ const char *cg_tls_cause_text(int cause)
     if (cause < 0 || cause >= CG_TLS_E_COUNT)
         return "unknown";
     return cause_texts[cause];
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 #if CG_HAVE_TLS
@@ -269,7 +261,7 @@ static int read_file(const char *label, const char *path, char **data, size_t *l
     char *buf = NULL;
     size_t cap = 0, n = 0;
     if (!f) {
-        set_err(err, errlen, "%s %s: %s", label, path, strerror(errno));
+        cg_set_err(err, errlen, "%s %s: %s", label, path, strerror(errno));
         return -1;
     }
     for (;;) {
@@ -278,12 +270,12 @@ static int read_file(const char *label, const char *path, char **data, size_t *l
             size_t ncap = cap ? cap * 2 : 8192;
             char *p;
             if (ncap > FILE_MAX + 1) {
-                set_err(err, errlen, "%s %s: larger than %u MiB", label, path, FILE_MAX >> 20);
+                cg_set_err(err, errlen, "%s %s: larger than %u MiB", label, path, FILE_MAX >> 20);
                 goto fail;
             }
             p = realloc(buf, ncap + 1);
             if (!p) {
-                set_err(err, errlen, "%s %s: out of memory", label, path);
+                cg_set_err(err, errlen, "%s %s: out of memory", label, path);
                 goto fail;
             }
             buf = p;
@@ -293,7 +285,7 @@ static int read_file(const char *label, const char *path, char **data, size_t *l
         n += got;
         if (got == 0) {
             if (ferror(f)) {
-                set_err(err, errlen, "%s %s: %s", label, path, strerror(errno));
+                cg_set_err(err, errlen, "%s %s: %s", label, path, strerror(errno));
                 goto fail;
             }
             break;
@@ -331,12 +323,12 @@ static int load_chain(SSL_CTX *sc, const char *path, const char *data, size_t le
         goto nomem;
     leaf = PEM_read_bio_X509_AUX(b, NULL, no_password, NULL);
     if (!leaf) {
-        set_err(err, errlen, "ssl-certfile %s: no PEM certificate found", path);
+        cg_set_err(err, errlen, "ssl-certfile %s: no PEM certificate found", path);
         goto out;
     }
     if (!SSL_CTX_use_certificate(sc, leaf)) {
-        set_err(err, errlen, "ssl-certfile %s: certificate not usable (%s)", path,
-                ERR_reason_error_string(ERR_peek_last_error()));
+        cg_set_err(err, errlen, "ssl-certfile %s: certificate not usable (%s)", path,
+                   ERR_reason_error_string(ERR_peek_last_error()));
         goto out;
     }
     SSL_CTX_clear_chain_certs(sc);
@@ -351,8 +343,8 @@ static int load_chain(SSL_CTX *sc, const char *path, const char *data, size_t le
      * else is a damaged certificate in the chain. */
     e = ERR_peek_last_error();
     if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
-        set_err(err, errlen, "ssl-certfile %s: a chain certificate is damaged (%s)", path,
-                ERR_reason_error_string(e));
+        cg_set_err(err, errlen, "ssl-certfile %s: a chain certificate is damaged (%s)", path,
+                   ERR_reason_error_string(e));
         goto out;
     }
     *leafp = leaf;
@@ -360,7 +352,7 @@ static int load_chain(SSL_CTX *sc, const char *path, const char *data, size_t le
     rc = 0;
     goto out;
 nomem:
-    set_err(err, errlen, "ssl-certfile %s: out of memory", path);
+    cg_set_err(err, errlen, "ssl-certfile %s: out of memory", path);
 out:
     X509_free(leaf);
     BIO_free(b);
@@ -378,25 +370,25 @@ static int load_key(SSL_CTX *sc, const cg_tls_conf *conf, const char *data, size
     EVP_PKEY *key = NULL;
     int rc = -1;
     if (!b) {
-        set_err(err, errlen, "%s %s: out of memory", label, path);
+        cg_set_err(err, errlen, "%s %s: out of memory", label, path);
         goto out;
     }
     key = PEM_read_bio_PrivateKey(b, NULL, give_password, &pw);
     if (!key) {
         if (pw.asked && !conf->password)
-            set_err(err, errlen,
-                    "%s %s: the key is encrypted and no password was given "
-                    "(--ssl-keyfile-password)",
-                    label, path);
+            cg_set_err(err, errlen,
+                       "%s %s: the key is encrypted and no password was given "
+                       "(--ssl-keyfile-password)",
+                       label, path);
         else if (pw.asked)
-            set_err(err, errlen, "%s %s: wrong password or not a private key", label, path);
+            cg_set_err(err, errlen, "%s %s: wrong password or not a private key", label, path);
         else
-            set_err(err, errlen, "%s %s: no PEM private key found", label, path);
+            cg_set_err(err, errlen, "%s %s: no PEM private key found", label, path);
         goto out;
     }
     if (!SSL_CTX_use_PrivateKey(sc, key) || !SSL_CTX_check_private_key(sc)) {
-        set_err(err, errlen, "%s %s: the private key does not match the certificate in %s", label,
-                path, conf->certfile);
+        cg_set_err(err, errlen, "%s %s: the private key does not match the certificate in %s",
+                   label, path, conf->certfile);
         goto out;
     }
     rc = 0;
@@ -473,28 +465,28 @@ static tls_gen *gen_new(const cg_tls_conf *conf, unsigned char ticket_keys[TICKE
     BIO *mem = NULL;
 
     if (problem) {
-        set_err(err, errlen, "ssl-version %ld: %s", conf->ssl_version, problem);
+        cg_set_err(err, errlen, "ssl-version %ld: %s", conf->ssl_version, problem);
         return NULL;
     }
     if (!conf->certfile) {
-        set_err(err, errlen, "ssl-certfile: not given");
+        cg_set_err(err, errlen, "ssl-certfile: not given");
         return NULL;
     }
     if (conf->cert_reqs < 0 || conf->cert_reqs > 2) {
-        set_err(err, errlen, "ssl-cert-reqs %d: not 0 (none), 1 (optional) or 2 (required)",
-                conf->cert_reqs);
+        cg_set_err(err, errlen, "ssl-cert-reqs %d: not 0 (none), 1 (optional) or 2 (required)",
+                   conf->cert_reqs);
         return NULL;
     }
     if (conf->cert_reqs == 2 && !conf->ca_certs) {
-        set_err(err, errlen,
-                "ssl-cert-reqs 2 requires ssl-ca-certs: the CA certificates that verify "
-                "client certificates");
+        cg_set_err(err, errlen,
+                   "ssl-cert-reqs 2 requires ssl-ca-certs: the CA certificates that verify "
+                   "client certificates");
         return NULL;
     }
     for (size_t i = 0; i < conf->alpn_n; i++) {
         size_t n = strlen(conf->alpn[i]);
         if (n == 0 || n > 255) {
-            set_err(err, errlen, "ALPN protocol name '%s': length not in 1..255", conf->alpn[i]);
+            cg_set_err(err, errlen, "ALPN protocol name '%s': length not in 1..255", conf->alpn[i]);
             return NULL;
         }
         alpn_len += 1 + n;
@@ -555,7 +547,7 @@ static tls_gen *gen_new(const cg_tls_conf *conf, unsigned char ticket_keys[TICKE
      * suites for TLS 1.2 clients). */
     if (conf->ciphers && *conf->ciphers && strcmp(conf->ciphers, "TLSv1") != 0 &&
         !SSL_CTX_set_cipher_list(sc, conf->ciphers)) {
-        set_err(err, errlen, "ssl-ciphers '%s': no usable cipher in the list", conf->ciphers);
+        cg_set_err(err, errlen, "ssl-ciphers '%s': no usable cipher in the list", conf->ciphers);
         goto fail;
     }
     if (g->alpn)
@@ -583,7 +575,7 @@ static tls_gen *gen_new(const cg_tls_conf *conf, unsigned char ticket_keys[TICKE
             goto fail;
         free(ca);
         if (!SSL_CTX_load_verify_file(sc, conf->ca_certs)) {
-            set_err(err, errlen, "ssl-ca-certs %s: no PEM certificate found", conf->ca_certs);
+            cg_set_err(err, errlen, "ssl-ca-certs %s: no PEM certificate found", conf->ca_certs);
             goto fail;
         }
     }
@@ -614,11 +606,11 @@ static tls_gen *gen_new(const cg_tls_conf *conf, unsigned char ticket_keys[TICKE
     return g;
 
 internal:
-    set_err(err, errlen, "TLS context setup failed (%s)",
-            ERR_reason_error_string(ERR_peek_last_error()));
+    cg_set_err(err, errlen, "TLS context setup failed (%s)",
+               ERR_reason_error_string(ERR_peek_last_error()));
     goto fail;
 nomem:
-    set_err(err, errlen, "TLS context setup: out of memory");
+    cg_set_err(err, errlen, "TLS context setup: out of memory");
 fail:
     BIO_free(mem);
     X509_free(leaf);
@@ -635,11 +627,11 @@ cg_tls_ctx *cg_tls_ctx_new(const cg_tls_conf *conf, char *err, size_t errlen)
 {
     cg_tls_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
-        set_err(err, errlen, "TLS context setup: out of memory");
+        cg_set_err(err, errlen, "TLS context setup: out of memory");
         return NULL;
     }
     if (RAND_bytes(ctx->ticket_keys, TICKET_KEYS_LEN) != 1) {
-        set_err(err, errlen, "TLS context setup: no random bytes for session tickets");
+        cg_set_err(err, errlen, "TLS context setup: no random bytes for session tickets");
         goto fail;
     }
     ctx->cur = gen_new(conf, ctx->ticket_keys, err, errlen);
@@ -1033,9 +1025,9 @@ const char *cg_tls_client_cert_error(const cg_tls *t)
 cg_tls_ctx *cg_tls_ctx_new(const cg_tls_conf *conf, char *err, size_t errlen)
 {
     (void)conf;
-    set_err(err, errlen,
-            "TLS is not available: casgi was built without OpenSSL (install libssl-dev and "
-            "reinstall)");
+    cg_set_err(err, errlen,
+               "TLS is not available: casgi was built without OpenSSL (install libssl-dev and "
+               "reinstall)");
     return NULL;
 }
 

@@ -72,6 +72,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errfmt.h"
+
 #define CG_EVBUF (64 * 1024)    /* inotify bytes read per call */
 #define CG_DIRBUF (32 * 1024)   /* getdents64 buffer */
 #define CG_WPATH (PATH_MAX + 2) /* path buffer: room for a trailing '/' */
@@ -286,19 +288,6 @@ struct cg_watch {
     char *evbuf;  /* inotify events */
     char path[CG_WPATH];
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int64_t now_ns(void)
 {
@@ -1032,14 +1021,14 @@ static int add_roots(cg_watch *w, const cg_watch_opts *o, char *err, size_t errl
     const char *const *dirs = o->ndirs ? o->dirs : dot;
     size_t ndirs = o->ndirs ? o->ndirs : 1;
     if (!(w->roots = calloc(ndirs, sizeof(*w->roots)))) {
-        set_err(err, errlen, "cannot start the file watcher: out of memory");
+        cg_set_err(err, errlen, "cannot start the file watcher: out of memory");
         return -1;
     }
     for (size_t i = 0; i < ndirs; i++) {
         struct stat st;
         char *real = realpath(dirs[i], NULL);
         if (!real || stat(real, &st) < 0) {
-            set_err(err, errlen, "cannot watch '%s': %s", dirs[i], strerror(errno));
+            cg_set_err(err, errlen, "cannot watch '%s': %s", dirs[i], strerror(errno));
             free(real);
             return -1;
         }
@@ -1047,11 +1036,11 @@ static int add_roots(cg_watch *w, const cg_watch_opts *o, char *err, size_t errl
         if (strcmp(real, "/") == 0)
             w->roots[w->nroots - 1].relofs = 1;
         if (!S_ISDIR(st.st_mode)) {
-            set_err(err, errlen, "cannot watch '%s': not a directory", dirs[i]);
+            cg_set_err(err, errlen, "cannot watch '%s': not a directory", dirs[i]);
             return -1;
         }
         if (access(real, R_OK | X_OK) < 0) {
-            set_err(err, errlen, "cannot watch '%s': %s", dirs[i], strerror(errno));
+            cg_set_err(err, errlen, "cannot watch '%s': %s", dirs[i], strerror(errno));
             return -1;
         }
     }
@@ -1097,7 +1086,7 @@ cg_watch *cg_watch_new(const cg_watch_opts *opts, char *err, size_t errlen)
     if (w->backend == CG_BACKEND_INOTIFY) {
         w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (w->ifd < 0) {
-            set_err(err, errlen, "inotify unavailable (%s), polling", strerror(errno));
+            cg_set_err(err, errlen, "inotify unavailable (%s), polling", strerror(errno));
             w->backend = CG_BACKEND_POLLING;
         } else if (!(w->evbuf = malloc(CG_EVBUF))) {
             goto fail_alloc;
@@ -1108,9 +1097,9 @@ cg_watch *cg_watch_new(const cg_watch_opts *opts, char *err, size_t errlen)
             if (walk(w, (uint32_t)r, w->roots[r].path, CG_WALK_WATCH) < 0)
                 goto fail_alloc;
         if (w->need_fallback) {
-            set_err(err, errlen,
-                    "inotify watch limit reached (fs.inotify.max_user_watches), "
-                    "polling");
+            cg_set_err(err, errlen,
+                       "inotify watch limit reached (fs.inotify.max_user_watches), "
+                       "polling");
             if (switch_to_polling(w) < 0)
                 goto fail_alloc;
         }
@@ -1120,10 +1109,10 @@ cg_watch *cg_watch_new(const cg_watch_opts *opts, char *err, size_t errlen)
     return w;
 
 fail_errno:
-    set_err(err, errlen, "cannot start the file watcher: %s", strerror(errno));
+    cg_set_err(err, errlen, "cannot start the file watcher: %s", strerror(errno));
     goto fail;
 fail_alloc:
-    set_err(err, errlen, "cannot start the file watcher: out of memory");
+    cg_set_err(err, errlen, "cannot start the file watcher: out of memory");
 fail:
     cg_watch_free(w);
     return NULL;
