@@ -48,6 +48,7 @@ from tls_util import (
     HAVE_CURL,
     HAVE_OPENSSL,
     TLS13_SUITES,
+    BioSock,
     Pki,
     client_ctx,
     client_hello,
@@ -457,6 +458,25 @@ def test_mtls_required_with_cert(required, pki):
     assert tls["tls_version"] == 0x0304
 
 
+@pytest.mark.parametrize("version", [None, ssl.TLSVersion.TLSv1_2], ids=["tls13", "tls12"])
+def test_mtls_resumed_session_keeps_identity(required, pki, version):
+    """A resumed session carries no certificate messages: the client
+    certificate, its name and its verification result come from the session.
+    (Its chain does not: OpenSSL keeps only the peer's own certificate in a
+    session, so a resumed connection reports the chain as that one alone.)"""
+    ctx = client_ctx(pki, cert=pki.client, max_version=version)
+    with tls_connect(required.port, ctx) as c:
+        first = tls_ext(c)
+        session = c.sock.session
+    with tls_connect(required.port, ctx, session=session) as c:
+        assert c.sock.session_reused
+        again = tls_ext(c)
+    assert first["client_cert_chain"] == pki.client.chain_pems
+    assert again["client_cert_chain"][:1] == [pki.client.leaf_pem]
+    for key in ("client_cert_name", "client_cert_error", "tls_version", "cipher_suite", "server_cert"):
+        assert again[key] == first[key], key
+
+
 def test_mtls_required_unknown_ca_refused(required, pki):
     mark = required.mark()
     c = tls_connect(required.port, client_ctx(pki, cert=pki.stranger))
@@ -519,6 +539,85 @@ def test_tls10_tls11_refused(main, pki):
             assert "alert protocol version" in out, out
             assert "Cipher is (NONE)" in out, out
             main.wait_for(r"TLS handshake failed: unsupported protocol version", since=mark)
+
+
+class SClient:
+    """An interactive `openssl s_client`: stdin lines are its commands ("k":
+    TLS 1.3 KeyUpdate, "K": KeyUpdate asking the peer to update too, "R":
+    renegotiate) or data; stdout is collected by a thread."""
+
+    def __init__(self, port: int, pki: Pki, *flags: str):
+        self.proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-CAfile",
+             str(pki.ca_file), *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+            with self._cond:
+                self.out += chunk
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, needle: bytes, count: int = 1, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.out.count(needle) < count:
+                left = deadline - time.monotonic()
+                assert left > 0 and (self.proc.poll() is None or self._thread.is_alive()), \
+                    f"{needle!r} x{count} not in s_client's output:\n{self.out.decode('latin-1')[-2000:]}"
+                self._cond.wait(min(left, 0.1))
+
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._thread.join(5)
+        return self.proc.returncode
+
+
+@needs_openssl
+def test_key_update_and_renegotiation(main, pki):
+    mark = main.mark()
+    # TLS 1.3 KeyUpdate from the client, with and without update_requested:
+    # the connection goes on under the new keys.
+    s = SClient(main.port, pki, "-tls1_3")
+    try:
+        s.wait_for(b"Verify return code: 0 (ok)")
+        for n, cmd in enumerate((b"k\n", b"K\n", b"k\n"), start=1):
+            s.write(cmd)
+            s.wait_for(b"KEYUPDATE", n)
+            s.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            s.wait_for(b"hello", n)
+    finally:
+        s.close()
+    # TLS 1.2 renegotiation is refused; the server stays healthy.
+    s = SClient(main.port, pki, "-tls1_2")
+    try:
+        s.wait_for(b"Verify return code: 0 (ok)")
+        s.write(b"R\n")
+        s.wait_for(b"no renegotiation")
+    finally:
+        s.close()
+    with tls_connect(main.port, client_ctx(pki)) as c:
+        assert get(c, "/").body == b"hello"
+    assert_info_once_per_cause(main)
+    assert not [line for line in main.lines(mark) if BAD_LEVEL_RE.search(line)]
 
 
 # ----------------------------------------------------------------------------
@@ -671,6 +770,58 @@ def test_keepalive_and_pipelining(main, pki):
         assert c.read_response().body == b"hello"
         assert read_big(c).body == big
         assert c.read_response().json()["client"] == me
+        # A request in one-byte records.
+        for byte in req("POST", "/echo", body=b"tiny records"):
+            c.sock.sendall(bytes([byte]))
+        assert c.read_response().body == b"tiny records"
+        # 100-continue: the interim response, then the body.
+        c.send(req("POST", "/echo", headers=[("Expect", "100-continue"), ("Content-Length", "5")]))
+        assert c.read_response(allow_interim=True).status == 100
+        c.send(b"12345")
+        assert c.read_response().body == b"12345"
+        # Connection: close ends with the server's close_notify (a ragged EOF
+        # raises ssl.SSLEOFError here).
+        r = c.request(req("GET", "/", headers=[("Connection", "close")]))
+        assert r.body == b"hello" and r.has_token("connection", "close")
+        c.assert_closed()
+
+
+def test_http10_body_ends_with_close_notify(main, pki):
+    """A body delimited by the close (HTTP/1.0, no content-length) is
+    complete only when the server's close_notify says so."""
+    with tls_connect(main.port, client_ctx(pki)) as c:
+        r = c.request(req("GET", "/stream?n=500", version="HTTP/1.0"))
+        assert r.framing == "close"
+        assert r.body == b"".join(f"part-{i}\n".encode() for i in range(500))
+    with tls_connect(main.port, client_ctx(pki)) as c:  # HTTP/1.1: chunked
+        r = c.request(req("GET", "/stream?n=500"))
+        assert r.framing == "chunked"
+        assert r.body == b"".join(f"part-{i}\n".encode() for i in range(500))
+
+
+def test_ciphertext_in_small_pieces(main, pki):
+    """The handshake and the records of a request reach the server one byte
+    per send, and a record left half-sent while the connection is idle for
+    more than two ticks (when the server gives back an idle connection's
+    buffers) is completed later."""
+    ctx = client_ctx(pki)
+    bio = BioSock(main.port, ctx, byte_delay=0.0005)
+    with RawConn(bio) as c:
+        assert get(c, "/").body == b"hello"
+        records = bio.encrypt(req("POST", "/echo", body=b"split ciphertext"))
+        bio.send_raw(records, byte_delay=0.0005)
+        assert c.read_response().body == b"split ciphertext"
+        records = bio.encrypt(req("POST", "/echo", body=b"across the idle ticks"))
+        bio.send_raw(records[:20])
+        time.sleep(2.3)
+        bio.send_raw(records[20:])
+        assert c.read_response().body == b"across the idle ticks"
+        # Two requests whose records are cut in the middle of each.
+        both = bio.encrypt(req("GET", "/")) + bio.encrypt(req("POST", "/echo", body=b"second"))
+        for i in range(0, len(both), 7):
+            bio.send_raw(both[i:i + 7])
+        assert c.read_response().body == b"hello"
+        assert c.read_response().body == b"second"
 
 
 # ----------------------------------------------------------------------------
@@ -681,6 +832,9 @@ def test_keepalive_and_pipelining(main, pki):
 def test_slow_handshake_closed_others_served(main, pki):
     mark = main.mark()
     hello = client_hello(["http/1.1"])
+    idle = tls_connect(main.port, client_ctx(pki))  # used again after the wait
+    assert get(idle, "/").body == b"hello"
+    idle_since = time.monotonic()
     silent = socket.create_connection(("127.0.0.1", main.port), timeout=5)
     half = socket.create_connection(("127.0.0.1", main.port), timeout=5)
     t0 = time.monotonic()
@@ -713,6 +867,14 @@ def test_slow_handshake_closed_others_served(main, pki):
     assert served < HANDSHAKE_TIMEOUT, f"the other clients took {served:.2f}s"
     for port in ports:
         main.wait_for(r"127\.0\.0\.1:" + str(port) + r" - TLS handshake not completed in time", since=mark)
+    # A keep-alive connection idle for more than two ticks (its buffers given
+    # back) serves again, a large body too.
+    time.sleep(max(0.0, idle_since + 2.3 - time.monotonic()))
+    with idle:
+        assert get(idle, "/").body == b"hello"
+        big = random.Random(4).randbytes(MIB)
+        idle.send(req("POST", "/echo", body=big))
+        assert read_big(idle).body == big
 
 
 def _rst_close(s: socket.socket) -> None:
@@ -932,6 +1094,30 @@ def test_sighup_rotation(pki, procs, tmp_path, loop):
     reload()
     assert peer_der(p.port, ctx) == (certs["E"].leaf_der, certs["E"].leaf_pem)
     assert p.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("loop", loop_params())
+def test_shutdown_with_tls_connections(pki, procs, tmp_path, loop):
+    """SIGTERM: an idle keep-alive connection gets close_notify, a handshake
+    that never completes does not hold the exit until --timeout-handshake."""
+    p = start_tls(tls_args(pki, "--timeout-handshake", "30"), loop=loop, cwd=tmp_path)
+    procs.append(p)
+    idle = tls_connect(p.port, client_ctx(pki))
+    assert get(idle, "/").body == b"hello"
+    silent = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    half = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    half.sendall(client_hello()[:40])
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    p.signal(signal.SIGTERM)
+    with idle:
+        idle.assert_closed()  # close_notify: no SSLEOFError
+    for s in (silent, half):
+        with s:
+            got, _ = wait_closed(s, 10.0)
+            assert got == b""
+    assert p.wait(10) == 0
+    assert time.monotonic() - t0 < 5.0, p.tail()
 
 
 # ----------------------------------------------------------------------------

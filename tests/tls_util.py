@@ -21,6 +21,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -150,15 +151,85 @@ def client_ctx(pki: Pki, alpn: Optional[list] = None, cert: Optional[CertFiles] 
 def tls_connect(port: int, ctx: ssl.SSLContext, host: str = "127.0.0.1", timeout: float = 5.0,
                 session: Optional[ssl.SSLSession] = None) -> RawConn:
     """A TCP connection with a completed, verified handshake, as a RawConn
-    (its `sock` is the ssl.SSLSocket)."""
+    (its `sock` is the ssl.SSLSocket). An EOF without the server's
+    close_notify raises ssl.SSLEOFError instead of reading as a clean end."""
     raw = socket.create_connection((host, port), timeout=timeout)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        s = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        s = ctx.wrap_socket(raw, server_hostname="localhost", session=session, suppress_ragged_eofs=False)
     except BaseException:
         raw.close()
         raise
     return RawConn(s, timeout)
+
+
+class BioSock:
+    """A TLS client over a raw TCP socket through memory BIOs, so the test
+    decides how the ciphertext is cut into sends. It has the socket methods
+    RawConn uses (recv decrypts, sendall encrypts and sends at once)."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, timeout: float = 5.0, byte_delay: Optional[float] = None):
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.byte_delay = byte_delay  # set: the handshake's sends go one byte at a time
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.raw.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed during the handshake")
+                self.incoming.write(data)
+        self._flush()
+        self.byte_delay = None
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.send_raw(data, self.byte_delay)
+
+    def send_raw(self, data: bytes, byte_delay: Optional[float] = None) -> None:
+        if byte_delay is None:
+            self.raw.sendall(data)
+            return
+        for i in range(len(data)):
+            self.raw.sendall(data[i:i + 1])
+            if byte_delay:
+                time.sleep(byte_delay)
+
+    def encrypt(self, plain: bytes) -> bytes:
+        """The records carrying `plain`, not sent."""
+        self.obj.write(plain)
+        return self.outgoing.read()
+
+    # socket methods for RawConn
+    def sendall(self, plain: bytes) -> None:
+        self.send_raw(self.encrypt(plain))
+
+    def recv(self, n: int) -> bytes:
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                data = self.raw.recv(65536)
+                if not data:
+                    raise ssl.SSLEOFError("EOF without close_notify")
+                self.incoming.write(data)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def settimeout(self, t) -> None:
+        self.raw.settimeout(t)
+
+    def getsockname(self):
+        return self.raw.getsockname()
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def client_hello(alpn: Optional[list] = None) -> bytes:

@@ -7,6 +7,8 @@ http:
                 (with "tls" when present) and the pid
   /echo         the request body back (application/octet-stream)
   /download?size=N&seed=S  N pseudo-random bytes (random.Random(S).randbytes)
+  /stream?n=N   N body messages "part-<i>\n", no content-length (chunked, or
+                delimited by the close on HTTP/1.0)
 websocket (any path): accept, then echo; the text "scope" is answered with
 the scope JSON instead.
 """
@@ -93,5 +95,11 @@ async def app(scope, receive, send):
         qs = parse_qs(scope["query_string"].decode())
         size, seed = int(qs["size"][0]), int(qs.get("seed", ["0"])[0])
         await respond(send, random.Random(seed).randbytes(size), b"application/octet-stream")
+    elif path == "/stream":
+        n = int(parse_qs(scope["query_string"].decode())["n"][0])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for i in range(n):
+            await send({"type": "http.response.body", "body": f"part-{i}\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
     else:
         await respond(send, b"hello")
