@@ -42,7 +42,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from helpers import APPS_DIR, CasgiProcess, RawConn, casgi_args, clean_env, loop_params, req
+from helpers import (CasgiProcess, RawConn, assert_rss_growth_below, casgi_args, clean_env, loop_params, read_rss_kib,
+                     req)
 from supervisor_util import WORKER_OPTS
 from tls_util import (
     HAVE_CURL,
@@ -210,8 +211,8 @@ def read_big(c: RawConn):
     (RawConn's bytes concatenation would copy quadratically)."""
     resp = c.read_head()
     n = int(resp.header("content-length"))
-    body = bytearray(c.buf)
-    c.buf = b""
+    body = bytearray(c.buf[:n])
+    c.buf = c.buf[n:]
     while len(body) < n:
         chunk = c.sock.recv(min(n - len(body), 1 << 20))
         assert chunk, f"connection closed after {len(body)} of {n} body bytes"
@@ -280,6 +281,15 @@ def test_running_line_and_alpn_http11(main, pki):
         assert c.sock.getpeercert(binary_form=True) == pki.server.leaf_der
         r = get(c, "/")
         assert r.body == b"hello"
+
+
+def test_no_sni(main, pki):
+    """A client connecting by address sends no server name; it gets the
+    certificate, which names 127.0.0.1 too."""
+    raw = socket.create_connection(("127.0.0.1", main.port), timeout=5)
+    with RawConn(client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")) as c:
+        assert c.sock.getpeercert(binary_form=True) == pki.server.leaf_der
+        assert get(c, "/").body == b"hello"
 
 
 def test_alpn_h2_only_gets_no_alpn_and_http11(main, pki):
@@ -741,6 +751,48 @@ def test_8mib_both_ways(main, pki):
         assert get(c, "/").body == b"hello"
 
 
+def test_slow_reader_bounded_memory(main, pki):
+    """A client that does not read: the app's send() waits (the transport
+    is above its high-water mark) instead of the server encrypting and
+    buffering the whole 64 MiB."""
+    base = read_rss_kib(main.pid)
+    with tls_connect(main.port, client_ctx(pki), timeout=30) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.send(req("GET", "/big-stream?n=64"))
+        time.sleep(1.0)
+        assert_rss_growth_below(read_rss_kib(main.pid) - base, 24 * 1024, "with a client not reading")
+        r = read_big(c)
+        assert len(r.body) == 64 * MIB
+        assert r.body[:512] == bytes(range(256)) * 2 and r.body[-256:] == bytes(range(256))
+        assert get(c, "/").body == b"hello"
+
+
+def test_concurrent_connections(main, pki):
+    """Many connections at once, handshakes and requests interleaved (the
+    server encrypts every connection's output through one scratch buffer)."""
+    ctx = client_ctx(pki)
+    errors: list = []
+
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        try:
+            with tls_connect(main.port, ctx, timeout=20) as c:
+                for j in range(3):
+                    body = rng.randbytes(rng.randrange(0, 100_000))
+                    c.send(req("POST", "/echo", body=body) + req("GET", f"/download?size={len(body)}&seed={j}"))
+                    assert read_big(c).body == body
+                    assert read_big(c).body == random.Random(j).randbytes(len(body))
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"client {i}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:5]
+
+
 def test_keepalive_and_pipelining(main, pki):
     with tls_connect(main.port, client_ctx(pki)) as c:
         me = list(c.sock.getsockname()[:2])
@@ -1146,23 +1198,25 @@ def test_workers_session_resumption(pki, procs, tmp_path):
     p = start_workers(pki, tmp_path, procs, *tls_args(pki))
     workers = {int(x) for x in re.findall(r"Started server process \[(\d+)\]", p.output())}
     assert len(workers) == 2, p.tail()
-    ctx = client_ctx(pki)
-    with tls_connect(p.port, ctx) as c:
-        first = int(get(c, "/pid").body)
-        assert not c.sock.session_reused
-        session = c.sock.session  # a TLS 1.3 ticket, issued by `first`
-        assert session is not None and session.has_ticket
-    served = []
-    for _ in range(40):
-        with tls_connect(p.port, ctx, session=session) as c:
-            pid = int(get(c, "/pid").body)
-            served.append((pid, c.sock.session_reused))
-        if len(served) >= 8 and {pid for pid, _ in served} == workers:
-            break
-    print(f"ticket issued by worker {first}; resumed connections served by: {[pid for pid, _ in served]}")
-    assert all(reused for _, reused in served), served
-    assert {pid for pid, _ in served} == workers, f"every connection landed on one worker: {served}"
-    assert any(pid != first for pid, _ in served)
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(pki, max_version=version)
+        with tls_connect(p.port, ctx) as c:
+            first = int(get(c, "/pid").body)
+            assert not c.sock.session_reused
+            session = c.sock.session  # a session ticket, issued by worker `first`
+            assert session is not None and session.has_ticket
+        served = []
+        for _ in range(40):
+            with tls_connect(p.port, ctx, session=session) as c:
+                pid = int(get(c, "/pid").body)
+                served.append((pid, c.sock.session_reused))
+            if len(served) >= 8 and {pid for pid, _ in served} == workers:
+                break
+        print(f"{version.name}: ticket issued by worker {first}; resumed connections served by: "
+              f"{[pid for pid, _ in served]}")
+        assert all(reused for _, reused in served), (version, served)
+        assert {pid for pid, _ in served} == workers, f"every connection landed on one worker: {served}"
+        assert any(pid != first for pid, _ in served)
     assert p.stop(signal.SIGTERM) == 0
 
 

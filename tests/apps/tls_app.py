@@ -9,6 +9,7 @@ http:
   /download?size=N&seed=S  N pseudo-random bytes (random.Random(S).randbytes)
   /stream?n=N   N body messages "part-<i>\n", no content-length (chunked, or
                 delimited by the close on HTTP/1.0)
+  /big-stream?n=N  N body messages of 1 MiB each (bytes 0..255 repeated)
 websocket (any path): accept, then echo; the text "scope" is answered with
 the scope JSON instead.
 """
@@ -100,6 +101,14 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         for i in range(n):
             await send({"type": "http.response.body", "body": f"part-{i}\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/big-stream":
+        n = int(parse_qs(scope["query_string"].decode())["n"][0])
+        chunk = bytes(range(256)) * 4096
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(n * len(chunk)).encode())]})
+        for _ in range(n):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     else:
         await respond(send, b"hello")
