@@ -42,9 +42,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from helpers import (CasgiProcess, RawConn, assert_rss_growth_below, casgi_args, clean_env, loop_params, read_rss_kib,
-                     req)
-from supervisor_util import WORKER_OPTS
+from helpers import (APPS_DIR, CasgiProcess, RawConn, assert_rss_growth_below, casgi_args, clean_env, free_port,
+                     loop_params, read_rss_kib, req)
+from supervisor_util import GUNICORN_BOOT_RE, WORKER_OPTS
 from tls_util import (
     HAVE_CURL,
     HAVE_OPENSSL,
@@ -1242,6 +1242,44 @@ def test_workers_sighup_rotation(pki, procs, tmp_path):
     assert not load.failures, load.report()
     assert load.ok > 10, load.report()
     assert p.stop(signal.SIGTERM) == 0
+
+
+# ----------------------------------------------------------------------------
+# The gunicorn worker
+# ----------------------------------------------------------------------------
+
+
+def test_gunicorn_worker_tls(pki, sups, tmp_path):
+    """gunicorn's certfile, keyfile, ca_certs, cert_reqs and ciphers reach
+    casgi's TLS: gunicorn says https://, so the worker must not serve
+    cleartext."""
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    cmd = [sys.executable, "-m", "gunicorn", "-k", "casgi.workers.CasgiWorker", "--pythonpath", str(APPS_DIR),
+           APP, "-b", f"127.0.0.1:{port}", "-w", "1", "--graceful-timeout", "2", "--log-level", "info",
+           "--certfile", str(pki.server.chain), "--keyfile", str(pki.server.key),
+           "--ca-certs", str(pki.ca_file), "--cert-reqs", "1",
+           "--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]
+    p = sups.start([], cmd=cmd, wait=False, patterns=(GUNICORN_BOOT_RE,))
+    p.wait_for(r"Listening at: https://127\.0\.0\.1:%d" % port, timeout=20)
+    p.wait_for(r"Application startup complete", timeout=20)
+    with tls_connect(port, client_ctx(pki, cert=pki.client)) as c:
+        assert c.sock.getpeercert(binary_form=True) == pki.server.leaf_der
+        tls = tls_ext(c)
+        assert tls["client_cert_chain"] == pki.client.chain_pems  # ca_certs and cert_reqs
+        assert tls["client_cert_error"] is None
+    # ciphers: the TLS 1.2 list.
+    ctx = client_ctx(pki, max_version=ssl.TLSVersion.TLSv1_2)
+    with tls_connect(port, ctx) as c:
+        assert c.sock.cipher()[0] == "ECDHE-ECDSA-AES256-GCM-SHA384"
+        assert tls_ext(c)["cipher_suite"] == 0xC02C
+    # Cleartext is not served on the https port.
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with s:
+        s.sendall(req("GET", "/"))
+        got, _ = wait_closed(s, 5.0)
+    assert not got.startswith(b"HTTP/"), got[:100]
+    p.finish(signal.SIGTERM)
 
 
 # ----------------------------------------------------------------------------
