@@ -4,7 +4,9 @@ gunicorn owns the processes, the sockets and the logging; each worker serves
 them with casgi's C protocol. gunicorn's settings map onto casgi's options:
 keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
 forwarded_allow_ips,
-limit_request_line / limit_request_fields / limit_request_field_size, and
+limit_request_line / limit_request_fields / limit_request_field_size,
+certfile / keyfile / ca_certs / cert_reqs / ciphers / ssl_version (TLS in
+casgi's engine; gunicorn's ssl_context hook is not used), and
 the heartbeat that gunicorn's ``timeout`` watches is sent from the event loop.
 """
 
@@ -56,6 +58,15 @@ class CasgiWorker(Worker):
         }
         if self.max_requests < sys.maxsize:
             options["limit_max_requests"] = self.max_requests
+        if cfg.is_ssl:
+            # gunicorn announces https://: its TLS settings become casgi's.
+            options["ssl_certfile"] = cfg.certfile
+            options["ssl_keyfile"] = cfg.keyfile
+            options["ssl_ca_certs"] = cfg.ca_certs
+            options["ssl_cert_reqs"] = int(cfg.cert_reqs)
+            options["ssl_ciphers"] = cfg.ciphers
+            options["ssl_version"] = int(cfg.ssl_version)
+            options = {k: v for k, v in options.items() if v is not None}
         return options
 
     def _heartbeat(self) -> None:
