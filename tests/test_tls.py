@@ -44,7 +44,7 @@ from websockets.sync.client import connect as ws_connect
 
 from helpers import (APPS_DIR, CasgiProcess, RawConn, assert_rss_growth_below, casgi_args, clean_env, free_port,
                      loop_params, read_rss_kib, req)
-from supervisor_util import GUNICORN_BOOT_RE, WORKER_OPTS
+from supervisor_util import GUNICORN_BOOT_RE, RELOAD_OPTS, WORKER_OPTS
 from tls_util import (
     HAVE_CURL,
     HAVE_OPENSSL,
@@ -713,12 +713,11 @@ BAD_CASES = ["wrong-password-pkcs1", "wrong-password-pkcs8", "no-password", "mis
              "garbage-cert", "mismatched-key", "bad-ca", "missing-ca"]
 
 
-@pytest.mark.parametrize("workers", [False, True], ids=["single", "workers2"])
+@pytest.mark.parametrize("mode", ["single", "workers2", "reload"])
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_bad_files_exit_3(pki, rsa, tmp_path, case, workers):
+def test_bad_files_exit_3(pki, rsa, tmp_path, case, mode):
     args, names, cause = _bad_cases(pki, rsa, tmp_path)[case]
-    if workers:
-        args = args + ["--workers", "2"]
+    args = args + {"single": [], "workers2": ["--workers", "2"], "reload": ["--reload"]}[mode]
     r = subprocess.run([sys.executable, "-m", "casgi", *casgi_args(APP, *args)], capture_output=True,
                        text=True, timeout=30, env=clean_env(), cwd=tmp_path, stdin=subprocess.DEVNULL)
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
@@ -1241,6 +1240,28 @@ def test_workers_sighup_rotation(pki, procs, tmp_path):
             time.sleep(0.1)
     assert not load.failures, load.report()
     assert load.ok > 10, load.report()
+    assert p.stop(signal.SIGTERM) == 0
+
+
+def test_reload_serves_tls(pki, procs, tmp_path):
+    p = CasgiProcess(casgi_args(APP, *RELOAD_OPTS, *tls_args(pki)), cwd=tmp_path)
+    procs.append(p)
+    p.wait_running()
+    tls_where(p)
+    wait_workers_ready(p, 1)
+    with tls_connect(p.port, client_ctx(pki)) as c:
+        first = int(get(c, "/pid").body)
+        assert tls_ext(c)["server_cert"] == pki.server.leaf_pem
+    mark = p.mark()
+    (tmp_path / "touched.py").write_text("x = 1\n")
+    p.wait_for(r"Started server process", since=mark, timeout=20)
+    deadline = time.monotonic() + 20
+    while True:  # the new worker serves TLS too
+        with tls_connect(p.port, client_ctx(pki)) as c:
+            if int(get(c, "/pid").body) != first:
+                break
+        assert time.monotonic() < deadline, p.tail()
+        time.sleep(0.05)
     assert p.stop(signal.SIGTERM) == 0
 
 
