@@ -647,7 +647,7 @@ def rsa(pki) -> dict:
 @pytest.mark.parametrize("kind,workers,via", [
     ("pkcs1", False, "cli"), ("pkcs8", False, "cli"), ("pkcs8", True, "env"), ("pkcs1", True, "cli"),
 ], ids=["pkcs1", "pkcs8", "pkcs8-workers-env", "pkcs1-workers-cli"])
-def test_encrypted_key_serves(pki, rsa, procs, tmp_path, kind, workers, via):
+def test_encrypted_key_serves(pki, rsa, sups, kind, workers, via):
     args = ["--ssl-certfile", str(rsa["cert"]), "--ssl-keyfile", str(rsa[kind])]
     env = clean_env()
     if workers:
@@ -656,9 +656,7 @@ def test_encrypted_key_serves(pki, rsa, procs, tmp_path, kind, workers, via):
         env["CASGI_SSL_KEYFILE_PASSWORD"] = PASSWORD
     else:
         args += ["--ssl-keyfile-password", PASSWORD]
-    p = CasgiProcess(casgi_args(APP, *args), env=env, cwd=tmp_path)
-    procs.append(p)
-    p.wait_running()
+    p = sups.start(casgi_args(APP, *args), env=env)
     tls_where(p)
     if workers:
         wait_workers_ready(p)
@@ -677,7 +675,7 @@ def test_encrypted_key_serves(pki, rsa, procs, tmp_path, kind, workers, via):
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read()
             assert PASSWORD.encode() not in cmdline, (pid, cmdline.split(b"\0"))
-    assert p.stop(signal.SIGTERM) == 0
+    p.finish(signal.SIGTERM)
 
 
 def _bad_cases(pki: Pki, rsa: dict, tmp: Path) -> dict:
@@ -1184,17 +1182,15 @@ def wait_workers_ready(p: CasgiProcess, n: int = 2, timeout: float = 20.0) -> No
         time.sleep(0.05)
 
 
-def start_workers(pki: Pki, tmp_path: Path, procs: list, *extra: str) -> CasgiProcess:
-    p = CasgiProcess(casgi_args(APP, "--workers", "2", *WORKER_OPTS, *extra, loop=None), cwd=tmp_path)
-    procs.append(p)
-    p.wait_running()
+def start_workers(sups, *extra: str):
+    p = sups.start(casgi_args(APP, "--workers", "2", *WORKER_OPTS, *extra, loop=None))
     tls_where(p)
     wait_workers_ready(p)
     return p
 
 
-def test_workers_session_resumption(pki, procs, tmp_path):
-    p = start_workers(pki, tmp_path, procs, *tls_args(pki))
+def test_workers_session_resumption(pki, sups):
+    p = start_workers(sups, *tls_args(pki))
     workers = {int(x) for x in re.findall(r"Started server process \[(\d+)\]", p.output())}
     assert len(workers) == 2, p.tail()
     for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
@@ -1216,14 +1212,14 @@ def test_workers_session_resumption(pki, procs, tmp_path):
         assert all(reused for _, reused in served), (version, served)
         assert {pid for pid, _ in served} == workers, f"every connection landed on one worker: {served}"
         assert any(pid != first for pid, _ in served)
-    assert p.stop(signal.SIGTERM) == 0
+    p.finish(signal.SIGTERM)
 
 
-def test_workers_sighup_rotation(pki, procs, tmp_path):
+def test_workers_sighup_rotation(pki, sups, tmp_path):
     certs = {n: pki.server_cert(f"wrk{n}") for n in "AB"}
     chain_path, key_path = tmp_path / "chain.pem", tmp_path / "key.pem"
     install(certs["A"], chain_path, key_path)
-    p = start_workers(pki, tmp_path, procs, "--ssl-certfile", str(chain_path), "--ssl-keyfile", str(key_path))
+    p = start_workers(sups, "--ssl-certfile", str(chain_path), "--ssl-keyfile", str(key_path))
     ctx = client_ctx(pki)
     with TlsLoad(p.port, ctx) as load:
         load.wait_for_cert(certs["A"].leaf_der)
@@ -1240,20 +1236,18 @@ def test_workers_sighup_rotation(pki, procs, tmp_path):
             time.sleep(0.1)
     assert not load.failures, load.report()
     assert load.ok > 10, load.report()
-    assert p.stop(signal.SIGTERM) == 0
+    p.finish(signal.SIGTERM)
 
 
-def test_reload_serves_tls(pki, procs, tmp_path):
-    p = CasgiProcess(casgi_args(APP, *RELOAD_OPTS, *tls_args(pki)), cwd=tmp_path)
-    procs.append(p)
-    p.wait_running()
+def test_reload_serves_tls(pki, sups):
+    p = sups.start(casgi_args(APP, *RELOAD_OPTS, *tls_args(pki)))
     tls_where(p)
     wait_workers_ready(p, 1)
     with tls_connect(p.port, client_ctx(pki)) as c:
         first = int(get(c, "/pid").body)
         assert tls_ext(c)["server_cert"] == pki.server.leaf_pem
     mark = p.mark()
-    (tmp_path / "touched.py").write_text("x = 1\n")
+    (sups.workdir / "touched.py").write_text("x = 1\n")
     p.wait_for(r"Started server process", since=mark, timeout=20)
     deadline = time.monotonic() + 20
     while True:  # the new worker serves TLS too
@@ -1262,7 +1256,7 @@ def test_reload_serves_tls(pki, procs, tmp_path):
                 break
         assert time.monotonic() < deadline, p.tail()
         time.sleep(0.05)
-    assert p.stop(signal.SIGTERM) == 0
+    p.finish(signal.SIGTERM)
 
 
 # ----------------------------------------------------------------------------
