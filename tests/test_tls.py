@@ -14,8 +14,8 @@ or above):
   optional  plus --ssl-ca-certs root --ssl-cert-reqs 1
   required  plus --ssl-ca-certs root --ssl-cert-reqs 2
   plain     no TLS (the tls extension must be absent)
-Rotation, workers, --uds, --fd and the startup errors use processes of their
-own.
+Encrypted keys, startup errors, rotation, shutdown, --workers, --reload, the
+gunicorn worker, --uds and --fd use processes of their own.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def test_openssl_s_client(main, pki):
     # The server sends its chain: leaf (depth 0) and intermediate (depth 1).
     assert re.search(r"^ 1 s:.*Testing CA", out, re.M), out
     assert "HTTP/1.1 200 OK\r\n" in out, out
-    assert out.rstrip().endswith("hello") or "\r\n\r\nhello" in out, out
+    assert "\r\n\r\nhello" in out, out
 
 
 @needs_openssl
@@ -536,8 +536,11 @@ def test_tls10_tls11_refused(main, pki):
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         raw = socket.create_connection(("127.0.0.1", main.port), timeout=5)
         port = raw.getsockname()[1]
-        with raw, pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
+        with raw, pytest.raises(ssl.SSLError) as err:
             ctx.wrap_socket(raw, server_hostname="localhost")
+        if "NO_PROTOCOLS_AVAILABLE" in str(err.value):
+            pytest.skip(f"this OpenSSL cannot offer {version.name} at all ({err.value})")
+        assert "TLSV1_ALERT_PROTOCOL_VERSION" in str(err.value), err.value  # the server's alert
         assert wait_failure(main, port, mark) == "unsupported protocol version"
     if HAVE_OPENSSL:
         for flag in ("-tls1", "-tls1_1"):
@@ -545,6 +548,8 @@ def test_tls10_tls11_refused(main, pki):
             r = run_openssl("s_client", "-connect", f"127.0.0.1:{main.port}", flag, "-cipher",
                             "DEFAULT:@SECLEVEL=0", stdin=b"")
             out = (r.stdout + r.stderr).decode("latin-1")
+            if "no protocols available" in out:
+                pytest.skip(f"this openssl command cannot offer {flag}: {out.strip()[-200:]}")
             assert r.returncode != 0, out
             assert "alert protocol version" in out, out
             assert "Cipher is (NONE)" in out, out
