@@ -447,9 +447,11 @@ def test_mtls_required_without_cert(required, pki):
         c.sock.recv(100)
     assert wait_failure(required, port, mark) == "client certificate required"
     # TLS 1.2: the handshake itself fails.
-    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
-        tls_connect(required.port, client_ctx(pki, max_version=ssl.TLSVersion.TLSv1_2))
-    assert failure_lines(required, mark)[-1][1] == "client certificate required"
+    raw = socket.create_connection(("127.0.0.1", required.port), timeout=5)
+    port = raw.getsockname()[1]
+    with raw, pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+        client_ctx(pki, max_version=ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="localhost")
+    assert wait_failure(required, port, mark) == "client certificate required"
 
 
 def expected_chain(cert) -> list:
@@ -633,6 +635,28 @@ def test_key_update_and_renegotiation(main, pki):
         assert get(c, "/").body == b"hello"
     assert_info_once_per_cause(main)
     assert not [line for line in main.lines(mark) if BAD_LEVEL_RE.search(line)]
+
+
+def test_ssl_version_and_ciphers_options(pki, procs, tmp_path):
+    """--ssl-version 5 (Python's PROTOCOL_TLSv1_2) serves TLS 1.2 only, and
+    --ssl-ciphers is the TLS 1.2 cipher list."""
+    cipher = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    p = start_tls(tls_args(pki, "--ssl-version", "5", "--ssl-ciphers", cipher, "--log-level", "debug"),
+                  cwd=tmp_path)
+    procs.append(p)
+    with tls_connect(p.port, client_ctx(pki)) as c:
+        assert (c.sock.version(), c.sock.cipher()[0]) == ("TLSv1.2", cipher)
+        tls = tls_ext(c)
+        assert (tls["tls_version"], tls["cipher_suite"]) == (0x0303, 0xC02B)
+    only13 = client_ctx(pki)
+    only13.minimum_version = ssl.TLSVersion.TLSv1_3
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"):
+        tls_connect(p.port, only13)
+    with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+        tls_connect(p.port, client_ctx(pki, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"))
+    p.wait_for(r"TLS handshake failed: unsupported protocol version")
+    p.wait_for(r"TLS handshake failed: handshake failure \(.*no shared cipher")
+    assert p.stop(signal.SIGTERM) == 0
 
 
 # ----------------------------------------------------------------------------
