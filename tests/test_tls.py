@@ -1263,6 +1263,18 @@ def test_workers_sighup_rotation(pki, sups, tmp_path):
                 break
             assert time.monotonic() < deadline, "a worker still serves the old certificate"
             time.sleep(0.1)
+        # A broken replacement: the first new worker cannot load it, the
+        # rolling restart stops there and the workers serving B stay.
+        mark = p.mark()
+        chain_path.write_text("not a certificate\n")
+        p.signal(signal.SIGHUP)
+        p.wait_for(r"^ERROR:    Error: ssl-certfile " + re.escape(str(chain_path)) + ": no PEM certificate",
+                   since=mark, timeout=20)
+        p.wait_for(r"Rolling restart aborted", since=mark, timeout=20)
+        ok = load.ok
+        time.sleep(0.3)
+        assert load.ok > ok
+        assert peer_der(p.port, ctx)[0] == certs["B"].leaf_der
     assert not load.failures, load.report()
     assert load.ok > 10, load.report()
     p.finish(signal.SIGTERM)
