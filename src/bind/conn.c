@@ -530,6 +530,29 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     Py_RETURN_NONE;
 }
 
+/* The certificate a connection presented, as a str (borrowed) shared by the
+ * connections that present the same one. The cached str is matched by its
+ * text, not by the address of the PEM it was made from: a reload can
+ * allocate the new certificate's PEM where a freed generation's was. */
+static PyObject *tls_cert_str(cg_server *srv, const char *pem, size_t len)
+{
+    if (!pem)
+        return Py_None;
+    if (srv->tls_cert) {
+        Py_ssize_t n;
+        const char *have = PyUnicode_AsUTF8AndSize(srv->tls_cert, &n);
+        if (!have)
+            return NULL;
+        if ((size_t)n == len && memcmp(have, pem, len) == 0)
+            return srv->tls_cert;
+    }
+    PyObject *s = PyUnicode_DecodeASCII(pem, (Py_ssize_t)len, "replace");
+    if (!s)
+        return NULL;
+    Py_XSETREF(srv->tls_cert, s);
+    return s;
+}
+
 /* The ASGI "tls" extension of a connection whose handshake completed
  * (asgiref's tls spec): made once per connection, copied into each scope. */
 static PyObject *tls_info_new(cg_conn *c)
@@ -538,13 +561,9 @@ static PyObject *tls_info_new(cg_conn *c)
     cg_tls *t = c->tls;
     size_t len;
     const char *pem = cg_tls_server_cert_pem(t, &len);
-    if (pem != srv->tls_cert_pem || !srv->tls_cert) { /* one str per certificate (reload) */
-        PyObject *s = pem ? PyUnicode_DecodeASCII(pem, (Py_ssize_t)len, "replace") : NULL;
-        if (pem && !s)
-            return NULL;
-        Py_XSETREF(srv->tls_cert, s ? s : Py_NewRef(Py_None));
-        srv->tls_cert_pem = pem;
-    }
+    PyObject *cert = tls_cert_str(srv, pem, len); /* borrowed */
+    if (!cert)
+        return NULL;
     PyObject *d = PyDict_New(), *chain = PyList_New(0), *v;
     cg_buf tmp;
     cg_buf_init(&tmp);
@@ -566,7 +585,7 @@ static PyObject *tls_info_new(cg_conn *c)
     if (named < 0)
         goto nomem;
     const char *cert_error = cg_tls_client_cert_error(t);
-    if (PyDict_SetItemString(d, "server_cert", srv->tls_cert) < 0 ||
+    if (PyDict_SetItemString(d, "server_cert", cert) < 0 ||
         PyDict_SetItemString(d, "client_cert_chain", chain) < 0)
         goto fail;
     v = named ? PyUnicode_DecodeUTF8(tmp.data, (Py_ssize_t)tmp.len, "replace") : Py_NewRef(Py_None);

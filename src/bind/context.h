@@ -76,7 +76,6 @@ typedef struct cg_server {
     cg_tls_ctx *tls;            /* NULL: cleartext */
     cg_buf tls_scratch;         /* ciphertext being written (one write at a time) */
     PyObject *tls_cert;         /* str: the server certificate for scope["extensions"]["tls"] */
-    const char *tls_cert_pem;   /* the PEM text tls_cert was made from (per reload) */
     unsigned tls_causes_logged; /* handshake failure causes already summarised once */
 } cg_server;
 

@@ -103,7 +103,15 @@ static void argv_free(argv_builder *a)
     a->n = a->cap = 0;
 }
 
-/* Writes every set option of cfg as command-line arguments. */
+/* Options whose value is a secret: any local user can read a process's
+ * command line (/proc/PID/cmdline, ps), only its owner its environment. */
+static int secret_option(const char *name)
+{
+    return !strcmp(name, "ssl-keyfile-password");
+}
+
+/* Writes every set option of cfg as command-line arguments; a secret one is
+ * set in the environment the workers inherit instead, under its variable. */
 static void argv_from_config(argv_builder *a, const cg_config *cfg)
 {
     char num[64];
@@ -115,8 +123,12 @@ static void argv_from_config(argv_builder *a, const cg_config *cfg)
         switch (o->type) {
         case CG_OPT_STR: {
             const char *v = *(char *const *)field;
-            if (v)
+            if (v && secret_option(o->name) && o->env) {
+                if (setenv(o->env, v, 1) < 0)
+                    a->failed = 1;
+            } else if (v) {
                 argv_flag(a, o->name, v);
+            }
             break;
         }
         case CG_OPT_INT: {
