@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional
 
 import pytest
 
-from helpers import APPS_DIR, CasgiProcess, casgi_args, clean_env, loop_params
+from helpers import APPS_DIR, CasgiProcess, assert_server_healthy, casgi_args, clean_env, loop_params
 from supervisor_util import Sups, set_subreaper
 from ws_util import SharedWs, check_shared_after
 
@@ -119,12 +119,7 @@ def server(request, _shared_servers, side_dir) -> CasgiProcess:
     p = _shared_servers.get(("basic", loop_name), factory)
     mark = p.mark()
     yield p
-    crash = p.crash_report(mark)
-    if crash:
-        pytest.fail(crash)
-    if not p.alive():
-        rc = p.proc.returncode
-        pytest.fail(f"the server process died during this test (exit status {rc}); output:\n{p.tail()}")
+    assert_server_healthy(p, mark)
 
 
 @pytest.fixture

@@ -647,3 +647,39 @@ def seen_paths(server: CasgiProcess) -> list:
         r = c.request(req("GET", "/seen"))
         assert r.status == 200, r.status_line
         return r.json()
+
+
+class BackgroundLoop:
+    """Runs self._run() in a daemon thread for the length of a with-block;
+    _run loops until self._stop is set. `join_timeout` bounds the stop."""
+
+    join_timeout = 15.0
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.join_timeout)
+
+
+def assert_server_healthy(p: "CasgiProcess", mark: int) -> None:
+    """After a test on a shared server: no crash report since `mark`, and the
+    process is still alive."""
+    crash = p.crash_report(mark)
+    if crash:
+        pytest.fail(crash)
+    if not p.alive():
+        pytest.fail(f"the server process died during this test (exit status {p.proc.returncode}); "
+                    f"output:\n{p.tail()}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 
-from helpers import APPS_DIR, CasgiProcess, ConnectionClosed, RawConn, clean_env, req
+from helpers import APPS_DIR, BackgroundLoop, CasgiProcess, ConnectionClosed, RawConn, clean_env, req
 
 STARTED_RE = re.compile(r"Started server process \[(\d+)\]")
 GUNICORN_BOOT_RE = re.compile(r"Booting worker with pid: (\d+)")
@@ -493,31 +493,20 @@ def wait_version(port: int, version: str, timeout: float = 10.0, proc: Optional[
         time.sleep(0.01)
 
 
-class LoadClient:
+class LoadClient(BackgroundLoop):
     """Requests without pause from a thread; every outcome is recorded."""
 
     def __init__(self, port: int, path: str = "/", keepalive: bool = False, timeout: float = 10.0):
+        super().__init__()
         self.port = port
         self.path = path
         self.keepalive = keepalive
         self.timeout = timeout
+        self.join_timeout = timeout + 5
         self.ok = 0
         self.failures: list = []  # (time, description)
         self.pids: dict = {}  # pid -> count
         self.versions: dict = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "LoadClient":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(self.timeout + 5)
 
     def _record(self, r) -> None:
         if r.status != 200:

@@ -42,7 +42,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from helpers import (APPS_DIR, CasgiProcess, RawConn, assert_rss_growth_below, casgi_args, clean_env, free_port,
+from helpers import (APPS_DIR, BackgroundLoop, CasgiProcess, RawConn, assert_rss_growth_below, assert_server_healthy,
+                     casgi_args, clean_env, free_port,
                      loop_params, read_rss_kib, req)
 from supervisor_util import GUNICORN_BOOT_RE, RELOAD_OPTS, WORKER_OPTS
 from tls_util import (
@@ -141,11 +142,7 @@ def _use(shared: Shared, kind: str, loop: str):
     p = shared.get(kind, loop)
     mark = p.mark()
     yield p
-    crash = p.crash_report(mark)
-    if crash:
-        pytest.fail(crash)
-    if not p.alive():
-        pytest.fail(f"the server died during this test (status {p.proc.returncode}):\n{p.tail()}")
+    assert_server_healthy(p, mark)
     bad = [line for line in p.lines(mark) if BAD_LEVEL_RE.search(line)]
     assert not bad, "the server logged at WARNING or above:\n" + "".join(bad)
 
@@ -1067,28 +1064,16 @@ def install(cert, chain_path: Path, key_path: Path) -> None:
         os.replace(tmp, dst)
 
 
-class TlsLoad:
+class TlsLoad(BackgroundLoop):
     """New TLS connections, one request each, without pause from a thread;
     records which certificate each handshake got and every failure."""
 
     def __init__(self, port: int, ctx: ssl.SSLContext):
+        super().__init__()
         self.port, self.ctx = port, ctx
         self.ok = 0
         self.certs: dict = {}
         self.failures: list = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "TlsLoad":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
     def _run(self) -> None:
         while not self._stop.is_set():
