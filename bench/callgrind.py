@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Instructions per request of a server's hot path, counted by callgrind.
 
-    python bench/callgrind.py [--server casgi|uvicorn] [--scenario plaintext|json|echo-10k]
+    python bench/callgrind.py [--server casgi|uvicorn|...]
+                              [--scenario plaintext|json|echo-10k|tls-plaintext|tls-json|...]
                               [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
                               [--keep DIR] [--venv DIR]
 
@@ -12,6 +13,13 @@ instrumentation off; after start-up and a warm-up, instrumentation is switched
 on for exactly N requests (sent one after another on keep-alive connections),
 then off, and the total instruction count (Ir) is divided by N. Uses the
 servers installed in .bench-venv (run bench/run.py once first).
+
+The TLS scenarios serve the same apps over TLS 1.3 with a certificate made for
+the run (bench/tlscerts.py): `tls-plaintext` and `tls-json` send the requests
+over 4 keep-alive connections as above; `tls-handshake` opens a new connection
+with a full handshake (Python's ssl client never resumes unless handed a
+session) for every request, so its count is instructions per handshake plus
+one request.
 """
 
 from __future__ import annotations
@@ -20,30 +28,44 @@ import argparse
 import http.client
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 
+import idle
 import servers
-from run import VENV_BIN, free_port
+from run import VENV_BIN, free_port, make_certificates
 from scenarios import BY_NAME
 
 START_TIMEOUT = 120.0  # start-up under valgrind is slow
 CONNECTIONS = 4
 
 
-def send_requests(port: int, scenario, count: int) -> None:
-    """`count` requests over CONNECTIONS keep-alive connections, round robin."""
-    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(CONNECTIONS)]
+def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = None) -> None:
+    """`count` requests over CONNECTIONS keep-alive connections, round robin; or,
+    for a handshake scenario, each on a new connection."""
+    def connect():
+        if tls:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
     headers = {"Content-Type": scenario.content_type} if scenario.content_type else {}
+    if scenario.handshake:
+        headers["Connection"] = "close"
+    conns = [] if scenario.handshake else [connect() for _ in range(CONNECTIONS)]
     try:
         for i in range(count):
-            conn = conns[i % CONNECTIONS]
-            conn.request(scenario.method, scenario.path, body=scenario.body or None,
-                         headers=headers)
-            response = conn.getresponse()
-            response.read()
+            conn = connect() if scenario.handshake else conns[i % CONNECTIONS]
+            try:
+                conn.request(scenario.method, scenario.path, body=scenario.body or None,
+                             headers=headers)
+                response = conn.getresponse()
+                response.read()
+            finally:
+                if scenario.handshake:
+                    conn.close()
             if response.status != 200:
                 raise RuntimeError(f"status {response.status}")
     finally:
@@ -51,13 +73,13 @@ def send_requests(port: int, scenario, count: int) -> None:
             conn.close()
 
 
-def wait_ready(port: int, proc: subprocess.Popen, scenario) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, scenario, tls=None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with status {proc.returncode}")
         try:
-            send_requests(port, scenario, 1)
+            send_requests(port, scenario, 1, tls)
             return
         except OSError:
             time.sleep(0.5)
@@ -85,9 +107,11 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
             annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN) -> float:
     scenario = BY_NAME[scenario_name]
     port = free_port()
-    launch = servers.LAUNCHERS[server](bin_dir, scenario.app, port, loop, None)
     with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
-        out_dir = keep or tmp_dir
+        files = make_certificates(tmp_dir) if scenario.tls else None
+        tls = idle.client_context(files.ca) if files else None
+        launch = servers.LAUNCHERS[server](bin_dir, scenario.app, port, loop, None, tls=files)
+        out_dir = keep or os.path.join(tmp_dir, "out")
         os.makedirs(out_dir, exist_ok=True)
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                 f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv]
@@ -95,10 +119,10 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
         proc = subprocess.Popen(argv, cwd=servers.APPS_DIR, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_ready(port, proc, scenario)
-            send_requests(port, scenario, warmup)
+            wait_ready(port, proc, scenario, tls)
+            send_requests(port, scenario, warmup, tls)
             callgrind_control("--instr=on", str(proc.pid))
-            send_requests(port, scenario, requests)
+            send_requests(port, scenario, requests, tls)
             callgrind_control("--instr=off", str(proc.pid))
             callgrind_control("--dump", str(proc.pid))
         finally:
@@ -120,9 +144,11 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", default="casgi", choices=["casgi", "uvicorn", "hypercorn"])
+    p.add_argument("--server", default="casgi",
+                   choices=["casgi", "uvicorn", "granian", "h2corn", "hypercorn"])
     p.add_argument("--scenario", default="plaintext",
-                   choices=["plaintext", "json", "echo-10k", "starlette", "fastapi"])
+                   choices=["plaintext", "json", "echo-10k", "starlette", "fastapi",
+                            "tls-plaintext", "tls-json", "tls-handshake"])
     p.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=500)
@@ -137,8 +163,10 @@ def main(argv=None) -> int:
     bin_dir = os.path.join(args.venv, "bin") if args.venv else VENV_BIN
     per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
                           args.annotate, args.keep, bin_dir)
+    how = "each on a new connection" if BY_NAME[args.scenario].handshake else \
+        f"{CONNECTIONS} keep-alive connections"
     print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
-          f"request ({args.requests} requests, {CONNECTIONS} keep-alive connections)")
+          f"request ({args.requests} requests, {how})")
     return 0
 
 
