@@ -103,8 +103,51 @@ def total_instructions(out_dir: str) -> int:
     return total
 
 
+def self_cost_by_object(out_dir: str) -> dict:
+    """Instructions executed in each ELF object (the python binary, libcrypto,
+    libssl, libc, casgi's extension, uvloop, ...), summed over every dump:
+    self cost only, so the objects add up to the total."""
+    costs: dict = {}
+    for name in os.listdir(out_dir):
+        names, current, skip = {}, "?", False
+        with open(os.path.join(out_dir, name)) as f:
+            for line in f:
+                if line.startswith(("ob=", "cob=")):
+                    # "(id) name" defines a compressed name, "(id)" refers to one;
+                    # a definition can come first on a cob= (called object) line.
+                    m = re.match(r"c?ob=(?:\((\d+)\))?\s*(.*)", line.rstrip("\n"))
+                    if m.group(2):
+                        names[m.group(1)] = m.group(2)
+                    if line.startswith("ob="):
+                        current = names.get(m.group(1), m.group(2))
+                elif line.startswith("calls="):
+                    skip = True  # the next cost line is the callee's inclusive cost
+                elif line[:1].isdigit() or line[:1] in "+-*":
+                    if skip:
+                        skip = False
+                        continue
+                    parts = line.split()
+                    if len(parts) >= 2:
+                        costs[current] = costs.get(current, 0) + int(parts[1])
+    return costs
+
+
+def object_label(path: str) -> str:
+    for key, label in (("libcrypto", "OpenSSL libcrypto"), ("libssl", "OpenSSL libssl"),
+                       ("/casgi/_casgi", "casgi extension"), ("/uvloop/", "uvloop (libuv)"),
+                       ("/libc.so", "libc (malloc, memcpy, memset)"), ("/python3", "CPython"),
+                       ("libpython", "CPython"), ("ld-linux", "dynamic loader"),
+                       ("_json", "CPython _json"), ("_asyncio", "CPython _asyncio")):
+        if key in path:
+            return label
+    return os.path.basename(path)
+
+
 def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
-            annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN) -> float:
+            annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN,
+            by_object: dict | None = None) -> float:
+    """Instructions per request; fills `by_object` (when given) with instructions
+    per request for each part of the process (object_label)."""
     scenario = BY_NAME[scenario_name]
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
@@ -138,6 +181,10 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
                 for dump in sorted(dumps):
                     subprocess.run(["callgrind_annotate", "--threshold=95",
                                     os.path.join(out_dir, dump)], stdout=f, check=False)
+        if by_object is not None:
+            for path, cost in self_cost_by_object(out_dir).items():
+                label = object_label(path)
+                by_object[label] = by_object.get(label, 0) + cost / requests
         # The final dump at exit has instrumentation off, so it adds nothing.
         return total_instructions(out_dir) / requests
 
@@ -156,17 +203,24 @@ def main(argv=None) -> int:
                    help="write callgrind_annotate's per-function profile to FILE")
     p.add_argument("--keep", metavar="DIR",
                    help="write callgrind's dumps to DIR (kept, for callgrind_annotate --inclusive)")
+    p.add_argument("--by-object", action="store_true",
+                   help="also print the instructions per request spent in each library "
+                        "(OpenSSL, CPython, casgi's extension, uvloop, libc, ...)")
     p.add_argument("--venv", metavar="DIR",
                    help="run the server from this virtual environment (default .bench-venv), "
                         "e.g. one made with another Python version")
     args = p.parse_args(argv)
     bin_dir = os.path.join(args.venv, "bin") if args.venv else VENV_BIN
+    parts = {} if args.by_object else None
     per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
-                          args.annotate, args.keep, bin_dir)
+                          args.annotate, args.keep, bin_dir, parts)
     how = "each on a new connection" if BY_NAME[args.scenario].handshake else \
         f"{CONNECTIONS} keep-alive connections"
     print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
           f"request ({args.requests} requests, {how})")
+    for label, cost in sorted((parts or {}).items(), key=lambda item: -item[1]):
+        if cost >= per_request / 1000:
+            print(f"  {label:<40} {cost:>12,.0f}  {cost / per_request:6.1%}")
     return 0
 
 

@@ -326,6 +326,8 @@ def _tls_summary(results: dict) -> str:
         head += "idle KiB per TLS connection | "
     lines += [head.rstrip(), "|---|" + "---:|" * (head.count("|") - 2)]
     for server in names:
+        if not any(med(n, server) for n, _ in columns + ([("idle-tls", "")] if idle else [])):
+            continue
         cells = [_fmt(med(n, server).get("rps"), "{:,.0f}") for n, _ in columns]
         cells += [_fmt(_micros(med(n, server).get("cpu_per_100k")), "{:.1f}")
                   for n, _ in columns]

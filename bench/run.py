@@ -624,7 +624,7 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
     return rows
 
 
-RATIO_PEERS = ("uvicorn", "granian", "h2corn", "nginx")
+RATIO_PEERS = ("uvicorn", "granian", "h2corn", "hypercorn", "nginx")
 
 
 def pairwise_ratio(row: dict, peer_row: dict | None) -> float | None:

@@ -118,7 +118,11 @@ SCENARIOS = [
                    "session on each new connection (a TLS 1.3 ticket, no certificate "
                    "signature); `bench/tls_noresume.c`, preloaded into wrk, drops it, so every "
                    "handshake is a full one (X25519 key exchange, ECDSA P-256 signature). "
-                   "wrk's latency starts when the request is written, after the handshake."),
+                   "wrk's latency starts when the request is written, after the handshake. "
+                   "A full handshake costs the client about as much as the server (its own "
+                   "X25519 exchange, and checking the server's signature), so the one wrk "
+                   "thread can be the limit: a server whose CPU use is well below 1.00 was "
+                   "waiting for wrk, and CPU time per request is then the comparison."),
     Scenario("idle-tls", "2,000 idle TLS connections: memory per connection", PLAINTEXT,
              kind="idle", tls=True, idle_connections=2000, servers=TLS_WITH_NGINX, expect=HELLO,
              keep_alive=120,
