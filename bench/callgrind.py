@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per request of a server's hot path, counted by callgrind.
 
-    python bench/callgrind.py [--server casgi|uvicorn|...]
+    python bench/callgrind.py [--server casgi|uvicorn|hypercorn]
                               [--scenario plaintext|json|echo-10k|tls-plaintext|tls-json|...]
                               [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
                               [--keep DIR] [--venv DIR]
@@ -191,8 +191,7 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", default="casgi",
-                   choices=["casgi", "uvicorn", "granian", "h2corn", "hypercorn"])
+    p.add_argument("--server", default="casgi", choices=["casgi", "uvicorn", "hypercorn"])
     p.add_argument("--scenario", default="plaintext",
                    choices=["plaintext", "json", "echo-10k", "starlette", "fastapi",
                             "tls-plaintext", "tls-json", "tls-handshake"])
