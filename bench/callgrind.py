@@ -43,21 +43,26 @@ START_TIMEOUT = 120.0  # start-up under valgrind is slow
 CONNECTIONS = 4
 
 
-def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = None) -> None:
-    """`count` requests over CONNECTIONS keep-alive connections, round robin; or,
-    for a handshake scenario, each on a new connection."""
-    def connect():
-        if tls:
-            return http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
-        return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def connect(port: int, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    if tls:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
+
+def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = None,
+                  conns: list | None = None) -> None:
+    """`count` requests over `conns` (default: CONNECTIONS new keep-alive
+    connections, closed at the end), round robin; or, for a handshake scenario,
+    each on a new connection."""
     headers = {"Content-Type": scenario.content_type} if scenario.content_type else {}
     if scenario.handshake:
         headers["Connection"] = "close"
-    conns = [] if scenario.handshake else [connect() for _ in range(CONNECTIONS)]
+    owned = conns is None and not scenario.handshake
+    if owned:
+        conns = [connect(port, tls) for _ in range(CONNECTIONS)]
     try:
         for i in range(count):
-            conn = connect() if scenario.handshake else conns[i % CONNECTIONS]
+            conn = connect(port, tls) if scenario.handshake else conns[i % len(conns)]
             try:
                 conn.request(scenario.method, scenario.path, body=scenario.body or None,
                              headers=headers)
@@ -69,7 +74,7 @@ def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = 
             if response.status != 200:
                 raise RuntimeError(f"status {response.status}")
     finally:
-        for conn in conns:
+        for conn in conns if owned else ():
             conn.close()
 
 
@@ -163,11 +168,17 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_ready(port, proc, scenario, tls)
-            send_requests(port, scenario, warmup, tls)
+            # The counted requests go over the warm-up's connections: their set-up
+            # (a TLS handshake each) is not counted, except in tls-handshake.
+            conns = None if scenario.handshake else \
+                [connect(port, tls) for _ in range(CONNECTIONS)]
+            send_requests(port, scenario, warmup, tls, conns)
             callgrind_control("--instr=on", str(proc.pid))
-            send_requests(port, scenario, requests, tls)
+            send_requests(port, scenario, requests, tls, conns)
             callgrind_control("--instr=off", str(proc.pid))
             callgrind_control("--dump", str(proc.pid))
+            for conn in conns or ():
+                conn.close()
         finally:
             proc.terminate()
             try:
