@@ -641,9 +641,9 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
     skipped, running = {}, {}
     if scenario.handshake and not args.noresume:
         # Without the shim wrk resumes sessions: that would measure something else.
-        names = []
         skipped = {name: "not run: no C compiler for bench/tls_noresume.c, and wrk alone "
-                         "resumes TLS sessions" for name in scenario.servers}
+                         "resumes TLS sessions" for name in names if name in scenario.servers}
+        names = []
     commands = {name: display_command(name, scenario) for name in names
                 if name in scenario.servers}
     missing = [m for m in scenario.requires if not _importable(m)]
