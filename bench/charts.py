@@ -19,6 +19,7 @@ COLOURS = {
     "casgi": "#2a7ab9",
     "uvicorn": "#7f7f7f",
     "granian": "#d9822b",
+    "h2corn": "#c0504d",
     "hypercorn": "#8c6bb1",
     "nginx": "#3a9e5c",
 }
@@ -95,11 +96,12 @@ def _grouped_bars(ax, scenarios, data, ylabel) -> None:
 
 
 def summary_chart(results: dict, outdir: str) -> str | None:
-    """casgi relative to uvicorn and granian, one group per scenario: requests per
-    second (same round) and server CPU time per request."""
+    """casgi relative to uvicorn, granian and (in the TLS scenarios) h2corn, one
+    group per scenario: requests per second (same round) and server CPU time per
+    request."""
     scenarios = [s for s in results["scenarios"] if s["kind"] != "idle"
                  and s["servers"].get("casgi", {}).get("ratios")]
-    peers = ("uvicorn", "granian")
+    peers = ("uvicorn", "granian", "h2corn")
     rps = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios] for p in peers}
     cpu = {p: [_cpu_ratio(s, p) for s in scenarios] for p in peers}
     if not scenarios or not any(any(v) for v in rps.values()):

@@ -1,16 +1,20 @@
 """Many idle keep-alive connections: each sends one request, reads the whole
-answer, then stays open doing nothing."""
+answer, then stays open doing nothing. Over TLS when given the CA file: each
+connection then makes a full handshake first (Python's ssl offers a session
+only when handed one) and offers no ALPN, so the server speaks HTTP/1.1."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 BATCH = 256  # connections being opened at the same time
 OPEN_DEADLINE = 60.0  # seconds to open them all; the rest count as failed
 
 
-async def _open_one(port: int, request: bytes, expect: bytes):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _open_one(port: int, request: bytes, expect: bytes, tls: ssl.SSLContext | None):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                                   ssl_handshake_timeout=30 if tls else None)
     try:
         writer.write(request)
         received = b""
@@ -25,12 +29,12 @@ async def _open_one(port: int, request: bytes, expect: bytes):
     return writer
 
 
-async def _open_all(port: int, count: int, request: bytes, expect: bytes):
+async def _open_all(port: int, count: int, request: bytes, expect: bytes, tls):
     limit = asyncio.Semaphore(BATCH)
 
     async def guarded():
         async with limit:
-            return await _open_one(port, request, expect)
+            return await _open_one(port, request, expect, tls)
 
     tasks = [asyncio.ensure_future(guarded()) for _ in range(count)]
     done, pending = await asyncio.wait(tasks, timeout=OPEN_DEADLINE)
@@ -43,8 +47,8 @@ async def _open_all(port: int, count: int, request: bytes, expect: bytes):
     return writers, failures
 
 
-async def _hold(port: int, count: int, request: bytes, expect: bytes, on_open):
-    writers, failures = await _open_all(port, count, request, expect)
+async def _hold(port: int, count: int, request: bytes, expect: bytes, on_open, tls):
+    writers, failures = await _open_all(port, count, request, expect, tls)
     await asyncio.sleep(1.0)  # let the server settle after the burst
     try:
         return on_open(len(writers), failures)
@@ -54,8 +58,19 @@ async def _hold(port: int, count: int, request: bytes, expect: bytes, on_open):
         await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
 
 
-def hold_connections(port: int, count: int, path: str, expect: bytes, on_open):
-    """Opens `count` connections, calls on_open(opened, failures) while they are
-    all open and idle, closes them, and returns what on_open returned."""
+def client_context(ca_file: str) -> ssl.SSLContext:
+    """A TLS client context that verifies the server against `ca_file` and
+    allows TLS 1.3 only."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def hold_connections(port: int, count: int, path: str, expect: bytes, on_open,
+                     ca_file: str | None = None):
+    """Opens `count` connections (over TLS 1.3 when `ca_file` is given: the CA
+    that signed the server's certificate), calls on_open(opened, failures) while
+    they are all open and idle, closes them, and returns what on_open returned."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    return asyncio.run(_hold(port, count, request, expect, on_open))
+    tls = client_context(ca_file) if ca_file else None
+    return asyncio.run(_hold(port, count, request, expect, on_open, tls))

@@ -48,12 +48,18 @@ def process_tree(root: int) -> list[int]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User plus system CPU seconds consumed so far by the processes `pids`."""
-    ticks = 0
+    return sum(cpu_user_system(pids))
+
+
+def cpu_user_system(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds consumed so far by the processes `pids`."""
+    user = system = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
-    return ticks / CLOCK_TICKS
+            user += int(fields[11])  # field 14: utime
+            system += int(fields[12])  # field 15: stime
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -86,3 +92,12 @@ def cpu_busy_seconds(cpu: int) -> float:
                 idle = values[3] + values[4]  # idle, iowait
                 return (sum(values[:8]) - idle) / CLOCK_TICKS
     raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+def tcp_passive_opens() -> int:
+    """TCP connections accepted on this machine (this network namespace) since boot:
+    the PassiveOpens counter of /proc/net/snmp."""
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f if line.startswith("Tcp:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("PassiveOpens")])

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Benchmark casgi against uvicorn, granian, hypercorn and nginx; write BENCHMARKS.md.
+"""Benchmark casgi against uvicorn, granian, h2corn, hypercorn and nginx; write BENCHMARKS.md.
 
-    python bench/run.py [--scenario NAME ...] [--servers casgi,uvicorn,...]
-                        [--duration S] [--runs N] [--quick] [--no-install]
+    python bench/run.py [--scenario NAME ...] [--tls] [--servers casgi,uvicorn,...]
+                        [--duration S] [--runs N] [--quick] [--no-install] [--merge]
 
 Every server runs the same app file, pinned (all its threads and child
 processes) to one CPU; wrk runs on another. For each scenario all servers are
@@ -22,7 +22,9 @@ import http.client
 import json
 import os
 import platform
+import shlex
 import shutil
+import ssl
 import signal
 import socket
 import statistics
@@ -37,7 +39,7 @@ import procstat
 import report
 import servers
 import wrk
-from scenarios import BY_NAME, SCENARIOS, Scenario
+from scenarios import BY_NAME, SCENARIOS, TLS_SCENARIOS, Scenario
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -49,7 +51,7 @@ VENV_PYTHON = sys.executable  # the interpreter a new venv is made with (--pytho
 
 def use_python(python: str) -> None:
     """Runs every server on `python` instead: its own venv, .bench-venv-X.Y."""
-    global VENV, VENV_BIN, VENV_PY, VENV_PYTHON, WS_CLIENT
+    global VENV, VENV_BIN, VENV_PY, VENV_PYTHON, WS_CLIENT, NORESUME
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     VENV = os.path.join(ROOT, f".bench-venv-{version}")
@@ -57,13 +59,15 @@ def use_python(python: str) -> None:
     VENV_PY = os.path.join(VENV_BIN, "python")
     VENV_PYTHON = python
     WS_CLIENT = os.path.join(VENV, "ws_client")
+    NORESUME = os.path.join(VENV, "tls_noresume.so")
 CHARTS_DIR = os.path.join(ROOT, "docs", "bench")
 REPORT_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
-PEER_PACKAGES = ["uvicorn[standard]", "granian", "hypercorn", "uvloop", "fastapi", "matplotlib"]
+PEER_PACKAGES = ["uvicorn[standard]", "granian", "h2corn", "hypercorn", "uvloop", "fastapi",
+                 "matplotlib", "trustme"]
 BUILD_PACKAGES = ["meson-python", "meson", "ninja"]
-VERSIONED = ["casgi", "uvicorn", "httptools", "uvloop", "granian", "hypercorn", "starlette",
-             "fastapi", "pydantic"]
+VERSIONED = ["casgi", "uvicorn", "httptools", "uvloop", "granian", "h2corn", "hypercorn",
+             "starlette", "fastapi", "pydantic"]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -153,6 +157,10 @@ def package_versions() -> dict:
     versions["nginx"] = nginx.stderr.strip().split("/")[-1] if nginx.returncode == 0 else None
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     versions["wrk"] = (wrk_v.stdout + wrk_v.stderr).split("\n")[0].split(" [")[0].removeprefix("wrk ")
+    # The system's OpenSSL: casgi and wrk link it, uvicorn and hypercorn use it
+    # through Python's ssl module (granian and h2corn use rustls).
+    openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True)
+    versions["OpenSSL"] = openssl.stdout.split()[1] if openssl.returncode == 0 else None
     return versions
 
 
@@ -216,6 +224,7 @@ class Server:
     argv: list
     proc: subprocess.Popen
     log_path: str
+    tls_session: str | None = None  # "TLSv1.3 TLS_AES_..." the readiness check negotiated
 
     def pids(self) -> list:
         return procstat.process_tree(self.proc.pid)
@@ -256,26 +265,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_for(name: str, scenario: Scenario, port, workdir: str) -> servers.Launch:
+def launch_for(name: str, scenario: Scenario, port, workdir: str,
+               tls: servers.TLSFiles | None = None) -> servers.Launch:
     launcher = servers.LAUNCHERS[name]
+    tls = tls if scenario.tls else None
     if name == "nginx":
         return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive,
-                        workdir=workdir)
-    return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive)
+                        workdir=workdir, tls=tls)
+    return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive, tls=tls)
+
+
+# How the report shows the run's certificate files (made in the run's temporary directory).
+DISPLAY_TLS = servers.TLSFiles(cert="$TMPDIR/tls/chain.pem", key="$TMPDIR/tls/key.pem",
+                               ca="$TMPDIR/tls/ca.pem")
 
 
 def display_command(name: str, scenario: Scenario) -> str:
-    launch = launch_for(name, scenario, "PORT", "$TMPDIR")
+    launch = launch_for(name, scenario, "PORT", "$TMPDIR", DISPLAY_TLS)
     argv = [os.path.relpath(a, servers.APPS_DIR) if a.startswith(VENV) else a
             for a in launch.argv]
     return f"taskset -c {{cpu}} {' '.join(argv)}"
 
 
-def start_server(name: str, scenario: Scenario, cpu: int, workdir: str) -> Server:
+def start_server(name: str, scenario: Scenario, cpu: int, workdir: str,
+                 tls: servers.TLSFiles | None = None) -> Server:
     port = free_port()
     server_dir = os.path.join(workdir, name)
     os.makedirs(server_dir, exist_ok=True)
-    launch = launch_for(name, scenario, port, server_dir)
+    launch = launch_for(name, scenario, port, server_dir, tls)
     for path, text in launch.files.items():
         with open(path, "w") as f:
             f.write(text)
@@ -289,21 +306,26 @@ def start_server(name: str, scenario: Scenario, cpu: int, workdir: str) -> Serve
                                 stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(name, port, launch.argv, proc, log_path)
     try:
-        wait_ready(server, scenario)
+        server.tls_session = wait_ready(server, scenario, tls)
     except StartError:
         server.stop()
         raise
     return server
 
 
-def wait_ready(server: Server, scenario: Scenario) -> None:
+def wait_ready(server: Server, scenario: Scenario,
+               tls: servers.TLSFiles | None = None) -> str | None:
+    """Waits until the server answers correctly; returns the TLS version and
+    cipher suite it negotiated (None in cleartext)."""
     deadline = time.monotonic() + START_TIMEOUT
     last_error = "no answer"
     while time.monotonic() < deadline:
         if not server.alive():
             raise StartError(f"exited with status {server.proc.returncode}: {server.log_tail()}")
         try:
-            status, body = request_once(server.port, scenario)
+            status, body, session = request_once(server.port, scenario, tls)
+        except ssl.SSLError as exc:
+            raise StartError(f"TLS failed: {exc}") from None
         except OSError as exc:
             last_error = str(exc) or type(exc).__name__
             time.sleep(0.2)
@@ -312,17 +334,28 @@ def wait_ready(server: Server, scenario: Scenario) -> None:
             raise StartError(f"answered {status} to {scenario.method} {scenario.path}")
         if scenario.expect is not None and body != scenario.expect:
             raise StartError(f"wrong body ({len(body)} bytes: {body[:40]!r})")
-        return
+        return session
     raise StartError(f"not answering after {START_TIMEOUT:g} s ({last_error}): {server.log_tail()}")
 
 
-def request_once(port: int, scenario: Scenario):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def request_once(port: int, scenario: Scenario, tls: servers.TLSFiles | None = None):
+    """One request; over TLS when the scenario is a TLS one, where the server must
+    present a certificate that the run's CA verifies and negotiate TLS 1.3."""
+    if scenario.tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                           context=idle.client_context(tls.ca))
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         headers = {"Content-Type": scenario.content_type} if scenario.content_type else {}
         conn.request(scenario.method, scenario.path, body=scenario.body or None, headers=headers)
         response = conn.getresponse()
-        return response.status, response.read()
+        body = response.read()
+        session = None
+        if scenario.tls and conn.sock is not None:
+            name, version, _ = conn.sock.cipher()
+            session = f"{version} {name}"
+        return response.status, body, session
     finally:
         conn.close()
 
@@ -338,12 +371,19 @@ def median(values: list) -> float | None:
 def measure_wrk(scenario: Scenario, server: Server, argv: list, duration: float,
                 server_cpu: int) -> dict:
     pids = server.pids()
-    cpu_before = procstat.cpu_seconds(pids)
+    user_before, system_before = procstat.cpu_user_system(pids)
+    cpu_before = user_before + system_before
     busy_before = procstat.cpu_busy_seconds(server_cpu)
+    accepted_before = procstat.tcp_passive_opens()
     started = time.monotonic()
     result = run_load(scenario, argv, duration)
     window = time.monotonic() - started  # includes the load tool's start-up
-    cpu = procstat.cpu_seconds(pids) - cpu_before
+    user_after, system_after = procstat.cpu_user_system(pids)
+    cpu = user_after + system_after - cpu_before
+    system = system_after - system_before
+    # Connections accepted on this machine during the run (all servers, all
+    # processes): about 1 per request when every request opens a new one.
+    accepted = procstat.tcp_passive_opens() - accepted_before
     # Time the server's CPU spent on anything but the server: other processes
     # on a shared machine make the run unfair, and the report says so.
     others = procstat.cpu_busy_seconds(server_cpu) - busy_before - cpu
@@ -357,7 +397,10 @@ def measure_wrk(scenario: Scenario, server: Server, argv: list, duration: float,
         "cpu_s": round(cpu, 3),
         "cpu_per_100k": round(cpu / result.requests * 100_000, 4) if result.requests else None,
         "cpu_use": round(cpu / window, 3),
+        "system_share": round(system / cpu, 3) if cpu > 0 else None,  # kernel part of cpu_s
         "others_use": round(max(others, 0.0) / window, 3),
+        "connections_per_request": round(accepted / result.requests, 3) if result.requests
+        else None,
     }
 
 
@@ -376,6 +419,27 @@ def wait_quiet(cpus: list, limit: float, threshold: float = 0.10) -> float:
 
 
 WS_CLIENT = os.path.join(VENV, "ws_client")  # built from bench/ws_client.c when cc exists
+NORESUME = os.path.join(VENV, "tls_noresume.so")  # built from bench/tls_noresume.c
+
+
+def build_noresume() -> bool:
+    """Compiles the LD_PRELOAD shim that keeps wrk from resuming TLS sessions."""
+    source = os.path.join(BENCH, "tls_noresume.c")
+    if not shutil.which("cc"):
+        return False
+    result = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", NORESUME, source, "-ldl"],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def make_certificates(workdir: str) -> servers.TLSFiles:
+    """A CA and a server certificate for 127.0.0.1 in workdir/tls (bench/tlscerts.py)."""
+    directory = os.path.join(workdir, "tls")
+    subprocess.run([VENV_PY, os.path.join(BENCH, "tlscerts.py"), directory], check=True,
+                   capture_output=True)
+    return servers.TLSFiles(cert=os.path.join(directory, "chain.pem"),
+                            key=os.path.join(directory, "key.pem"),
+                            ca=os.path.join(directory, "ca.pem"))
 
 
 def build_ws_client() -> bool:
@@ -397,7 +461,10 @@ def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu:
         return ["taskset", "-c", str(cpu), VENV_PY, os.path.join(BENCH, "wsload.py"),
                 "--port", str(port), "--connections", str(scenario.connections),
                 "--duration", f"{duration:g}", "--size", str(scenario.message_size)]
-    url = f"http://127.0.0.1:{port}{scenario.path}"
+    url = f"{'https' if scenario.tls else 'http'}://127.0.0.1:{port}{scenario.path}"
+    if scenario.handshake:
+        return wrk.command(url, scenario.connections, duration, script, cpu,
+                           headers=("Connection: close",), preload=NORESUME)
     return wrk.command(url, scenario.connections, duration, script, cpu)
 
 
@@ -428,7 +495,10 @@ def parse_ws_client(output: str) -> wrk.WrkResult:
 
 
 def display_load(argv: list) -> str:
-    return " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a for a in argv)
+    def shown(a: str) -> str:
+        a = a.replace(VENV, ".bench-venv")
+        return shlex.quote(os.path.relpath(a, ROOT) if a.startswith(ROOT) else a)
+    return " ".join(shown(a) for a in argv)
 
 
 def write_script(scenario: Scenario, workdir: str) -> str | None:
@@ -507,7 +577,8 @@ def run_idle_scenario(scenario: Scenario, running: dict, args) -> None:
 
             try:
                 run = idle.hold_connections(server.port, count, scenario.path,
-                                            scenario.expect or b"", measure)
+                                            scenario.expect or b"", measure,
+                                            ca_file=args.tls.ca if scenario.tls else None)
             except OSError as exc:
                 entry["failure"] = f"round {round_no}: {exc}"
                 continue
@@ -534,10 +605,13 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
         runs = entry["runs"]
         row = {"status": entry.get("failure", "ok") if not runs else "ok", "runs": runs,
                "note": entry.get("failure"), "peak_rss_kib": entry.get("peak_rss_kib")}
+        if entry.get("tls_session"):
+            row["tls_session"] = entry["tls_session"]
         if runs and scenario.kind != "idle":
             row["median"] = {key: median([r[key] for r in runs])
                              for key in ("rps", "p50_ms", "p99_ms", "cpu_per_100k", "cpu_use",
-                                         "others_use", "errors")}
+                                         "others_use", "errors", "connections_per_request",
+                                         "system_share")}
         elif runs:
             row["median"] = {key: median([r[key] for r in runs])
                              for key in ("opened", "rss_before_kib", "rss_after_kib",
@@ -546,8 +620,11 @@ def summarise(scenario: Scenario, running: dict, skipped: dict) -> dict:
     if scenario.kind != "idle":
         for name, row in rows.items():
             row["ratios"] = {peer: pairwise_ratio(row, rows.get(peer))
-                             for peer in ("uvicorn", "granian", "nginx")}
+                             for peer in RATIO_PEERS}
     return rows
+
+
+RATIO_PEERS = ("uvicorn", "granian", "h2corn", "hypercorn", "nginx")
 
 
 def pairwise_ratio(row: dict, peer_row: dict | None) -> float | None:
@@ -562,6 +639,11 @@ def pairwise_ratio(row: dict, peer_row: dict | None) -> float | None:
 def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) -> dict:
     log(f"scenario {scenario.name}: {scenario.title}")
     skipped, running = {}, {}
+    if scenario.handshake and not args.noresume:
+        # Without the shim wrk resumes sessions: that would measure something else.
+        skipped = {name: "not run: no C compiler for bench/tls_noresume.c, and wrk alone "
+                         "resumes TLS sessions" for name in names if name in scenario.servers}
+        names = []
     commands = {name: display_command(name, scenario) for name in names
                 if name in scenario.servers}
     missing = [m for m in scenario.requires if not _importable(m)]
@@ -572,12 +654,12 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
             skipped[name] = "not run: " + casgi_note
         else:
             try:
-                server = start_server(name, scenario, args.server_cpu, args.workdir)
+                server = start_server(name, scenario, args.server_cpu, args.workdir, args.tls)
             except StartError as exc:
                 skipped[name] = f"failed to start: {exc}"
                 log(f"  {name} {skipped[name]}")
                 continue
-            running[name] = {"server": server, "runs": []}
+            running[name] = {"server": server, "runs": [], "tls_session": server.tls_session}
     try:
         if scenario.kind == "idle":
             run_idle_scenario(scenario, running, args)
@@ -608,6 +690,10 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         "targets": [list(t) for t in scenario.targets],
         "p99_targets": list(scenario.p99_targets),
         "max_kib_per_connection": scenario.max_kib_per_connection,
+        "tls": scenario.tls,
+        "handshake": scenario.handshake,
+        "cleartext": scenario.cleartext,
+        "min_tls_share": scenario.min_tls_share,
         "servers": summarise(scenario, running, skipped),
     }
 
@@ -619,6 +705,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", action="append", choices=list(BY_NAME), metavar="NAME",
                    help="scenario to run (repeatable; default all): " + ", ".join(BY_NAME))
+    p.add_argument("--tls", action="store_true",
+                   help="run the TLS scenarios (" + ", ".join(TLS_SCENARIOS) + ") and the "
+                        "cleartext ones they are compared with, plus any --scenario given")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the scenarios of the saved results.json that this run does not "
+                        "measure, and replace those it does; the report says which run each "
+                        "scenario comes from")
     p.add_argument("--servers", default=",".join(servers.ALL),
                    help="comma-separated servers (default: %(default)s)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
@@ -652,7 +745,15 @@ def parse_args(argv=None):
     if unknown:
         p.error("unknown server(s): " + ", ".join(unknown))
     args.server_names = names
-    args.scenarios = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    chosen = list(args.scenario or [])
+    if args.tls:
+        for name in TLS_SCENARIOS:
+            chosen += [BY_NAME[name].cleartext, name] if BY_NAME[name].cleartext else [name]
+    if chosen:
+        # The order of SCENARIOS, each once: cleartext before its TLS twin.
+        args.scenarios = [s for s in SCENARIOS if s.name in chosen]
+    else:
+        args.scenarios = SCENARIOS
     return args
 
 
@@ -695,6 +796,9 @@ def main(argv=None) -> int:
         log(f"casgi will not be run: {casgi_note}")
     if any(s.kind == "ws" for s in args.scenarios) and not build_ws_client():
         log("no C compiler for bench/ws_client.c: WebSocket load from bench/wsload.py")
+    args.noresume = any(s.handshake for s in args.scenarios) and build_noresume()
+    if any(s.handshake for s in args.scenarios) and not args.noresume:
+        log("no C compiler for bench/tls_noresume.c: the handshake scenario is not run")
     os.sched_setaffinity(0, {args.client_cpu})
     results = {
         "command": command_line,
@@ -713,6 +817,7 @@ def main(argv=None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="casgi-bench-") as workdir:
         args.workdir = workdir
+        args.tls = make_certificates(workdir) if any(s.tls for s in args.scenarios) else None
         for scenario in args.scenarios:
             results["scenarios"].append(run_scenario(scenario, args.server_names, casgi_note,
                                                      args))
@@ -721,6 +826,9 @@ def main(argv=None) -> int:
     outdir = artifacts_dir(args.output)
     results_json = os.path.join(outdir, "results.json")
     os.makedirs(outdir, exist_ok=True)
+    if args.merge and os.path.exists(results_json):
+        with open(results_json) as f:
+            results = merge_results(json.load(f), results)
     with open(results_json, "w") as f:
         json.dump(results, f, indent=1)
     charts = make_charts(results_json, outdir)
@@ -732,7 +840,32 @@ def main(argv=None) -> int:
     return 0
 
 
-CALLGRIND_SCENARIOS = ("plaintext", "json", "echo-10k")
+RUN_KEYS = ("command", "quick", "date", "revision", "duration", "runs", "warmup", "quiet_wait",
+            "machine", "versions")
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """`new` with the scenarios of `old` that it did not measure, in the order of
+    SCENARIOS. Each scenario kept from `old` carries the run it came from
+    (`run`: command, date, revision, ...), as do the callgrind rows."""
+    measured = {s["name"] for s in new["scenarios"]}
+    runs = {}
+    for scenario in old["scenarios"]:
+        if scenario["name"] not in measured:
+            scenario.setdefault("run", {k: old.get(k) for k in RUN_KEYS})
+            runs[scenario["name"]] = scenario
+    for scenario in new["scenarios"]:
+        runs[scenario["name"]] = scenario
+    order = [s.name for s in SCENARIOS]
+    new["scenarios"] = sorted(runs.values(), key=lambda s: order.index(s["name"])
+                              if s["name"] in order else len(order))
+    if not new.get("callgrind") and old.get("callgrind"):
+        new["callgrind"] = dict(old["callgrind"])
+        new["callgrind"].setdefault("run", {k: old.get(k) for k in RUN_KEYS})
+    return new
+
+
+CALLGRIND_SCENARIOS = ("plaintext", "json", "echo-10k", "tls-plaintext", "tls-handshake")
 CALLGRIND_SERVERS = ("casgi", "uvicorn")
 
 
@@ -746,10 +879,12 @@ def run_callgrind(args, casgi_note: str | None) -> dict:
         for name in CALLGRIND_SERVERS:
             if name not in args.server_names or (name == "casgi" and casgi_note):
                 continue
-            row = {"server": name, "scenario": scenario, "loop": "uvloop"}
+            # A handshake per request is ~100 times a keep-alive request's work.
+            count = requests // 4 if BY_NAME[scenario].handshake else requests
+            row = {"server": name, "scenario": scenario, "loop": "uvloop", "requests": count}
             try:
-                row["per_request"] = round(callgrind.measure(name, scenario, "uvloop", requests,
-                                                             requests // 4, None,
+                row["per_request"] = round(callgrind.measure(name, scenario, "uvloop", count,
+                                                             count // 4, None,
                                                              bin_dir=VENV_BIN))
                 log(f"callgrind {scenario} {name}: {row['per_request']:,} instructions/request")
             except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
@@ -758,7 +893,8 @@ def run_callgrind(args, casgi_note: str | None) -> dict:
             rows.append(row)
     return {"requests": requests, "rows": rows,
             "command": "python bench/callgrind.py --server NAME --scenario SCENARIO "
-                       f"--requests {requests} --warmup {requests // 4}"}
+                       f"--requests {requests} --warmup {requests // 4} (tls-handshake: "
+                       f"--requests {requests // 4} --warmup {requests // 16})"}
 
 
 def make_charts(results_json: str, outdir: str) -> list:

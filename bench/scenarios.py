@@ -2,6 +2,9 @@
 
 A wrk scenario drives one URL with `wrk -t1 -c<connections>`; an idle
 scenario opens many keep-alive connections and measures the memory they cost.
+A TLS scenario (`tls=True`) serves the same app over TLS 1.3 with a certificate
+made for the run; `handshake=True` makes every request open a new connection
+with a full handshake.
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ from dataclasses import dataclass
 
 PEERS = ("casgi", "uvicorn", "granian", "hypercorn")
 WITH_NGINX = PEERS + ("nginx",)
+# Over TLS: uvicorn on the standard library's ssl, granian and h2corn on rustls.
+TLS_PEERS = ("casgi", "uvicorn", "granian", "h2corn", "hypercorn")
+TLS_WITH_NGINX = TLS_PEERS + ("nginx",)
+# The issue's goals for TLS: requests per second against each peer.
+TLS_TARGETS = (("uvicorn", 2.5), ("granian", 1.3), ("h2corn", 1.3))
 
 PLAINTEXT = "plaintext:app"
 HELLO = b"Hello, world!"
@@ -43,6 +51,10 @@ class Scenario:
     p99_targets: tuple = ()  # peers whose p99 latency casgi's must not exceed
     max_kib_per_connection: float | None = None  # idle scenarios
     notes: str = ""
+    tls: bool = False  # serve over TLS (certificates from bench/tlscerts.py)
+    handshake: bool = False  # TLS: a new connection, with a full handshake, per request
+    cleartext: str | None = None  # TLS: the same load in cleartext, for "TLS cost"
+    min_tls_share: float | None = None  # TLS: least casgi TLS / cleartext req/s ratio
 
     @property
     def unit(self) -> str:
@@ -90,6 +102,35 @@ SCENARIOS = [
              expect=HELLO, keep_alive=120, max_kib_per_connection=2.0,
              notes="Each connection sends one request, reads the answer, then stays open. "
                    "Servers with a keep-alive timeout are given 120 s."),
+    Scenario("tls-plaintext", "TLS 1.3: plaintext 13 B, 64 keep-alive connections, uvloop",
+             PLAINTEXT, tls=True, servers=TLS_WITH_NGINX, expect=HELLO, targets=TLS_TARGETS,
+             cleartext="plaintext", min_tls_share=0.75,
+             notes="The `plaintext` load over TLS 1.3 (wrk's OpenSSL, no ALPN, so every "
+                   "server speaks HTTP/1.1)."),
+    Scenario("tls-json", "TLS 1.3: JSON, 64 keep-alive connections, uvloop", "json_app:app",
+             tls=True, servers=TLS_PEERS, targets=TLS_TARGETS, cleartext="json",
+             min_tls_share=0.75, notes="The `json` load over TLS 1.3."),
+    Scenario("tls-handshake", "TLS 1.3: a full handshake per request, 64 connections, uvloop",
+             PLAINTEXT, tls=True, handshake=True, servers=TLS_WITH_NGINX, expect=HELLO,
+             targets=TLS_TARGETS,
+             notes="Every request is sent with `Connection: close` on a new connection, so "
+                   "requests per second are handshakes per second. wrk would resume its last "
+                   "session on each new connection (a TLS 1.3 ticket, no certificate "
+                   "signature); `bench/tls_noresume.c`, preloaded into wrk, drops it, so every "
+                   "handshake is a full one (X25519 key exchange, ECDSA P-256 signature). "
+                   "wrk's latency starts when the request is written, after the handshake. "
+                   "A full handshake costs the client about as much as the server (its own "
+                   "X25519 exchange, and checking the server's signature), so the one wrk "
+                   "thread can be the limit: a server whose CPU use is well below 1.00 was "
+                   "waiting for wrk, and CPU time per request is then the comparison."),
+    Scenario("idle-tls", "2,000 idle TLS connections: memory per connection", PLAINTEXT,
+             kind="idle", tls=True, idle_connections=2000, servers=TLS_WITH_NGINX, expect=HELLO,
+             keep_alive=120,
+             notes="As `idle-10k`, over TLS 1.3: each connection completes a full handshake, "
+                   "sends one request, reads the answer, then stays open. Servers with a "
+                   "keep-alive timeout are given 120 s."),
 ]
+
+TLS_SCENARIOS = [s.name for s in SCENARIOS if s.tls]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -50,9 +50,14 @@ def _lua_string(data: bytes) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def command(url: str, connections: int, duration: float, script: str | None, cpu: int) -> list[str]:
-    argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}",
-            f"-d{duration:g}s", "--latency"]
+def command(url: str, connections: int, duration: float, script: str | None, cpu: int,
+            headers: tuple = (), preload: str | None = None) -> list[str]:
+    """wrk's command line; `preload` is a shared object wrk is run with (LD_PRELOAD)."""
+    argv = ["env", f"LD_PRELOAD={preload}"] if preload else []
+    argv += ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}",
+             f"-d{duration:g}s", "--latency"]
+    for header in headers:
+        argv += ["-H", header]
     if script:
         argv += ["-s", script]
     return argv + [url]
