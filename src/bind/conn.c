@@ -386,7 +386,9 @@ void cg_conn_shutdown(cg_conn *c, double soon)
 
 void cg_conn_idle_tick(cg_conn *c)
 {
-    if (cg_buf_unread(&c->in) == 0 && ++c->idle_ticks >= 2) {
+    /* Once per idle period: a read resets idle_ticks, and nothing is taken
+     * back while the connection stays idle. */
+    if (cg_buf_unread(&c->in) == 0 && ++c->idle_ticks == 2) {
         cg_conn_return_buffer(c);
         c->read_size = 0; /* the next burst starts small again */
         if (c->tls)
