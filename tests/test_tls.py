@@ -60,6 +60,7 @@ from tls_util import (
     subject_rfc4514,
     tls_connect,
     tls_where,
+    tool_env,
 )
 
 APP = "tls_app:app"
@@ -348,12 +349,12 @@ def test_curl(main, pki, tmp_path):
     url = f"https://localhost:{main.port}/echo"
     r = subprocess.run(base + ["--cacert", str(pki.ca_file), "-o", str(tmp_path / "out.bin"), "-w",
                                "%{http_code} %{http_version} %{ssl_verify_result}", "--data-binary",
-                               f"@{tmp_path / 'in.bin'}", url], capture_output=True, timeout=30)
+                               f"@{tmp_path / 'in.bin'}", url], capture_output=True, timeout=30, env=tool_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.decode() == "200 1.1 0"
     assert (tmp_path / "out.bin").read_bytes() == data
     # Without the CA the certificate does not verify (curl's exit status 60).
-    r = subprocess.run(base + [url.replace("/echo", "/")], capture_output=True, timeout=30)
+    r = subprocess.run(base + [url.replace("/echo", "/")], capture_output=True, timeout=30, env=tool_env())
     assert r.returncode == 60, (r.returncode, r.stderr)
 
 
@@ -563,7 +564,8 @@ class SClient:
     def __init__(self, port: int, pki: Pki, *flags: str):
         self.proc = subprocess.Popen(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-CAfile",
-             str(pki.ca_file), *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             str(pki.ca_file), *flags], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=tool_env())
         self.out = b""
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
