@@ -17,7 +17,7 @@ import pytest
 
 from helpers import APPS_DIR, CasgiProcess, assert_server_healthy, casgi_args, clean_env, loop_params
 from supervisor_util import Sups, set_subreaper
-from ws_util import SharedWs, check_shared_after
+from ws_util import SharedWs
 
 
 # ----------------------------------------------------------------------------
@@ -154,4 +154,4 @@ def wss(request, ws_shared):
     p = ws_shared.get("ws_app:app", request.param, ())
     mark = p.mark()
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)

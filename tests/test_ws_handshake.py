@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import RawConn, req
+from helpers import RawConn, assert_server_healthy, req
 from ws_util import (
     OP_BINARY,
     OP_CLOSE,
@@ -21,7 +21,6 @@ from ws_util import (
     OP_TEXT,
     WsConn,
     build_frame,
-    check_shared_after,
     open_ws,
     raw_handshake,
     upgrade_request,
@@ -39,7 +38,7 @@ def ws1(ws_shared):
     p = ws_shared.get("ws_app:app", "asyncio", ())
     mark = p.mark()
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)
 
 
 def handshake(p, request: bytes):

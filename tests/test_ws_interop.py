@@ -12,7 +12,8 @@ import time
 import pytest
 
 from helpers import RawConn, loop_params, req
-from ws_util import check_shared_after, upgrade_request, wait_event
+from helpers import assert_server_healthy
+from ws_util import upgrade_request, wait_event
 
 websockets = pytest.importorskip("websockets")
 wsproto = pytest.importorskip("wsproto")
@@ -46,21 +47,21 @@ def _shared(request, shared, app):
 def wss(request, ws_shared):
     p, mark = _shared(request, ws_shared, "ws_app:app")
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)
 
 
 @pytest.fixture(params=loop_params())
 def star(request, ws_shared):
     p, mark = _shared(request, ws_shared, "ws_starlette:app")
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)
 
 
 @pytest.fixture(params=loop_params())
 def fast(request, ws_shared):
     p, mark = _shared(request, ws_shared, "ws_fastapi:app")
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)
 
 
 def url(p, path):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import RssSampler, loop_params
+from helpers import RssSampler, assert_server_healthy, loop_params
 from ws_util import (
     OP_BINARY,
     OP_CONT,
@@ -22,7 +22,6 @@ from ws_util import (
     Deflate,
     Inflate,
     build_frame,
-    check_shared_after,
     compress_once,
     open_ws,
     parse_extensions,
@@ -41,7 +40,7 @@ def small(request, ws_shared):
     p = ws_shared.get("ws_app:app", request.param, ("--ws-max-size", str(MAX)))
     mark = p.mark()
     yield p
-    check_shared_after(p, mark)
+    assert_server_healthy(p, mark)
 
 
 def pmd_open(p, path="/echo", offer="permessage-deflate; client_max_window_bits", **kw):

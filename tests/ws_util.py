@@ -473,15 +473,6 @@ class SharedWs:
             p.kill()
 
 
-def check_shared_after(p: CasgiProcess, mark: int) -> None:
-    crash = p.crash_report(mark)
-    if crash:
-        pytest.fail(crash)
-    if not p.alive():
-        pytest.fail(f"the server process died during this test (exit status {p.proc.returncode}); "
-                    f"output:\n{p.tail()}")
-
-
 def open_ws(p: CasgiProcess, path: str = "/echo", **kw) -> WsConn:
     return WsConn.open(p.host or "127.0.0.1", p.port, path, **kw)
 
