@@ -28,8 +28,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-import pytest
-
 from helpers import CasgiProcess, RawConn, Response, casgi_args, clean_env
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
