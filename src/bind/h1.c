@@ -155,13 +155,15 @@ static int h1_write_response(cg_h1 *h, const cg_http1_response *r, const char *b
     return rc;
 }
 
-/* Answers a rejected request with `status`, connection: close, and closes. */
+/* Answers a request the server refuses with `status` (its reason as a text
+ * body), connection: close, and closes. A 426 refuses a WebSocket upgrade
+ * and names the version spoken. */
 static void h1_reject(cg_h1 *h, int status)
 {
     cg_conn *c = h->conn;
-    cg_server *srv = c->server;
     const char *reason = cg_http1_reason(status);
     static const char ctype[] = "text/plain; charset=utf-8";
+    int upgrade = status == 426;
     cg_fields fields;
     cg_buf tmp;
     cg_http1_response r = {status,          &fields,        NULL,         0,
@@ -169,37 +171,16 @@ static void h1_reject(cg_h1 *h, int status)
 
     cg_fields_init(&fields);
     cg_buf_init(&tmp);
-    if (cg_fields_add(&fields, "content-type", 12, ctype, sizeof(ctype) - 1) < 0 ||
-        h1_defaults(srv, CG_HEAD_SERVER | CG_HEAD_DATE | CG_HEAD_EXTRA, &tmp, &r.defaults,
-                    &r.defaults_len) < 0 ||
+    if ((upgrade && cg_fields_add(&fields, "sec-websocket-version", 21, "13", 2) < 0) ||
+        cg_fields_add(&fields, "content-type", 12, ctype, sizeof(ctype) - 1) < 0 ||
+        (!upgrade && h1_defaults(c->server, CG_HEAD_SERVER | CG_HEAD_DATE | CG_HEAD_EXTRA, &tmp,
+                                 &r.defaults, &r.defaults_len) < 0) ||
         h1_write_response(h, &r, reason, strlen(reason)) < 0)
         PyErr_Clear(); /* closing is all that is left */
     cg_fields_free(&fields);
     cg_buf_free(&tmp);
     cg_buf_reset(&c->in);
     cg_conn_close(c);
-}
-
-/* Refuses a WebSocket upgrade: 426 names the version spoken, else `status`. */
-static void h1_refuse_upgrade(cg_h1 *h, int status)
-{
-    static const char ctype[] = "text/plain; charset=utf-8";
-    cg_fields fields;
-    if (status != 426) {
-        h1_reject(h, status);
-        return;
-    }
-    const char *reason = cg_http1_reason(status);
-    cg_http1_response r = {status,          &fields,        NULL,         0,
-                           CG_FRAME_LENGTH, strlen(reason), CG_CONN_CLOSE};
-    cg_fields_init(&fields);
-    if (cg_fields_add(&fields, "sec-websocket-version", 21, "13", 2) < 0 ||
-        cg_fields_add(&fields, "content-type", 12, ctype, sizeof(ctype) - 1) < 0 ||
-        h1_write_response(h, &r, reason, strlen(reason)) < 0)
-        PyErr_Clear();
-    cg_fields_free(&fields);
-    cg_buf_reset(&h->conn->in);
-    cg_conn_close(h->conn);
 }
 
 /* The framing of a response from its head (and, when the whole body is
@@ -252,7 +233,8 @@ static int h1_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
         h1_frame(h, head, len, more, &r);
         if (h1_defaults(c->server, head->defaults, &tmp, &r.defaults, &r.defaults_len) < 0) {
             PyErr_NoMemory();
-            return -1;
+            rc = -1;
+            goto done;
         }
         head_len = cg_http1_head_size(&r);
     }
@@ -649,7 +631,7 @@ static void h1_process_input(cg_h1 *h)
                     return;
                 }
                 if (ws_rc > 0) {
-                    h1_refuse_upgrade(h, ws_rc);
+                    h1_reject(h, ws_rc); /* 426 or 400 */
                     return;
                 }
                 cg_buf_consume(&c->in, (size_t)rc);
