@@ -494,6 +494,17 @@ void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out)
     out->alpn_n = sizeof(alpn) / sizeof(alpn[0]);
 }
 
+cg_tls_ctx *cg_config_tls_load(const cg_config *cfg, cg_log_state *log)
+{
+    cg_tls_conf conf;
+    char err[512];
+    cg_config_tls_conf(cfg, &conf);
+    cg_tls_ctx *ctx = cg_tls_ctx_new(&conf, err, sizeof(err));
+    if (!ctx)
+        cg_log(log, CG_ERROR, "Error: %s", err);
+    return ctx;
+}
+
 /* ---- --env-file ---- */
 
 struct env_ctx {

@@ -36,6 +36,9 @@ void cg_environ_remove(const char *name);
 /** The TLS configuration the --ssl-* options describe (strings borrowed
  * from cfg), with the ALPN protocols served. */
 void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out);
+/** Loads the TLS context the --ssl-* options describe; NULL after logging
+ * one ERROR line naming the file and the cause. */
+cg_tls_ctx *cg_config_tls_load(const cg_config *cfg, cg_log_state *log);
 
 /* The environment variable a supervisor passes its workers the shared
  * session-ticket secret in (hex), so a client resumes on any worker. */

@@ -641,14 +641,9 @@ static int reloads_tls_on_hup(const cg_server *srv)
  * session-ticket secret it passes them, so a client resumes on any worker. */
 static int server_tls_setup(cg_server *srv)
 {
-    cg_tls_conf conf;
-    char err[512];
-    cg_config_tls_conf(srv->cfg, &conf);
-    srv->tls = cg_tls_ctx_new(&conf, err, sizeof(err));
-    if (!srv->tls) {
-        cg_log(&srv->st->log, CG_ERROR, "Error: %s", err);
+    srv->tls = cg_config_tls_load(srv->cfg, &srv->st->log);
+    if (!srv->tls)
         return -1;
-    }
     const char *hex = getenv(CG_TLS_TICKET_ENV);
     unsigned char key[64];
     size_t n = 0;

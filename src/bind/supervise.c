@@ -205,15 +205,11 @@ static size_t patterns(const cg_strlist *given, const char *const *defaults, siz
  * (CG_TLS_TICKET_ENV), so a client resumes its session on any of them. */
 static int tls_prepare(cg_state *st, const cg_config *cfg)
 {
-    cg_tls_conf conf;
-    char err[512], hex[65];
+    char hex[65];
     unsigned char secret[32];
-    cg_config_tls_conf(cfg, &conf);
-    cg_tls_ctx *ctx = cg_tls_ctx_new(&conf, err, sizeof(err));
-    if (!ctx) {
-        cg_log(&st->log, CG_ERROR, "Error: %s", err);
+    cg_tls_ctx *ctx = cg_config_tls_load(cfg, &st->log);
+    if (!ctx)
         return -1;
-    }
     cg_tls_ctx_free(ctx);
     if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
         cg_log(&st->log, CG_WARNING, "TLS: no random secret for session tickets: %s",
