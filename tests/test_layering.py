@@ -81,14 +81,14 @@ def test_the_transport_knows_no_http():
     text = _sources()["conn.c"]
     for prefix in ("cg_http1_", "cg_cycle_", "cg_ws_", "cg_scope_"):
         assert prefix not in text, f"conn.c uses {prefix}*"
-    assert not {"h1.h", "asgi.h", "stream.h", "http1.h"} & set(INCLUDE.findall(text))
+    assert not {"protocols.h", "asgi.h", "stream.h", "http1.h"} & set(INCLUDE.findall(text))
 
 
 @pytest.mark.parametrize("name", ["asgi_http.c", "asgi_ws.c"])
 def test_asgi_files_write_only_through_the_stream(name):
     text = _sources()[name]
     assert "cg_conn" not in text, f"{name} touches a connection"
-    assert not {"conn.h", "h1.h"} & _includes(name), f"{name} includes the transport"
+    assert not {"conn.h", "protocols.h"} & _includes(name), f"{name} includes the transport"
     # Wire bytes are the protocol's: no status line, no CRLF-framed header.
     assert "HTTP/1." not in text
     assert not re.search(r'"[^"\n]*\\r\\n', text), f"{name} formats HTTP/1 lines"

@@ -34,7 +34,7 @@ struct cg_cycle {
     cg_waiters recv_waiters;         /* woken when body arrives or on disconnect */
     cg_fields fields;                /* the response's headers, held with the head */
     cg_resp_head head;               /* the response head, held until the first body */
-    int minor_version;
+    int version;                     /* enum cg_http_version */
     int status;
     long long resp_length; /* the app's content-length, -1 when none */
     long long resp_sent;   /* body bytes the app has sent */
@@ -72,6 +72,11 @@ static inline int cg_cycle_before_first_step(const cg_cycle *cy)
 static inline int cg_cycle_response_unfinished(const cg_cycle *cy)
 {
     return cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING;
+}
+/** 1 while the app's task runs (it may outlive its stream). */
+static inline int cg_cycle_task_running(const cg_cycle *cy)
+{
+    return cy->task && !cy->task_done;
 }
 /** 1 when nothing of a response was sent. */
 static inline int cg_cycle_response_none(const cg_cycle *cy)

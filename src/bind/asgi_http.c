@@ -85,6 +85,12 @@ static PyObject *decoded_path(cg_server *srv, cg_slice raw)
     return full;
 }
 
+/* scope["http_version"] of enum cg_http_version `v`. */
+static PyObject *http_version(cg_state *st, int v)
+{
+    return v == CG_HTTP_2 ? st->s_v2 : v == CG_HTTP_1_0 ? st->s_v1_0 : st->s_v1_1;
+}
+
 static PyObject *header_list(cg_state *st, const cg_http1_request *req)
 {
     PyObject *list = PyList_New((Py_ssize_t)req->num_headers);
@@ -248,8 +254,7 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     }
     if (dict_set_steal(scope, st->s_asgi,
                        PyDict_Copy(websocket ? st->asgi_ws_dict : st->asgi_dict)) < 0 ||
-        PyDict_SetItem(scope, st->s_http_version, req->minor_version ? st->s_v1_1 : st->s_v1_0) <
-            0 ||
+        PyDict_SetItem(scope, st->s_http_version, http_version(st, req->version)) < 0 ||
         PyDict_SetItem(scope, st->s_server, info->server) < 0 ||
         PyDict_SetItem(scope, st->s_root_path, srv->root_path) < 0 ||
         dict_set_steal(scope, st->s_path, decoded_path(srv, req->path)) < 0 ||
@@ -591,7 +596,7 @@ static void cycle_log_access(cg_cycle *cy, int status)
     cg_slice method = {m, (size_t)mlen};
     cg_slice path = {PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
     cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
-    cg_log_access(&st->log, client, method, path, query, cy->minor_version, status);
+    cg_log_access(&st->log, client, method, path, query, cy->version, status);
 }
 
 static void response_complete(cg_cycle *cy, int reusable)
@@ -858,14 +863,14 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cg_buf_init(&cy->body);
     cg_fields_init(&cy->fields);
     memset(&cy->head, 0, sizeof(cy->head));
-    cy->minor_version = req->minor_version;
+    cy->version = req->version;
     cy->status = 0;
     cy->resp_length = -1;
     cy->resp_sent = 0;
     cy->resp = CG_RESP_NONE;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
     cy->is_connect = req->target_form == CG_TARGET_AUTHORITY;
-    cy->expect_continue = req->expect_continue && req->minor_version == 1; /* 1.0 has no 1xx */
+    cy->expect_continue = req->expect_continue && req->version != CG_HTTP_1_0; /* 1.0 has no 1xx */
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->in_step = cy->stepped = cy->task_done = 0;
     cy->event_stream = cy->told_leaving = 0;

@@ -99,6 +99,7 @@ static inline PyObject *cg_err_take(void)
     X(lifespan, "lifespan")                                                                        \
     X(v1_0, "1.0")                                                                                 \
     X(v1_1, "1.1")                                                                                 \
+    X(v2, "2")                                                                                     \
     X(v3_0, "3.0")                                                                                 \
     X(v2_3, "2.3")                                                                                 \
     X(http_request, "http.request")                                                                \

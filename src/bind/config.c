@@ -479,9 +479,14 @@ done:
 
 /* ---- TLS ---- */
 
+int cg_config_http2(const cg_config *cfg)
+{
+    return CG_HAVE_NGHTTP2 && cfg->http2 != 0;
+}
+
 void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out)
 {
-    static const char *const alpn[] = {"http/1.1"};
+    static const char *const alpn[] = {"h2", "http/1.1"};
     memset(out, 0, sizeof(*out));
     out->certfile = cfg->ssl_certfile;
     out->keyfile = cfg->ssl_keyfile;
@@ -490,8 +495,9 @@ void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out)
     out->ciphers = cfg->ssl_ciphers;
     out->cert_reqs = (int)cfg->ssl_cert_reqs;
     out->ssl_version = cfg->ssl_version;
-    out->alpn = alpn;
-    out->alpn_n = sizeof(alpn) / sizeof(alpn[0]);
+    /* HTTP/2 first when it is served: the client's preference is not asked. */
+    out->alpn = cg_config_http2(cfg) ? alpn : alpn + 1;
+    out->alpn_n = cg_config_http2(cfg) ? 2 : 1;
 }
 
 cg_tls_ctx *cg_config_tls_load(const cg_config *cfg, cg_log_state *log)

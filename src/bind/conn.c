@@ -384,6 +384,21 @@ void cg_conn_shutdown(cg_conn *c, double soon)
         c->deadline = soon; /* its request is still served if it comes soon */
 }
 
+void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto)
+{
+    Py_INCREF(c);
+    c->proto->free(c);
+    c->proto = proto;
+    c->deadline = 0;
+    if (proto->on_connect(c) < 0) {
+        cg_log_exception(&c->server->st->log, "Exception while starting a connection's protocol");
+        cg_conn_abort(c);
+    } else if (cg_buf_unread(&c->in) && !c->closed) {
+        proto->on_data(c);
+    }
+    Py_DECREF(c);
+}
+
 void cg_conn_idle_tick(cg_conn *c)
 {
     /* Once per idle period: a read resets idle_ticks, and nothing is taken
@@ -663,7 +678,14 @@ static int conn_tls_input(cg_conn *c)
         return -1;
     }
     if (rc & CG_TLS_HANDSHAKE) {
-        /* ALPN picks the protocol; HTTP/1.1 is the one served today. */
+        /* ALPN picks the protocol: one of the server's table, else the one
+         * the connection was made for (HTTP/1.1). */
+        size_t alen = 0;
+        const char *alpn = cg_tls_alpn(c->tls, &alen);
+        for (size_t i = 0; alpn && i < c->server->alpn_n; i++)
+            if (strlen(c->server->alpn[i].name) == alen &&
+                !memcmp(c->server->alpn[i].name, alpn, alen))
+                c->proto = c->server->alpn[i].proto;
         c->deadline = 0;
         c->tls_info = tls_info_new(c);
         if (!c->tls_info || c->proto->on_connect(c) < 0) {

@@ -101,6 +101,10 @@ void cg_conn_set_reading(cg_conn *c, int on);
 /** Hands the read buffer to the server's spare slot (or frees it) when it
  * holds no unread bytes: a connection keeps a buffer only while it needs one. */
 void cg_conn_return_buffer(cg_conn *c);
+/** Hands the connection to another protocol (HTTP/1.1 seeing the HTTP/2
+ * preface): the current one's state is freed, `proto` attached and given
+ * the unread input. The caller must not touch its own state afterwards. */
+void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto);
 /** A tick while the protocol is idle between requests: after two, a read
  * buffer still held goes back and reads start small again. */
 void cg_conn_idle_tick(cg_conn *c);

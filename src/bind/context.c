@@ -229,3 +229,33 @@ int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock)
     /* A Unix socket's peer has no address: trusted as "unix:" says. */
     return t->unix_peers && (is_unix_addr(peer) || is_unix_addr(sock));
 }
+
+int cg_server_head_defaults(cg_server *srv, unsigned which, cg_buf *tmp, const char **out,
+                            size_t *len)
+{
+    const size_t *off = srv->head_line_offs; /* part i is [off[i], off[i + 1]) */
+    size_t start = 0, end = 0;
+    int first = 1, adjacent = 1;
+    for (int i = 0; i < 3; i++) {
+        if (!(which & (1u << i)) || off[i] == off[i + 1])
+            continue;
+        if (first)
+            start = off[i];
+        else if (off[i] != end)
+            adjacent = 0;
+        first = 0;
+        end = off[i + 1];
+    }
+    if (adjacent) {
+        *out = srv->head_lines.data + start;
+        *len = end - start;
+        return 0;
+    }
+    for (int i = 0; i < 3; i++)
+        if ((which & (1u << i)) &&
+            cg_buf_append(tmp, srv->head_lines.data + off[i], off[i + 1] - off[i]) < 0)
+            return -1;
+    *out = tmp->data;
+    *len = tmp->len;
+    return 0;
+}

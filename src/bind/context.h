@@ -77,6 +77,14 @@ typedef struct cg_server {
     cg_buf tls_scratch;         /* ciphertext being written (one write at a time) */
     PyObject *tls_cert;         /* str: the server certificate for scope["extensions"]["tls"] */
     unsigned tls_causes_logged; /* handshake failure causes already summarised once */
+    /* Protocols other than HTTP/1.1 (set by server.c, used by conn.c and h1.c): */
+    const struct cg_proto_ops *h2c_proto; /* for a cleartext connection opening with the
+                                           * HTTP/2 preface, or NULL */
+    struct {
+        const char *name;                 /* an ALPN protocol name offered by TLS */
+        const struct cg_proto_ops *proto; /* the protocol serving it */
+    } alpn[2];
+    size_t alpn_n;
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals
@@ -107,6 +115,12 @@ void cg_server_check_drained(cg_server *srv);
 int cg_server_trusts_peer(cg_server *srv, PyObject *peer, PyObject *sock);
 /** Refreshes the date line in srv->head_lines. */
 void cg_server_update_date(cg_server *srv);
+/** The server's own head lines selected by `which` (CG_HEAD_* of stream.h),
+ * "name: value\r\n" each: a slice of srv->head_lines when the selected parts
+ * lie side by side there (always, but for unusual sets), else assembled in
+ * `tmp`. Returns 0 or -1 (out of memory, no exception). */
+int cg_server_head_defaults(cg_server *srv, unsigned which, cg_buf *tmp, const char **out,
+                            size_t *len);
 /** Builds srv->head_lines as configured, with `extra` ("name: value\r\n"
  * lines of --header) as its last part. 0, or -1 with an exception. */
 int cg_server_set_head_lines(cg_server *srv, const char *extra, size_t extra_len);

@@ -7,13 +7,14 @@
  * Timeouts are the connection's deadline, acted on from the server's ticker.
  * The active request's cg_stream turns the ASGI cycle's neutral sends into
  * HTTP/1 framing (core/http1.c serializes the head). */
-#include "h1.h"
+#include "protocols.h"
 
 #include <stddef.h>
 #include <string.h>
 
 #include "asgi.h"
 #include "clock.h"
+#include "h2.h"
 
 /* The most unread bytes kept before reading pauses (pipelined data waiting,
  * or body the app has not taken). */
@@ -106,39 +107,6 @@ static void h1_maybe_resume(cg_h1 *h)
 
 /* ---- writing --------------------------------------------------------------- */
 
-/* The server's own head lines selected by `which` (CG_HEAD_*) as configured:
- * a slice of the server's prebuilt lines when the selected ones lie side by
- * side there (always, but for unusual headers an app sets), else assembled
- * in `tmp`. Returns 0 or -1 (out of memory). */
-static int h1_defaults(cg_server *srv, unsigned which, cg_buf *tmp, const char **out, size_t *len)
-{
-    const size_t *off = srv->head_line_offs; /* part i is [off[i], off[i + 1]) */
-    size_t start = 0, end = 0;
-    int first = 1, adjacent = 1;
-    for (int i = 0; i < 3; i++) {
-        if (!(which & (1u << i)) || off[i] == off[i + 1])
-            continue;
-        if (first)
-            start = off[i];
-        else if (off[i] != end)
-            adjacent = 0;
-        first = 0;
-        end = off[i + 1];
-    }
-    if (adjacent) {
-        *out = srv->head_lines.data + start;
-        *len = end - start;
-        return 0;
-    }
-    for (int i = 0; i < 3; i++)
-        if ((which & (1u << i)) &&
-            cg_buf_append(tmp, srv->head_lines.data + off[i], off[i + 1] - off[i]) < 0)
-            return -1;
-    *out = tmp->data;
-    *len = tmp->len;
-    return 0;
-}
-
 /* Writes a whole response of our own (an error answer): head and `body`. */
 static int h1_write_response(cg_h1 *h, const cg_http1_response *r, const char *body,
                              size_t body_len)
@@ -173,7 +141,8 @@ static void h1_reject(cg_h1 *h, int status)
     cg_buf_init(&tmp);
     if ((upgrade && cg_fields_add(&fields, "sec-websocket-version", 21, "13", 2) < 0) ||
         cg_fields_add(&fields, "content-type", 12, ctype, sizeof(ctype) - 1) < 0 ||
-        (!upgrade && h1_defaults(c->server, CG_HEAD_SERVER | CG_HEAD_DATE | CG_HEAD_EXTRA, &tmp,
+        (!upgrade &&
+         cg_server_head_defaults(c->server, CG_HEAD_SERVER | CG_HEAD_DATE | CG_HEAD_EXTRA, &tmp,
                                  &r.defaults, &r.defaults_len) < 0) ||
         h1_write_response(h, &r, reason, strlen(reason)) < 0)
         PyErr_Clear(); /* closing is all that is left */
@@ -231,7 +200,8 @@ static int h1_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
     cg_buf_init(&tmp);
     if (head) {
         h1_frame(h, head, len, more, &r);
-        if (h1_defaults(c->server, head->defaults, &tmp, &r.defaults, &r.defaults_len) < 0) {
+        if (cg_server_head_defaults(c->server, head->defaults, &tmp, &r.defaults, &r.defaults_len) <
+            0) {
             PyErr_NoMemory();
             rc = -1;
             goto done;
@@ -548,7 +518,7 @@ static int h1_start_request(cg_h1 *h, const cg_http1_request *req, PyObject **sc
     h->served = 1;
     /* The connection owns the cycle until its response completes. */
     Py_XSETREF(h->cycle, cy);
-    h->minor_version = req->minor_version;
+    h->minor_version = req->version;
     h->keep_alive = req->keep_alive;
     if (req->chunked) {
         h->body_mode = H1_BODY_CHUNKED;
@@ -571,7 +541,7 @@ static int h1_start_websocket(cg_h1 *h, const cg_http1_request *req)
 {
     cg_server *srv = h->conn->server;
     cg_ws *ws = NULL;
-    h->minor_version = req->minor_version;
+    h->minor_version = req->version;
     h->keep_alive = 0; /* a denial response ends the connection */
     int rc = cg_ws_start(srv, &h->stream, req, &ws);
     if (rc != 0)
@@ -732,7 +702,19 @@ static int h1_on_connect(cg_conn *c)
 
 static void h1_on_data(cg_conn *c)
 {
-    h1_process(conn_h1(c));
+    cg_h1 *h = conn_h1(c);
+    const cg_proto_ops *h2c = c->server->h2c_proto;
+    if (h2c && !h->served && h->phase == H1_HEAD && !c->closed) {
+        /* RFC 9113 section 3.3: a client that knows the server speaks
+         * HTTP/2 opens with its preface, which no HTTP/1 request matches. */
+        size_t avail = cg_buf_unread(&c->in);
+        if (cg_h2_preface_prefix(c->in.data + c->in.pos, avail)) {
+            if (avail >= CG_H2_PREFACE_LEN)
+                cg_conn_switch(c, h2c); /* h is freed */
+            return;
+        }
+    }
+    h1_process(h);
 }
 
 static void h1_on_writable(cg_conn *c)

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "http1.h"
 #include "options.h"
 
 /* Python levels by enum cg_log_level. */
@@ -722,7 +723,8 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
 
     if (intern_cached(&st->s_info, "info") < 0 ||
         intern_cached(&st->access_fmt, "%s - \"%s %s HTTP/%s\" %d") < 0 ||
-        intern_cached(&st->v1_0, "1.0") < 0 || intern_cached(&st->v1_1, "1.1") < 0)
+        intern_cached(&st->v1_0, "1.0") < 0 || intern_cached(&st->v1_1, "1.1") < 0 ||
+        intern_cached(&st->v2, "2") < 0)
         goto failed;
     if (cfg->log_level >= 0 && cfg->log_level <= CG_LOG_TRACE)
         level = level_values[cfg->log_level];
@@ -869,6 +871,7 @@ void cg_log_clear(cg_log_state *st)
     Py_CLEAR(st->access_fmt);
     Py_CLEAR(st->v1_0);
     Py_CLEAR(st->v1_1);
+    Py_CLEAR(st->v2);
     fast_free(st->fast);
     st->fast = NULL;
     st->access_enabled = 0;
@@ -884,6 +887,7 @@ int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg)
     Py_VISIT(st->access_fmt);
     Py_VISIT(st->v1_0);
     Py_VISIT(st->v1_1);
+    Py_VISIT(st->v2);
     if (st->fast) {
         Py_VISIT(st->fast->logger_dict);
         Py_VISIT(st->fast->handler);
@@ -1079,7 +1083,7 @@ static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
 /* Writes the access line the default configuration would write. 0 when done
  * (or failed writing, as a handler would), -1 to take the LogRecord path. */
 static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, cg_slice root,
-                      cg_slice path, cg_slice query, int minor_version, int status)
+                      cg_slice path, cg_slice query, int version, int status)
 {
     static const char bold[] = "\x1b[1m", reset[] = "\x1b[0m";
     Py_UCS1 *p;
@@ -1092,9 +1096,14 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
     st_text = f->status[status - CG_STATUS_MIN];
     if (!slen)
         return -1;
+    const char *ver = version == CG_HTTP_2     ? " HTTP/2"
+                      : version == CG_HTTP_1_0 ? " HTTP/1.0"
+                                               : " HTTP/1.1";
+    size_t ver_len = strlen(ver);
     n = f->prefix_len + escaped_len(client) + 4 + escaped_len(method) + 1 +
         (root.len ? escaped_len(root) : 0) + escaped_len(path) +
-        (query.len ? 1 + escaped_len(query) : 0) + 9 + 2 + slen + f->term_len + (f->colors ? 8 : 0);
+        (query.len ? 1 + escaped_len(query) : 0) + ver_len + 2 + slen + f->term_len +
+        (f->colors ? 8 : 0);
     if (n > (size_t)PY_SSIZE_T_MAX)
         return -1;
     struct cg_flush_state *fs = PyCapsule_GetPointer(f->flush_state, CG_FLUSH_CAPSULE);
@@ -1117,7 +1126,7 @@ static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, c
         *p++ = '?';
         p = escape_into(p, query);
     }
-    p = put(p, minor_version == 0 ? " HTTP/1.0" : " HTTP/1.1", 9);
+    p = put(p, ver, ver_len);
     if (f->colors)
         p = put(p, reset, 4);
     p = put(p, "\" ", 2);
@@ -1141,7 +1150,7 @@ void cg_log_flush(cg_log_state *st)
 }
 
 void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
-                   cg_slice query, int minor_version, int status)
+                   cg_slice query, int version, int status)
 {
     static const cg_slice none = {"", 0};
     PyObject *t, *v, *tb, *c = NULL, *m = NULL, *fp = NULL, *code = NULL, *r = NULL;
@@ -1151,11 +1160,10 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
         return;
     PyErr_Fetch(&t, &v, &tb);
     if (st->fast && fast_usable(st->fast) &&
-        fast_write(st->fast, client, method, st->root_path, path, query, minor_version, status) ==
-            0)
+        fast_write(st->fast, client, method, st->root_path, path, query, version, status) == 0)
         goto out;
     cg_log_flush(st); /* earlier lines first */
-    ver = minor_version == 0 ? st->v1_0 : st->v1_1;
+    ver = version == CG_HTTP_2 ? st->v2 : version == CG_HTTP_1_0 ? st->v1_0 : st->v1_1;
     c = escaped_str(none, client, none);
     m = c ? escaped_str(none, method, none) : NULL;
     fp = m ? escaped_str(st->root_path, path, query) : NULL;

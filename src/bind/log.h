@@ -35,6 +35,7 @@ typedef struct cg_log_state {
     PyObject *access_fmt; /* '%s - "%s %s HTTP/%s" %d' */
     PyObject *v1_0;       /* "1.0" */
     PyObject *v1_1;       /* "1.1" */
+    PyObject *v2;         /* "2" */
     /* Set when the access logger has exactly the default configuration: the
      * line is then formatted here and written to the handler's stream without
      * a LogRecord. Private to log.c; NULL otherwise. */
@@ -77,6 +78,6 @@ void cg_log_exception(cg_log_state *st, const char *msg);
  * request data are written as \xNN (no log injection). `client` is "host:port"
  * or empty. Returns at once when access_enabled is 0; never raises. */
 void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
-                   cg_slice query, int minor_version, int status);
+                   cg_slice query, int version, int status);
 
 #endif

@@ -7,7 +7,7 @@
  * completes; no Python coroutine is involved. One ticker per server refreshes
  * the date header and enforces every connection's deadline, so requests pay
  * nothing for timeouts. */
-#include "h1.h"
+#include "protocols.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -420,6 +420,12 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
     cg_worker_attach(srv);
+    if (cg_config_http2(cfg)) {
+        srv->h2c_proto = &cg_h2_proto;
+        srv->alpn[0].name = "h2";
+        srv->alpn[0].proto = &cg_h2_proto;
+        srv->alpn_n = 1;
+    }
     srv->listen_fd = -1;
     srv->max_requests = cfg->limit_max_requests;
     if (srv->max_requests >= 0 && cfg->limit_max_requests_jitter > 0) {

@@ -406,7 +406,7 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     }
     if (v[5] != '1' || v[7] > '1')
         return fail(p, CG_HTTP1_VERSION_NOT_SUPPORTED, "unsupported HTTP version");
-    req->minor_version = v[7] - '0';
+    req->version = v[7] - '0';
     req->authority = (cg_slice){t, 0};
     const char *why = parse_target(req);
     if (why)
@@ -503,12 +503,12 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     }
     if (hosts > 1)
         return fail(p, CG_HTTP1_BAD_REQUEST, "more than one Host");
-    if (hosts == 0 && req->minor_version == 1)
+    if (hosts == 0 && req->version == CG_HTTP_1_1)
         return fail(p, CG_HTTP1_BAD_REQUEST, "missing Host");
     if (hosts && req->target_form == CG_TARGET_ABSOLUTE)
         req->headers[host].value = req->authority; /* the target's authority wins */
     if (te) {
-        if (req->minor_version == 0)
+        if (req->version == CG_HTTP_1_0)
             return fail(p, CG_HTTP1_BAD_REQUEST, "Transfer-Encoding in HTTP/1.0");
         if (cl >= 0)
             return fail(p, CG_HTTP1_BAD_REQUEST, "both Content-Length and Transfer-Encoding");
@@ -518,7 +518,7 @@ static long parse_complete(cg_http1_parser *p, const char *buf, size_t len,
     req->content_length = cl;
     req->chunked = te != 0;
     int close = conn & CONN_CLOSE;
-    req->keep_alive = req->minor_version == 1 ? !close : ((conn & CONN_KEEP_ALIVE) && !close);
+    req->keep_alive = req->version == CG_HTTP_1_1 ? !close : ((conn & CONN_KEEP_ALIVE) && !close);
     req->expect_continue = expect != 0;
     req->upgrade = (conn & CONN_UPGRADE) && up_hdr;
     return (long)len;

@@ -38,6 +38,10 @@ enum cg_http1_target_form {
     CG_TARGET_ASTERISK,  /* "*", OPTIONS only */
 };
 
+/* The protocol version of a request; the values of HTTP/1.x are its minor
+ * version. */
+enum cg_http_version { CG_HTTP_1_0 = 0, CG_HTTP_1_1 = 1, CG_HTTP_2 = 2 };
+
 typedef struct cg_http1_request {
     cg_slice method;
     cg_slice target;          /* the request-target exactly as received */
@@ -50,7 +54,7 @@ typedef struct cg_http1_request {
                                  the Host field's value (RFC 9112 3.2.2); authority-form:
                                  the target; else empty */
     int target_form;          /* enum cg_http1_target_form */
-    int minor_version;        /* 0 or 1 */
+    int version;              /* enum cg_http_version: HTTP/1.0 or 1.1 from this parser */
     cg_http1_header *headers; /* caller-provided, capacity >= limits.fields */
     size_t num_headers;
     /* Derived by the validation pass: */

@@ -172,6 +172,13 @@ const cg_option cg_options[] = {
      "SECONDS", NULL, 0, NOMAX,
      "Close a connection whose TLS handshake is not complete after this many seconds (0 = "
      "never)."},
+    {"http2", CG_OPT_BOOL, F(http2), "true", "CASGI_HTTP2", NULL, NULL, 0, 0, "Serve HTTP/2."},
+    {"h2-max-concurrent-streams", CG_OPT_INT, F(h2_max_concurrent_streams), "100",
+     "CASGI_H2_MAX_CONCURRENT_STREAMS", "N", NULL, 1, INT_MAX, "HTTP/2 streams per connection."},
+    {"h2-max-header-list-size", CG_OPT_INT, F(h2_max_header_list_size), "65536",
+     "CASGI_H2_MAX_HEADER_LIST_SIZE", "BYTES", NULL, 1024, 16777216, "HTTP/2 header list size."},
+    {"h2-initial-window-size", CG_OPT_INT, F(h2_initial_window_size), "262144",
+     "CASGI_H2_INITIAL_WINDOW_SIZE", "BYTES", NULL, 0, INT_MAX, "HTTP/2 stream window."},
     {"header", CG_OPT_LIST, F(headers), NULL, "CASGI_HEADER", "NAME:VALUE", NULL, 0, 0,
      "Add this header to every response; repeatable (one per line in the env var)."},
     {"env-file", CG_OPT_STR, F(env_file), NULL, "CASGI_ENV_FILE", "PATH", NULL, 0, 0,

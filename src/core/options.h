@@ -102,6 +102,10 @@ typedef struct cg_config {
     char *ssl_ca_certs;         /* PEM CAs verifying client certificates */
     char *ssl_ciphers;          /* TLS 1.2 cipher list, default "TLSv1" = OpenSSL's default */
     double timeout_handshake;   /* seconds to complete the TLS handshake, default 10; 0 = off */
+    int http2;                  /* serve HTTP/2 (h2 by ALPN, h2c by prior knowledge) */
+    long h2_max_concurrent_streams; /* default 100 */
+    long h2_max_header_list_size;   /* default 65536 */
+    long h2_initial_window_size;    /* default 262144 */
 } cg_config;
 
 typedef enum cg_opt_type {

@@ -68,7 +68,7 @@ static int same_result(const result *a, const result *b)
         !slice_same(x->path, a, y->path, b) || !slice_same(x->query, a, y->query, b) ||
         !slice_same(x->authority, a, y->authority, b))
         return 0;
-    if (x->target_form != y->target_form || x->minor_version != y->minor_version ||
+    if (x->target_form != y->target_form || x->version != y->version ||
         x->num_headers != y->num_headers || x->content_length != y->content_length ||
         x->chunked != y->chunked || x->keep_alive != y->keep_alive ||
         x->expect_continue != y->expect_continue || x->upgrade != y->upgrade)
@@ -219,7 +219,7 @@ static void test_basic(void)
     ok(sl_is(r->path, "/hello/world"), "path");
     ok(sl_is(r->query, "a=1&b=2"), "query");
     ok(r->target_form == CG_TARGET_ORIGIN, "origin form");
-    ok(r->minor_version == 1, "HTTP/1.1");
+    ok(r->version == 1, "HTTP/1.1");
     ok(r->num_headers == 4, "4 headers");
     ok(sl_is(r->headers[0].name, "Host") && sl_is(r->headers[0].value, "example.com") &&
            r->headers[0].token == CG_HDR_HOST,
@@ -245,7 +245,7 @@ static void test_basic(void)
     ok(r->chunked, "chunked case-insensitive");
 
     r = accept(S("GET / HTTP/1.0\r\n\r\n"), "HTTP/1.0 without Host");
-    ok(r->minor_version == 0 && !r->keep_alive && r->num_headers == 0, "1.0 closes by default");
+    ok(r->version == 0 && !r->keep_alive && r->num_headers == 0, "1.0 closes by default");
 
     r = accept(S("GET /a? HTTP/1.1\r\nHost: a\r\n\r\n"), "empty query");
     ok(sl_is(r->path, "/a") && r->query.len == 0 && r->query.base == r->target.base + 3,
