@@ -69,7 +69,7 @@ static void check_same(const res *a, const res *b)
     const cg_http1_request *x = &a->req, *y = &b->req;
     check(same_slice(x->method, a, y->method, b) && same_slice(x->target, a, y->target, b) &&
           same_slice(x->path, a, y->path, b) && same_slice(x->query, a, y->query, b));
-    check(x->target_form == y->target_form && x->minor_version == y->minor_version &&
+    check(x->target_form == y->target_form && x->version == y->version &&
           x->num_headers == y->num_headers && x->content_length == y->content_length &&
           x->chunked == y->chunked && x->keep_alive == y->keep_alive &&
           x->expect_continue == y->expect_continue && x->upgrade == y->upgrade);
