@@ -393,9 +393,36 @@ def test_pipelined_marker_after_valid_request_is_served(server):
 # ---------------------------------------------------------------------------
 
 
-def test_http2_preface_rejected(server):
-    # "PRI * HTTP/2.0": both the target rule (400) and the version rule (505) refuse it.
-    assert_rejected(server, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", STATUS_400 + STATUS_505)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def test_http2_preface_rejected_without_http2(start_server, loop):
+    # --no-http2: "PRI * HTTP/2.0" is an HTTP/1 request line that both the
+    # target rule (400) and the version rule (505) refuse.
+    server = start_server("basic:app", "--no-http2", loop=loop)
+    assert_rejected(server, H2_PREFACE, STATUS_400 + STATUS_505)
+
+
+def test_http2_preface_then_http11_is_a_connection_error(server):
+    """With HTTP/2 on, the preface makes the connection HTTP/2 (prior
+    knowledge): the server's SETTINGS frame comes first; HTTP/1.1 bytes after
+    the preface are not the SETTINGS frame a client must send, so the
+    connection ends with GOAWAY PROTOCOL_ERROR and the request is never
+    served."""
+    marker = unique("/mark/")
+    with server.connect() as c:
+        c.send(H2_PREFACE + req("GET", marker))
+        data = c.read_until_close(5.0)
+    frames = []  # (type, payload) of each frame received
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[9:9 + n]))
+        data = data[9 + n:]
+    assert frames and frames[0][0] == 0x4, f"no SETTINGS frame first: {frames}"
+    goaways = [payload for kind, payload in frames if kind == 0x7]
+    assert goaways, f"no GOAWAY frame: {frames}"
+    assert int.from_bytes(goaways[0][4:8], "big") == 0x1, f"not PROTOCOL_ERROR: {goaways[0]!r}"
+    assert not any(marker in s for s in seen_paths(server)), "the HTTP/1.1 request was served"
 
 
 def test_tls_client_hello_rejected(server):

@@ -270,15 +270,35 @@ def assert_info_once_per_cause(p: CasgiProcess) -> None:
 # ----------------------------------------------------------------------------
 
 
-def test_running_line_and_alpn_http11(main, pki):
+def test_running_line_and_alpn(main, pki):
+    """ALPN: HTTP/2 when the client offers it (the server's preference), else
+    HTTP/1.1."""
     assert main.where.startswith("https://127.0.0.1:")
-    ctx = client_ctx(pki, alpn=["h2", "http/1.1"])
+    with tls_connect(main.port, client_ctx(pki, alpn=["http/1.1", "h2"])) as c:
+        assert c.sock.selected_alpn_protocol() == "h2"
+    ctx = client_ctx(pki, alpn=["http/1.1"])
     with tls_connect(main.port, ctx) as c:
         assert c.sock.selected_alpn_protocol() == "http/1.1"
         assert c.sock.version() == "TLSv1.3"
         assert c.sock.getpeercert(binary_form=True) == pki.server.leaf_der
         r = get(c, "/")
         assert r.body == b"hello"
+
+
+def test_no_http2_alpn_offers_http11_only(pki, procs, tmp_path):
+    """--no-http2: a client offering h2 and http/1.1 gets HTTP/1.1; one
+    offering only h2 gets no ALPN at all (not a no_application_protocol
+    alert, though RFC 7301 3.2 says a server supporting none of the offered
+    protocols SHALL send one, as uvicorn does not), and is served HTTP/1.1
+    if it speaks it anyway."""
+    p = start_tls(tls_args(pki, "--no-http2"), cwd=tmp_path)
+    procs.append(p)
+    with tls_connect(p.port, client_ctx(pki, alpn=["h2", "http/1.1"])) as c:
+        assert c.sock.selected_alpn_protocol() == "http/1.1"
+        assert get(c, "/").body == b"hello"
+    with tls_connect(p.port, client_ctx(pki, alpn=["h2"])) as c:
+        assert c.sock.selected_alpn_protocol() is None
+        assert get(c, "/").body == b"hello"
 
 
 def test_no_sni(main, pki):
@@ -290,17 +310,11 @@ def test_no_sni(main, pki):
         assert get(c, "/").body == b"hello"
 
 
-def test_alpn_h2_only_gets_no_alpn_and_http11(main, pki):
-    """casgi serves HTTP/1.1 only so far. A client offering only "h2" is not
-    refused with a no_application_protocol alert (RFC 7301 3.2 says a server
-    that supports none of the offered protocols SHALL send one): the
-    handshake completes with no protocol selected, and the connection serves
-    HTTP/1.1 to a client that speaks it anyway."""
-    ctx = client_ctx(pki, alpn=["h2"])
-    with tls_connect(main.port, ctx) as c:
-        assert c.sock.selected_alpn_protocol() is None
-        assert get(c, "/").body == b"hello"
-    # No ALPN at all is the same.
+def test_alpn_h2_only_and_no_alpn(main, pki):
+    """A client offering only "h2" gets it; one offering no ALPN at all is
+    served HTTP/1.1."""
+    with tls_connect(main.port, client_ctx(pki, alpn=["h2"])) as c:
+        assert c.sock.selected_alpn_protocol() == "h2"
     with tls_connect(main.port, client_ctx(pki)) as c:
         assert c.sock.selected_alpn_protocol() is None
         assert get(c, "/").body == b"hello"
@@ -309,7 +323,7 @@ def test_alpn_h2_only_gets_no_alpn_and_http11(main, pki):
 @needs_openssl
 def test_openssl_s_client(main, pki):
     r = run_openssl("s_client", "-connect", f"127.0.0.1:{main.port}", "-servername", "localhost",
-                    "-CAfile", str(pki.ca_file), "-verify_return_error", "-alpn", "h2,http/1.1", "-ign_eof",
+                    "-CAfile", str(pki.ca_file), "-verify_return_error", "-alpn", "http/1.1", "-ign_eof",
                     stdin=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     out = r.stdout.decode("latin-1")
     assert r.returncode == 0, out + r.stderr.decode("latin-1")
@@ -342,16 +356,18 @@ def test_tls_extension_via_openssl(main, pki, flags, suite, version):
 
 
 @needs_curl
-def test_curl(main, pki, tmp_path):
+@pytest.mark.parametrize("flag,version", [("--http1.1", "1.1"), ("--http2", "2")])
+def test_curl(main, pki, tmp_path, flag, version):
+    """300 KB echoed byte-exact over HTTP/1.1 and over HTTP/2 (ALPN)."""
     data = random.Random(3).randbytes(300_000)
     (tmp_path / "in.bin").write_bytes(data)
     base = ["curl", "-sS", "--max-time", "20", "--resolve", f"localhost:{main.port}:127.0.0.1"]
     url = f"https://localhost:{main.port}/echo"
-    r = subprocess.run(base + ["--cacert", str(pki.ca_file), "-o", str(tmp_path / "out.bin"), "-w",
+    r = subprocess.run(base + [flag, "--cacert", str(pki.ca_file), "-o", str(tmp_path / "out.bin"), "-w",
                                "%{http_code} %{http_version} %{ssl_verify_result}", "--data-binary",
                                f"@{tmp_path / 'in.bin'}", url], capture_output=True, timeout=30, env=tool_env())
     assert r.returncode == 0, r.stderr
-    assert r.stdout.decode() == "200 1.1 0"
+    assert r.stdout.decode() == f"200 {version} 0"
     assert (tmp_path / "out.bin").read_bytes() == data
     # Without the CA the certificate does not verify (curl's exit status 60).
     r = subprocess.run(base + [url.replace("/echo", "/")], capture_output=True, timeout=30, env=tool_env())
