@@ -48,8 +48,11 @@ struct cg_cycle {
     unsigned in_step : 1;      /* the app's own task is running right now */
     unsigned stepped : 1;      /* the app's task has run at least one step */
     unsigned task_done : 1;
-    unsigned event_stream : 1; /* the response is text/event-stream (server-sent events) */
-    unsigned told_leaving : 1; /* receive() said http.disconnect because the server stops */
+    unsigned event_stream : 1;   /* the response is text/event-stream (server-sent events) */
+    unsigned told_leaving : 1;   /* receive() said http.disconnect because the server stops */
+    unsigned trailers_ok : 1;    /* http.response.trailers offered (the client accepts them) */
+    unsigned early_hints_ok : 1; /* http.response.early_hint offered */
+    unsigned trailers_due : 1;   /* the body is complete, its trailers are not sent yet */
 };
 
 /** Body bytes received and not yet taken by the app. */
@@ -97,6 +100,14 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
  * dict when it is NULL (creating "extensions" when the scope has none).
  * 0 or -1. */
 int cg_scope_add_extension(PyObject *scope, cg_state *st, PyObject *name, PyObject *value);
+/* Response extensions a protocol can carry (cg_cycle_offer_extensions). */
+enum {
+    CG_EXT_TRAILERS = 1,   /* http.response.trailers */
+    CG_EXT_EARLY_HINT = 2, /* http.response.early_hint (103) */
+};
+/** Offers the extensions `which` (CG_EXT_*) to the app: in scope["extensions"]
+ * and accepted by send(). 0, or -1 with an exception. */
+int cg_cycle_offer_extensions(cg_cycle *cy, PyObject *scope, unsigned which);
 /** Handles http.response.start (start = 1) or http.response.body on cy. 0 or -1. */
 int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message);
 int cg_asgi_http_types_init(PyObject *module, cg_state *st);
@@ -126,7 +137,8 @@ void cg_cycle_server_leaving(cg_cycle *cy);
 /* asgi_ws.c */
 /** 1 when req is a WebSocket upgrade this server serves (--ws not none). */
 int cg_ws_is_upgrade(cg_server *srv, const cg_http1_request *req);
-/** Starts a WebSocket session on stream s for the upgrade request: *out is
+/** Starts a WebSocket session on stream s for the upgrade request (HTTP/1.1)
+ * or extended CONNECT (HTTP/2, RFC 8441: no key; accepted with 200): *out is
  * the session (new reference). Returns 0; a status (400, or 426: the
  * version is not 13) when the handshake is invalid and must be refused by
  * the protocol; or -1 with an exception. */

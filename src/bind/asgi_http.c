@@ -317,7 +317,7 @@ static PyObject *poll_receive(PyObject *owner, PyObject **fut)
         /* The client waits for permission before sending the body. */
         cy->expect_continue = 0;
         if (s && cy->resp == CG_RESP_NONE && !cy->body_done && !cy->disconnected &&
-            s->ops->send_informational(s, 100) < 0)
+            s->ops->send_informational(s, 100, NULL) < 0)
             return NULL;
     }
     if (cy->disconnected || cy->resp == CG_RESP_COMPLETE)
@@ -426,13 +426,138 @@ static int parse_length(const char *p, size_t n, long long *out)
     return 0;
 }
 
+/* Called for each valid [name, value] pair of a headers list: `pair` is the
+ * pair object (for messages). 0, or -1 with an exception. */
+typedef int (*field_fn)(void *ctx, PyObject *pair, const char *name, size_t name_len,
+                        const char *value, size_t value_len);
+
+/* Reads an ASGI headers iterable (None: empty), validating each pair, and
+ * calls fn for each. 0, or -1 with an exception. */
+static int each_field(PyObject *headers, field_fn fn, void *ctx)
+{
+    PyObject *it, *item;
+    if (!headers || headers == Py_None)
+        return 0;
+    /* A list or tuple as it is; any other iterable as a list. */
+    it = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
+    if (!it)
+        return -1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(it); i++) {
+        item = Py_NewRef(PySequence_Fast_GET_ITEM(it, i));
+        PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
+        Py_buffer name, value;
+        Py_DECREF(item);
+        if (!pair)
+            goto fail;
+        if (PySequence_Fast_GET_SIZE(pair) != 2) {
+            Py_DECREF(pair);
+            PyErr_SetString(PyExc_RuntimeError, "each header must be a [name, value] pair");
+            goto fail;
+        }
+        if (get_bytes(PySequence_Fast_GET_ITEM(pair, 0), &name, "header name") < 0) {
+            Py_DECREF(pair);
+            goto fail;
+        }
+        if (get_bytes(PySequence_Fast_GET_ITEM(pair, 1), &value, "header value") < 0) {
+            PyBuffer_Release(&name);
+            Py_DECREF(pair);
+            goto fail;
+        }
+        int rc;
+        if (!cg_http1_valid_field(name.buf, (size_t)name.len, value.buf, (size_t)value.len)) {
+            PyErr_Format(PyExc_RuntimeError, "invalid HTTP header %R: %R",
+                         PySequence_Fast_GET_ITEM(pair, 0), PySequence_Fast_GET_ITEM(pair, 1));
+            rc = -1;
+        } else {
+            rc = fn(ctx, pair, name.buf, (size_t)name.len, value.buf, (size_t)value.len);
+        }
+        PyBuffer_Release(&name);
+        PyBuffer_Release(&value);
+        Py_DECREF(pair);
+        if (rc < 0)
+            goto fail;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+fail:
+    Py_DECREF(it);
+    return -1;
+}
+
+/* What the head's own fields tell, gathered by start_field. */
+typedef struct start_ctx {
+    cg_cycle *cy;
+    int has_server, has_date, app_chunked;
+} start_ctx;
+
+static int start_field(void *ctx, PyObject *pair, const char *nm, size_t nl, const char *vl,
+                       size_t vlen)
+{
+    start_ctx *sc = ctx;
+    cg_cycle *cy = sc->cy;
+    if (cg_ascii_ieq(nm, nl, "content-length")) {
+        long long len;
+        if (parse_length(vl, vlen, &len) < 0) {
+            PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
+                         PySequence_Fast_GET_ITEM(pair, 1));
+            return -1;
+        }
+        if (cy->resp_length >= 0 && len != cy->resp_length) {
+            PyErr_Format(PyExc_RuntimeError, "conflicting content-length values %lld and %lld",
+                         cy->resp_length, len);
+            return -1;
+        }
+        if (cy->resp_length >= 0)
+            return 0; /* a repeated equal value is written once */
+        cy->resp_length = len;
+    } else if (cg_ascii_ieq(nm, nl, "transfer-encoding")) {
+        /* The server frames the body: the app may only ask for chunked. */
+        if (!cg_ascii_ieq(vl, vlen, "chunked")) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "unsupported transfer-encoding %R: only chunked is supported",
+                         PySequence_Fast_GET_ITEM(pair, 1));
+            return -1;
+        }
+        sc->app_chunked = 1;
+        return 0; /* written with the framing, see head_finish */
+    } else if (cg_ascii_ieq(nm, nl, "connection")) {
+        if (cg_http1_has_token(vl, vlen, "close"))
+            cy->head.close = 1;
+        return 0; /* the server owns this header: written with the framing */
+    } else if (cg_ascii_ieq(nm, nl, "server")) {
+        sc->has_server = 1;
+    } else if (cg_ascii_ieq(nm, nl, "date")) {
+        sc->has_date = 1;
+    } else if (cg_ascii_ieq(nm, nl, "content-type")) {
+        cy->event_stream = vlen >= 17 && cg_ascii_ieq(vl, 17, "text/event-stream") &&
+                           (vlen == 17 || vl[17] == ';' || vl[17] == ' ');
+    }
+    if (cg_fields_add(&cy->fields, nm, nl, vl, vlen) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds the pair to the fields list ctx (trailers). */
+static int list_field(void *ctx, PyObject *pair, const char *nm, size_t nl, const char *vl,
+                      size_t vlen)
+{
+    (void)pair;
+    if (cg_fields_add(ctx, nm, nl, vl, vlen) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* Handles http.response.start: validates and builds the head (without the
  * framing lines, added when the body's shape is known). */
 static int response_start(cg_cycle *cy, PyObject *message)
 {
     cg_state *st = cycle_state(cy);
-    PyObject *status_obj, *headers, *it = NULL, *item;
-    int has_server = 0, has_date = 0, app_chunked = 0, status;
+    PyObject *status_obj, *headers, *trailers;
+    int status;
 
     status_obj = PyDict_GetItemWithError(message, st->s_status);
     if (!status_obj) {
@@ -471,109 +596,98 @@ static int response_start(cg_cycle *cy, PyObject *message)
     headers = PyDict_GetItemWithError(message, st->s_headers);
     if (!headers && PyErr_Occurred())
         return -1;
-    if (headers && headers != Py_None) {
-        /* A list or tuple as it is; any other iterable as a list. */
-        it = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
-        if (!it)
-            return -1;
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(it); i++) {
-            item = Py_NewRef(PySequence_Fast_GET_ITEM(it, i));
-            PyObject *pair = PySequence_Fast(item, "each header must be a [name, value] pair");
-            Py_buffer name, value;
-            Py_DECREF(item);
-            if (!pair)
-                goto fail;
-            if (PySequence_Fast_GET_SIZE(pair) != 2) {
-                Py_DECREF(pair);
-                PyErr_SetString(PyExc_RuntimeError, "each header must be a [name, value] pair");
-                goto fail;
-            }
-            if (get_bytes(PySequence_Fast_GET_ITEM(pair, 0), &name, "header name") < 0) {
-                Py_DECREF(pair);
-                goto fail;
-            }
-            if (get_bytes(PySequence_Fast_GET_ITEM(pair, 1), &value, "header value") < 0) {
-                PyBuffer_Release(&name);
-                Py_DECREF(pair);
-                goto fail;
-            }
-            const char *nm = name.buf, *vl = value.buf;
-            size_t nl = (size_t)name.len, vlen = (size_t)value.len;
-            int rc = 0;
-            if (!cg_http1_valid_field(nm, nl, vl, vlen)) {
-                PyErr_Format(PyExc_RuntimeError, "invalid HTTP header %R: %R",
-                             PySequence_Fast_GET_ITEM(pair, 0), PySequence_Fast_GET_ITEM(pair, 1));
-                rc = -1;
-            } else {
-                if (cg_ascii_ieq(nm, nl, "content-length")) {
-                    long long len;
-                    if (parse_length(vl, vlen, &len) < 0) {
-                        PyErr_Format(PyExc_RuntimeError, "invalid content-length %R",
-                                     PySequence_Fast_GET_ITEM(pair, 1));
-                        rc = -1;
-                    } else if (cy->resp_length >= 0 && len != cy->resp_length) {
-                        PyErr_Format(PyExc_RuntimeError,
-                                     "conflicting content-length values %lld and %lld",
-                                     cy->resp_length, len);
-                        rc = -1;
-                    } else {
-                        if (cy->resp_length >= 0)
-                            nl = 0; /* a repeated equal value is written once */
-                        cy->resp_length = len;
-                    }
-                } else if (cg_ascii_ieq(nm, nl, "transfer-encoding")) {
-                    /* The server frames the body: the app may only ask for chunked. */
-                    if (!cg_ascii_ieq(vl, vlen, "chunked")) {
-                        PyErr_Format(PyExc_RuntimeError,
-                                     "unsupported transfer-encoding %R: only chunked is supported",
-                                     PySequence_Fast_GET_ITEM(pair, 1));
-                        rc = -1;
-                    }
-                    app_chunked = 1;
-                    nl = 0; /* written with the framing, see head_finish */
-                } else if (cg_ascii_ieq(nm, nl, "connection")) {
-                    if (cg_http1_has_token(vl, vlen, "close"))
-                        cy->head.close = 1;
-                    nl = 0; /* the server owns this header: written with the framing */
-                } else if (cg_ascii_ieq(nm, nl, "server")) {
-                    has_server = 1;
-                } else if (cg_ascii_ieq(nm, nl, "date")) {
-                    has_date = 1;
-                } else if (cg_ascii_ieq(nm, nl, "content-type")) {
-                    cy->event_stream = vlen >= 17 && cg_ascii_ieq(vl, 17, "text/event-stream") &&
-                                       (vlen == 17 || vl[17] == ';' || vl[17] == ' ');
-                }
-                if (rc == 0 && nl && cg_fields_add(&cy->fields, nm, nl, vl, vlen) < 0) {
-                    PyErr_NoMemory();
-                    rc = -1;
-                }
-            }
-            PyBuffer_Release(&name);
-            PyBuffer_Release(&value);
-            Py_DECREF(pair);
-            if (rc < 0)
-                goto fail;
-        }
-        Py_CLEAR(it);
-        if (PyErr_Occurred())
-            return -1;
-    }
-    if (app_chunked && cy->resp_length >= 0) {
+    start_ctx sc = {cy, 0, 0, 0};
+    if (each_field(headers, start_field, &sc) < 0)
+        return -1;
+    if (sc.app_chunked && cy->resp_length >= 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "both content-length and transfer-encoding in the response headers");
         return -1;
     }
+    /* trailers: True announces http.response.trailers after the body; sent
+     * only where the extension was offered (the client accepts trailers). */
+    trailers = PyDict_GetItemWithError(message, st->s_trailers);
+    if (!trailers && PyErr_Occurred())
+        return -1;
+    int want_trailers = trailers ? PyObject_IsTrue(trailers) : 0;
+    if (want_trailers < 0)
+        return -1;
     cy->head.status = status;
     cy->head.fields = &cy->fields;
     cy->head.defaults =
-        (has_server ? 0u : CG_HEAD_SERVER) | (has_date ? 0u : CG_HEAD_DATE) | CG_HEAD_EXTRA;
+        (sc.has_server ? 0u : CG_HEAD_SERVER) | (sc.has_date ? 0u : CG_HEAD_DATE) | CG_HEAD_EXTRA;
     cy->head.length = cy->resp_length;
     cy->head.no_body = cy->is_head || status == 204 || status == 304;
-    cy->head.chunked = app_chunked;
+    cy->head.chunked = sc.app_chunked;
+    cy->head.trailers = want_trailers && cy->trailers_ok && !cy->head.no_body;
     return 0;
-fail:
-    Py_XDECREF(it);
-    return -1;
+}
+
+/* http.response.trailers: the fields are gathered until more_trailers is
+ * false, then sent, and the response is complete. */
+static void response_complete(cg_cycle *cy, int reusable);
+
+static int response_trailers(cg_cycle *cy, PyObject *message)
+{
+    cg_state *st = cycle_state(cy);
+    PyObject *headers = PyDict_GetItemWithError(message, st->s_headers), *more_obj;
+    if (!headers && PyErr_Occurred())
+        return -1;
+    more_obj = PyDict_GetItemWithError(message, st->s_more_trailers);
+    if (!more_obj && PyErr_Occurred())
+        return -1;
+    int more = more_obj ? PyObject_IsTrue(more_obj) : 0;
+    if (more < 0 || each_field(headers, list_field, &cy->fields) < 0)
+        return -1;
+    if (more)
+        return 0;
+    cy->trailers_due = 0;
+    int rc = cy->stream ? cy->stream->ops->send_trailers(cy->stream, &cy->fields) : 0;
+    cg_fields_free(&cy->fields);
+    if (rc < 0)
+        return -1;
+    response_complete(cy, 1);
+    return 0;
+}
+
+/* http.response.early_hint: a 103 with the links as link fields, while the
+ * final head has not left. */
+static int response_early_hint(cg_cycle *cy, PyObject *message)
+{
+    cg_state *st = cycle_state(cy);
+    PyObject *links = PyDict_GetItemWithError(message, st->s_links), *it;
+    if (!links) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "http.response.early_hint requires 'links'");
+        return -1;
+    }
+    it = PySequence_Fast(links, "links must be an iterable of byte strings");
+    if (!it)
+        return -1;
+    cg_fields fields;
+    int rc = 0;
+    cg_fields_init(&fields);
+    for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(it); i++) {
+        Py_buffer v;
+        if (get_bytes(PySequence_Fast_GET_ITEM(it, i), &v, "link") < 0) {
+            rc = -1;
+            break;
+        }
+        if (!cg_http1_valid_field("link", 4, v.buf, (size_t)v.len)) {
+            PyErr_Format(PyExc_RuntimeError, "invalid link %R", PySequence_Fast_GET_ITEM(it, i));
+            rc = -1;
+        } else if (cg_fields_add(&fields, "link", 4, v.buf, (size_t)v.len) < 0) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+        PyBuffer_Release(&v);
+    }
+    Py_DECREF(it);
+    if (rc == 0 && cy->early_hints_ok && cy->stream && fields.n &&
+        (cy->resp == CG_RESP_NONE || cy->resp == CG_RESP_HELD))
+        rc = cy->stream->ops->send_informational(cy->stream, 103, &fields);
+    cg_fields_free(&fields);
+    return rc;
 }
 
 /* The response is complete: log it, wake a waiting receive(), release the
@@ -684,6 +798,8 @@ static int response_body(cg_cycle *cy, PyObject *message)
         if (s && cy->resp_sent < cy->resp_length)
             s->ops->abort(s);
         response_complete(cy, 0);
+    } else if (!more && cy->head.trailers) {
+        cy->trailers_due = 1; /* complete once the trailers are sent */
     } else if (!more) {
         response_complete(cy, 1);
     }
@@ -729,6 +845,11 @@ int cg_cycle_http_send(cg_cycle *cy, int start, PyObject *message)
                                             "sent, after response already completed.");
         return -1;
     }
+    if (cy->trailers_due) {
+        PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.trailers', "
+                                            "but got 'http.response.body'.");
+        return -1;
+    }
     return response_body(cy, message);
 }
 
@@ -756,6 +877,16 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
         start = 1;
     } else if (cg_type_is(type, st->s_http_response_body)) {
         start = 0;
+    } else if (cg_type_is(type, st->s_http_response_trailers) && cy->trailers_ok) {
+        if (!cy->trailers_due) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "Unexpected ASGI message 'http.response.trailers' sent, before the "
+                            "last body of a response started with trailers=True.");
+            return NULL;
+        }
+        return response_trailers(cy, message) < 0 ? NULL : Py_NewRef(st->done);
+    } else if (cg_type_is(type, st->s_http_response_early_hint) && cy->early_hints_ok) {
+        return response_early_hint(cy, message) < 0 ? NULL : Py_NewRef(st->done);
     } else {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for http.", type);
         return NULL;
@@ -932,6 +1063,20 @@ int cg_cycle_run(cg_cycle *cy, PyObject *scope)
     }
     Py_DECREF(cy);
     return rc;
+}
+
+int cg_cycle_offer_extensions(cg_cycle *cy, PyObject *scope, unsigned which)
+{
+    cg_state *st = cycle_state(cy);
+    if ((which & CG_EXT_TRAILERS) &&
+        cg_scope_add_extension(scope, st, st->s_http_response_trailers, NULL) < 0)
+        return -1;
+    if ((which & CG_EXT_EARLY_HINT) &&
+        cg_scope_add_extension(scope, st, st->s_http_response_early_hint, NULL) < 0)
+        return -1;
+    cy->trailers_ok = (which & CG_EXT_TRAILERS) != 0;
+    cy->early_hints_ok = (which & CG_EXT_EARLY_HINT) != 0;
+    return 0;
 }
 
 void cg_cycle_detach(cg_cycle *cy)

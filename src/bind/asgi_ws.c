@@ -49,6 +49,7 @@ struct cg_ws {
     double close_deadline; /* CLOSING: when to give up on the peer */
     cg_buf out;            /* frame being built */
     unsigned connect_sent : 1;
+    unsigned over_h2 : 1; /* an extended CONNECT (RFC 8441): accepted with 200, no key */
 };
 
 /* Releases the stream (and the reference to its owner). */
@@ -326,7 +327,7 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     cg_server *srv = ws->server;
     PyObject *sub, *headers;
     cg_fields fields;
-    cg_resp_head head = {101, &fields, CG_HEAD_SERVER | CG_HEAD_DATE, -1, 0, 0, 0, 1};
+    cg_resp_head head = {101, &fields, CG_HEAD_SERVER | CG_HEAD_DATE, -1, 0, 0, 0, 1, 0};
     int rc = -1;
 
     sub = PyDict_GetItemWithError(message, st->s_subprotocol);
@@ -336,10 +337,15 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     if (!headers && PyErr_Occurred())
         return -1;
     cg_fields_init(&fields);
-    if (cg_fields_add(&fields, "upgrade", 7, "websocket", 9) < 0 ||
-        cg_fields_add(&fields, "connection", 10, "Upgrade", 7) < 0 ||
-        cg_fields_add(&fields, "sec-websocket-accept", 20, ws->accept, 28) < 0)
+    if (ws->over_h2) {
+        /* RFC 8441 section 5: a 2xx accepts; the stream carries the frames. */
+        head.status = 200;
+        head.upgrade = 0;
+    } else if (cg_fields_add(&fields, "upgrade", 7, "websocket", 9) < 0 ||
+               cg_fields_add(&fields, "connection", 10, "Upgrade", 7) < 0 ||
+               cg_fields_add(&fields, "sec-websocket-accept", 20, ws->accept, 28) < 0) {
         goto nomem;
+    }
     if (sub && sub != Py_None) {
         Py_ssize_t n;
         const char *p = PyUnicode_Check(sub) ? PyUnicode_AsUTF8AndSize(sub, &n) : NULL;
@@ -675,7 +681,8 @@ int cg_ws_start(cg_server *srv, cg_stream *s, const cg_http1_request *req, cg_ws
         cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: unsupported version");
         return 426;
     }
-    if (!key || !cg_ws_valid_key(key->value.base, key->value.len)) {
+    int over_h2 = req->version == CG_HTTP_2; /* no key, no accept: RFC 8441 */
+    if (!over_h2 && (!key || !cg_ws_valid_key(key->value.base, key->value.len))) {
         cg_log(&st->log, CG_WARNING, "Invalid WebSocket handshake: bad Sec-WebSocket-Key");
         return 400;
     }
@@ -692,7 +699,9 @@ int cg_ws_start(cg_server *srv, cg_stream *s, const cg_http1_request *req, cg_ws
     PyObject_GC_Track(ws);
     ws->state = CG_WS_CONNECTING;
     ws->close_code = CG_WS_CLOSE_ABNORMAL;
-    cg_ws_accept(key->value.base, key->value.len, ws->accept);
+    ws->over_h2 = over_h2;
+    if (!over_h2)
+        cg_ws_accept(key->value.base, key->value.len, ws->accept);
 
     if (cfg->ws_per_message_deflate) {
         /* Every offer header, joined, is negotiated at once. */

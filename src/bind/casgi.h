@@ -106,6 +106,11 @@ static inline PyObject *cg_err_take(void)
     X(http_disconnect, "http.disconnect")                                                          \
     X(http_response_start, "http.response.start")                                                  \
     X(http_response_body, "http.response.body")                                                    \
+    X(http_response_trailers, "http.response.trailers")                                            \
+    X(http_response_early_hint, "http.response.early_hint")                                        \
+    X(more_trailers, "more_trailers")                                                              \
+    X(trailers, "trailers")                                                                        \
+    X(links, "links")                                                                              \
     X(lifespan_startup, "lifespan.startup")                                                        \
     X(lifespan_shutdown, "lifespan.shutdown")                                                      \
     X(lifespan_startup_complete, "lifespan.startup.complete")                                      \

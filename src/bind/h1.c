@@ -277,19 +277,29 @@ done:
     return rc;
 }
 
-static int h1_send_informational(cg_stream *s, int status)
+static int h1_send_informational(cg_stream *s, int status, const cg_fields *fields)
 {
     cg_h1 *h = stream_h1(s);
-    cg_http1_response r = {status, NULL, NULL, 0, CG_FRAME_NONE, 0, CG_CONN_NONE};
-    char buf[64];
+    cg_http1_response r = {status, fields, NULL, 0, CG_FRAME_NONE, 0, CG_CONN_NONE};
     if (h->minor_version == 0 || h->conn->closed)
         return 0; /* HTTP/1.0 has no interim responses */
-    if (cg_http1_head_size(&r) > sizeof(buf))
-        return 0;
-    if (cg_conn_write(h->conn, buf, cg_http1_write_head(buf, &r)) < 0)
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cg_http1_head_size(&r));
+    if (!out)
+        return -1;
+    cg_http1_write_head(PyBytes_AS_STRING(out), &r);
+    int rc = cg_conn_write_obj(h->conn, out);
+    Py_DECREF(out);
+    if (rc < 0)
         return -1;
     h1_arm_body_deadline(h); /* the client may send now */
     return 0;
+}
+
+static int h1_send_trailers(cg_stream *s, const cg_fields *fields)
+{
+    (void)s;
+    (void)fields;
+    return 0; /* never offered on HTTP/1.1: the body already ended */
 }
 
 static void h1_fail(cg_stream *s, int status)
@@ -387,6 +397,7 @@ static void h1_finish(cg_stream *s, int reusable)
 static const cg_stream_ops h1_stream_ops = {
     .send = h1_send,
     .send_informational = h1_send_informational,
+    .send_trailers = h1_send_trailers,
     .fail = h1_fail,
     .abort = h1_abort,
     .finish = h1_finish,

@@ -37,6 +37,8 @@ typedef struct h2_req {
     h2_conn *hc;
     int32_t id;
     cg_cycle *cycle;  /* strong, until its response completes or the stream closes */
+    cg_ws *ws;        /* strong: the WebSocket session of an extended CONNECT, or NULL */
+    cg_buf in;        /* WebSocket: received bytes the session has not read yet */
     PyObject *scope;  /* strong: the scope of an app not started yet */
     cg_waiters drain; /* apps waiting for the stream's queued output to shrink */
     size_t fed;       /* body bytes given to the cycle */
@@ -125,7 +127,7 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
         const char *lines;
         size_t lines_len;
         char cl[48];
-        int end = head->no_body || (!more && len == 0);
+        int end = head->no_body || (!more && len == 0 && !head->trailers);
         cg_buf_init(&tmp);
         if (cg_server_head_defaults(srv, head->defaults, &tmp, &lines, &lines_len) < 0) {
             cg_buf_free(&tmp);
@@ -146,8 +148,9 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
             lines = tmp.data;
             lines_len = tmp.len;
         }
+        unsigned flags = end ? CG_H2_END_STREAM : head->trailers ? CG_H2_TRAILERS : 0;
         int rc = cg_h2_submit_head(hc->session, r->id, head->status, head->fields, lines, lines_len,
-                                   end ? CG_H2_END_STREAM : 0);
+                                   flags);
         cg_buf_free(&tmp);
         if (rc < 0)
             return 0; /* the stream is gone: the cycle hears of it */
@@ -160,11 +163,19 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
     return 0;
 }
 
-static int h2_send_informational(cg_stream *s, int status)
+static int h2_send_informational(cg_stream *s, int status, const cg_fields *fields)
 {
     h2_req *r = stream_req(s);
     if (r->hc->session)
-        cg_h2_submit_head(r->hc->session, r->id, status, NULL, NULL, 0, 0);
+        cg_h2_submit_head(r->hc->session, r->id, status, fields, NULL, 0, 0);
+    return 0;
+}
+
+static int h2_send_trailers(cg_stream *s, const cg_fields *fields)
+{
+    h2_req *r = stream_req(s);
+    if (r->hc->session)
+        cg_h2_trailers(r->hc->session, r->id, fields);
     return 0;
 }
 
@@ -236,10 +247,32 @@ static PyObject *h2_poll_drain(cg_stream *s, PyObject **fut)
     return cg_conn_poll_drain(c, fut);
 }
 
-/* The app took body bytes: the stream's window reopens by as many. */
+/* A WebSocket session reads what waits in r->in (as far as its queue takes
+ * it); the window reopens by what it read. */
+static void h2_feed_ws(h2_req *r)
+{
+    size_t before = cg_buf_unread(&r->in);
+    if (!before || !r->ws)
+        return;
+    cg_ws_feed(r->ws, &r->in);
+    size_t read = before - cg_buf_unread(&r->in);
+    if (read && r->hc->session) {
+        cg_h2_consume(r->hc->session, r->id, read);
+        r->hc->produce = 1;
+    }
+    if (!cg_buf_unread(&r->in))
+        cg_buf_free(&r->in);
+}
+
+/* The app took body bytes (or, on a WebSocket, made room for frames): the
+ * stream's window reopens by as many. */
 static void h2_consumed(cg_stream *s)
 {
     h2_req *r = stream_req(s);
+    if (r->ws) {
+        h2_feed_ws(r);
+        return;
+    }
     if (!r->cycle || !r->hc->session)
         return;
     size_t taken = r->fed - cg_cycle_body_pending(r->cycle);
@@ -289,6 +322,7 @@ static void h2_finish(cg_stream *s, int reusable)
 static const cg_stream_ops h2_stream_ops = {
     .send = h2_send,
     .send_informational = h2_send_informational,
+    .send_trailers = h2_send_trailers,
     .fail = h2_fail,
     .abort = h2_abort,
     .finish = h2_finish,
@@ -368,6 +402,23 @@ static void *ev_request(void *ctx, int32_t id, const cg_h2_request *req)
     hc->reqs = r;
     c->deadline = 0;
 
+    if (req->protocol.len) {
+        /* An extended CONNECT (RFC 8441): nghttp2 let :protocol through
+         * because SETTINGS_ENABLE_CONNECT_PROTOCOL was sent, which happens
+         * only when WebSockets are served. */
+        int rc = req->protocol.len == 9 && !memcmp(req->protocol.base, "websocket", 9)
+                     ? cg_ws_start(srv, &r->stream, &req->head, &r->ws)
+                     : 501;
+        if (rc < 0) {
+            cg_log_exception(&srv->st->log, "Exception while starting a WebSocket");
+            h2_fail(&r->stream, 500);
+        } else if (rc > 0) {
+            h2_fail(&r->stream, rc);
+        } else {
+            cg_conn_trace(c, "WebSocket stream opened");
+        }
+        return r;
+    }
     r->cycle = cg_cycle_new(srv, &r->stream, &req->head);
     if (!r->cycle) {
         h2_start_failed(r);
@@ -377,6 +428,14 @@ static void *ev_request(void *ctx, int32_t id, const cg_h2_request *req)
         cg_cycle_body_done(r->cycle);
     PyObject *scope = NULL;
     if (cg_cycle_begin(r->cycle, &req->head, &scope) < 0) {
+        h2_start_failed(r);
+        return r;
+    }
+    /* Trailers only for a client that said it accepts them (te: trailers). */
+    if (scope &&
+        cg_cycle_offer_extensions(
+            r->cycle, scope, CG_EXT_EARLY_HINT | (req->te_trailers ? CG_EXT_TRAILERS : 0)) < 0) {
+        Py_DECREF(scope);
         h2_start_failed(r);
         return r;
     }
@@ -392,6 +451,14 @@ static void ev_body(void *ctx, void *stream, const char *data, size_t len)
 {
     h2_req *r = stream;
     (void)ctx;
+    if (r->ws) {
+        if (cg_buf_append(&r->in, data, len) == 0) {
+            h2_feed_ws(r);
+            return;
+        }
+        cg_h2_reset(r->hc->session, r->id, CG_H2_INTERNAL_ERROR); /* out of memory */
+        return;
+    }
     if (r->cycle && cg_cycle_feed(r->cycle, data, len) == 0) {
         r->fed += len;
         return;
@@ -432,6 +499,13 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code)
         cg_cycle_disconnect(r->cycle);
         h2_release_cycle(r);
     }
+    if (r->ws) {
+        cg_ws *ws = r->ws;
+        r->ws = NULL;
+        cg_ws_stream_lost(ws);
+        Py_DECREF(ws);
+    }
+    cg_buf_free(&r->in);
     cg_waiters_wake(c->server->st, &r->drain);
     if (r->prev)
         r->prev->next = r->next;
@@ -538,7 +612,7 @@ static int h2_on_connect(cg_conn *c)
     h2cfg.initial_window_size = (uint32_t)cfg->h2_initial_window_size;
     if (h2cfg.connection_window_size < h2cfg.initial_window_size)
         h2cfg.connection_window_size = h2cfg.initial_window_size;
-    h2cfg.enable_connect_protocol = 0; /* WebSockets over HTTP/2: not yet */
+    h2cfg.enable_connect_protocol = cfg->ws != CG_WS_NONE; /* WebSockets over HTTP/2 */
     hc->session = cg_h2_new(&h2cfg, &srv->limits, &h2_events, hc);
     if (!hc->session) {
         PyErr_NoMemory();
@@ -578,6 +652,9 @@ static void h2_on_tick(cg_conn *c, double now)
     h2_conn *hc = conn_h2(c);
     if (!hc || c->closed)
         return;
+    for (h2_req *r = hc->reqs; r; r = r->next)
+        if (r->ws)
+            cg_ws_tick(r->ws, now);
     if (!hc->reqs && c->deadline > 0 && now >= c->deadline) {
         /* Idle past the keep-alive timeout: GOAWAY, then close. */
         c->deadline = 0;
@@ -602,9 +679,12 @@ static void h2_on_shutdown(cg_conn *c, double soon)
         hc->goaway = 1;
         cg_h2_goaway(hc->session);
     }
-    for (h2_req *r = hc->reqs; r; r = r->next)
+    for (h2_req *r = hc->reqs; r; r = r->next) {
         if (r->cycle)
             cg_cycle_server_leaving(r->cycle);
+        if (r->ws)
+            cg_ws_shutdown(r->ws); /* 1012 */
+    }
     h2_flush(hc);
     if (!hc->reqs)
         cg_conn_close(c);
@@ -630,6 +710,7 @@ static int h2_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(hc->lingering);
     for (h2_req *r = hc->reqs; r; r = r->next) {
         Py_VISIT(r->cycle);
+        Py_VISIT(r->ws);
         Py_VISIT(r->scope);
         int rc = cg_waiters_traverse(&r->drain, visit, arg);
         if (rc)
@@ -646,6 +727,7 @@ static void h2_clear(cg_conn *c)
     for (h2_req *r = hc->reqs; r; r = r->next) {
         Py_CLEAR(r->scope);
         h2_release_cycle(r);
+        Py_CLEAR(r->ws);
         cg_waiters_clear(&r->drain);
     }
     Py_CLEAR(hc->lingering);

@@ -31,6 +31,7 @@ typedef struct cg_resp_head {
     unsigned chunked : 1;    /* the app asked for transfer-encoding: chunked */
     unsigned close : 1;      /* the app asked for connection: close */
     unsigned upgrade : 1;    /* 101 to a WebSocket: the head as is, then the new protocol */
+    unsigned trailers : 1;   /* the body ends with trailers (send_trailers), where offered */
 } cg_resp_head;
 
 typedef struct cg_stream_ops {
@@ -40,8 +41,12 @@ typedef struct cg_stream_ops {
      * body follows. The protocol frames the body. 0, or -1 with an exception. */
     int (*send)(cg_stream *s, const cg_resp_head *head, const char *data, size_t len, PyObject *obj,
                 int more);
-    /** Sends an interim response (100 Continue). 0 or -1. */
-    int (*send_informational)(cg_stream *s, int status);
+    /** Sends an interim response (100 Continue; 103 Early Hints with their
+     * link fields), before the head. 0 or -1. */
+    int (*send_informational)(cg_stream *s, int status, const cg_fields *fields);
+    /** Sends the trailers ending a body whose head had `trailers` (after its
+     * last send). 0 or -1. */
+    int (*send_trailers)(cg_stream *s, const cg_fields *fields);
     /** Nothing of a response was sent: answers `status` with its reason as
      * the body and ends the stream (on HTTP/1.1, the connection). */
     void (*fail)(cg_stream *s, int status);
