@@ -275,10 +275,14 @@ static void label_of(const cg_option *o, char *buf, size_t n)
         snprintf(buf, n, "--%s", o->name);
 }
 
+/* The message names the lower bound alone when there is no real upper one,
+ * or when the value is below it and the upper one is only a type's limit; a
+ * value above a bound that is meant (2147483647 for an HTTP/2 window) names
+ * the range. */
 static void range_err(char *err, size_t errlen, const char *label, const char *text,
-                      const cg_option *o, int integral)
+                      const cg_option *o, int integral, int below)
 {
-    if (o->max >= (double)INT_MAX) {
+    if (o->max >= LMAX || (below && o->max >= (double)INT_MAX)) {
         if (integral)
             cg_set_err(err, errlen, "invalid value for '%s': %s is not >= %ld", label, text,
                        (long)o->min);
@@ -393,7 +397,7 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
         if (*end)
             goto not_int;
         if (errno == ERANGE || (double)v < o->min || (double)v > o->max) {
-            range_err(err, errlen, label, text, o, 1);
+            range_err(err, errlen, label, text, o, 1, (double)v < o->min);
             return -1;
         }
         if (o->offset == offsetof(cg_config, ssl_version) && cg_tls_version_problem(v)) {
@@ -417,7 +421,7 @@ static int set_labeled(cg_config *c, const cg_option *o, const char *text, const
         if (*end || !isfinite(v))
             goto not_num;
         if (v < o->min || v > o->max) {
-            range_err(err, errlen, label, text, o, 0);
+            range_err(err, errlen, label, text, o, 0, v < o->min);
             return -1;
         }
         *(double *)p = v;

@@ -374,6 +374,8 @@ static void test_errors(void)
     ERR("invalid value for '--port': 70000 is not in the range 0..65535", "--port", "70000", "a:b");
     ERR("invalid value for '--port': -1 is not in the range 0..65535", "--port", "-1", "a:b");
     ERR("invalid value for '--backlog': 0 is not >= 1", "--backlog", "0", "a:b");
+    ERR("invalid value for '--backlog': 3000000000 is not in the range 1..2147483647", "--backlog",
+        "3000000000", "a:b");
     ERR("invalid value for '--limit-concurrency': 99999999999999999999999 is not >= 1",
         "--limit-concurrency", "99999999999999999999999", "a:b");
     ERR("invalid value for '--timeout-keep-alive': 'soon' is not a number", "--timeout-keep-alive",
