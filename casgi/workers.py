@@ -81,7 +81,15 @@ class CasgiWorker(Worker):
             self.log.info("Worker told to exit while booting (pid: %s)", self.pid)
             sys.exit(0)
         sockets = [s.sock for s in self.sockets]
-        status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
+        try:
+            status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
+        except (TypeError, ValueError) as exc:
+            # Options casgi refuses (--http2 or TLS on a build without nghttp2
+            # or OpenSSL, --ssl-cert-reqs 2 without CA certificates): every
+            # worker would fail the same way, so gunicorn is told to stop
+            # rather than to start another.
+            self.log.error("Error: %s", exc)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
         if status == 3:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         sys.exit(status)

@@ -345,3 +345,31 @@ def test_gunicorn_tls_settings_are_served_by_casgi(sups, tmp_path):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         fetch(False)
     p.finish(signal.SIGTERM)
+
+
+def test_gunicorn_settings_casgi_refuses_stop_gunicorn_with_the_reason(sups, tmp_path):
+    """A setting casgi refuses as an option (here --cert-reqs 2 without
+    --ca-certs; likewise h2 in http_protocols on a build without nghttp2) is a
+    boot error: gunicorn stops with its boot-error status and the one-line
+    reason, instead of starting a new worker for each one that fails."""
+    from gunicorn.arbiter import Arbiter
+
+    trustme = pytest.importorskip("trustme")
+    server = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server.cert_chain_pems[0].write_to_path(str(certfile))
+    server.private_key_pem.write_to_path(str(keyfile))
+    sups.copy_app("sup_app.py", "main.py")
+    # One worker: gunicorn 27's arbiter itself fails (exit 1) when a second
+    # worker's boot error arrives while it halts for the first.
+    p = sups.start([], cmd=gunicorn_cmd("main:app", free_port(), "-w", "1", "--certfile", str(certfile),
+                                        "--keyfile", str(keyfile), "--cert-reqs", "2"),
+                   wait=False, patterns=(GUNICORN_BOOT_RE,))
+    rc = p.wait(30)
+    p.check_gone()
+    assert rc == Arbiter.WORKER_BOOT_ERROR, f"exit status {rc}:\n{p.tail()}"
+    assert "option '--ssl-cert-reqs 2' requires '--ssl-ca-certs'" in p.stderr, p.tail()
+    assert "Traceback" not in p.stderr, p.tail()
+    boots_seen = len(p.timed_matches(GUNICORN_BOOT_RE, 0))
+    assert boots_seen == 1, f"{boots_seen} workers started:\n{p.tail()}"
+
