@@ -373,3 +373,46 @@ def test_gunicorn_settings_casgi_refuses_stop_gunicorn_with_the_reason(sups, tmp
     boots_seen = len(p.timed_matches(GUNICORN_BOOT_RE, 0))
     assert boots_seen == 1, f"{boots_seen} workers started:\n{p.tail()}"
 
+
+def gunicorn_has_http2_settings() -> bool:
+    import gunicorn.config
+
+    return any(s.name == "http_protocols" for s in gunicorn.config.KNOWN_SETTINGS)
+
+
+@pytest.mark.skipif(not gunicorn_has_http2_settings(), reason="gunicorn < 25 has no HTTP/2 settings")
+@pytest.mark.parametrize("args,want", [
+    ([], {"http2": False, "h2_max_concurrent_streams": 100, "h2_max_header_list_size": 65536,
+          "h2_initial_window_size": 65535}),
+    (["--http-protocols", "h2,h1", "--http2-max-concurrent-streams", "7",
+      "--http2-max-header-list-size", "0", "--http2-initial-window-size", "1048576"],
+     {"http2": True, "h2_max_concurrent_streams": 7, "h2_max_header_list_size": 16777216,
+      "h2_initial_window_size": 1048576}),
+    (["--http-protocols", "h1,h2", "--http2-max-concurrent-streams", "4294967296",
+      "--http2-max-header-list-size", "100", "--http2-initial-window-size", "0"],
+     {"http2": True, "h2_max_concurrent_streams": 2147483647, "h2_max_header_list_size": 1024,
+      "h2_initial_window_size": 0}),
+], ids=["gunicorn-default-h1", "h2-first", "h2-second-and-limits"])
+def test_gunicorn_http_protocols_map_onto_http2_options(sups, args, want):
+    """gunicorn's http_protocols and http2_* settings reach casgi as --http2 /
+    --no-http2 and the --h2-* options, and casgi takes them (the worker serves)."""
+    import json
+
+    if "--http-protocols" in args:
+        # gunicorn refuses h2 in http_protocols unless its own h2 dependency is installed.
+        pytest.importorskip("h2")
+    sups.copy_app("sup_app.py", "main.py")
+    sups.copy_app("options_worker.py")
+    record = sups.workdir / "worker_options.json"
+    port = free_port()
+    p = sups.start([], env=sups.env({"CASGI_TEST_WORKER_OPTIONS": str(record)}),
+                   cmd=gunicorn_cmd("main:app", port, "-w", "1", *args,
+                                    worker="options_worker.OptionsRecordingWorker"),
+                   wait=False, patterns=(GUNICORN_BOOT_RE,))
+    p.wait_for(r"Listening at: http://127\.0\.0\.1:%d" % port, timeout=20)
+    p.port = port
+    pids = boots(p, 1)
+    wait_serving(p, set(pids))
+    passed = json.loads(record.read_text())
+    assert {k: passed.get(k) for k in want} == want, passed
+    p.finish(signal.SIGTERM)
