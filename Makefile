@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: serve test install venv ctest pytest pytest-alt pytest-versions alt-version clean bench fuzz asan \
-	format format-check build-matrix tools build-deps soak
+	format format-check build-matrix tools build-deps test-tools soak
 
 # Warnings are errors in the project's own builds (these targets, tests/asan.sh,
 # fuzz/run.sh); meson.build leaves werror off so a user's `pip install .` never
@@ -36,9 +36,8 @@ build/ctest/build.ninja: | venv build-deps
 ctest: build/ctest/build.ninja
 	$(VENV)/bin/meson test -C build/ctest --print-errorlogs
 
-pytest: install
+pytest: install test-tools
 	$(PIP) install -q -r tests/requirements.txt
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt-get install -y -qq nginx-light || echo "pytest: nginx could not be installed; the nginx proxy test will be skipped"
 	$(PY) -m pytest tests -q
 
 # The HTTP tests once more on a newer Python when one is installed (on PATH
@@ -92,21 +91,38 @@ pytest-versions:
 		$(MAKE) --no-print-directory pytest-alt ALT_PYTHON=$$p ALT_TESTS="$(VERSION_TESTS)"; \
 	done
 
-# Debian packages the build needs, installed when missing: pkg-config and
-# OpenSSL's headers (libssl-dev) for TLS. Without them the build still works,
-# without TLS (the --ssl-* options then exit 2 saying so), hence only a
-# warning when they cannot be installed (not root, not Debian).
+# Debian packages the build needs, installed when missing: pkg-config,
+# OpenSSL's headers (libssl-dev) for TLS and nghttp2's (libnghttp2-dev) for
+# HTTP/2. Without them the build still works, without TLS or HTTP/2 (the
+# --ssl-* options and --http2 then exit 2 saying so), hence only a warning
+# when they cannot be installed (not root, not Debian).
 build-deps:
 	@missing=; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
-	if command -v dpkg >/dev/null 2>&1; then \
-		dpkg -s libssl-dev >/dev/null 2>&1 || missing="$$missing libssl-dev"; \
-	elif ! pkg-config --exists 'openssl >= 3.0' 2>/dev/null; then \
-		missing="$$missing libssl-dev"; \
-	fi; \
+	for dep in "libssl-dev:openssl >= 3.0" "libnghttp2-dev:libnghttp2 >= 1.52"; do \
+		deb=$${dep%%:*}; pc=$${dep#*:}; \
+		if command -v dpkg >/dev/null 2>&1; then \
+			dpkg -s $$deb >/dev/null 2>&1 || missing="$$missing $$deb"; \
+		elif ! pkg-config --exists "$$pc" 2>/dev/null; then \
+			missing="$$missing $$deb"; \
+		fi; \
+	done; \
 	if [ -n "$$missing" ]; then echo "build-deps: installing$$missing"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
-		echo "build-deps: WARNING: could not install$$missing; casgi builds without TLS"; fi
+		echo "build-deps: WARNING: could not install$$missing; casgi builds without TLS or HTTP/2"; fi
+
+# Debian packages the tests use, installed when missing: nginx (the proxy
+# test), curl (TLS and HTTP/2 interop) and nghttp2-client (nghttp and h2load).
+# A test whose tool is missing is skipped, hence only a warning.
+test-tools:
+	@missing=; \
+	{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx-light"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	{ command -v nghttp >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1; } || \
+		missing="$$missing nghttp2-client"; \
+	if [ -n "$$missing" ]; then echo "test-tools: installing$$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
+		echo "test-tools: WARNING: could not install$$missing; the tests that need them are skipped"; fi
 
 # Debian packages the C tooling needs, installed when missing: clang and the
 # libFuzzer runtime (build-matrix, fuzz), clang-format (format-check).
@@ -120,9 +136,11 @@ tools:
 # The core, the extension and the C unit tests with gcc and clang at -O0, -O2
 # and -O3, warnings as errors (optimisation levels change what the compilers
 # warn about); each cell runs the C unit tests. MATRIX_CC/MATRIX_OPT narrow it.
-# One more cell builds without OpenSSL and checks that a --ssl-* option says so.
+# Two more cells build without an optional library, OpenSSL (notls) and nghttp2
+# (noh2), and check that the options needing it say so (tests/check_without.sh).
 MATRIX_CC ?= gcc clang
 MATRIX_OPT ?= 0 2 3
+MATRIX_WITHOUT ?= notls:-Dtls=disabled noh2:-Dhttp2=disabled
 build-matrix: tools build-deps venv
 	$(PIP) install -q meson ninja
 	@set -e; for cc in $(MATRIX_CC); do for opt in $(MATRIX_OPT); do \
@@ -132,12 +150,15 @@ build-matrix: tools build-deps venv
 		$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
 		$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
 	done; done
-	@echo "build-matrix: gcc -O2 without OpenSSL (-Dtls=disabled)"; d=build/matrix-notls; \
-	[ -f $$d/build.ninja ] || CC=gcc $(VENV)/bin/meson setup $$d -Dtests=true -Dtls=disabled \
-		-Doptimization=2 -Ddebug=false $(WERROR_MESON) >/dev/null; \
-	$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
-	$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
-	bash tests/check_notls.sh $$d $(PY)
+	@set -e; for cell in $(MATRIX_WITHOUT); do \
+		name=$${cell%%:*}; opt=$${cell#*:}; d=build/matrix-$$name; \
+		echo "build-matrix: gcc -O2 $$opt"; \
+		[ -f $$d/build.ninja ] || CC=gcc $(VENV)/bin/meson setup $$d -Dtests=true $$opt \
+			-Doptimization=2 -Ddebug=false $(WERROR_MESON) >/dev/null; \
+		$(VENV)/bin/meson compile -C $$d >/dev/null || { $(VENV)/bin/meson compile -C $$d; exit 1; }; \
+		$(VENV)/bin/meson test -C $$d --print-errorlogs -q; \
+		bash tests/check_without.sh $$d $(PY); \
+	done
 
 clean:
 	rm -rf build

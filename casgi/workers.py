@@ -5,8 +5,14 @@ them with casgi's C protocol. gunicorn's settings map onto casgi's options:
 keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
 forwarded_allow_ips, certfile / keyfile / ca_certs / cert_reqs / ciphers (TLS in
 casgi's own engine; gunicorn's ssl_context hook, a Python SSLContext, does not apply),
-limit_request_line / limit_request_fields / limit_request_field_size, and
-the heartbeat that gunicorn's ``timeout`` watches is sent from the event loop.
+limit_request_line / limit_request_fields / limit_request_field_size,
+http_protocols (gunicorn 25+: ``h2`` in it is ``--http2``, its absence, as in
+gunicorn's default ``h1``, ``--no-http2``) with http2_max_concurrent_streams /
+http2_max_header_list_size (0, no limit, is casgi's largest, 16 MiB; below
+1 KiB is 1 KiB) / http2_initial_window_size, and the heartbeat that
+gunicorn's ``timeout`` watches is sent from the event loop. gunicorn's
+http2_cleartext and http2_max_frame_size are not mapped: casgi has one switch,
+``--http2``, for HTTP/2 over TLS and over cleartext.
 """
 
 import logging
@@ -24,6 +30,9 @@ __all__ = ["CasgiWorker"]
 
 # gunicorn uses 0 for "no limit"; casgi's limits are plain numbers.
 _NO_LIMIT = 2**31 - 1
+# casgi's bounds of --h2-max-header-list-size (gunicorn's 0 means no limit).
+_H2_HEADER_LIST_MIN = 1024
+_H2_HEADER_LIST_MAX = 16 * 1024 * 1024
 _EXIT_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGQUIT}
 
 
@@ -64,7 +73,22 @@ class CasgiWorker(Worker):
                 if tls.get(theirs):
                     options[ours] = tls[theirs]
             options["ssl_cert_reqs"] = int(tls.get("cert_reqs") or 0)
+        options.update(self._http2_options())
         return options
+
+    def _http2_options(self) -> Dict[str, Any]:
+        # gunicorn before 25 has no HTTP/2 settings: casgi's defaults stay.
+        protocols = getattr(self.cfg, "http_protocols", None)
+        if protocols is None:
+            return {}
+        cfg = self.cfg
+        header_list = cfg.http2_max_header_list_size or _H2_HEADER_LIST_MAX
+        return {
+            "http2": "h2" in protocols,
+            "h2_max_concurrent_streams": min(cfg.http2_max_concurrent_streams, _NO_LIMIT),
+            "h2_max_header_list_size": min(max(header_list, _H2_HEADER_LIST_MIN), _H2_HEADER_LIST_MAX),
+            "h2_initial_window_size": cfg.http2_initial_window_size,
+        }
 
     def _heartbeat(self) -> None:
         self.notify()
@@ -81,7 +105,15 @@ class CasgiWorker(Worker):
             self.log.info("Worker told to exit while booting (pid: %s)", self.pid)
             sys.exit(0)
         sockets = [s.sock for s in self.sockets]
-        status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
+        try:
+            status = _casgi.serve_host(self.wsgi, self._options(), sockets, self._heartbeat)
+        except (TypeError, ValueError) as exc:
+            # Options casgi refuses (--http2 or TLS on a build without nghttp2
+            # or OpenSSL, --ssl-cert-reqs 2 without CA certificates): every
+            # worker would fail the same way, so gunicorn is told to stop
+            # rather than to start another.
+            self.log.error("Error: %s", exc)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
         if status == 3:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
         sys.exit(status)

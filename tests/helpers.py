@@ -24,6 +24,7 @@ from signal import SIGINT, SIGTERM
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -75,6 +76,39 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_casgi(*args: str, env: Optional[dict] = None, cwd: Optional[str] = None,
+              timeout: float = 20) -> subprocess.CompletedProcess:
+    """`python -m casgi ARGS` run to its end (--help, a usage error, a startup failure)."""
+    # Never from the repository root, where ./casgi (the source tree) would
+    # shadow the installed package.
+    cwd = cwd or tempfile.gettempdir()
+    return subprocess.run(
+        [sys.executable, "-m", "casgi", *args],
+        capture_output=True, text=True, env=env if env is not None else clean_env(),
+        cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def run_py(code: str) -> subprocess.CompletedProcess:
+    """`python -c CODE` run to its end, outside the repository root (as run_casgi)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir(), env=clean_env(), stdin=subprocess.DEVNULL)
+
+
+HELP_HINT = "Try 'casgi --help' for help."
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> str:
+    """One `Error: ...` line naming the problem; a pointer to --help may follow."""
+    lines = [line for line in stderr.splitlines() if line.strip() and line.strip() != HELP_HINT]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{stderr}"
+    assert lines[0].startswith("Error:"), lines[0]
+    for n in needles:
+        assert n in lines[0], f"{n!r} not named in {lines[0]!r}"
+    assert "Traceback" not in stderr
+    return lines[0]
 
 
 # Under AddressSanitizer (tests/asan.sh preloads libasan) freed memory sits in

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import APPS_DIR, HTTP_RUNNING_RE, RawConn, clean_env, free_port, req
+from helpers import (
+    APPS_DIR,
+    HTTP_RUNNING_RE,
+    RawConn,
+    assert_one_line_error,
+    clean_env,
+    free_port,
+    req,
+    run_casgi,
+)
 
 OPTIONS = [
     "--factory", "--app-dir", "--host", "--port", "--uds", "--fd", "--backlog", "--loop", "--lifespan",
@@ -22,36 +31,11 @@ OPTIONS = [
 ]
 
 
-def run_casgi(*args, env=None, cwd=None, timeout=20):
-    # Never from the repository root, where ./casgi (the source tree) would
-    # shadow the installed package.
-    cwd = cwd or tempfile.gettempdir()
-    return subprocess.run(
-        [sys.executable, "-m", "casgi", *args],
-        capture_output=True, text=True, env=env if env is not None else clean_env(),
-        cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-
-
 def installed_version() -> str:
     out = subprocess.run([sys.executable, "-c", "import casgi; print(casgi.__version__)"],
                          capture_output=True, text=True, timeout=20, cwd=tempfile.gettempdir())
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
-
-
-HELP_HINT = "Try 'casgi --help' for help."
-
-
-def assert_one_line_error(stderr: str, *needles: str) -> str:
-    """One `Error: ...` line naming the problem; a pointer to --help may follow."""
-    lines = [line for line in stderr.splitlines() if line.strip() and line.strip() != HELP_HINT]
-    assert len(lines) == 1, f"expected a one-line error, got:\n{stderr}"
-    assert lines[0].startswith("Error:"), lines[0]
-    for n in needles:
-        assert n in lines[0], f"{n!r} not named in {lines[0]!r}"
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def assert_startup_error(stderr: str, *needles: str) -> None:

@@ -345,3 +345,74 @@ def test_gunicorn_tls_settings_are_served_by_casgi(sups, tmp_path):
     with pytest.raises((ssl.SSLError, ConnectionError)):
         fetch(False)
     p.finish(signal.SIGTERM)
+
+
+def test_gunicorn_settings_casgi_refuses_stop_gunicorn_with_the_reason(sups, tmp_path):
+    """A setting casgi refuses as an option (here --cert-reqs 2 without
+    --ca-certs; likewise h2 in http_protocols on a build without nghttp2) is a
+    boot error: gunicorn stops with its boot-error status and the one-line
+    reason, instead of starting a new worker for each one that fails."""
+    from gunicorn.arbiter import Arbiter
+
+    trustme = pytest.importorskip("trustme")
+    server = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server.cert_chain_pems[0].write_to_path(str(certfile))
+    server.private_key_pem.write_to_path(str(keyfile))
+    sups.copy_app("sup_app.py", "main.py")
+    # One worker: gunicorn 27's arbiter itself fails (exit 1) when a second
+    # worker's boot error arrives while it halts for the first.
+    p = sups.start([], cmd=gunicorn_cmd("main:app", free_port(), "-w", "1", "--certfile", str(certfile),
+                                        "--keyfile", str(keyfile), "--cert-reqs", "2"),
+                   wait=False, patterns=(GUNICORN_BOOT_RE,))
+    rc = p.wait(30)
+    p.check_gone()
+    assert rc == Arbiter.WORKER_BOOT_ERROR, f"exit status {rc}:\n{p.tail()}"
+    assert "option '--ssl-cert-reqs 2' requires '--ssl-ca-certs'" in p.stderr, p.tail()
+    assert "Traceback" not in p.stderr, p.tail()
+    boots_seen = len(p.timed_matches(GUNICORN_BOOT_RE, 0))
+    assert boots_seen == 1, f"{boots_seen} workers started:\n{p.tail()}"
+
+
+def gunicorn_has_http2_settings() -> bool:
+    import gunicorn.config
+
+    return any(s.name == "http_protocols" for s in gunicorn.config.KNOWN_SETTINGS)
+
+
+@pytest.mark.skipif(not gunicorn_has_http2_settings(), reason="gunicorn < 25 has no HTTP/2 settings")
+@pytest.mark.parametrize("args,want", [
+    ([], {"http2": False, "h2_max_concurrent_streams": 100, "h2_max_header_list_size": 65536,
+          "h2_initial_window_size": 65535}),
+    (["--http-protocols", "h2,h1", "--http2-max-concurrent-streams", "7",
+      "--http2-max-header-list-size", "0", "--http2-initial-window-size", "1048576"],
+     {"http2": True, "h2_max_concurrent_streams": 7, "h2_max_header_list_size": 16777216,
+      "h2_initial_window_size": 1048576}),
+    (["--http-protocols", "h1,h2", "--http2-max-concurrent-streams", "4294967296",
+      "--http2-max-header-list-size", "100", "--http2-initial-window-size", "0"],
+     {"http2": True, "h2_max_concurrent_streams": 2147483647, "h2_max_header_list_size": 1024,
+      "h2_initial_window_size": 0}),
+], ids=["gunicorn-default-h1", "h2-first", "h2-second-and-limits"])
+def test_gunicorn_http_protocols_map_onto_http2_options(sups, args, want):
+    """gunicorn's http_protocols and http2_* settings reach casgi as --http2 /
+    --no-http2 and the --h2-* options, and casgi takes them (the worker serves)."""
+    import json
+
+    if "--http-protocols" in args:
+        # gunicorn refuses h2 in http_protocols unless its own h2 dependency is installed.
+        pytest.importorskip("h2")
+    sups.copy_app("sup_app.py", "main.py")
+    sups.copy_app("options_worker.py")
+    record = sups.workdir / "worker_options.json"
+    port = free_port()
+    p = sups.start([], env=sups.env({"CASGI_TEST_WORKER_OPTIONS": str(record)}),
+                   cmd=gunicorn_cmd("main:app", port, "-w", "1", *args,
+                                    worker="options_worker.OptionsRecordingWorker"),
+                   wait=False, patterns=(GUNICORN_BOOT_RE,))
+    p.wait_for(r"Listening at: http://127\.0\.0\.1:%d" % port, timeout=20)
+    p.port = port
+    pids = boots(p, 1)
+    wait_serving(p, set(pids))
+    passed = json.loads(record.read_text())
+    assert {k: passed.get(k) for k in want} == want, passed
+    p.finish(signal.SIGTERM)

@@ -1,22 +1,14 @@
 """The built extension and OpenSSL: the module exports nothing but its init
-function (the core's and any statically linked library's symbols stay out of
-the process's global scope), Python's ssl module and casgi work in one process
+function (the core's and any statically linked library's symbols, OpenSSL's
+and nghttp2's included, stay out of the process's global scope), Python's ssl module and casgi work in one process
 whichever is imported first, and the TLS options' usage errors."""
 
 import shutil
 import subprocess
-import sys
-import tempfile
 
 import pytest
 
-from helpers import clean_env
-
-
-def run_py(code: str) -> subprocess.CompletedProcess:
-    # Never from the repository root, where ./casgi would shadow the installed package.
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=tempfile.gettempdir(), env=clean_env(), stdin=subprocess.DEVNULL)
+from helpers import run_casgi, run_py
 
 
 def module_path() -> str:
@@ -31,6 +23,7 @@ def test_exports_only_pyinit():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     names = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
+    # Nothing else: no cg_*, SSL_*, nghttp2_* (however the libraries are linked).
     assert names == ["PyInit__casgi"], names
 
 
@@ -59,12 +52,6 @@ def test_ssl_and_casgi_side_by_side(first):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "casgi._casgi"
     assert "OpenSSL" in out.stdout
-
-
-def run_casgi(*args):
-    return subprocess.run([sys.executable, "-m", "casgi", *args], capture_output=True, text=True,
-                          timeout=60, cwd=tempfile.gettempdir(), env=clean_env(),
-                          stdin=subprocess.DEVNULL)
 
 
 def test_keyfile_without_certfile_is_a_usage_error():

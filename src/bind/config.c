@@ -479,11 +479,6 @@ done:
 
 /* ---- TLS ---- */
 
-int cg_config_http2(const cg_config *cfg)
-{
-    return CG_HAVE_NGHTTP2 && cfg->http2 != 0;
-}
-
 void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out)
 {
     static const char *const alpn[] = {"h2", "http/1.1"};

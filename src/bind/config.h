@@ -35,8 +35,6 @@ void cg_environ_remove(const char *name);
 
 /** The TLS configuration the --ssl-* options describe (strings borrowed
  * from cfg), with the ALPN protocols served. */
-/** 1 when HTTP/2 is served: built with nghttp2 and not turned off. */
-int cg_config_http2(const cg_config *cfg);
 void cg_config_tls_conf(const cg_config *cfg, cg_tls_conf *out);
 /** Loads the TLS context the --ssl-* options describe; NULL after logging
  * one ERROR line naming the file and the cause. */

@@ -102,10 +102,11 @@ typedef struct cg_config {
     char *ssl_ca_certs;         /* PEM CAs verifying client certificates */
     char *ssl_ciphers;          /* TLS 1.2 cipher list, default "TLSv1" = OpenSSL's default */
     double timeout_handshake;   /* seconds to complete the TLS handshake, default 10; 0 = off */
-    int http2;                  /* serve HTTP/2 (h2 by ALPN, h2c by prior knowledge) */
-    long h2_max_concurrent_streams; /* default 100 */
-    long h2_max_header_list_size;   /* default 65536 */
-    long h2_initial_window_size;    /* default 262144 */
+    /* HTTP/2 (nghttp2); the h2-* values go into the server's SETTINGS frame. */
+    int http2;                      /* --http2 1, --no-http2 0, -1 = neither (cg_config_http2) */
+    long h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
+    long h2_max_header_list_size;   /* SETTINGS_MAX_HEADER_LIST_SIZE, bytes, default 65536 */
+    long h2_initial_window_size;    /* SETTINGS_INITIAL_WINDOW_SIZE, bytes, default 262144 */
 } cg_config;
 
 typedef enum cg_opt_type {
@@ -166,9 +167,13 @@ int cg_config_parse(cg_config *c, int argc, char *const argv[], char *const envp
 /** Checks that go across options, once every source (command line,
  * environment, run() keywords) is applied: --ssl-keyfile, --ssl-keyfile-password,
  * --ssl-ca-certs and --ssl-cert-reqs 1/2 need --ssl-certfile; --ssl-cert-reqs 2
- * needs --ssl-ca-certs; TLS needs a build with OpenSSL. cg_config_parse runs
- * it. Returns 0, or -1 with a one-line message in err (a usage error). */
+ * needs --ssl-ca-certs; TLS needs a build with OpenSSL, --http2 a build with
+ * nghttp2. cg_config_parse runs it. Returns 0, or -1 with a one-line message in
+ * err (a usage error). */
 int cg_config_check(const cg_config *c, char *err, size_t errlen);
+/** 1 when HTTP/2 is to be served: --http2, or neither --http2 nor --no-http2
+ * on a build with nghttp2 (CG_HAVE_NGHTTP2); else 0. */
+int cg_config_http2(const cg_config *c);
 /** Writes the --help text generated from the table. */
 void cg_options_help(FILE *out, const char *prog);
 

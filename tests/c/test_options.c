@@ -1,5 +1,6 @@
 /* Unit tests for the option table, the command-line/environment parser,
  * --header splitting and the dotenv parser. */
+#include "cg_build.h"
 #include "options.h"
 #include "tap.h"
 #include "tls.h"
@@ -76,6 +77,11 @@ static void test_defaults(void)
     ok(c.ssl_version == 17 && c.ssl_cert_reqs == 0, "ssl-version 17, ssl-cert-reqs 0 (uvicorn's)");
     ok(c.ssl_ciphers && strcmp(c.ssl_ciphers, "TLSv1") == 0, "ssl-ciphers TLSv1 (uvicorn's)");
     ok(c.timeout_handshake == 10.0, "handshake timeout 10");
+    ok(c.http2 == -1 && cg_config_http2(&c) == CG_HAVE_NGHTTP2,
+       "http2 not given: on exactly when built with nghttp2");
+    ok(c.h2_max_concurrent_streams == 100 && c.h2_max_header_list_size == 65536 &&
+           c.h2_initial_window_size == 262144,
+       "HTTP/2 settings 100 streams, 64 KiB header list, 256 KiB window");
     cg_config_free(&c);
 }
 
@@ -116,7 +122,11 @@ static void test_table(void)
                                            "ssl-cert-reqs",
                                            "ssl-ca-certs",
                                            "ssl-ciphers",
-                                           "timeout-handshake"};
+                                           "timeout-handshake",
+                                           "http2",
+                                           "h2-max-concurrent-streams",
+                                           "h2-max-header-list-size",
+                                           "h2-initial-window-size"};
     int all = 1;
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const cg_option *o = cg_option_find(required[i]);
@@ -374,6 +384,8 @@ static void test_errors(void)
     ERR("invalid value for '--port': 70000 is not in the range 0..65535", "--port", "70000", "a:b");
     ERR("invalid value for '--port': -1 is not in the range 0..65535", "--port", "-1", "a:b");
     ERR("invalid value for '--backlog': 0 is not >= 1", "--backlog", "0", "a:b");
+    ERR("invalid value for '--backlog': 3000000000 is not in the range 1..2147483647", "--backlog",
+        "3000000000", "a:b");
     ERR("invalid value for '--limit-concurrency': 99999999999999999999999 is not >= 1",
         "--limit-concurrency", "99999999999999999999999", "a:b");
     ERR("invalid value for '--timeout-keep-alive': 'soon' is not a number", "--timeout-keep-alive",
@@ -475,6 +487,90 @@ static void test_tls_options(void)
         ok(rc == CG_PARSE_OK && c.ssl_version == v, "--ssl-version %ld accepted", v);
         cg_config_free(&c);
     }
+}
+
+static void test_h2_options(void)
+{
+    cg_config c;
+    int rc = parse(&c, NULL, "--no-http2", "--h2-max-concurrent-streams", "1",
+                   "--h2-max-header-list-size=1024", "--h2-initial-window-size", "0", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.http2 == 0 && cg_config_http2(&c) == 0,
+       "--no-http2 on every build (%s)", err);
+    ok(c.h2_max_concurrent_streams == 1 && c.h2_max_header_list_size == 1024 &&
+           c.h2_initial_window_size == 0,
+       "HTTP/2 settings at their lower bounds");
+    cg_config_free(&c);
+
+    rc = parse(&c, NULL, "--h2-max-concurrent-streams", "2147483647", "--h2-max-header-list-size",
+               "16777216", "--h2-initial-window-size=2147483647", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.h2_max_concurrent_streams == 2147483647 &&
+           c.h2_max_header_list_size == 16777216 && c.h2_initial_window_size == 2147483647,
+       "HTTP/2 settings at their upper bounds (%s)", err);
+    cg_config_free(&c);
+
+    char *env[] = {"CASGI_HTTP2=false", "CASGI_H2_MAX_CONCURRENT_STREAMS=7",
+                   "CASGI_H2_MAX_HEADER_LIST_SIZE=4096", "CASGI_H2_INITIAL_WINDOW_SIZE=65535",
+                   NULL};
+    rc = parse(&c, env, "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.http2 == 0 && c.h2_max_concurrent_streams == 7 &&
+           c.h2_max_header_list_size == 4096 && c.h2_initial_window_size == 65535,
+       "HTTP/2 options from the environment (%s)", err);
+    cg_config_free(&c);
+    rc = parse(&c, env, "--h2-max-concurrent-streams", "8", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.h2_max_concurrent_streams == 8, "the command line wins");
+    cg_config_free(&c);
+
+    /* --http2, from the command line or the environment: a build without
+     * nghttp2 refuses it, one with it takes it. */
+    static const char no_h2[] = "HTTP/2 is not available: casgi was built without nghttp2 "
+                                "(install libnghttp2-dev and reinstall, or drop --http2)";
+    char *on_env[] = {"CASGI_HTTP2=1", NULL};
+    for (int from_env = 0; from_env <= 1; from_env++) {
+        rc = from_env ? parse(&c, on_env, "a:b", NULL) : parse(&c, NULL, "--http2", "a:b", NULL);
+        if (CG_HAVE_NGHTTP2)
+            ok(rc == CG_PARSE_OK && c.http2 == 1 && cg_config_http2(&c) == 1,
+               "--http2 on a build with nghttp2 (%s)", from_env ? "environment" : "command line");
+        else
+            ok(rc == CG_PARSE_ERROR && strcmp(err, no_h2) == 0,
+               "--http2 on a build without nghttp2 (%s): %s",
+               from_env ? "environment" : "command line", err);
+        cg_config_free(&c);
+    }
+    /* The refusal also comes from cg_config_check alone (after run() keywords). */
+    cg_config_init(&c, NULL);
+    c.http2 = 1;
+    rc = cg_config_check(&c, err, sizeof(err));
+    ok(CG_HAVE_NGHTTP2 ? rc == 0 : rc == -1 && strcmp(err, no_h2) == 0, "check: --http2 (%s)", err);
+    cg_config_free(&c);
+    rc = parse(&c, on_env, "--no-http2", "a:b", NULL);
+    ok(rc == CG_PARSE_OK && c.http2 == 0, "--no-http2 wins over CASGI_HTTP2=1 (%s)", err);
+    cg_config_free(&c);
+
+    ERR("invalid value for '--h2-max-concurrent-streams': 0 is not >= 1",
+        "--h2-max-concurrent-streams", "0", "a:b");
+    ERR("invalid value for '--h2-max-concurrent-streams': 2147483648 is not in the range "
+        "1..2147483647",
+        "--h2-max-concurrent-streams", "2147483648", "a:b");
+    ERR("invalid value for '--h2-max-concurrent-streams': 'many' is not an integer",
+        "--h2-max-concurrent-streams", "many", "a:b");
+    ERR("invalid value for '--h2-max-header-list-size': 1023 is not in the range 1024..16777216",
+        "--h2-max-header-list-size", "1023", "a:b");
+    ERR("invalid value for '--h2-max-header-list-size': 16777217 is not in the range "
+        "1024..16777216",
+        "--h2-max-header-list-size", "16777217", "a:b");
+    ERR("invalid value for '--h2-initial-window-size': -1 is not >= 0", "--h2-initial-window-size",
+        "-1", "a:b");
+    ERR("invalid value for '--h2-initial-window-size': 2147483648 is not in the range "
+        "0..2147483647",
+        "--h2-initial-window-size", "2147483648", "a:b");
+    ERR("invalid value for '--http2': 'maybe' is not a boolean (true/false, 1/0, yes/no, on/off)",
+        "--http2=maybe", "a:b");
+    ERR("option '--no-http2' does not take a value", "--no-http2=1", "a:b");
+    char *badenv[] = {"CASGI_H2_INITIAL_WINDOW_SIZE=4294967296", NULL};
+    char *argv[] = {"a:b"};
+    expect_error("invalid value for 'CASGI_H2_INITIAL_WINDOW_SIZE': 4294967296 is not in the "
+                 "range 0..2147483647",
+                 badenv, argv, 1);
 }
 
 static void test_help_version(void)
@@ -595,5 +691,6 @@ int main(void)
     test_help_version();
     test_envfile();
     test_tls_options();
+    test_h2_options();
     return tap_done();
 }
