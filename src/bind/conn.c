@@ -208,13 +208,13 @@ static int conn_flush(cg_conn *c)
  * CG_FLUSH_SOLO_MAX flushes in a row that carried one connection each, held
  * output is written at once, and every CG_FLUSH_PROBE-th time it waits again
  * to notice that load has come back. Returns 0 when c is queued. */
-static int queue_flush(cg_conn *c)
+static int queue_flush(cg_conn *c, int always)
 {
     cg_server *srv = c->server;
     if (c->flush_queued)
         return 0;
     if (!srv->flush_list) { /* the first in this pass schedules the flush */
-        if (srv->flush_solo >= CG_FLUSH_SOLO_MAX && ++srv->flush_probe < CG_FLUSH_PROBE)
+        if (!always && srv->flush_solo >= CG_FLUSH_SOLO_MAX && ++srv->flush_probe < CG_FLUSH_PROBE)
             return -1;
         srv->flush_probe = 0;
         PyObject *h = PyObject_CallMethodOneArg(srv->loop, srv->st->s_call_soon, srv->flush_cb);
@@ -230,11 +230,20 @@ static int queue_flush(cg_conn *c)
     return 0;
 }
 
+void cg_conn_produce_soon(cg_conn *c)
+{
+    if (c->closed || !c->transport)
+        return;
+    c->produce_soon = 1;
+    if (queue_flush(c, 1) < 0)
+        c->produce_soon = 0; /* no loop to call back: nothing will be written anyway */
+}
+
 void cg_conn_settle(cg_conn *c)
 {
     if (held_len(c) == 0 || c->proto->holds_output(c))
         return;
-    if (!c->closed && queue_flush(c) == 0)
+    if (!c->closed && queue_flush(c, 0) == 0)
         return;
     if (conn_flush(c) < 0)
         PyErr_Clear(); /* a transport that refuses is closing; connection_lost follows */
@@ -252,6 +261,10 @@ void cg_server_flush_held(cg_server *srv)
         cg_conn *next = c->flush_next;
         c->flush_next = NULL;
         c->flush_queued = 0;
+        if (c->produce_soon && !c->proto->holds_output(c)) {
+            c->produce_soon = 0;
+            c->proto->produce(c);
+        }
         if (!c->proto->holds_output(c) && conn_flush(c) < 0)
             PyErr_Clear();
         Py_DECREF(c);

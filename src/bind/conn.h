@@ -39,6 +39,9 @@ typedef struct cg_proto_ops {
     void (*clear)(cg_conn *c);
     /** Frees the protocol state (the connection is being deallocated). */
     void (*free)(cg_conn *c);
+    /** Moves the protocol's pending output into the held output (after
+     * cg_conn_produce_soon; NULL for a protocol that never asks). */
+    void (*produce)(cg_conn *c);
 } cg_proto_ops;
 
 struct cg_conn {
@@ -66,6 +69,7 @@ struct cg_conn {
     unsigned write_paused : 1;
     unsigned in_list : 1;
     unsigned flush_queued : 1; /* in server->flush_list */
+    unsigned produce_soon : 1; /* the flush asks the protocol to produce its output first */
     cg_conn *flush_next;
 };
 
@@ -86,6 +90,10 @@ char *cg_conn_hold(cg_conn *c, size_t n);
  * processing of the connection stops (end of a read, of an app step, of a
  * response). */
 void cg_conn_settle(cg_conn *c);
+/** Has the protocol's produce() run, then the held output written, at the
+ * server's flush in this loop pass: for output that arises where producing
+ * it at once could re-enter the code that caused it. */
+void cg_conn_produce_soon(cg_conn *c);
 /** Writes the held output of every connection queued by cg_conn_settle. */
 void cg_server_flush_held(cg_server *srv);
 /** Closes the transport (flushing what was written). */

@@ -73,10 +73,11 @@ static inline h2_req *stream_req(cg_stream *s)
 
 /* ---- output ------------------------------------------------------------------ */
 
-/* Produces the frames ready into the connection's output, unless the session
- * is reading (the end of the read does it) or the transport is paused (its
- * resume does it); closes the connection when the session is over. */
-static void h2_flush(h2_conn *hc)
+/* Produces the frames ready into the connection's held output, unless the
+ * session is reading (the end of the read does it) or the transport is
+ * paused (its resume does it); closes the connection when the session is
+ * over. Streams may close meanwhile (their cycles are released). */
+static void h2_produce(h2_conn *hc)
 {
     cg_conn *c = hc->conn;
     hc->produce = 1;
@@ -107,8 +108,26 @@ static void h2_flush(h2_conn *hc)
     }
     if (hc->session && !c->closed && cg_h2_done(hc->session))
         cg_conn_close(c); /* after what is held */
-    cg_conn_settle(c);
     Py_DECREF(c);
+}
+
+/* Produces now and lets the held output go (see cg_conn_settle): where
+ * nothing above can be re-entered (the end of a read or of an app step). */
+static void h2_flush(h2_conn *hc)
+{
+    h2_produce(hc);
+    if (!hc->processing)
+        cg_conn_settle(hc->conn);
+}
+
+/* Output arose inside a stream operation: produced at the server's flush in
+ * this loop pass, when no cycle is in the middle of a call (producing can
+ * close streams and release their cycles). */
+static void h2_produce_soon(h2_conn *hc)
+{
+    hc->produce = 1;
+    if (!hc->processing && hc->session)
+        cg_conn_produce_soon(hc->conn);
 }
 
 /* ---- the stream interface (cg_stream_ops) ---------------------------------- */
@@ -155,27 +174,27 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
         if (rc < 0)
             return 0; /* the stream is gone: the cycle hears of it */
         r->head_sent = 1;
-        if (end)
-            return 0;
     }
-    if ((len || !more) && cg_h2_write(hc->session, r->id, data, len, !more) < 0)
-        return 0;
+    /* A write to a stream that is gone fails: its cycle hears of it. */
+    if (r->head_sent && (len || !more) && !(head && head->no_body))
+        cg_h2_write(hc->session, r->id, data, len, !more);
+    h2_produce_soon(hc);
     return 0;
 }
 
 static int h2_send_informational(cg_stream *s, int status, const cg_fields *fields)
 {
     h2_req *r = stream_req(s);
-    if (r->hc->session)
-        cg_h2_submit_head(r->hc->session, r->id, status, fields, NULL, 0, 0);
+    if (r->hc->session && cg_h2_submit_head(r->hc->session, r->id, status, fields, NULL, 0, 0) == 0)
+        h2_produce_soon(r->hc);
     return 0;
 }
 
 static int h2_send_trailers(cg_stream *s, const cg_fields *fields)
 {
     h2_req *r = stream_req(s);
-    if (r->hc->session)
-        cg_h2_trailers(r->hc->session, r->id, fields);
+    if (r->hc->session && cg_h2_trailers(r->hc->session, r->id, fields) == 0)
+        h2_produce_soon(r->hc);
     return 0;
 }
 
@@ -185,6 +204,7 @@ static void h2_fail(cg_stream *s, int status)
     h2_conn *hc = r->hc;
     if (!hc->session)
         return;
+    h2_produce_soon(hc);
     if (r->head_sent) {
         cg_h2_reset(hc->session, r->id, CG_H2_INTERNAL_ERROR);
         return;
@@ -213,8 +233,10 @@ static void h2_fail(cg_stream *s, int status)
 static void h2_abort(cg_stream *s)
 {
     h2_req *r = stream_req(s);
-    if (r->hc->session)
+    if (r->hc->session) {
         cg_h2_reset(r->hc->session, r->id, CG_H2_INTERNAL_ERROR);
+        h2_produce_soon(r->hc);
+    }
 }
 
 static void h2_close(cg_stream *s)
@@ -223,10 +245,14 @@ static void h2_close(cg_stream *s)
     h2_conn *hc = r->hc;
     if (!hc->session)
         return;
-    /* After a head, the stream ends where its body stopped; before one, the
-     * request is cancelled (HTTP/1.1 would close the connection). */
-    if (!r->head_sent || cg_h2_write(hc->session, r->id, NULL, 0, 1) < 0)
+    /* After a head, the stream ends where its body stopped (if it has not
+     * ended); before one, the request is cancelled (HTTP/1.1 would close
+     * the connection). */
+    if (r->head_sent)
+        cg_h2_write(hc->session, r->id, NULL, 0, 1);
+    else
         cg_h2_reset(hc->session, r->id, CG_H2_CANCEL);
+    h2_produce_soon(hc);
 }
 
 static int h2_write_blocked(cg_stream *s)
@@ -258,7 +284,7 @@ static void h2_feed_ws(h2_req *r)
     size_t read = before - cg_buf_unread(&r->in);
     if (read && r->hc->session) {
         cg_h2_consume(r->hc->session, r->id, read);
-        r->hc->produce = 1;
+        h2_produce_soon(r->hc); /* the WINDOW_UPDATE */
     }
     if (!cg_buf_unread(&r->in))
         cg_buf_free(&r->in);
@@ -279,7 +305,7 @@ static void h2_consumed(cg_stream *s)
     if (taken > r->taken) {
         cg_h2_consume(r->hc->session, r->id, taken - r->taken);
         r->taken = taken;
-        r->hc->produce = 1; /* the WINDOW_UPDATE goes when the step ends */
+        h2_produce_soon(r->hc); /* the WINDOW_UPDATE */
     }
 }
 
@@ -316,7 +342,7 @@ static void h2_finish(cg_stream *s, int reusable)
     h2_conn *hc = r->hc;
     (void)reusable; /* other streams go on whatever this one did */
     h2_release_cycle(r);
-    h2_flush(hc); /* may close and free r */
+    h2_produce_soon(hc);
 }
 
 static const cg_stream_ops h2_stream_ops = {
@@ -744,7 +770,15 @@ static void h2_free(cg_conn *c)
     c->proto_state = NULL;
 }
 
+static void h2_on_produce(cg_conn *c)
+{
+    h2_conn *hc = conn_h2(c);
+    if (hc)
+        h2_produce(hc);
+}
+
 const cg_proto_ops cg_h2_proto = {
+    .produce = h2_on_produce,
     .on_connect = h2_on_connect,
     .on_data = h2_on_data,
     .on_writable = h2_on_writable,
