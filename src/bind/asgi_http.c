@@ -1005,6 +1005,7 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->body_done = cy->body_final = cy->disconnected = 0;
     cy->in_step = cy->stepped = cy->task_done = 0;
     cy->event_stream = cy->told_leaving = 0;
+    cy->trailers_ok = cy->early_hints_ok = cy->trailers_due = 0;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
