@@ -43,6 +43,7 @@ typedef struct h2_req {
     cg_waiters drain; /* apps waiting for the stream's queued output to shrink */
     size_t fed;       /* body bytes given to the cycle */
     size_t taken;     /* of those, reported consumed to the session */
+    double body_seen; /* while a body is expected: when it last made progress, else 0 */
     unsigned head_sent : 1;
     struct h2_req *prev, *next;
     struct h2_req *start_next; /* in hc->starting while its app waits to start */
@@ -452,6 +453,8 @@ static void *ev_request(void *ctx, int32_t id, const cg_h2_request *req)
     }
     if (req->end_stream)
         cg_cycle_body_done(r->cycle);
+    else
+        r->body_seen = srv->now;
     PyObject *scope = NULL;
     if (cg_cycle_begin(r->cycle, &req->head, &scope) < 0) {
         h2_start_failed(r);
@@ -487,6 +490,7 @@ static void ev_body(void *ctx, void *stream, const char *data, size_t len)
     }
     if (r->cycle && cg_cycle_feed(r->cycle, data, len) == 0) {
         r->fed += len;
+        r->body_seen = r->hc->conn->server->now;
         return;
     }
     PyErr_Clear();
@@ -497,6 +501,7 @@ static void ev_body_end(void *ctx, void *stream)
 {
     h2_req *r = stream;
     (void)ctx;
+    r->body_seen = 0;
     if (r->cycle)
         cg_cycle_body_done(r->cycle);
 }
@@ -673,14 +678,44 @@ static void h2_on_lost(cg_conn *c)
     h2_end_session(hc);
 }
 
+/* A request body made no progress in time: the app hears http.disconnect;
+ * the client gets a 408 when nothing was answered yet, else a reset. */
+static void h2_body_timeout(h2_req *r)
+{
+    cg_server *srv = r->hc->conn->server;
+    cg_cycle *cy = r->cycle;
+    cg_log(&srv->st->log, CG_DEBUG, "Request body made no progress in time");
+    r->body_seen = 0;
+    int answered = !cg_cycle_response_none(cy);
+    cg_cycle_disconnect(cy);
+    if (answered)
+        h2_abort(&r->stream);
+    else
+        h2_fail(&r->stream, 408);
+}
+
 static void h2_on_tick(cg_conn *c, double now)
 {
     h2_conn *hc = conn_h2(c);
     if (!hc || c->closed)
         return;
-    for (h2_req *r = hc->reqs; r; r = r->next)
-        if (r->ws)
+    double idle = c->server->cfg->timeout_request_body_idle;
+    for (h2_req *r = hc->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->ws) {
             cg_ws_tick(r->ws, now);
+        } else if (r->cycle && r->body_seen > 0 && idle > 0) {
+            /* --timeout-request-body-idle, counted while the app waits for
+             * body bytes (while it has some unread, the window holds the
+             * client back: not the client's delay). */
+            if (cg_cycle_body_pending(r->cycle) > 0)
+                r->body_seen = now;
+            else if (now - r->body_seen >= idle)
+                h2_body_timeout(r);
+        }
+    }
+    if (hc->produce)
+        h2_flush(hc); /* what the timeouts answered */
     if (!hc->reqs && c->deadline > 0 && now >= c->deadline) {
         /* Idle past the keep-alive timeout: GOAWAY, then close. */
         c->deadline = 0;
