@@ -133,6 +133,7 @@ static inline PyObject *cg_err_take(void)
     X(call_soon, "call_soon")                                                                      \
     X(write, "write")                                                                              \
     X(close, "close")                                                                              \
+    X(write_eof, "write_eof")                                                                      \
     X(abort, "abort")                                                                              \
     X(pause_reading, "pause_reading")                                                              \
     X(resume_reading, "resume_reading")                                                            \

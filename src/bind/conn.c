@@ -261,7 +261,7 @@ void cg_server_flush_held(cg_server *srv)
         cg_conn *next = c->flush_next;
         c->flush_next = NULL;
         c->flush_queued = 0;
-        if (c->produce_soon && !c->proto->holds_output(c)) {
+        if (c->produce_soon && c->proto->produce && !c->proto->holds_output(c)) {
             c->produce_soon = 0;
             c->proto->produce(c);
         }
@@ -325,6 +325,36 @@ void cg_conn_close(cg_conn *c)
     Py_XDECREF(r);
 }
 
+void cg_conn_close_lingering(cg_conn *c, double seconds)
+{
+    if (c->closed || !c->transport) {
+        cg_conn_close(c);
+        return;
+    }
+    c->closed = 1;
+    if (conn_flush(c) < 0)
+        PyErr_Clear();
+    if (c->tls && cg_tls_handshake_done(c->tls)) {
+        cg_buf *cipher = tls_scratch(c->server);
+        if (cg_tls_close_notify(c->tls, cipher) < 0 || tls_write_scratch(c, cipher) < 0)
+            PyErr_Clear();
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_write_eof);
+    if (!r) {
+        PyErr_Clear(); /* no half-close here: an ordinary close */
+        r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
+        if (!r)
+            PyErr_WriteUnraisable(c->transport);
+        Py_XDECREF(r);
+        return;
+    }
+    Py_DECREF(r);
+    c->lingering = 1;
+    c->deadline = cg_monotonic_now() + seconds;
+    if (c->read_paused)
+        cg_conn_set_reading(c, 1); /* what comes is read and dropped */
+}
+
 void cg_conn_abort(cg_conn *c)
 {
     c->closed = 1;
@@ -380,6 +410,15 @@ static int conn_handshaking(const cg_conn *c)
 
 void cg_conn_tick(cg_conn *c, double now)
 {
+    if (c->lingering) {
+        if (now >= c->deadline && c->transport) {
+            PyObject *r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_close);
+            if (!r)
+                PyErr_WriteUnraisable(c->transport);
+            Py_XDECREF(r);
+        }
+        return;
+    }
     if (!conn_handshaking(c)) {
         c->proto->on_tick(c, now);
     } else if (c->deadline > 0 && now >= c->deadline && !c->closed) {
@@ -895,6 +934,8 @@ PyObject *cg_conn_new(cg_server *srv, const cg_proto_ops *proto)
     c->drain_waiters = (cg_waiters){NULL, NULL};
     c->read_paused = c->write_paused = c->in_list = c->trusted_proxy = c->closed = 0;
     c->flush_queued = 0;
+    c->produce_soon = 0;
+    c->lingering = 0;
     c->flush_next = NULL;
     PyObject_GC_Track(c);
     return (PyObject *)c;

@@ -70,6 +70,7 @@ struct cg_conn {
     unsigned in_list : 1;
     unsigned flush_queued : 1; /* in server->flush_list */
     unsigned produce_soon : 1; /* the flush asks the protocol to produce its output first */
+    unsigned lingering : 1;    /* closed for writing, input dropped until EOF or the deadline */
     cg_conn *flush_next;
 };
 
@@ -98,6 +99,11 @@ void cg_conn_produce_soon(cg_conn *c);
 void cg_server_flush_held(cg_server *srv);
 /** Closes the transport (flushing what was written). */
 void cg_conn_close(cg_conn *c);
+/** Closes after what is written, for a peer that may still be sending (a
+ * connection error): the write side is shut after the last bytes, and
+ * input is read and dropped until the peer closes or `seconds` pass, so
+ * those bytes are not lost to a reset answering unread input. */
+void cg_conn_close_lingering(cg_conn *c, double seconds);
 /** Ends the connection with a reset (RST, not FIN): for a response that
  * cannot be completed, so that no client takes a truncated body for a
  * complete one. Output not yet sent is dropped (see conn.c). */

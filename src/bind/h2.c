@@ -26,6 +26,8 @@
 
 /* A stream's queued output above which its app waits. */
 #define CG_H2_STREAM_HIGH (64 * 1024)
+/* Seconds input is read and dropped after a connection error's GOAWAY. */
+#define CG_H2_LINGER 2.0
 /* Frames produced per write at most (more follow once it is written). */
 #define CG_H2_WRITE_MAX (256 * 1024)
 
@@ -57,7 +59,8 @@ struct h2_conn {
     PyObject *lingering;     /* list of cycles whose stream closed while their app runs */
     unsigned processing : 1; /* the session is reading: no frames are produced */
     unsigned produce : 1;    /* frames wait to be produced */
-    unsigned goaway : 1;     /* graceful shutdown began */
+    unsigned goaway : 1;     /* graceful shutdown began: new streams are refused */
+    unsigned goaway_sent : 1;
 };
 
 static const cg_stream_ops h2_stream_ops;
@@ -73,6 +76,17 @@ static inline h2_req *stream_req(cg_stream *s)
 }
 
 /* ---- output ------------------------------------------------------------------ */
+
+/* Closes the connection once its session is over: after a connection error
+ * the peer may still be sending, so the close lingers (the GOAWAY saying
+ * why must not be lost to a reset); after a graceful GOAWAY it does not. */
+static void h2_end_connection(cg_conn *c, h2_conn *hc)
+{
+    if (hc->session && cg_h2_failed(hc->session))
+        cg_conn_close_lingering(c, CG_H2_LINGER);
+    else
+        cg_conn_close(c);
+}
 
 /* Produces the frames ready into the connection's held output, unless the
  * session is reading (the end of the read does it) or the transport is
@@ -108,7 +122,7 @@ static void h2_produce(h2_conn *hc)
             hc->produce = 1;
     }
     if (hc->session && !c->closed && cg_h2_done(hc->session))
-        cg_conn_close(c); /* after what is held */
+        h2_end_connection(c, hc);
     Py_DECREF(c);
 }
 
@@ -514,6 +528,17 @@ static void ev_drained(void *ctx, void *stream, size_t queued)
         cg_waiters_wake(r->hc->conn->server->st, &r->drain);
 }
 
+/* During shutdown, once no stream is left: GOAWAY naming the last stream,
+ * then the connection closes (when the session has nothing more to say). */
+static void h2_goaway_when_done(h2_conn *hc)
+{
+    if (!hc->goaway || hc->goaway_sent || hc->reqs || !hc->session || hc->conn->closed)
+        return;
+    hc->goaway_sent = 1;
+    cg_h2_goaway(hc->session);
+    h2_produce_soon(hc);
+}
+
 static void ev_close(void *ctx, void *stream, uint32_t error_code)
 {
     h2_conn *hc = ctx;
@@ -547,6 +572,7 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code)
     PyMem_Free(r);
     if (!hc->reqs && !c->closed && hc->session)
         c->deadline = cg_monotonic_now() + c->server->cfg->timeout_keep_alive;
+    h2_goaway_when_done(hc);
 }
 
 static const cg_h2_events h2_events = {
@@ -735,20 +761,20 @@ static void h2_on_shutdown(cg_conn *c, double soon)
     h2_conn *hc = conn_h2(c);
     (void)soon;
     if (!hc || !hc->session || c->closed)
-        return;
-    if (!hc->goaway) {
-        hc->goaway = 1;
-        cg_h2_goaway(hc->session);
-    }
+        return; /* New streams are refused (REFUSED_STREAM: a client may retry them
+                 * elsewhere); the GOAWAY goes once the streams in flight are done (see
+                 * h2_goaway_when_done): clients such as python-h2 (httpx) end every
+                 * stream when a GOAWAY arrives, though the RFC lets them finish. */
+    hc->goaway = 1;
+    cg_h2_drain(hc->session);
     for (h2_req *r = hc->reqs; r; r = r->next) {
         if (r->cycle)
             cg_cycle_server_leaving(r->cycle);
         if (r->ws)
             cg_ws_shutdown(r->ws); /* 1012 */
     }
+    h2_goaway_when_done(hc);
     h2_flush(hc);
-    if (!hc->reqs)
-        cg_conn_close(c);
 }
 
 static int h2_holds_output(cg_conn *c)

@@ -70,11 +70,14 @@ struct cg_h2 {
     cg_buf nv_arena; /* scratch for the name/value array of a head */
     nghttp2_nv *nva;
     size_t nva_cap;
-    double tokens;     /* glitch bucket */
-    double refilled;   /* monotonic seconds of the last refill */
-    const char *error; /* why the connection ended, for logs */
+    double tokens;          /* glitch bucket */
+    double refilled;        /* monotonic seconds of the last refill */
+    const char *error;      /* why the connection ended, for logs */
+    int32_t max_client_id;  /* the highest stream the client opened */
+    int32_t max_refused_id; /* the highest stream this side reset or refused */
     unsigned fatal : 1;
     unsigned freeing : 1;
+    unsigned draining : 1; /* streams are refused because the server stops: no glitch */
 };
 
 static double now_seconds(void)
@@ -82,6 +85,16 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Ends the connection with GOAWAY `code` (once); `why` is for the log. */
+static void fail_connection(cg_h2 *h, uint32_t code, const char *why)
+{
+    if (h->fatal)
+        return;
+    h->fatal = 1;
+    h->error = why;
+    nghttp2_session_terminate_session(h->session, code);
 }
 
 /* Counts one glitch; when the bucket is empty, the connection ends with
@@ -97,11 +110,7 @@ static int glitch(cg_h2 *h, const char *what)
         h->tokens -= 1.0;
         return 0;
     }
-    if (!h->fatal) {
-        h->fatal = 1;
-        h->error = what;
-        nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-    }
+    fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, what);
     return -1;
 }
 
@@ -127,6 +136,24 @@ static void stream_free(cg_h2 *h, h2_stream *s)
 }
 
 /* ---- receiving ----------------------------------------------------------- */
+
+/* RFC 9113 5.1.1: a HEADERS frame opening a stream below one the client
+ * already opened is a connection error. nghttp2 ignores it when it no longer
+ * remembers the stream; here it is refused, unless the stream may be one
+ * this side reset (whose frames must be ignored for a while, 5.1). */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud)
+{
+    cg_h2 *h = ud;
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id <= 0 || !(hd->stream_id & 1))
+        return 0;
+    if (hd->stream_id > h->max_client_id) {
+        h->max_client_id = hd->stream_id;
+        return 0;
+    }
+    if (!nghttp2_session_find_stream(session, hd->stream_id) && hd->stream_id > h->max_refused_id)
+        fail_connection(h, NGHTTP2_PROTOCOL_ERROR, "a stream id lower than one already used");
+    return 0;
+}
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
 {
@@ -338,8 +365,9 @@ static int deliver_request(cg_h2 *h, h2_stream *s, int end_stream)
     s->fields = NULL;
     s->nfields = s->cap = 0;
     if (!user) {
-        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
-        glitch(h, "too many refused streams");
+        cg_h2_reset(h, s->id, NGHTTP2_REFUSED_STREAM);
+        if (!h->draining)
+            glitch(h, "too many refused streams");
         return 0;
     }
     s->user = user;
@@ -622,6 +650,8 @@ void cg_h2_reset(cg_h2 *h, int32_t id, uint32_t error_code)
     h2_stream *s = stream_of(h, id);
     if (s)
         s->complete = 1; /* not a client's abandoned stream */
+    if (id > h->max_refused_id)
+        h->max_refused_id = id;
     nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, id, error_code);
 }
 
@@ -635,6 +665,11 @@ void cg_h2_consume(cg_h2 *h, int32_t id, size_t n)
     s->consumed += n;
     if (n)
         nghttp2_session_consume(h->session, id, n);
+}
+
+void cg_h2_drain(cg_h2 *h)
+{
+    h->draining = 1;
 }
 
 void cg_h2_goaway(cg_h2 *h)
@@ -652,6 +687,11 @@ void cg_h2_terminate(cg_h2 *h, uint32_t error_code)
 size_t cg_h2_open_streams(const cg_h2 *h)
 {
     return h->nstreams;
+}
+
+int cg_h2_failed(const cg_h2 *h)
+{
+    return h->fatal;
 }
 
 const char *cg_h2_error(const cg_h2 *h)
@@ -678,6 +718,7 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
     cg_buf_init(&h->nv_arena);
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
         goto fail;
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -688,6 +729,11 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
+#if CG_HAVE_NGHTTP2_MAX_CONTINUATIONS
+    /* A header block may span this many CONTINUATION frames (nghttp2's
+     * default, 8, refuses blocks a client cut into small frames). */
+    nghttp2_option_set_max_continuations(opt, 64);
+#endif
     if (nghttp2_session_server_new2(&h->session, cbs, h, opt) != 0)
         goto fail;
     nghttp2_settings_entry iv[] = {
@@ -742,22 +788,16 @@ int cg_h2_recv(cg_h2 *h, const char *data, size_t len)
     if (h->fatal)
         return -1;
     ssize_t rc = nghttp2_session_mem_recv(h->session, (const uint8_t *)data, len);
-    if (rc < 0) {
-        h->fatal = 1;
-        switch (rc) {
-        case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
-            h->error = "invalid connection preface";
-            nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
-            break;
-        case NGHTTP2_ERR_FLOODED:
-            h->error = "flooded with frames that need an answer";
-            nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-            break;
-        default:
-            h->error = nghttp2_strerror((int)rc);
-            nghttp2_session_terminate_session(h->session, NGHTTP2_INTERNAL_ERROR);
-        }
-    }
+    if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+        fail_connection(h, NGHTTP2_PROTOCOL_ERROR, "invalid connection preface");
+    else if (rc == NGHTTP2_ERR_FLOODED)
+        fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, "flooded with frames that need an answer");
+#if CG_HAVE_NGHTTP2_MAX_CONTINUATIONS
+    else if (rc == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+        fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, "a header block in too many frames");
+#endif
+    else if (rc < 0)
+        fail_connection(h, NGHTTP2_INTERNAL_ERROR, nghttp2_strerror((int)rc));
     return h->fatal ? -1 : 0;
 }
 

@@ -132,6 +132,9 @@ void cg_h2_reset(cg_h2 *h, int32_t id, uint32_t error_code);
 /** `n` body bytes of the stream were taken by the app: its window and the
  * connection's reopen by that much. */
 void cg_h2_consume(cg_h2 *h, int32_t id, size_t n);
+/** The server stops: streams the layer above refuses from now on (on_request
+ * returning NULL) are not glitches. */
+void cg_h2_drain(cg_h2 *h);
 /** Graceful end: GOAWAY (NO_ERROR) naming the last stream processed; open
  * streams finish; no new ones start. */
 void cg_h2_goaway(cg_h2 *h);
@@ -139,6 +142,8 @@ void cg_h2_goaway(cg_h2 *h);
 void cg_h2_terminate(cg_h2 *h, uint32_t error_code);
 /** Streams open (a request head received, not closed). */
 size_t cg_h2_open_streams(const cg_h2 *h);
+/** 1 once the connection ended with an error (a GOAWAY saying so is queued). */
+int cg_h2_failed(const cg_h2 *h);
 /** After cg_h2_recv returned -1: why, for a debug line (static). */
 const char *cg_h2_error(const cg_h2 *h);
 
