@@ -75,6 +75,7 @@ typedef struct cg_server {
     /* TLS (--ssl-certfile), see conn.c: */
     cg_tls_ctx *tls;            /* NULL: cleartext */
     cg_buf tls_scratch;         /* ciphertext being written (one write at a time) */
+    cg_buf h2_scratch;          /* HTTP/2 frames being produced (one connection at a time) */
     PyObject *tls_cert;         /* str: the server certificate for scope["extensions"]["tls"] */
     unsigned tls_causes_logged; /* handshake failure causes already summarised once */
     /* Protocols other than HTTP/1.1 (set by server.c, used by conn.c and h1.c): */

@@ -100,18 +100,18 @@ static void h2_produce(h2_conn *hc)
         return;
     Py_INCREF(c);
     while (hc->produce && !c->closed && !c->write_paused && c->transport) {
-        cg_buf out;
-        cg_buf_init(&out);
+        cg_buf *out = &c->server->h2_scratch;
+        cg_buf_reset(out);
         hc->produce = 0;
-        int rc = cg_h2_send(hc->session, &out, CG_H2_WRITE_MAX);
-        if (out.len) {
-            char *p = cg_conn_hold(c, out.len);
+        int rc = cg_h2_send(hc->session, out, CG_H2_WRITE_MAX);
+        if (out->len) {
+            char *p = cg_conn_hold(c, out->len);
             if (p)
-                memcpy(p, out.data, out.len);
-            else if (cg_conn_write(c, out.data, out.len) < 0)
+                memcpy(p, out->data, out->len);
+            else if (cg_conn_write(c, out->data, out->len) < 0)
                 PyErr_Clear(); /* a closing transport: connection_lost follows */
         }
-        cg_buf_free(&out);
+        cg_buf_reset(out);
         if (rc < 0) {
             cg_log(&c->server->st->log, CG_DEBUG, "%s - HTTP/2 session failed: %s", c->client_text,
                    cg_h2_error(hc->session));

@@ -962,6 +962,7 @@ static void server_dealloc(cg_server *srv)
     cg_buf_free(&srv->head_lines);
     cg_buf_free(&srv->spare_in);
     cg_buf_free(&srv->tls_scratch);
+    cg_buf_free(&srv->h2_scratch);
     Py_CLEAR(srv->tls_cert);
     cg_tls_ctx_free(srv->tls);
     cg_proxy_trust_free(&srv->trust);
