@@ -221,6 +221,15 @@ class FrameConn:
     def send_headers(self, stream_id: int, headers: list, end_stream: bool = True) -> bool:
         return self.send(self.headers_frame(stream_id, headers, end_stream))
 
+    def send_block(self, stream_id: int, block: bytes, end_stream: bool = True, piece: int = 16384) -> bool:
+        """A field block of any size: HEADERS, then CONTINUATIONs of `piece` bytes."""
+        parts = [block[i:i + piece] for i in range(0, len(block), piece)] or [b""]
+        out = [raw_frame(HEADERS, (END_STREAM if end_stream else 0) | (END_HEADERS if len(parts) == 1 else 0),
+                         stream_id, parts[0])]
+        for i, part in enumerate(parts[1:], 2):
+            out.append(raw_frame(CONTINUATION, END_HEADERS if i == len(parts) else 0, stream_id, part))
+        return self.send(b"".join(out))
+
     def send_request(self, method: str = "GET", path: str = "/", extra: Iterable = (), body: Optional[bytes] = None,
                      stream_id: Optional[int] = None) -> int:
         sid = stream_id if stream_id is not None else self.new_stream_id()
@@ -731,3 +740,90 @@ def start_h2(starter, *args: str, loop: str = "asyncio", app: str = APP, tls=Non
         from tls_util import tls_where
         tls_where(p)
     return p
+
+
+# ----------------------------------------------------------------------------
+# WebSockets over HTTP/2 (RFC 8441)
+# ----------------------------------------------------------------------------
+
+
+class H2WebSocket:
+    """A WebSocket on one stream of a FrameConn: extended CONNECT, then
+    WebSocket frames (ws_util.build_frame) inside DATA frames."""
+
+    def __init__(self, conn: FrameConn, path: str = "/ws/echo", extensions: Optional[str] = None,
+                 subprotocols: Optional[list] = None, scheme: str = "http", extra: Iterable = ()):
+        self.conn = conn
+        self.sid = conn.new_stream_id()
+        hdrs = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", scheme.encode()),
+                (b":path", path.encode()), (b":authority", b"localhost"), (b"sec-websocket-version", b"13")]
+        if extensions:
+            hdrs.append((b"sec-websocket-extensions", extensions.encode()))
+        if subprotocols:
+            hdrs.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode()))
+        hdrs += [(n.encode(), v.encode()) for n, v in extra]
+        conn.send(conn.headers_frame(self.sid, hdrs, end_stream=False))
+        self.response = conn.wait_for(lambda f: isinstance(f, (HeadersFrame, RstStreamFrame, GoAwayFrame))
+                                      and f.stream_id in (self.sid, 0), what="the extended CONNECT response")
+        self.buf = b""
+        self.ended = False
+
+    @property
+    def status(self) -> Optional[int]:
+        if not isinstance(self.response, HeadersFrame):
+            return None
+        return int(dict(self.response.decoded)[b":status"])
+
+    def header(self, name: str) -> Optional[str]:
+        v = dict(self.response.decoded).get(name.encode())
+        return v.decode("latin-1") if v is not None else None
+
+    def send_ws(self, ws_frame: bytes, end_stream: bool = False) -> bool:
+        """Sends WebSocket bytes in DATA frames of at most 16384 bytes (the
+        default SETTINGS_MAX_FRAME_SIZE; small messages stay within the
+        initial windows, so no flow control is done here)."""
+        parts = [ws_frame[i:i + 16384] for i in range(0, len(ws_frame), 16384)] or [b""]
+        return self.conn.send(b"".join(
+            raw_frame(DATA, END_STREAM if end_stream and i == len(parts) - 1 else 0, self.sid, part)
+            for i, part in enumerate(parts)))
+
+    def recv_ws(self, timeout: Optional[float] = None) -> tuple:
+        """The next WebSocket frame from the server: (fin, rsv, opcode, payload).
+        Server frames must be unmasked."""
+        t = self.conn.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
+        while True:
+            parsed = self._parse()
+            if parsed is not None:
+                return parsed
+            f = self.conn.wait_for(lambda f: f.stream_id == self.sid, max(0.01, deadline - time.monotonic()),
+                                   what="a WebSocket frame")
+            if isinstance(f, DataFrame):
+                self.buf += f.data
+                if f.flow_controlled_length:
+                    self.conn.send_window_update(0, f.flow_controlled_length)
+                    self.conn.send_window_update(self.sid, f.flow_controlled_length)
+                if "END_STREAM" in f.flags:
+                    self.ended = True
+            elif isinstance(f, RstStreamFrame):
+                raise AssertionError(f"RST_STREAM {err_name(f.error_code)} on the WebSocket stream")
+
+    def _parse(self) -> Optional[tuple]:
+        b = self.buf
+        if len(b) < 2:
+            return None
+        fin, rsv, opcode = bool(b[0] & 0x80), (b[0] >> 4) & 0x7, b[0] & 0xF
+        assert not b[1] & 0x80, "a masked frame from the server"
+        n, pos = b[1] & 0x7F, 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n, pos = struct.unpack("!H", b[2:4])[0], 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n, pos = struct.unpack("!Q", b[2:10])[0], 10
+        if len(b) < pos + n:
+            return None
+        self.buf = b[pos + n:]
+        return fin, rsv, opcode, b[pos:pos + n]

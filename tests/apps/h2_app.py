@@ -5,7 +5,7 @@ Lines the tests wait for go to stderr as ``H2EVENT <kind> <id> <detail>``
 
 http:
   /                 200 "hello h2"
-  /scope            the request body is read, then the scope as JSON (bytes as
+  /scope, /scope/*  the request body is read, then the scope as JSON (bytes as
                     latin-1 text, plus "_types" and "_header_types")
   /echo             the request body back, x-body-messages: the number of
                     http.request messages it came in
@@ -170,7 +170,7 @@ async def http(scope, receive, send, path):
     if path == "/":
         await respond(send, b"hello h2")
 
-    elif path == "/scope":
+    elif path == "/scope" or path.startswith("/scope/"):
         body, _ = await read_body(receive)
         if body is None:
             return
