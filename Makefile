@@ -39,6 +39,7 @@ ctest: build/ctest/build.ninja
 pytest: install
 	$(PIP) install -q -r tests/requirements.txt
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt-get install -y -qq nginx-light || echo "pytest: nginx could not be installed; the nginx proxy test will be skipped"
+	@{ command -v nghttp && command -v h2load; } >/dev/null || apt-get install -y -qq nghttp2-client || echo "pytest: nghttp2-client could not be installed; the nghttp and h2load interop tests will be skipped"
 	$(PY) -m pytest tests -q
 
 # The HTTP tests once more on a newer Python when one is installed (on PATH
