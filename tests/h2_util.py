@@ -20,6 +20,7 @@ of hanging it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import select
 import socket
@@ -36,10 +37,10 @@ import h2.exceptions
 import h2.settings
 import hpack
 from hyperframe.exceptions import HyperframeError
-from hyperframe.frame import (ContinuationFrame, DataFrame, ExtensionFrame, Frame, GoAwayFrame, HeadersFrame,
-                              PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
+                              RstStreamFrame, SettingsFrame)
 
-from helpers import CasgiProcess
+from helpers import APPS_DIR, CasgiProcess
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -86,6 +87,18 @@ DEFAULT_INITIAL_WINDOW_SIZE = 262144
 
 APP = "h2_app:app"
 READ_TIMEOUT = 5.0
+
+
+def _load_app_module():
+    spec = importlib.util.spec_from_file_location("h2_app_for_tests", APPS_DIR / "h2_app.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def download_bytes(size: int, seed: int = 0, chunk: int = 65536) -> bytes:
+    """What the test app's /download?size=&seed=&chunk= sends."""
+    return b"".join(_load_app_module().download_chunks(size, seed, chunk))
 
 
 def err_name(code: Optional[int]) -> str:
@@ -255,8 +268,7 @@ class FrameConn:
         """Preface and SETTINGS; waits for the server's SETTINGS and acks them.
         Returns the server's settings."""
         self.send(preface + raw_frame(SETTINGS, 0, 0, settings_payload(settings or {})))
-        f = self.wait_for(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags,
-                          what="the server's SETTINGS")
+        self.wait_for(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags, what="the server's SETTINGS")
         self.send(raw_frame(SETTINGS, ACK, 0))
         return self.server_settings
 

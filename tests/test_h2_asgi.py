@@ -23,9 +23,10 @@ import pytest
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
 from h2_util import (DATA, DEFAULT_INITIAL_WINDOW_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_HEADER_LIST_SIZE,
-                     END_HEADERS, END_STREAM, ENABLE_CONNECT_PROTOCOL, HEADERS, INITIAL_WINDOW_SIZE, INTERNAL_ERROR,
+                     END_STREAM, ENABLE_CONNECT_PROTOCOL, INITIAL_WINDOW_SIZE, INTERNAL_ERROR,
                      MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, NO_ERROR, PREFACE, SETTINGS,
-                     FrameConn, H2Client, H2WebSocket, err_name, h2_tls_ctx, raw_frame, req_headers, start_h2)
+                     FrameConn, H2Client, H2WebSocket, download_bytes, err_name, h2_tls_ctx, raw_frame, req_headers,
+                     start_h2)
 from helpers import RssSampler, assert_rss_growth_below, unique
 from ws_util import OP_BINARY, OP_CLOSE, OP_TEXT, RSV1, Deflate, Inflate, build_frame, close_payload, parse_extensions
 
@@ -283,7 +284,7 @@ def test_download_1mib_byte_exact(h2srv_loop):
     with H2Client.tcp(h2srv_loop.port) as c:
         r = c.request("GET", "/download?size=1048576&seed=7")
         assert r.status == 200 and r.header("content-length") == "1048576"
-        assert r.body == random.Random(7).randbytes(MIB)
+        assert r.body == download_bytes(MIB, 7)
         assert max(r.data_frames) <= c.conn.max_inbound_frame_size
 
 
@@ -490,7 +491,7 @@ def test_response_respects_client_window(h2srv):
             got += chunk
             c.send_window_update(sid, 1000)
         c.frames_for(0.3)
-        assert got == random.Random(5).randbytes(5000)
+        assert got == download_bytes(5000, 5)
         ours = [f for f in c.received if f.stream_id == sid]
         assert "END_STREAM" in ours[-1].flags, ours[-3:]
 
@@ -500,7 +501,7 @@ def test_response_data_frames_within_max_frame_size(h2srv):
         c.start({INITIAL_WINDOW_SIZE: 2**31 - 1})
         c.send_window_update(0, 2**31 - 1 - 65535)
         r = c.reply(c.send_request("GET", "/download?size=300000&seed=1&chunk=300000"), window_updates=False)
-        assert r.body == random.Random(1).randbytes(300000)
+        assert r.body == download_bytes(300000, 1, 300000)
         sizes = [len(f.data) for f in c.received if isinstance(f, DataFrame)]
         assert max(sizes) <= 16384, max(sizes)
 
@@ -623,7 +624,11 @@ def test_limit_max_requests_counts_streams(start_server):
 
 @pytest.fixture
 def hx(server):
+    """An httpx client speaking h2c to the general-purpose app; its first
+    request proves the connection is HTTP/2."""
     with httpx.Client(http1=False, http2=True, timeout=10, base_url=f"http://127.0.0.1:{server.port}") as client:
+        r = client.get("/")
+        assert r.http_version == "HTTP/2" and r.content == b"Hello, world!"
         yield client
 
 

@@ -18,13 +18,13 @@ import struct
 import time
 
 import pytest
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
 
 from h2_util import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENABLE_PUSH, FLOW_CONTROL_ERROR,
                      FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE, MAX_CONCURRENT_STREAMS,
                      MAX_FRAME_SIZE, NO_ERROR, PADDED, PING, PREFACE, PRIORITY, PRIORITY_FLAG, PROTOCOL_ERROR,
                      REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED, COMPRESSION_ERROR, WINDOW_UPDATE,
-                     FrameConn, err_name, raw_frame, req_headers, settings_payload, start_h2)
+                     FrameConn, download_bytes, err_name, raw_frame, req_headers, settings_payload, start_h2)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -543,8 +543,7 @@ def test_6_5_3_initial_window_size_applies_to_open_streams(h2srv):
         c.send_window_update(sid, 40)
         while len(got) < 100:
             got += c.wait_for(lambda f: isinstance(f, DataFrame) and f.stream_id == sid, what="the rest").data
-        import random
-        assert got == random.Random(3).randbytes(100)
+        assert got == download_bytes(100, 3)
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import subprocess
 import httpx
 import pytest
 
-from h2_util import H2Client, h2_tls_ctx, start_h2
+from h2_util import H2Client, download_bytes, h2_tls_ctx, start_h2
 from tls_util import Pki, client_ctx, tls_connect, tool_env
 from helpers import req
 
@@ -106,7 +106,7 @@ def test_httpx_http2_over_tls(tls_server, pki):
         r = client.post("/echo", content=body)
         assert r.http_version == "HTTP/2" and r.content == body
         r = client.get("/download?size=1048576&seed=4")
-        assert r.content == random.Random(4).randbytes(1 << 20)
+        assert r.content == download_bytes(1 << 20, 4)
 
 
 def test_httpx_h2c_prior_knowledge(h2srv_loop):
@@ -152,7 +152,7 @@ def test_curl_http2_over_tls(tls_server, pki, tmp_path):
              "-w", "%{http_version} %{http_code}", url + "/download?size=1048576&seed=8"])
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"2 200"
-    assert out.read_bytes() == random.Random(8).randbytes(1 << 20)
+    assert out.read_bytes() == download_bytes(1 << 20, 8)
     r = run(["curl", "-sS", "--http2", "--cacert", str(pki.ca_file), url + "/scope"])
     s = json.loads(r.stdout)
     assert s["http_version"] == "2" and s["scheme"] == "https"

@@ -21,15 +21,14 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import time
 
 import pytest
-from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from h2_util import (CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_MAX_CONCURRENT_STREAMS, END_HEADERS,
                      END_STREAM, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, HEADERS,
-                     INITIAL_WINDOW_SIZE, MAX_CONCURRENT_STREAMS, NO_ERROR, PING, PREFACE, PRIORITY,
+                     MAX_CONCURRENT_STREAMS, NO_ERROR, PING, PRIORITY,
                      PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE, FrameConn, err_name,
                      raw_frame, req_headers, settings_payload, start_h2)
 from helpers import BackgroundLoop, RssSampler, assert_rss_growth_below, unique
@@ -423,7 +422,7 @@ def test_zero_window_stall(start_server):
     with Bystander(p) as by, RssSampler(p.pid) as rss:
         base = p.rss_kib()
         c = attack_conn(p)
-        stalled = c.send_request("GET", f"/download?size={64 << 20}&id={ident}")
+        c.send_request("GET", f"/download?size={64 << 20}&id={ident}")
         time.sleep(2)
         assert f"H2EVENT download-done {ident}" not in p.output(mark), "the app finished a 64 MiB response " \
             "to a client that opened no window: the server buffered it"

@@ -19,9 +19,9 @@ http:
   /early-hints      with the http.response.early_hint extension: a 103 with
                     two links first, then 200 "after hints"; without it: 200
                     "no early hints extension"
-  /download?size=N&seed=S&chunk=C  N pseudo-random bytes (random.Random(S)),
-                    sent in messages of C bytes (default 65536), with a
-                    content-length
+  /download?size=N&seed=S&chunk=C  N pseudo-random bytes (download_chunks),
+                    one message per chunk of C bytes (default 65536), made
+                    as they are sent; with a content-length
   /stream?n=N       N body messages "part-<i>\n", no content-length
   /raise-before     raises before http.response.start (-> 500)
   /raise-after      starts, sends "partial" with more_body, then raises
@@ -50,6 +50,15 @@ import sys
 from urllib.parse import parse_qs
 
 STATS = {"running": 0, "max_running": 0, "started": 0}
+
+
+def download_chunks(size, seed=0, chunk=65536):
+    """The body of /download: `size` bytes in pieces of `chunk` from
+    random.Random(seed), made one piece at a time (tests import this to
+    know what to expect)."""
+    rng = random.Random(seed)
+    for i in range(0, size, chunk):
+        yield rng.randbytes(min(chunk, size - i))
 
 
 def event(kind, ident, detail=""):
@@ -223,12 +232,11 @@ async def http(scope, receive, send, path):
     elif path == "/download":
         size = int(q("size", "0"))
         chunk = int(q("chunk", "65536"))
-        data = random.Random(int(q("seed", "0"))).randbytes(size)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/octet-stream"),
                                 (b"content-length", str(size).encode())]})
-        for i in range(0, size, chunk):
-            await send({"type": "http.response.body", "body": data[i:i + chunk], "more_body": True})
+        for piece in download_chunks(size, int(q("seed", "0")), chunk):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         event("download-done", ident, size)
 
