@@ -618,6 +618,46 @@ def test_limit_max_requests_counts_streams(start_server):
 
 
 # ----------------------------------------------------------------------------
+# Features of HTTP/1.1 that work the same on HTTP/2
+# ----------------------------------------------------------------------------
+
+
+def test_access_log_line(start_server):
+    """The access log line as on HTTP/1.1, the version written HTTP/2."""
+    p = start_h2(start_server)
+    mark = p.mark()
+    with frame_conn(p) as c:
+        assert c.request("GET", "/scope?x=1").status == 200
+        port = c.sock.getsockname()[1]
+    p.wait_for(rf'127\.0\.0\.1:{port} - "GET /scope\?x=1 HTTP/2" 200', since=mark)
+
+
+def test_limit_concurrency_counts_streams(start_server):
+    """--limit-concurrency 2: with two streams running, a third (on the same
+    connection) is answered 503 at once; afterwards streams are served."""
+    p = start_h2(start_server, "--limit-concurrency", "2")
+    with H2Client.tcp(p.port) as c:
+        a = c.send_request("GET", "/sleep?t=1.5")
+        b = c.send_request("GET", "/sleep?t=1.5")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = c.request("GET", "/")
+        assert r.status == 503, r.status
+        assert time.monotonic() - t0 < 1.0, "the 503 was not immediate"
+        assert c.response(a).body == b"slept" and c.response(b).body == b"slept"
+        assert c.request("GET", "/").status == 200
+
+
+def test_proxy_headers(h2srv):
+    """X-Forwarded-For / -Proto from a trusted peer (127.0.0.1 by default)
+    set client and scheme, as on HTTP/1.1."""
+    with H2Client.tcp(h2srv.port) as c:
+        s = scope_of(c, "/scope", headers=[("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")])
+    assert s["client"] == ["203.0.113.7", 0]
+    assert s["scheme"] == "https"
+
+
+# ----------------------------------------------------------------------------
 # HTTP/1.1 semantics over HTTP/2 (httpx, h2c) on the general-purpose app
 # ----------------------------------------------------------------------------
 
