@@ -5,7 +5,9 @@ supervisor_util.py and ws_util.py.
 - ``start_server``: dedicated processes with custom options;
 - ``loop``: the event loop parameter;
 - ``sups``: supervisors (``--reload``, ``--workers``), every process reaped;
-- ``ws_shared`` / ``wss``: WebSocket servers shared by one module's tests.
+- ``ws_shared`` / ``wss``: WebSocket servers shared by one module's tests;
+- ``h2srv`` / ``h2srv_loop``: the HTTP/2 test app (tests/apps/h2_app.py)
+  with the default options, shared: on asyncio / on each event loop.
 """
 
 from __future__ import annotations
@@ -120,6 +122,30 @@ def server(request, _shared_servers, side_dir) -> CasgiProcess:
     mark = p.mark()
     yield p
     assert_server_healthy(p, mark)
+
+
+def _shared_h2(shared: "_SharedServers", loop_name: str):
+    def factory() -> CasgiProcess:
+        p = CasgiProcess(casgi_args("h2_app:app", loop=loop_name), cwd=shared.tmp_root)
+        p.wait_running()
+        return p
+
+    p = shared.get(("h2_app", loop_name), factory)
+    mark = p.mark()
+    yield p
+    assert_server_healthy(p, mark)
+
+
+@pytest.fixture
+def h2srv(_shared_servers) -> CasgiProcess:
+    """The HTTP/2 test app on asyncio, default options, shared between tests."""
+    yield from _shared_h2(_shared_servers, "asyncio")
+
+
+@pytest.fixture(params=loop_params())
+def h2srv_loop(request, _shared_servers) -> CasgiProcess:
+    """The HTTP/2 test app on each event loop, default options, shared."""
+    yield from _shared_h2(_shared_servers, request.param)
 
 
 @pytest.fixture
