@@ -24,7 +24,8 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFram
 
 from h2_util import (DATA, DEFAULT_INITIAL_WINDOW_SIZE, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_HEADER_LIST_SIZE,
                      END_STREAM, ENABLE_CONNECT_PROTOCOL, INITIAL_WINDOW_SIZE, INTERNAL_ERROR,
-                     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, NO_ERROR, PREFACE, SETTINGS,
+                     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, NO_ERROR, PREFACE, REFUSED_STREAM,
+                     SETTINGS,
                      FrameConn, H2Client, H2WebSocket, download_bytes, err_name, h2_tls_ctx, raw_frame, req_headers,
                      start_h2)
 from helpers import RssSampler, assert_rss_growth_below, unique
@@ -593,18 +594,28 @@ def test_sigterm_goaway_in_flight_stream_completes(start_server, loop):
 
 
 def test_sigterm_refuses_new_streams(start_server):
-    """Streams the client opens after the final GOAWAY are not processed."""
+    """After SIGTERM a stream the client opens is refused (RST_STREAM
+    REFUSED_STREAM: safe to retry elsewhere) and never served; the stream in
+    flight completes; then the GOAWAY names it, and the connection closes.
+    (The GOAWAY waits for the streams in flight: python-h2, httpx's HTTP/2,
+    ends every stream when a GOAWAY arrives.)"""
     p = start_h2(start_server)
     with frame_conn(p) as c:
         busy = c.send_request("GET", "/sleep?t=1.5")
         time.sleep(0.3)
         p.signal(signal.SIGTERM)
-        c.wait_for(lambda f: isinstance(f, GoAwayFrame) and f.last_stream_id < 2**31 - 1, what="the final GOAWAY")
+        time.sleep(0.3)
         late = c.send_request("GET", "/")
+        kind, code = c.stream_error(late)
+        assert (kind, code) == ("rst", REFUSED_STREAM), (kind, err_name(code))
+        assert not any(isinstance(f, GoAwayFrame) for f in c.received), "GOAWAY before the stream in flight ended"
         r = c.reply(busy, timeout=10)
         assert r.status == 200
         late_frames = [f for f in c.received + c.frames_for(1) if f.stream_id == late]
-        assert not any(isinstance(f, HeadersFrame) for f in late_frames), "a stream after GOAWAY was served"
+        assert not any(isinstance(f, HeadersFrame) for f in late_frames), "a stream after SIGTERM was served"
+        goaways = [f for f in c.received if isinstance(f, GoAwayFrame)]
+        assert goaways and goaways[-1].error_code == NO_ERROR and goaways[-1].last_stream_id >= busy, \
+            [(err_name(g.error_code), g.last_stream_id) for g in goaways]
 
 
 def test_limit_max_requests_counts_streams(start_server):
