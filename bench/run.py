@@ -510,9 +510,10 @@ def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu:
     return wrk.command(url, scenario.connections, duration, script, cpu)
 
 
-def run_load(scenario: Scenario, argv: list, duration: float) -> wrk.WrkResult:
+def run_load(scenario: Scenario, argv: list, duration: float,
+             warming_up: bool = False) -> wrk.WrkResult:
     if scenario.http2:
-        return h2load.run(argv, duration)
+        return h2load.run(argv, duration, warming_up)
     if scenario.kind != "ws":
         return wrk.run(argv, duration)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -569,7 +570,8 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
         log(f"  warm-up {name} ({args.warmup:g} s)")
         try:
             run_load(scenario, wrk_argv(scenario, server.port, script, args.warmup,
-                                        args.client_cpu, args.workdir), args.warmup)
+                                        args.client_cpu, args.workdir), args.warmup,
+                     warming_up=True)
         except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
             entry["failure"] = f"warm-up failed: {exc}"
     for round_no in range(1, args.runs + 1):
