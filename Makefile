@@ -163,8 +163,13 @@ build-matrix: tools build-deps venv
 clean:
 	rm -rf build
 
-# Benchmarks against uvicorn, granian, hypercorn and nginx; writes BENCHMARKS.md.
+# Benchmarks against uvicorn, granian, h2corn, hypercorn and nginx; writes BENCHMARKS.md.
+# wrk, h2load (nghttp2-client, the HTTP/2 rows) and nginx come from Debian.
 bench: install
+	@command -v wrk >/dev/null || apt-get install -y wrk || \
+		{ apt-get update && apt-get install -y wrk; }
+	@command -v h2load >/dev/null || apt-get install -y nghttp2-client || \
+		{ apt-get update && apt-get install -y nghttp2-client; }
 	$(PY) bench/run.py
 
 # libFuzzer targets (clang); FUZZ_SECONDS per target.

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Instructions per request of a server's hot path, counted by callgrind.
 
-    python bench/callgrind.py [--server casgi|uvicorn|hypercorn]
-                              [--scenario plaintext|json|echo-10k|tls-plaintext|tls-json|...]
+    python bench/callgrind.py [--server casgi|uvicorn|hypercorn|granian]
+                              [--scenario plaintext|json|echo-10k|tls-plaintext|h2c-plaintext|...]
                               [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
                               [--keep DIR] [--venv DIR]
 
@@ -20,6 +20,10 @@ over 4 keep-alive connections as above; `tls-handshake` opens a new connection
 with a full handshake (Python's ssl client never resumes unless handed a
 session) for every request, so its count is instructions per handshake plus
 one request.
+
+The h2c scenarios send the same requests over HTTP/2 with prior knowledge
+(bench/h2client.py, on the `h2` package): one stream at a time on each of the 4
+connections, so their counts compare with the HTTP/1.1 ones of the same app.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ import argparse
 import http.client
 import os
 import re
+import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
 
+import h2client
 import idle
+import procstat
 import servers
 from run import VENV_BIN, free_port, make_certificates
 from scenarios import BY_NAME
@@ -43,10 +50,24 @@ START_TIMEOUT = 120.0  # start-up under valgrind is slow
 CONNECTIONS = 4
 
 
-def connect(port: int, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+def connect(port: int, scenario, tls: ssl.SSLContext | None = None):
+    """An HTTP/1.1 connection, or an HTTP/2 one (h2client) in an h2 scenario."""
+    if scenario.http2:
+        return h2client.Connection(port, tls)
     if tls:
         return http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=tls)
     return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+
+def request(conn, scenario, headers: dict) -> int:
+    """One request on `conn`, its answer read whole; returns the status."""
+    if scenario.http2:
+        fields = tuple((k.lower(), v) for k, v in headers.items())
+        return conn.request(scenario.method, scenario.path, scenario.body, fields)[0]
+    conn.request(scenario.method, scenario.path, body=scenario.body or None, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
 
 
 def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = None,
@@ -59,20 +80,17 @@ def send_requests(port: int, scenario, count: int, tls: ssl.SSLContext | None = 
         headers["Connection"] = "close"
     owned = conns is None and not scenario.handshake
     if owned:
-        conns = [connect(port, tls) for _ in range(CONNECTIONS)]
+        conns = [connect(port, scenario, tls) for _ in range(CONNECTIONS)]
     try:
         for i in range(count):
-            conn = connect(port, tls) if scenario.handshake else conns[i % len(conns)]
+            conn = connect(port, scenario, tls) if scenario.handshake else conns[i % len(conns)]
             try:
-                conn.request(scenario.method, scenario.path, body=scenario.body or None,
-                             headers=headers)
-                response = conn.getresponse()
-                response.read()
+                status = request(conn, scenario, headers)
             finally:
                 if scenario.handshake:
                     conn.close()
-            if response.status != 200:
-                raise RuntimeError(f"status {response.status}")
+            if status != 200:
+                raise RuntimeError(f"status {status}")
     finally:
         for conn in conns if owned else ():
             conn.close()
@@ -91,8 +109,11 @@ def wait_ready(port: int, proc: subprocess.Popen, scenario, tls=None) -> None:
     raise RuntimeError("server not answering")
 
 
-def callgrind_control(*arguments: str) -> None:
-    subprocess.run(["callgrind_control", *arguments], check=True, capture_output=True)
+def callgrind_control(argument: str, pids: list) -> None:
+    """Sends `argument` to the callgrind of each process in `pids`."""
+    for pid in pids:
+        subprocess.run(["callgrind_control", argument, str(pid)], check=True,
+                       capture_output=True)
 
 
 def total_instructions(out_dir: str) -> int:
@@ -154,14 +175,24 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
     """Instructions per request; fills `by_object` (when given) with instructions
     per request for each part of the process (object_label)."""
     scenario = BY_NAME[scenario_name]
+    if scenario.http2:
+        h2client.use_venv(os.path.join(bin_dir, "python"))
+        try:
+            import h2  # noqa: F401
+        except ImportError:
+            raise RuntimeError("the h2 package is not installed in the bench venv") from None
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
         files = make_certificates(tmp_dir) if scenario.tls else None
-        tls = idle.client_context(files.ca) if files else None
-        launch = servers.LAUNCHERS[server](bin_dir, scenario.app, port, loop, None, tls=files)
+        context = h2client.client_context if scenario.http2 else idle.client_context
+        tls = context(files.ca) if files else None
+        launch = servers.LAUNCHERS[server](bin_dir, scenario.app, port, loop, None, tls=files,
+                                           http2=scenario.http2)
         out_dir = keep or os.path.join(tmp_dir, "out")
         os.makedirs(out_dir, exist_ok=True)
-        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+        # Children traced too: hypercorn, granian and h2corn serve from a worker
+        # process that their first process starts.
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
                 f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv]
         env = dict(os.environ, PYTHONHASHSEED="0")
         proc = subprocess.Popen(argv, cwd=servers.APPS_DIR, env=env, stdout=subprocess.DEVNULL,
@@ -171,21 +202,27 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
             # The counted requests go over the warm-up's connections: their set-up
             # (a TLS handshake each) is not counted, except in tls-handshake.
             conns = None if scenario.handshake else \
-                [connect(port, tls) for _ in range(CONNECTIONS)]
+                [connect(port, scenario, tls) for _ in range(CONNECTIONS)]
             send_requests(port, scenario, warmup, tls, conns)
-            callgrind_control("--instr=on", str(proc.pid))
+            pids = procstat.process_tree(proc.pid)
+            callgrind_control("--instr=on", pids)
             send_requests(port, scenario, requests, tls, conns)
-            callgrind_control("--instr=off", str(proc.pid))
-            callgrind_control("--dump", str(proc.pid))
+            callgrind_control("--instr=off", pids)
+            callgrind_control("--dump", pids)
             for conn in conns or ():
                 conn.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            # The server's process group (its own session): worker processes included.
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(30)
+                except ProcessLookupError:
+                    pass
+                except subprocess.TimeoutExpired:
+                    continue
+                break
+            proc.wait()
         dumps = [f for f in os.listdir(out_dir) if f.startswith("callgrind.out")]
         if annotate and dumps:
             with open(annotate, "w") as f:
@@ -202,10 +239,13 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", default="casgi", choices=["casgi", "uvicorn", "hypercorn"])
+    # Not h2corn: under valgrind its supervisor shuts down right after starting its worker.
+    p.add_argument("--server", default="casgi",
+                   choices=["casgi", "uvicorn", "hypercorn", "granian"])
     p.add_argument("--scenario", default="plaintext",
                    choices=["plaintext", "json", "echo-10k", "starlette", "fastapi",
-                            "tls-plaintext", "tls-json", "tls-handshake"])
+                            "tls-plaintext", "tls-json", "tls-handshake", "h2c-plaintext",
+                            "h2c-json", "h2c-echo-10k", "h2-tls-plaintext", "h2-tls-json"])
     p.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=500)
@@ -222,10 +262,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     bin_dir = os.path.join(args.venv, "bin") if args.venv else VENV_BIN
     parts = {} if args.by_object else None
-    per_request = measure(args.server, args.scenario, args.loop, args.requests, args.warmup,
-                          args.annotate, args.keep, bin_dir, parts)
-    how = "each on a new connection" if BY_NAME[args.scenario].handshake else \
-        f"{CONNECTIONS} keep-alive connections"
+    try:
+        per_request = measure(args.server, args.scenario, args.loop, args.requests,
+                              args.warmup, args.annotate, args.keep, bin_dir, parts)
+    except RuntimeError as exc:  # e.g. a server without HTTP/2 in an h2c scenario
+        sys.exit(f"{args.server} {args.scenario}: {exc}")
+    scenario = BY_NAME[args.scenario]
+    how = "each on a new connection" if scenario.handshake else \
+        f"{CONNECTIONS} keep-alive connections" + (", HTTP/2" if scenario.http2 else "")
     print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
           f"request ({args.requests} requests, {how})")
     for label, cost in sorted((parts or {}).items(), key=lambda item: -item[1]):

@@ -99,8 +99,9 @@ def summary_chart(results: dict, outdir: str) -> str | None:
     """casgi relative to uvicorn, granian and (in the TLS scenarios) h2corn, one
     group per scenario: requests per second (same round) and server CPU time per
     request."""
+    # Only where casgi was measured: a casgi that failed to start has ratios of None.
     scenarios = [s for s in results["scenarios"] if s["kind"] != "idle"
-                 and s["servers"].get("casgi", {}).get("ratios")]
+                 and s["servers"].get("casgi", {}).get("median")]
     peers = ("uvicorn", "granian", "h2corn")
     rps = {p: [s["servers"]["casgi"]["ratios"].get(p) or 0 for s in scenarios] for p in peers}
     cpu = {p: [_cpu_ratio(s, p) for s in scenarios] for p in peers}

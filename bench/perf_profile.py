@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 
-import procstat
 import run
 from scenarios import BY_NAME
 
@@ -68,10 +67,13 @@ def profile(name: str, scenario_name: str, duration: float, server_cpu: int, cli
         tls = run.make_certificates(workdir) if scenario.tls else None
         if scenario.handshake and not run.build_noresume():
             sys.exit("no C compiler for bench/tls_noresume.c")
+        if scenario.http2:
+            run.h2client.use_venv(run.VENV_PY)  # the readiness check's HTTP/2 client
         server = run.start_server(name, scenario, server_cpu, workdir, tls)
         try:
             script = run.write_script(scenario, workdir)
-            run.run_load(scenario, run.wrk_argv(scenario, server.port, script, 2, client_cpu), 2)
+            run.run_load(scenario, run.wrk_argv(scenario, server.port, script, 2, client_cpu,
+                                                workdir), 2, warming_up=True)
             pids = server.pids()
             data = keep or os.path.join(workdir, "perf.data")
             perf = subprocess.Popen(["taskset", "-c", str(client_cpu), "perf", "record", "-q",
@@ -79,16 +81,17 @@ def profile(name: str, scenario_name: str, duration: float, server_cpu: int, cli
                                      "-p", ",".join(map(str, pids))],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)
-            cpu_before = procstat.cpu_seconds(pids)
-            result = run.run_load(scenario, run.wrk_argv(scenario, server.port, script,
-                                                         duration, client_cpu), duration)
-            cpu = procstat.cpu_seconds(pids) - cpu_before
+            # The server's CPU over the span the load tool counts requests in (for
+            # h2load, after its own warm-up; perf samples that warm-up as well).
+            measured = run.measure_wrk(scenario, server, run.wrk_argv(
+                scenario, server.port, script, duration, client_cpu, workdir), duration,
+                server_cpu)
             perf.send_signal(2)
             perf.wait(30)
         finally:
             server.stop()
-        per_request_us = cpu / result.requests * 1e6 if result.requests else 0.0
-        print(f"{name} {scenario_name}: {result.rps:,.0f} req/s, server CPU "
+        per_request_us = (measured["cpu_per_100k"] or 0.0) * 10
+        print(f"{name} {scenario_name}: {measured['rps']:,.0f} req/s, server CPU "
               f"{per_request_us:.1f} us per request ({duration:g} s, perf cpu-clock samples)")
         by_label: dict = {}
         for percent, dso in report_rows(data, "dso"):

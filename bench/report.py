@@ -21,11 +21,14 @@ def markdown(results: dict, charts: list, report_dir: str, with_measured: bool =
     summary = _chart_for("summary", charts)
     if summary:
         parts.append(f"![casgi relative to its peers]({os.path.relpath(summary, report_dir)})\n")
-    tls_summary_done = False
+    tls_summary_done = h2_summary_done = False
     for scenario in results["scenarios"]:
-        if scenario.get("tls") and not tls_summary_done:
+        if scenario.get("tls") and not scenario.get("http2") and not tls_summary_done:
             parts.append(_tls_summary(results))
             tls_summary_done = True
+        if scenario.get("http2") and not h2_summary_done:
+            parts.append(_h2_summary(results))
+            h2_summary_done = True
         parts.append(_scenario(scenario, results, charts, report_dir))
     if results.get("callgrind"):
         parts.append(_callgrind(results["callgrind"]))
@@ -138,8 +141,10 @@ def _setup(results: dict) -> str:
                                           else ""),
         f"- Each server runs as one process (one worker), access log off, with the process and "
         f"every thread and child process pinned to CPU {results['server_cpu']} "
-        f"(`taskset -c {results['server_cpu']}` on the command that starts it). wrk runs with "
-        f"one thread pinned to CPU {results['client_cpu']}. Traffic stays on 127.0.0.1.",
+        f"(`taskset -c {results['server_cpu']}` on the command that starts it). wrk"
+        + (" (h2load for HTTP/2)" if any(s.get("http2") for s in results["scenarios"]) else "")
+        + f" runs with one thread pinned to CPU {results['client_cpu']}. Traffic stays on "
+        "127.0.0.1.",
         "- Every server serves the same application file from `bench/apps/`; nginx returns the "
         "same 13-byte body from its configuration (`bench/nginx.conf`) as a ceiling.",
         f"- Per scenario all servers are started, each gets a {results['warmup']:g} s warm-up, "
@@ -178,6 +183,12 @@ def _targets(results: dict) -> str:
                 "<= " + _fmt(peer_p99, "{:.2f} ms", "peer's"),
                 mine if peer_p99 is not None else None,
                 lambda v, p=peer_p99: v <= p, "{:.2f} ms"))
+        most = scenario.get("max_cpu_vs_http1")
+        if most:
+            rows.append(_target_row(scenario["name"], "CPU per request vs its own HTTP/1.1 "
+                                    f"(`{scenario['http1']}`)", f"<= {most:g}x",
+                                    h2_cpu_share(results, scenario, "casgi"),
+                                    lambda v, m=most: v <= m, "{:.2f}x"))
         share = scenario.get("min_tls_share")
         if share:
             value = tls_share(results, scenario, "casgi")
@@ -190,6 +201,10 @@ def _targets(results: dict) -> str:
             rows.append(_target_row(scenario["name"], "RSS per idle connection",
                                     f"<= {limit:g} KiB", med.get("kib_per_connection"),
                                     lambda v, lim=limit: v <= lim, "{:.2f} KiB"))
+    for scenario, http1, value in _callgrind_h2_shares(results):
+        rows.append(_target_row(scenario, f"instructions per request vs `{http1}` (callgrind)",
+                                f"<= {H2_MAX_INSTRUCTIONS_VS_HTTP1:g}x", value,
+                                lambda v: v <= H2_MAX_INSTRUCTIONS_VS_HTTP1, "{:.2f}x"))
     if not rows:
         return ""
     lines = ["## casgi's targets", ""]
@@ -243,14 +258,19 @@ def _scenario(scenario: dict, results: dict, charts: list, report_dir: str) -> s
 
 
 RATIO_COLUMNS = ("uvicorn", "granian", "h2corn")
+H2_RATIO_COLUMNS = ("granian", "h2corn", "hypercorn")
 
 
 def _wrk_table(scenario: dict, results: dict | None = None) -> list:
     unit = scenario.get("unit", "req")
     servers = scenario["servers"]
-    # vs uvicorn and vs granian always (as before); vs h2corn where it ran.
-    peers = [p for p in RATIO_COLUMNS
-             if p in ("uvicorn", "granian") or (servers.get(p) or {}).get("median")]
+    if scenario.get("http2"):
+        # HTTP/2 has no uvicorn row: casgi against each HTTP/2 peer.
+        peers = list(H2_RATIO_COLUMNS)
+    else:
+        # vs uvicorn and vs granian always (as before); vs h2corn where it ran.
+        peers = [p for p in RATIO_COLUMNS
+                 if p in ("uvicorn", "granian") or (servers.get(p) or {}).get("median")]
     tls_cost = bool(scenario.get("cleartext"))
     handshake = bool(scenario.get("handshake"))
     head = (f"| server | {unit}/s | p50 | p99 | CPU s / 100k {unit} | CPU use | peak RSS | "
@@ -381,12 +401,155 @@ def _micros(cpu_per_100k):
     return None if cpu_per_100k is None else cpu_per_100k * 10
 
 
+def _twin(results: dict, scenario: dict, key: str):
+    """The scenario named by `scenario[key]` when it comes from the same run."""
+    twin = next((s for s in results.get("scenarios", []) if s["name"] == scenario.get(key)),
+                None)
+    return twin if twin and twin.get("run") == scenario.get("run") else None
+
+
+def h2_cpu_share(results: dict, scenario: dict, name: str):
+    """A server's CPU time per request over HTTP/2 divided by its own in the
+    scenario's HTTP/1.1 twin (same app), both medians of the same run."""
+    twin = _twin(results, scenario, "http1")
+    if not twin:
+        return None
+    h2 = ((scenario["servers"].get(name) or {}).get("median") or {}).get("cpu_per_100k")
+    h1 = ((twin["servers"].get(name) or {}).get("median") or {}).get("cpu_per_100k")
+    return h2 / h1 if h2 and h1 else None
+
+
+H2_COLUMNS = (("h2c-plaintext", "h2c plaintext"), ("h2c-json", "h2c JSON"),
+              ("h2c-echo-10k", "h2c echo 10 KiB"), ("h2c-stream-1m", "h2c 1 MiB"),
+              ("h2-tls-plaintext", "h2/TLS plaintext"), ("h2-tls-json", "h2/TLS JSON"),
+              ("h2-tls-echo-10k", "h2/TLS echo 10 KiB"), ("h2-tls-stream-1m", "h2/TLS 1 MiB"))
+H2_PEER_NAMES = ("granian", "h2corn", "hypercorn")
+# The issue's goal in instructions: casgi over h2c at most 1.2x its HTTP/1.1.
+H2_MAX_INSTRUCTIONS_VS_HTTP1 = 1.2
+
+
+def _h2_summary(results: dict) -> str:
+    """The HTTP/2 scenarios side by side: every server's rate and CPU per request,
+    casgi's ratios to each HTTP/2 peer, casgi's HTTP/2 cost against its own
+    HTTP/1.1, memory per idle h2c connection."""
+    by_name = {s["name"]: s for s in results["scenarios"]}
+    columns = [(name, label) for name, label in H2_COLUMNS if name in by_name]
+    idle = by_name.get("idle-h2c")
+    names = []
+    for name, _ in columns + ([("idle-h2c", "")] if idle else []):
+        names += [n for n in by_name[name]["servers"] if n not in names]
+
+    def row(scenario: str, server: str) -> dict:
+        return by_name[scenario]["servers"].get(server) or {}
+
+    def cell(scenario: str, server: str) -> str:
+        r = row(scenario, server)
+        med = r.get("median") or {}
+        if not med:
+            return "failed" if r else "-"
+        text = f"{med['rps']:,.0f}"
+        if med.get("cpu_per_100k"):
+            text += f" ({_micros(med['cpu_per_100k']):.1f} µs)"
+        return text + (" incomplete" if r.get("note") else "")
+
+    sessions = sorted({r.get("tls_session") for n, _ in columns if by_name[n].get("tls")
+                       for r in by_name[n]["servers"].values() if r.get("tls_session")})
+    h2load_version = results["versions"].get("h2load (nghttp2)")
+    streams = max((by_name[n].get("streams") or 1) for n, _ in columns) if columns else 1
+    lines = ["## HTTP/2", "",
+             "The HTTP/2 scenarios below serve the same apps as their HTTP/1.1 twins, loaded by "
+             "h2load" + (f" (nghttp2 {h2load_version})" if h2load_version else "")
+             + f" with one thread on the load CPU: 64 connections, up to {streams} streams in "
+             "flight on each. In cleartext h2load speaks h2c with prior knowledge (the "
+             "connection preface first, no `Upgrade`); over TLS 1.3 it offers only `h2` by ALPN "
+             "(`--npn-list=h2`), so a server that would pick HTTP/1.1 is not measured as HTTP/2"
+             + (f"; the session the readiness check negotiated: {', '.join(sessions)}"
+                if sessions else "") + ". "
+             "Each run starts with h2load's own warm-up of "
+             "1 s (connections and TLS handshakes made, streams under way) that neither the "
+             "requests per second nor the server's CPU time count. A run in which any stream "
+             "failed, was reset or timed out, or got an answer other than 2xx/3xx, is a failed "
+             "run, not a number. uvicorn, which has no HTTP/2 of its own, and nginx are not in "
+             "these rows.", "",
+             "Requests per second (median) and, in parentheses, the server's CPU time per "
+             "request:", "",
+             "| scenario | " + " | ".join(SERVER_LABELS.get(n, n) for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for name, label in columns:
+        lines.append(f"| {label} | " + " | ".join(cell(name, n) for n in names) + " |")
+    if idle:
+        cells = []
+        for n in names:
+            r = row("idle-h2c", n)
+            kib = (r.get("median") or {}).get("kib_per_connection")
+            cells.append(f"{kib:.1f} KiB" if kib is not None else ("failed" if r else "-"))
+        lines.append("| idle h2c connection (RSS) | " + " | ".join(cells) + " |")
+    lines += ["", "*failed*: the server did not start, did not speak HTTP/2 or had errors "
+              "(the scenario's section says which); *incomplete*: a later run failed, the "
+              "number is from the runs before it.", ""]
+    peers = [p for p in H2_PEER_NAMES if any(row(n, p).get("median") for n, _ in columns)]
+    casgi_measured = any(row(n, "casgi").get("median") for n, _ in columns)
+    if peers and casgi_measured:
+        lines += ["casgi's requests per second divided by each peer's (median of the same-round "
+                  "ratios), and casgi's CPU time per request divided by the peer's (below 1: "
+                  "casgi needs less):", "",
+                  "| scenario | " + "".join(f"vs {p} | " for p in peers)
+                  + "".join(f"CPU vs {p} | " for p in peers) + "target (req/s) |",
+                  "|---|" + "---:|" * (2 * len(peers)) + "---|"]
+        for name, label in columns:
+            ratios = row(name, "casgi").get("ratios") or {}
+            cells = [_ratio(ratios.get(p)) for p in peers]
+            mine = (row(name, "casgi").get("median") or {}).get("cpu_per_100k")
+            for p in peers:
+                theirs = (row(name, p).get("median") or {}).get("cpu_per_100k")
+                cells.append(f"{mine / theirs:.2f}" if mine and theirs else "-")
+            goals = ", ".join(f"{p} >= {g:g}x" for p, g in by_name[name].get("targets", []))
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {goals or '-'} |")
+        lines.append("")
+    elif not casgi_measured:
+        lines += ["casgi was not measured over HTTP/2 in this run (see each scenario's notes), "
+                  "so there are no ratios.", ""]
+    twins = [(name, label) for name, label in columns if by_name[name].get("http1")]
+    shares = [(name, label, h2_cpu_share(results, by_name[name], "casgi")) for name, label
+              in twins]
+    callgrind = dict((s, v) for s, _, v in _callgrind_h2_shares(results))
+    if any(v is not None for _, _, v in shares) or any(v is not None for v in callgrind.values()):
+        lines += ["casgi's cost per request over HTTP/2 against its own over HTTP/1.1 on the "
+                  "same app (target: at most "
+                  f"{by_name[twins[0][0]].get('max_cpu_vs_http1') or 1.2:g}x). CPU time: the "
+                  "HTTP/2 row's median divided by the HTTP/1.1 twin's of the same run (wrk, 64 "
+                  "connections, one request in flight on each, where HTTP/2 has 10 per "
+                  "connection); instructions: callgrind, one request at a time on 4 connections "
+                  "over both protocols.", "",
+                  "| scenario | HTTP/1.1 twin | CPU time, HTTP/2 / HTTP/1.1 | instructions, "
+                  "HTTP/2 / HTTP/1.1 |", "|---|---|---:|---:|"]
+        for name, label, value in shares:
+            lines.append(f"| {label} | `{by_name[name]['http1']}` | {_fmt(value, '{:.2f}x')} "
+                         f"| {_fmt(callgrind.get(name), '{:.2f}x')} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _callgrind_h2_shares(results: dict) -> list:
+    """[(h2 scenario, HTTP/1.1 scenario, casgi's instructions per request over
+    h2c divided by those over HTTP/1.1)] from the callgrind rows."""
+    rows = (results.get("callgrind") or {}).get("rows") or []
+    counts = {(r["server"], r["scenario"]): r.get("per_request") for r in rows}
+    shares = []
+    for (server, scenario), value in counts.items():
+        if server != "casgi" or not scenario.startswith("h2c-"):
+            continue
+        http1 = scenario.removeprefix("h2c-")
+        base = counts.get(("casgi", http1))
+        shares.append((scenario, http1, value / base if value and base else None))
+    return shares
+
+
 def tls_share(results: dict, scenario: dict, name: str):
     """A server's req/s over TLS divided by its req/s in the scenario's cleartext
     twin, both medians of the same run; None when either is missing."""
-    twin = next((s for s in results.get("scenarios", [])
-                 if s["name"] == scenario.get("cleartext")), None)
-    if not twin or twin.get("run") != scenario.get("run"):
+    twin = _twin(results, scenario, "cleartext")
+    if not twin:
         return None
     tls = ((scenario["servers"].get(name) or {}).get("median") or {}).get("rps")
     clear = ((twin["servers"].get(name) or {}).get("median") or {}).get("rps")
@@ -483,7 +646,9 @@ def _callgrind(data: dict) -> str:
              "requests per second, these counts repeat closely from run to run on a busy machine. "
              "The `tls-` rows serve the same apps over TLS 1.3; `tls-handshake` sends each "
              "request on a new connection with a full handshake (its count is per handshake "
-             "and request, over fewer requests). "
+             "and request, over fewer requests). The `h2c-` rows send the same requests over "
+             "HTTP/2 with prior knowledge (the `h2` package), one stream at a time on each "
+             "connection. "
              f"Command: `{data['command']}`.", "",
              "| scenario | server | instructions per request |", "|---|---|---:|"]
     for row in data["rows"]:
@@ -491,6 +656,12 @@ def _callgrind(data: dict) -> str:
             "failed: " + _one_line(row.get("error", ""), 120)
         lines.append(f"| `{row['scenario']}` | {SERVER_LABELS.get(row['server'], row['server'])} "
                      f"| {value} |")
+    shares = [(s, h1, v) for s, h1, v in _callgrind_h2_shares({"callgrind": data})
+              if v is not None]
+    if shares:
+        lines += ["", "casgi over h2c against its own HTTP/1.1 (target: at most "
+                  f"{H2_MAX_INSTRUCTIONS_VS_HTTP1:g}x): "
+                  + ", ".join(f"`{s}` / `{h1}` {v:.2f}x" for s, h1, v in shares) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -506,6 +677,7 @@ def _commands(results: dict) -> str:
         else:
             lines.append(f"- load: `bench/idle.py` opens {scenario['idle_connections']:,} "
                          + ("TLS 1.3 " if scenario.get("tls") else "")
+                         + ("h2c " if scenario.get("http2") else "")
                          + "connections, 256 at a time")
         for name, command in scenario["commands"].items():
             lines.append(f"- {SERVER_LABELS.get(name, name)}: `{command}`")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark casgi against uvicorn, granian, h2corn, hypercorn and nginx; write BENCHMARKS.md.
 
-    python bench/run.py [--scenario NAME ...] [--tls] [--servers casgi,uvicorn,...]
+    python bench/run.py [--scenario NAME ...] [--tls] [--h2] [--servers casgi,uvicorn,...]
                         [--duration S] [--runs N] [--quick] [--no-install] [--merge]
 
 Every server runs the same app file, pinned (all its threads and child
@@ -12,7 +12,7 @@ medians over the runs; ratios between two servers are medians of the per-round
 ratios. Load goes to 127.0.0.1 only.
 
 The peers are installed from PyPI into .bench-venv (created when missing),
-casgi from this repository; wrk and nginx from Debian when missing.
+casgi from this repository; wrk, h2load and nginx from Debian when missing.
 """
 
 from __future__ import annotations
@@ -31,15 +31,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
+import h2client
+import h2load
 import idle
 import procstat
 import report
 import servers
 import wrk
-from scenarios import BY_NAME, SCENARIOS, TLS_SCENARIOS, Scenario
+from scenarios import BY_NAME, H2_SCENARIOS, SCENARIOS, TLS_SCENARIOS, Scenario
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -64,9 +67,9 @@ CHARTS_DIR = os.path.join(ROOT, "docs", "bench")
 REPORT_MD = os.path.join(ROOT, "BENCHMARKS.md")
 
 PEER_PACKAGES = ["uvicorn[standard]", "granian", "h2corn", "hypercorn", "uvloop", "fastapi",
-                 "matplotlib", "trustme"]
+                 "matplotlib", "trustme", "h2"]
 BUILD_PACKAGES = ["meson-python", "meson", "ninja"]
-VERSIONED = ["casgi", "uvicorn", "httptools", "uvloop", "granian", "h2corn", "hypercorn",
+VERSIONED = ["casgi", "uvicorn", "httptools", "uvloop", "granian", "h2corn", "hypercorn", "h2",
              "starlette", "fastapi", "pydantic"]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -80,13 +83,15 @@ def log(message: str) -> None:
 
 
 def ensure_system_tools() -> None:
-    """wrk and nginx from Debian, installed when missing."""
-    if shutil.which("wrk") and os.path.exists(servers.NGINX) and shutil.which("taskset"):
+    """wrk, h2load (nghttp2-client) and nginx from Debian, installed when missing."""
+    if shutil.which("wrk") and shutil.which("h2load") and os.path.exists(servers.NGINX) \
+            and shutil.which("taskset"):
         return
-    log("installing wrk and nginx-light with apt-get")
-    if subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"]).returncode != 0:
+    packages = ["wrk", "nghttp2-client", "nginx-light"]
+    log("installing " + ", ".join(packages) + " with apt-get")
+    if subprocess.run(["apt-get", "install", "-y", *packages]).returncode != 0:
         subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk", "nginx-light"], check=True)
+        subprocess.run(["apt-get", "install", "-y", *packages], check=True)
 
 
 def pip(*arguments: str) -> subprocess.CompletedProcess:
@@ -157,6 +162,7 @@ def package_versions() -> dict:
     versions["nginx"] = nginx.stderr.strip().split("/")[-1] if nginx.returncode == 0 else None
     wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
     versions["wrk"] = (wrk_v.stdout + wrk_v.stderr).split("\n")[0].split(" [")[0].removeprefix("wrk ")
+    versions["h2load (nghttp2)"] = h2load.version()
     # The system's OpenSSL: casgi and wrk link it, uvicorn and hypercorn use it
     # through Python's ssl module (granian and h2corn use rustls).
     openssl = subprocess.run(["openssl", "version"], capture_output=True, text=True)
@@ -272,7 +278,8 @@ def launch_for(name: str, scenario: Scenario, port, workdir: str,
     if name == "nginx":
         return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive,
                         workdir=workdir, tls=tls)
-    return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive, tls=tls)
+    return launcher(VENV_BIN, scenario.app, port, scenario.loop, scenario.keep_alive, tls=tls,
+                    http2=scenario.http2)
 
 
 # How the report shows the run's certificate files (made in the run's temporary directory).
@@ -326,6 +333,8 @@ def wait_ready(server: Server, scenario: Scenario,
             status, body, session = request_once(server.port, scenario, tls)
         except ssl.SSLError as exc:
             raise StartError(f"TLS failed: {exc}") from None
+        except h2client.NotHttp2 as exc:
+            raise StartError(f"no HTTP/2: {exc}") from None
         except OSError as exc:
             last_error = str(exc) or type(exc).__name__
             time.sleep(0.2)
@@ -340,7 +349,13 @@ def wait_ready(server: Server, scenario: Scenario,
 
 def request_once(port: int, scenario: Scenario, tls: servers.TLSFiles | None = None):
     """One request; over TLS when the scenario is a TLS one, where the server must
-    present a certificate that the run's CA verifies and negotiate TLS 1.3."""
+    present a certificate that the run's CA verifies and negotiate TLS 1.3; over
+    HTTP/2 in an HTTP/2 scenario (h2c with prior knowledge, or ALPN h2 only)."""
+    if scenario.http2:
+        headers = (("content-type", scenario.content_type),) if scenario.content_type else ()
+        return h2client.request_once(port, scenario.method, scenario.path, scenario.body,
+                                     headers, h2client.client_context(tls.ca)
+                                     if scenario.tls else None)
     if scenario.tls:
         conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
                                            context=idle.client_context(tls.ca))
@@ -371,22 +386,40 @@ def median(values: list) -> float | None:
 def measure_wrk(scenario: Scenario, server: Server, argv: list, duration: float,
                 server_cpu: int) -> dict:
     pids = server.pids()
-    user_before, system_before = procstat.cpu_user_system(pids)
-    cpu_before = user_before + system_before
-    busy_before = procstat.cpu_busy_seconds(server_cpu)
-    accepted_before = procstat.tcp_passive_opens()
-    started = time.monotonic()
-    result = run_load(scenario, argv, duration)
-    window = time.monotonic() - started  # includes the load tool's start-up
+    before = {}
+
+    def snapshot() -> None:
+        before["user"], before["system"] = procstat.cpu_user_system(pids)
+        before["busy"] = procstat.cpu_busy_seconds(server_cpu)
+        before["accepted"] = procstat.tcp_passive_opens()
+        before["time"] = time.monotonic()
+
+    # h2load makes its connections and warms up before the timed phase its
+    # numbers count: the server's CPU is counted from the end of that warm-up.
+    warmup = h2load.RUN_WARMUP if scenario.http2 else 0.0
+    timer = threading.Timer(warmup, snapshot)
+    if warmup:
+        timer.start()
+    else:
+        snapshot()
+    try:
+        result = run_load(scenario, argv, duration)
+    finally:
+        timer.cancel()
+        if warmup:
+            timer.join()
+    if not before:
+        raise RuntimeError("the load ended before its warm-up did")
+    window = time.monotonic() - before["time"]  # includes wrk's start-up
     user_after, system_after = procstat.cpu_user_system(pids)
-    cpu = user_after + system_after - cpu_before
-    system = system_after - system_before
+    cpu = user_after + system_after - before["user"] - before["system"]
+    system = system_after - before["system"]
     # Connections accepted on this machine during the run (all servers, all
     # processes): about 1 per request when every request opens a new one.
-    accepted = procstat.tcp_passive_opens() - accepted_before
+    accepted = procstat.tcp_passive_opens() - before["accepted"]
     # Time the server's CPU spent on anything but the server: other processes
     # on a shared machine make the run unfair, and the report says so.
-    others = procstat.cpu_busy_seconds(server_cpu) - busy_before - cpu
+    others = procstat.cpu_busy_seconds(server_cpu) - before["busy"] - cpu
     return {
         "rps": result.rps,
         "requests": result.requests,
@@ -451,8 +484,17 @@ def build_ws_client() -> bool:
     return result.returncode == 0
 
 
-def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int) -> list:
-    """The load command: wrk, or a WebSocket client (C when built, else bench/wsload.py)."""
+def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu: int,
+             workdir: str = "$TMPDIR") -> list:
+    """The load command: wrk, h2load for HTTP/2 (its request body and log file in
+    `workdir`), or a WebSocket client (C when built, else bench/wsload.py)."""
+    if scenario.http2:
+        url = f"{'https' if scenario.tls else 'http'}://127.0.0.1:{port}{scenario.path}"
+        headers = (f"content-type: {scenario.content_type}",) if scenario.content_type else ()
+        return h2load.command(url, scenario.connections, scenario.streams, duration, cpu,
+                              log_file=os.path.join(workdir, f"{scenario.name}.log"),
+                              data_file=os.path.join(workdir, f"{scenario.name}.body")
+                              if scenario.body else None, headers=headers)
     if scenario.kind == "ws" and os.path.exists(WS_CLIENT):
         return ["taskset", "-c", str(cpu), WS_CLIENT, "echo", "127.0.0.1", str(port), "/ws",
                 str(scenario.connections), str(scenario.message_size), f"{duration:g}", "0",
@@ -468,7 +510,10 @@ def wrk_argv(scenario: Scenario, port, script: str | None, duration: float, cpu:
     return wrk.command(url, scenario.connections, duration, script, cpu)
 
 
-def run_load(scenario: Scenario, argv: list, duration: float) -> wrk.WrkResult:
+def run_load(scenario: Scenario, argv: list, duration: float,
+             warming_up: bool = False) -> wrk.WrkResult:
+    if scenario.http2:
+        return h2load.run(argv, duration, warming_up)
     if scenario.kind != "ws":
         return wrk.run(argv, duration)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -502,6 +547,12 @@ def display_load(argv: list) -> str:
 
 
 def write_script(scenario: Scenario, workdir: str) -> str | None:
+    """wrk's script; for h2load, the request body file (`-d`) instead."""
+    if scenario.http2:
+        if scenario.body:
+            with open(os.path.join(workdir, f"{scenario.name}.body"), "wb") as f:
+                f.write(scenario.body)
+        return None
     text = wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
                           scenario.pipeline)
     if not text:
@@ -519,7 +570,8 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
         log(f"  warm-up {name} ({args.warmup:g} s)")
         try:
             run_load(scenario, wrk_argv(scenario, server.port, script, args.warmup,
-                                        args.client_cpu), args.warmup)
+                                        args.client_cpu, args.workdir), args.warmup,
+                     warming_up=True)
         except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
             entry["failure"] = f"warm-up failed: {exc}"
     for round_no in range(1, args.runs + 1):
@@ -527,7 +579,8 @@ def run_wrk_scenario(scenario: Scenario, running: dict, args) -> None:
             if "failure" in entry:
                 continue
             server = entry["server"]
-            argv = wrk_argv(scenario, server.port, script, args.duration, args.client_cpu)
+            argv = wrk_argv(scenario, server.port, script, args.duration, args.client_cpu,
+                            args.workdir)
             waited = wait_quiet([args.server_cpu, args.client_cpu], args.quiet_wait)
             if waited > 1:
                 log(f"  waited {waited:.0f} s for the CPUs to be quiet")
@@ -578,7 +631,8 @@ def run_idle_scenario(scenario: Scenario, running: dict, args) -> None:
             try:
                 run = idle.hold_connections(server.port, count, scenario.path,
                                             scenario.expect or b"", measure,
-                                            ca_file=args.tls.ca if scenario.tls else None)
+                                            ca_file=args.tls.ca if scenario.tls else None,
+                                            http2=scenario.http2)
             except OSError as exc:
                 entry["failure"] = f"round {round_no}: {exc}"
                 continue
@@ -669,8 +723,8 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         for entry in running.values():
             entry["peak_rss_kib"] = procstat.peak_rss_kib(entry["server"].pids())
             entry["server"].stop()
-    script = "SCRIPT.lua" if wrk.lua_script(scenario.method, scenario.body,
-                                            scenario.content_type, scenario.pipeline) else None
+    script = "SCRIPT.lua" if not scenario.http2 and wrk.lua_script(
+        scenario.method, scenario.body, scenario.content_type, scenario.pipeline) else None
     return {
         "name": scenario.name,
         "title": scenario.title,
@@ -684,8 +738,8 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         "wrk_command": display_load(wrk_argv(scenario, "PORT", script, args.duration,
                                              args.client_cpu)) if scenario.kind != "idle"
         else None,
-        "wrk_script": wrk.lua_script(scenario.method, scenario.body, scenario.content_type,
-                                     scenario.pipeline) or None,
+        "wrk_script": None if scenario.http2 else wrk.lua_script(
+            scenario.method, scenario.body, scenario.content_type, scenario.pipeline) or None,
         "commands": {n: c.replace("{cpu}", str(args.server_cpu)) for n, c in commands.items()},
         "targets": [list(t) for t in scenario.targets],
         "p99_targets": list(scenario.p99_targets),
@@ -694,6 +748,10 @@ def run_scenario(scenario: Scenario, names: list, casgi_note: str | None, args) 
         "handshake": scenario.handshake,
         "cleartext": scenario.cleartext,
         "min_tls_share": scenario.min_tls_share,
+        "http2": scenario.http2,
+        "streams": scenario.streams,
+        "http1": scenario.http1,
+        "max_cpu_vs_http1": scenario.max_cpu_vs_http1,
         "servers": summarise(scenario, running, skipped),
     }
 
@@ -708,6 +766,10 @@ def parse_args(argv=None):
     p.add_argument("--tls", action="store_true",
                    help="run the TLS scenarios (" + ", ".join(TLS_SCENARIOS) + ") and the "
                         "cleartext ones they are compared with, plus any --scenario given")
+    p.add_argument("--h2", action="store_true",
+                   help="run the HTTP/2 scenarios (" + ", ".join(H2_SCENARIOS) + ") and the "
+                        "HTTP/1.1 ones their CPU per request is compared with, plus any "
+                        "--scenario given")
     p.add_argument("--merge", action="store_true",
                    help="keep the scenarios of the saved results.json that this run does not "
                         "measure, and replace those it does; the report says which run each "
@@ -749,6 +811,9 @@ def parse_args(argv=None):
     if args.tls:
         for name in TLS_SCENARIOS:
             chosen += [BY_NAME[name].cleartext, name] if BY_NAME[name].cleartext else [name]
+    if args.h2:
+        for name in H2_SCENARIOS:
+            chosen += [twin for twin in (BY_NAME[name].http1,) if twin] + [name]
     if chosen:
         # The order of SCENARIOS, each once: cleartext before its TLS twin.
         args.scenarios = [s for s in SCENARIOS if s.name in chosen]
@@ -794,6 +859,7 @@ def main(argv=None) -> int:
                              with_casgi="casgi" in args.server_names)
     if casgi_note:
         log(f"casgi will not be run: {casgi_note}")
+    h2client.use_venv(VENV_PY)  # the harness's own HTTP/2 requests need the venv's h2
     if any(s.kind == "ws" for s in args.scenarios) and not build_ws_client():
         log("no C compiler for bench/ws_client.c: WebSocket load from bench/wsload.py")
     args.noresume = any(s.handshake for s in args.scenarios) and build_noresume()
@@ -865,18 +931,22 @@ def merge_results(old: dict, new: dict) -> dict:
     return new
 
 
-CALLGRIND_SCENARIOS = ("plaintext", "json", "echo-10k", "tls-plaintext", "tls-handshake")
-CALLGRIND_SERVERS = ("casgi", "uvicorn")
+# (scenario, servers): casgi and uvicorn over HTTP/1.1; casgi over h2c, for its
+# HTTP/2 cost against its own HTTP/1.1 on the same app.
+CALLGRIND_ROWS = [(name, ("casgi", "uvicorn")) for name in
+                  ("plaintext", "json", "echo-10k", "tls-plaintext", "tls-handshake")] + \
+                 [(name, ("casgi",)) for name in ("h2c-plaintext", "h2c-json", "h2c-echo-10k")]
 
 
 def run_callgrind(args, casgi_note: str | None) -> dict:
-    """Instructions per request (bench/callgrind.py) for casgi and uvicorn."""
+    """Instructions per request (bench/callgrind.py) for casgi and uvicorn, and
+    for casgi over h2c."""
     import callgrind
 
     requests = 500 if args.quick else 2000
     rows = []
-    for scenario in CALLGRIND_SCENARIOS:
-        for name in CALLGRIND_SERVERS:
+    for scenario, names in CALLGRIND_ROWS:
+        for name in names:
             if name not in args.server_names or (name == "casgi" and casgi_note):
                 continue
             # A handshake per request is ~100 times a keep-alive request's work.

@@ -4,7 +4,9 @@ A wrk scenario drives one URL with `wrk -t1 -c<connections>`; an idle
 scenario opens many keep-alive connections and measures the memory they cost.
 A TLS scenario (`tls=True`) serves the same app over TLS 1.3 with a certificate
 made for the run; `handshake=True` makes every request open a new connection
-with a full handshake.
+with a full handshake. An HTTP/2 scenario (`http2=True`) is driven by h2load
+with `streams` concurrent streams per connection: h2c with prior knowledge in
+cleartext, h2 by ALPN over TLS.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ TLS_PEERS = ("casgi", "uvicorn", "granian", "h2corn", "hypercorn")
 TLS_WITH_NGINX = TLS_PEERS + ("nginx",)
 # The issue's goals for TLS: requests per second against each peer.
 TLS_TARGETS = (("uvicorn", 2.5), ("granian", 1.3), ("h2corn", 1.3))
+# HTTP/2: uvicorn has none (its h2 is an experiment), nginx is not set up for it.
+H2_PEERS = ("casgi", "granian", "h2corn", "hypercorn")
+H2_TARGETS = (("granian", 1.5), ("h2corn", 1.3))
+H2_STREAMS = 10  # concurrent streams per connection
+# casgi's CPU time per request over HTTP/2 against its own over HTTP/1.1 (same app).
+H2_MAX_CPU_VS_HTTP1 = 1.2
 
 PLAINTEXT = "plaintext:app"
 HELLO = b"Hello, world!"
@@ -55,6 +63,10 @@ class Scenario:
     handshake: bool = False  # TLS: a new connection, with a full handshake, per request
     cleartext: str | None = None  # TLS: the same load in cleartext, for "TLS cost"
     min_tls_share: float | None = None  # TLS: least casgi TLS / cleartext req/s ratio
+    http2: bool = False  # HTTP/2: h2load (h2c prior knowledge, or ALPN h2 over TLS)
+    streams: int = 1  # HTTP/2: concurrent streams per connection
+    http1: str | None = None  # HTTP/2: the HTTP/1.1 scenario with the same app and load
+    max_cpu_vs_http1: float | None = None  # HTTP/2: most casgi CPU/request vs its HTTP/1.1
 
     @property
     def unit(self) -> str:
@@ -131,6 +143,55 @@ SCENARIOS = [
                    "keep-alive timeout are given 120 s."),
 ]
 
-TLS_SCENARIOS = [s.name for s in SCENARIOS if s.tls]
+
+
+def _h2(name: str, title: str, app: str, tls: bool = False, http1: str | None = None,
+        **fields) -> Scenario:
+    """An HTTP/2 twin of an HTTP/1.1 scenario: 64 connections x 10 streams."""
+    transport = "TLS 1.3, ALPN h2" if tls else "h2c (prior knowledge)"
+    return Scenario(name, f"HTTP/2 over {transport}: {title}", app, http2=True, tls=tls,
+                    streams=H2_STREAMS, servers=H2_PEERS, targets=H2_TARGETS, http1=http1,
+                    max_cpu_vs_http1=H2_MAX_CPU_VS_HTTP1 if http1 else None,
+                    requires=("h2",), **fields)
+
+
+H2_NOTE = ("h2load, one thread on the load CPU, 64 connections with up to 10 streams in flight "
+           "on each.")
+H2_STREAM_NOTE = H2_NOTE + (" That is 640 MiB of answers under way: a server that interleaves "
+                            "the streams fairly finishes its first ones only once several hundred "
+                            "MiB are sent, so a slow server (hypercorn) can finish none within a "
+                            "short (`--quick`) run and is then reported as too slow.")
+SCENARIOS += [
+    _h2("h2c-plaintext", "plaintext 13 B, 64 connections x 10 streams", PLAINTEXT,
+        http1="plaintext", expect=HELLO, notes=H2_NOTE),
+    _h2("h2c-json", "JSON, 64 connections x 10 streams", "json_app:app", http1="json",
+        notes=H2_NOTE),
+    _h2("h2c-echo-10k", "POST echo of a 10 KiB body, 64 connections x 10 streams", "echo:app",
+        http1="echo-10k", method="POST", body=ECHO_BODY,
+        content_type="application/octet-stream", expect=ECHO_BODY, notes=H2_NOTE),
+    _h2("h2c-stream-1m", "1 MiB response in 64 KiB chunks, 64 connections x 10 streams",
+        "stream:app", http1="stream-1m", notes=H2_STREAM_NOTE),
+    _h2("h2-tls-plaintext", "plaintext 13 B, 64 connections x 10 streams", PLAINTEXT,
+        tls=True, http1="tls-plaintext", cleartext="h2c-plaintext", expect=HELLO,
+        notes=H2_NOTE),
+    _h2("h2-tls-json", "JSON, 64 connections x 10 streams", "json_app:app", tls=True,
+        http1="tls-json", cleartext="h2c-json", notes=H2_NOTE),
+    _h2("h2-tls-echo-10k", "POST echo of a 10 KiB body, 64 connections x 10 streams",
+        "echo:app", tls=True, cleartext="h2c-echo-10k", method="POST", body=ECHO_BODY,
+        content_type="application/octet-stream", expect=ECHO_BODY, notes=H2_NOTE),
+    _h2("h2-tls-stream-1m", "1 MiB response in 64 KiB chunks, 64 connections x 10 streams",
+        "stream:app", tls=True, cleartext="h2c-stream-1m", notes=H2_STREAM_NOTE),
+    Scenario("idle-h2c", "2,000 idle h2c connections: memory per connection", PLAINTEXT,
+             kind="idle", http2=True, idle_connections=2000, servers=H2_PEERS, expect=HELLO,
+             requires=("h2",),
+             keep_alive=120, max_kib_per_connection=16.0,
+             notes="As `idle-10k`, over HTTP/2 with prior knowledge: each connection sends "
+                   "the preface and its SETTINGS, acknowledges the server's, completes one "
+                   "GET on stream 1, then stays open. Servers with a keep-alive timeout are "
+                   "given 120 s."),
+]
+
+TLS_SCENARIOS = [s.name for s in SCENARIOS if s.tls and not s.http2]
+H2_SCENARIOS = [s.name for s in SCENARIOS if s.http2]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

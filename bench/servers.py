@@ -31,7 +31,10 @@ class TLSFiles:
 
 
 def casgi(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None,
-          tls: TLSFiles | None = None) -> Launch:
+          tls: TLSFiles | None = None, http2: bool = False) -> Launch:
+    # HTTP/2 is on by default (h2c with prior knowledge beside HTTP/1.1 on one
+    # port, h2 by ALPN over TLS), so the HTTP/2 rows use the same command; a
+    # casgi without it fails their readiness check.
     argv = [f"{bin_dir}/python", "-m", "casgi", app, "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--loop", loop]
     if keep_alive:
@@ -42,9 +45,11 @@ def casgi(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None
 
 
 def uvicorn(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None,
-            tls: TLSFiles | None = None) -> Launch:
+            tls: TLSFiles | None = None, http2: bool = False) -> Launch:
     # httptools on both loops: uvicorn's fastest HTTP/1.1 implementation. TLS
     # through the standard library's ssl module (asyncio's SSL protocol).
+    if http2:
+        raise ValueError("uvicorn serves no HTTP/2")
     argv = [f"{bin_dir}/uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--loop", loop, "--http", "httptools"]
     if keep_alive:
@@ -55,25 +60,28 @@ def uvicorn(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | No
 
 
 def granian(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None,
-            tls: TLSFiles | None = None) -> Launch:
+            tls: TLSFiles | None = None, http2: bool = False) -> Launch:
     # One worker process with granian's default single runtime thread; taskset
     # on the parent pins the worker and its Rust threads as well. TLS through
-    # rustls, which reads a PKCS#8 key only.
+    # rustls, which reads a PKCS#8 key only. For HTTP/2 `--http 2`, granian's
+    # HTTP/2-only mode (h2c with prior knowledge, ALPN h2 over TLS); `--http
+    # auto`, which serves both, measured the same on h2c in a short check.
     argv = [f"{bin_dir}/granian", "--interface", "asgi", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--loop", loop, "--no-access-log",
-            "--http", "1"]
+            "--http", "2" if http2 else "1"]
     if tls:
         argv += ["--ssl-certificate", tls.cert, "--ssl-keyfile", tls.key]
     return Launch(argv + [app], {})
 
 
 def h2corn(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None,
-           tls: TLSFiles | None = None) -> Launch:
+           tls: TLSFiles | None = None, http2: bool = False) -> Launch:
     # One worker process with h2corn's default two Tokio runtime threads (both
     # pinned to the server CPU with the rest; one thread measured slower there).
     # TLS through rustls. h2corn is HTTP/2 first: it picks h2 when the client
-    # offers it by ALPN; wrk and bench/idle.py offer no ALPN and speak HTTP/1.1,
-    # which h2corn then serves.
+    # offers it by ALPN and h2c when a cleartext connection starts with the
+    # preface (no option for either); wrk and bench/idle.py's HTTP/1.1
+    # connections offer no ALPN and speak HTTP/1.1, which h2corn then serves.
     argv = [f"{bin_dir}/h2corn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
             "--loop", loop, "--no-access-log"]
     if keep_alive:
@@ -84,8 +92,10 @@ def h2corn(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | Non
 
 
 def hypercorn(bin_dir: str, app: str, port: int, loop: str, keep_alive: float | None,
-              tls: TLSFiles | None = None) -> Launch:
-    # Hypercorn writes no access log unless --access-logfile is given.
+              tls: TLSFiles | None = None, http2: bool = False) -> Launch:
+    # Hypercorn writes no access log unless --access-logfile is given. HTTP/2
+    # needs no option: h2c with prior knowledge in cleartext, ALPN h2 (its
+    # default list, h2 then http/1.1) over TLS, both through the h2 package.
     argv = [f"{bin_dir}/hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
             "--worker-class", loop]
     if keep_alive:
