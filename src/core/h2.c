@@ -242,6 +242,14 @@ static long join_cookies(h2_stream *s)
             first = (long)i;
     if (count < 2)
         return -1;
+    /* The values are copied from the arena into itself: room for the whole
+     * join first, so that it does not move while they are. */
+    size_t total = 0;
+    for (size_t i = 0; i < s->nfields; i++)
+        if (s->fields[i].token == CG_HDR_COOKIE)
+            total += (total ? 2 : 0) + s->fields[i].value_len;
+    if (cg_buf_reserve(&s->arena, total) < 0)
+        return -2;
     size_t off = s->arena.len, len = 0;
     for (size_t i = 0; i < s->nfields; i++) {
         const h2_field *f = &s->fields[i];
