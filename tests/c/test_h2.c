@@ -1462,6 +1462,27 @@ static void test_raw_glitches(void)
     nghttp2_hd_deflate_del(d);
     cg_buf_free(&b);
 
+    /* The glitch that ends the connection is followed, in the same read, by
+     * a frame of a wrong size (a PING of 7 bytes): nothing after the glitch
+     * is read (nghttp2 must not go on with a session ended under it). */
+    cfg.glitch_burst = 0;
+    raw_start(&b, &d);
+    put_headers(&b, d, 1, 0, post_root);
+    put_frame(&b, NGHTTP2_DATA, 0, 1, NULL, 0);
+    put_frame(&b, NGHTTP2_PING, 0, 0, "1234567", 7);
+    put_headers(&b, d, 3, 1, get_root);
+    srv_init(&sv, &cfg, NULL);
+    ok(cg_h2_recv(sv.h, b.data, b.len) == -1 && sv.requests == 1 &&
+           strcmp(cg_h2_error(sv.h), "too many empty DATA frames") == 0,
+       "glitch then a bad frame in one read: -1, nothing read after the glitch");
+    srv_produce(&sv, SIZE_MAX);
+    ok(server_goaway(&sv, &last, &code) && code == NGHTTP2_ENHANCE_YOUR_CALM &&
+           count_frames(&sv, NGHTTP2_GOAWAY, 0) == 1 && cg_h2_done(sv.h),
+       "glitch then a bad frame: one GOAWAY, ENHANCE_YOUR_CALM, done");
+    srv_free(&sv);
+    nghttp2_hd_deflate_del(d);
+    cg_buf_free(&b);
+
     /* An empty DATA frame with END_STREAM ends a body: no glitch. */
     cfg.glitch_burst = 0;
     raw_start(&b, &d);
