@@ -84,8 +84,12 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Counts one glitch; when the bucket is empty, the connection ends with
- * ENHANCE_YOUR_CALM. Returns 0, or -1 once the connection is ending. */
+/* Counts one glitch (during nghttp2_session_mem_recv). Returns 0, or, when
+ * the bucket is empty, NGHTTP2_ERR_CALLBACK_FAILURE for the callback to
+ * return: nghttp2 stops reading at once and cg_h2_recv ends the connection
+ * with ENHANCE_YOUR_CALM. Terminating the session from inside its callbacks
+ * instead lets nghttp2 read on (it resets its input state after some of
+ * them) and trips its own assertions on a later frame. */
 static int glitch(cg_h2 *h, const char *what)
 {
     double t = now_seconds();
@@ -97,12 +101,9 @@ static int glitch(cg_h2 *h, const char *what)
         h->tokens -= 1.0;
         return 0;
     }
-    if (!h->fatal) {
-        h->fatal = 1;
-        h->error = what;
-        nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-    }
-    return -1;
+    h->fatal = 1;
+    h->error = what;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static h2_stream *stream_of(const cg_h2 *h, int32_t id)
@@ -347,8 +348,7 @@ static int deliver_request(cg_h2 *h, h2_stream *s, int end_stream)
     s->nfields = s->cap = 0;
     if (!user) {
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
-        glitch(h, "too many refused streams");
-        return 0;
+        return glitch(h, "too many refused streams");
     }
     s->user = user;
     return 0;
@@ -378,14 +378,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
     case NGHTTP2_DATA:
         if (frame->hd.length == 0 && !end)
-            glitch(h, "too many empty DATA frames");
+            return glitch(h, "too many empty DATA frames");
         if (end && s && s->user)
             h->ev->on_body_end(h->ctx, s->user);
         return 0;
     case NGHTTP2_RST_STREAM:
         /* A client abandoning a request it started (the rapid reset pattern). */
         if (s && s->head_done && !s->complete)
-            glitch(h, "too many streams reset by the client");
+            return glitch(h, "too many streams reset by the client");
         return 0;
     default:
         return 0;
@@ -398,8 +398,7 @@ static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame
     (void)session;
     (void)frame;
     (void)error;
-    glitch(ud, "too many invalid frames");
-    return 0;
+    return glitch(ud, "too many invalid frames");
 }
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data,
@@ -750,23 +749,24 @@ int cg_h2_recv(cg_h2 *h, const char *data, size_t len)
     if (h->fatal)
         return -1;
     ssize_t rc = nghttp2_session_mem_recv(h->session, (const uint8_t *)data, len);
-    if (rc < 0) {
-        h->fatal = 1;
-        switch (rc) {
-        case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
-            h->error = "invalid connection preface";
-            nghttp2_session_terminate_session(h->session, NGHTTP2_PROTOCOL_ERROR);
-            break;
-        case NGHTTP2_ERR_FLOODED:
-            h->error = "flooded with frames that need an answer";
-            nghttp2_session_terminate_session(h->session, NGHTTP2_ENHANCE_YOUR_CALM);
-            break;
-        default:
-            h->error = nghttp2_strerror((int)rc);
-            nghttp2_session_terminate_session(h->session, NGHTTP2_INTERNAL_ERROR);
-        }
+    uint32_t code;
+    if (h->fatal) {
+        code = NGHTTP2_ENHANCE_YOUR_CALM; /* out of glitches (h->error says which) */
+    } else if (rc >= 0) {
+        return 0;
+    } else if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+        h->error = "invalid connection preface";
+        code = NGHTTP2_PROTOCOL_ERROR;
+    } else if (rc == NGHTTP2_ERR_FLOODED) {
+        h->error = "flooded with frames that need an answer";
+        code = NGHTTP2_ENHANCE_YOUR_CALM;
+    } else {
+        h->error = nghttp2_strerror((int)rc);
+        code = NGHTTP2_INTERNAL_ERROR;
     }
-    return h->fatal ? -1 : 0;
+    h->fatal = 1;
+    nghttp2_session_terminate_session(h->session, code);
+    return -1;
 }
 
 int cg_h2_send(cg_h2 *h, cg_buf *out, size_t max)

@@ -1088,19 +1088,22 @@ static void test_reset_glitches(void)
     ok(clean && c.goaways == 0, "reset: 5 resets of answered streams (burst 3) are not glitches");
 
     int before = sv.nreqs;
+    sreq *q = NULL;
     for (int i = 0; i < 4; i++) {
         int32_t id = cli_request(&c, get_root, NULL);
         pump(&c, &sv);
-        sreq *q = req_of(&sv, id);
+        q = req_of(&sv, id);
         nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
         pump(&c, &sv);
-        ok(q && q->closed == 1 && q->close_code == NGHTTP2_CANCEL,
-           "reset %d: the client's RST_STREAM closes the stream (on_close CANCEL)", i + 1);
-        if (i < 3)
+        if (i < 3) {
+            ok(q && q->closed == 1 && q->close_code == NGHTTP2_CANCEL,
+               "reset %d: the client's RST_STREAM closes the stream (on_close CANCEL)", i + 1);
             ok(!sv.failed && c.goaways == 0, "reset %d: within the burst of 3", i + 1);
-        else
-            ok(sv.failed && c.goaways == 1 && c.goaway_code == NGHTTP2_ENHANCE_YOUR_CALM,
-               "reset 4: the connection ends with GOAWAY ENHANCE_YOUR_CALM");
+        } else {
+            ok(sv.failed && c.goaways == 1 && c.goaway_code == NGHTTP2_ENHANCE_YOUR_CALM &&
+                   c.goaway_last == id,
+               "reset 4: the connection ends with GOAWAY ENHANCE_YOUR_CALM naming it");
+        }
     }
     ok(sv.nreqs == before + 4, "reset: four requests were delivered");
     ok(strcmp(cg_h2_error(sv.h), "too many streams reset by the client") == 0,
@@ -1110,6 +1113,8 @@ static void test_reset_glitches(void)
     ok(sv.late == 0 && sv.send_failed == 0, "reset: no stray events");
     cli_free(&c);
     srv_free(&sv);
+    ok(q && q->closed == 1 && q->close_code == NGHTTP2_CANCEL,
+       "reset 4: its stream closes with the session (on_close CANCEL)");
 }
 
 static char *repeat(char ch, size_t n)
