@@ -1375,6 +1375,28 @@ static void test_goaway(void)
     cli_free(&c);
     srv_free(&sv);
 
+    /* The GOAWAY waits (the client does not read): a stream arriving
+     * meanwhile is above the one it names and must not start either. */
+    srv_init(&sv, NULL, NULL);
+    cli_init(&c);
+    a = cli_request(&c, get_root, NULL);
+    pump(&c, &sv);
+    cg_h2_goaway(sv.h);
+    late = cli_request(&c, get_root, NULL);
+    cli_to_srv(&c, &sv, 0);
+    ok(sv.requests == 1, "goaway not sent yet: a later stream is not delivered");
+    pump(&c, &sv);
+    x = cst(&c, late);
+    ok(c.goaways == 1 && c.goaway_last == a && x && x->closed &&
+           x->close_code == NGHTTP2_REFUSED_STREAM && sv.requests == 1,
+       "goaway not sent yet: it names stream %d, the later one is refused", c.goaway_last);
+    respond_204(&sv, req_of(&sv, a));
+    pump(&c, &sv);
+    ok(cg_h2_done(sv.h) && cg_h2_open_streams(sv.h) == 0 && sv.late == 0,
+       "goaway not sent yet: done once the named stream is answered");
+    cli_free(&c);
+    srv_free(&sv);
+
     /* cg_h2_terminate */
     srv_init(&sv, NULL, NULL);
     cli_init(&c);
