@@ -70,9 +70,10 @@ struct cg_h2 {
     cg_buf nv_arena; /* scratch for the name/value array of a head */
     nghttp2_nv *nva;
     size_t nva_cap;
-    double tokens;     /* glitch bucket */
-    double refilled;   /* monotonic seconds of the last refill */
-    const char *error; /* why the connection ended, for logs */
+    double tokens;       /* glitch bucket */
+    double refilled;     /* monotonic seconds of the last refill */
+    const char *error;   /* why the connection ended, for logs */
+    int32_t goaway_last; /* the stream cg_h2_goaway named (INT32_MAX before) */
     unsigned fatal : 1;
     unsigned freeing : 1;
 };
@@ -365,6 +366,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (!s)
             return 0;
         if (!s->head_done && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (s->id > h->goaway_last) {
+                /* Above the stream our GOAWAY names (nghttp2 takes new
+                 * streams until it is sent): never started, closed as
+                 * refused when it goes out. Nothing will be sent on it. */
+                s->head_done = 1;
+                s->complete = 1;
+                return 0;
+            }
             if (s->refuse_status) {
                 /* Over a limit: answered here, the app never sees it. */
                 s->head_done = 1;
@@ -646,9 +655,10 @@ void cg_h2_consume(cg_h2 *h, int32_t id, size_t n)
 
 void cg_h2_goaway(cg_h2 *h)
 {
-    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h->session);
+    if (last < h->goaway_last)
+        h->goaway_last = last;
+    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
 }
 
 void cg_h2_terminate(cg_h2 *h, uint32_t error_code)
@@ -680,6 +690,7 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
     h->lim = *lim;
     h->ev = ev;
     h->ctx = ctx;
+    h->goaway_last = INT32_MAX;
     h->tokens = (double)cfg->glitch_burst;
     h->refilled = now_seconds();
     cg_buf_init(&h->nv_arena);
