@@ -420,14 +420,17 @@ static int c_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
     return 0;
 }
 
-/* `stingy`: the client never reopens its receive windows. */
-static void cli_init2(cli *c, int stingy)
+/* `stingy`: the client never reopens its receive windows; `block`: the
+ * largest header block it sends (0: nghttp2's 64 KiB). */
+static void cli_init2(cli *c, int stingy, size_t block)
 {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
     memset(c, 0, sizeof(*c));
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, stingy);
+    if (block)
+        nghttp2_option_set_max_send_header_block_length(opt, block);
     nghttp2_session_callbacks_new(&cbs);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, c_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, c_header);
@@ -445,7 +448,7 @@ static void cli_init2(cli *c, int stingy)
 
 static void cli_init(cli *c)
 {
-    cli_init2(c, 0);
+    cli_init2(c, 0, 0);
 }
 
 static void cli_free(cli *c)
@@ -1425,7 +1428,7 @@ static void test_free(void)
     cg_h2_config_default(&cfg);
     cfg.initial_window_size = 1000;
     srv_init(&sv, &cfg, NULL);
-    cli_init2(&c, 1);
+    cli_init2(&c, 1, 0);
     pump(&c, &sv);
     int32_t a = cli_request(&c, get_root, NULL);
     int32_t b = cli_request(&c, post_root, &src);
@@ -1607,20 +1610,7 @@ static void test_cookie_join(void)
                                 "/",       ":authority", "x.test",  "cookie", big[0],
                                 "cookie",  big[1],       NULL};
     srv_init(&sv, &cfg, &lim);
-    cli_init2(&c, 0);
-    nghttp2_session_del(c.s);
-    {
-        nghttp2_session_callbacks *cbs;
-        nghttp2_option *opt;
-        nghttp2_session_callbacks_new(&cbs);
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, c_close);
-        nghttp2_option_new(&opt);
-        nghttp2_option_set_max_send_header_block_length(opt, 1 << 20);
-        nghttp2_session_client_new2(&c.s, cbs, &c, opt);
-        nghttp2_option_del(opt);
-        nghttp2_session_callbacks_del(cbs);
-        nghttp2_submit_settings(c.s, NGHTTP2_FLAG_NONE, NULL, 0);
-    }
+    cli_init2(&c, 0, 1 << 20);
     cli_request(&c, req2, NULL);
     pump(&c, &sv);
     char *joined = malloc(120002);
