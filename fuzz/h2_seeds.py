@@ -160,6 +160,8 @@ def seeds():
     ending = b"".join(headers(2 * i + 1, req("POST"), end_stream=False) + frame(DATA, 0, 2 * i + 1, b"d" * 50)
                       for i in range(6))
     out["terminate"] = seed(AUTO | 0x18, 11, 0x40 | 21, ending)
+    flood = headers(1, req()) + frame(PING, 0, 0, b"p" * 8) * 1100
+    out["ping-flood"] = seed(AUTO, 0, 22, flood)
     return out
 
 
