@@ -49,7 +49,8 @@ fi
 status=0
 for t in $targets; do
     if [ ! -x "build/fuzz/fuzz_$t" ]; then
-        # fuzz_tls is built only when meson found OpenSSL (libssl-dev).
+        # fuzz_tls is built only when meson found OpenSSL (libssl-dev),
+        # fuzz_h2 only when it found nghttp2 (libnghttp2-dev).
         echo "fuzz: $t not built (missing build dependency), skipped"
         continue
     fi

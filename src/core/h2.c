@@ -73,6 +73,8 @@ struct cg_h2 {
     double tokens;          /* glitch bucket */
     double refilled;        /* monotonic seconds of the last refill */
     const char *error;      /* why the connection ended, for logs */
+    uint32_t fail_code;     /* the GOAWAY code of a failure met inside a callback */
+    int32_t goaway_last;    /* the stream cg_h2_goaway named (INT32_MAX before) */
     int32_t max_client_id;  /* the highest stream the client opened */
     int32_t max_refused_id; /* the highest stream this side reset or refused */
     unsigned fatal : 1;
@@ -87,18 +89,24 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Ends the connection with GOAWAY `code` (once); `why` is for the log. */
-static void fail_connection(cg_h2 *h, uint32_t code, const char *why)
+/* A failure met inside nghttp2's callbacks: records why and returns
+ * NGHTTP2_ERR_CALLBACK_FAILURE for the callback to return, so nghttp2 stops
+ * reading at once; cg_h2_recv then ends the connection with GOAWAY `code`.
+ * Terminating the session from inside its callbacks instead lets nghttp2
+ * read on (it resets its input state after some of them) and trips its own
+ * assertions on a later frame. */
+static int fail_in_callback(cg_h2 *h, uint32_t code, const char *why)
 {
-    if (h->fatal)
-        return;
-    h->fatal = 1;
-    h->error = why;
-    nghttp2_session_terminate_session(h->session, code);
+    if (!h->fatal) {
+        h->fatal = 1;
+        h->error = why;
+        h->fail_code = code;
+    }
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
-/* Counts one glitch; when the bucket is empty, the connection ends with
- * ENHANCE_YOUR_CALM. Returns 0, or -1 once the connection is ending. */
+/* Counts one glitch (during nghttp2_session_mem_recv). Returns 0, or, when
+ * the bucket is empty, what fail_in_callback returns (ENHANCE_YOUR_CALM). */
 static int glitch(cg_h2 *h, const char *what)
 {
     double t = now_seconds();
@@ -110,8 +118,7 @@ static int glitch(cg_h2 *h, const char *what)
         h->tokens -= 1.0;
         return 0;
     }
-    fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, what);
-    return -1;
+    return fail_in_callback(h, NGHTTP2_ENHANCE_YOUR_CALM, what);
 }
 
 static h2_stream *stream_of(const cg_h2 *h, int32_t id)
@@ -151,7 +158,8 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
         return 0;
     }
     if (!nghttp2_session_find_stream(session, hd->stream_id) && hd->stream_id > h->max_refused_id)
-        fail_connection(h, NGHTTP2_PROTOCOL_ERROR, "a stream id lower than one already used");
+        return fail_in_callback(h, NGHTTP2_PROTOCOL_ERROR,
+                                "a stream id lower than one already used");
     return 0;
 }
 
@@ -269,6 +277,14 @@ static long join_cookies(h2_stream *s)
             first = (long)i;
     if (count < 2)
         return -1;
+    /* The values are copied from the arena into itself: room for the whole
+     * join first, so that it does not move while they are. */
+    size_t total = 0;
+    for (size_t i = 0; i < s->nfields; i++)
+        if (s->fields[i].token == CG_HDR_COOKIE)
+            total += (total ? 2 : 0) + s->fields[i].value_len;
+    if (cg_buf_reserve(&s->arena, total) < 0)
+        return -2;
     size_t off = s->arena.len, len = 0;
     for (size_t i = 0; i < s->nfields; i++) {
         const h2_field *f = &s->fields[i];
@@ -366,9 +382,7 @@ static int deliver_request(cg_h2 *h, h2_stream *s, int end_stream)
     s->nfields = s->cap = 0;
     if (!user) {
         cg_h2_reset(h, s->id, NGHTTP2_REFUSED_STREAM);
-        if (!h->draining)
-            glitch(h, "too many refused streams");
-        return 0;
+        return h->draining ? 0 : glitch(h, "too many refused streams");
     }
     s->user = user;
     return 0;
@@ -385,6 +399,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (!s)
             return 0;
         if (!s->head_done && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (s->id > h->goaway_last) {
+                /* Above the stream our GOAWAY names (nghttp2 takes new
+                 * streams until it is sent): never started, closed as
+                 * refused when it goes out. Nothing will be sent on it. */
+                s->head_done = 1;
+                s->complete = 1;
+                return 0;
+            }
             if (s->refuse_status) {
                 /* Over a limit: answered here, the app never sees it. */
                 s->head_done = 1;
@@ -398,14 +420,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         return 0;
     case NGHTTP2_DATA:
         if (frame->hd.length == 0 && !end)
-            glitch(h, "too many empty DATA frames");
+            return glitch(h, "too many empty DATA frames");
         if (end && s && s->user)
             h->ev->on_body_end(h->ctx, s->user);
         return 0;
     case NGHTTP2_RST_STREAM:
         /* A client abandoning a request it started (the rapid reset pattern). */
         if (s && s->head_done && !s->complete)
-            glitch(h, "too many streams reset by the client");
+            return glitch(h, "too many streams reset by the client");
         return 0;
     default:
         return 0;
@@ -418,8 +440,7 @@ static int on_invalid_frame(nghttp2_session *session, const nghttp2_frame *frame
     (void)session;
     (void)frame;
     (void)error;
-    glitch(ud, "too many invalid frames");
-    return 0;
+    return glitch(ud, "too many invalid frames");
 }
 
 static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, const uint8_t *data,
@@ -674,9 +695,10 @@ void cg_h2_drain(cg_h2 *h)
 
 void cg_h2_goaway(cg_h2 *h)
 {
-    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h->session);
+    if (last < h->goaway_last)
+        h->goaway_last = last;
+    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
 }
 
 void cg_h2_terminate(cg_h2 *h, uint32_t error_code)
@@ -713,6 +735,7 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
     h->lim = *lim;
     h->ev = ev;
     h->ctx = ctx;
+    h->goaway_last = INT32_MAX;
     h->tokens = (double)cfg->glitch_burst;
     h->refilled = now_seconds();
     cg_buf_init(&h->nv_arena);
@@ -788,17 +811,27 @@ int cg_h2_recv(cg_h2 *h, const char *data, size_t len)
     if (h->fatal)
         return -1;
     ssize_t rc = nghttp2_session_mem_recv(h->session, (const uint8_t *)data, len);
-    if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC)
-        fail_connection(h, NGHTTP2_PROTOCOL_ERROR, "invalid connection preface");
-    else if (rc == NGHTTP2_ERR_FLOODED)
-        fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, "flooded with frames that need an answer");
+    if (!h->fatal && rc >= 0)
+        return 0;
+    if (!h->fatal) {
+        uint32_t code = NGHTTP2_INTERNAL_ERROR;
+        const char *why = nghttp2_strerror((int)rc);
+        if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+            code = NGHTTP2_PROTOCOL_ERROR;
+            why = "invalid connection preface";
+        } else if (rc == NGHTTP2_ERR_FLOODED) {
+            code = NGHTTP2_ENHANCE_YOUR_CALM;
+            why = "flooded with frames that need an answer";
 #if CG_HAVE_NGHTTP2_MAX_CONTINUATIONS
-    else if (rc == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
-        fail_connection(h, NGHTTP2_ENHANCE_YOUR_CALM, "a header block in too many frames");
+        } else if (rc == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) {
+            code = NGHTTP2_ENHANCE_YOUR_CALM;
+            why = "a header block in too many frames";
 #endif
-    else if (rc < 0)
-        fail_connection(h, NGHTTP2_INTERNAL_ERROR, nghttp2_strerror((int)rc));
-    return h->fatal ? -1 : 0;
+        }
+        fail_in_callback(h, code, why);
+    }
+    nghttp2_session_terminate_session(h->session, h->fail_code);
+    return -1;
 }
 
 int cg_h2_send(cg_h2 *h, cg_buf *out, size_t max)

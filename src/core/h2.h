@@ -103,7 +103,9 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
 void cg_h2_free(cg_h2 *h);
 
 /** Processes received bytes. Returns 0, or -1 when the connection must end
- * (the GOAWAY saying why is queued: send it, then close). */
+ * (the GOAWAY saying why is queued: send it, then close). A connection error
+ * nghttp2 answers itself (a malformed frame) returns 0: its GOAWAY is queued
+ * all the same, and cg_h2_done turns 1 once it is sent. */
 int cg_h2_recv(cg_h2 *h, const char *data, size_t len);
 /** Appends the frames ready to go to `out` (at most about `max` bytes, so a
  * slow reader bounds what is buffered). 0, or -1 when the session failed. */
@@ -136,7 +138,7 @@ void cg_h2_consume(cg_h2 *h, int32_t id, size_t n);
  * returning NULL) are not glitches. */
 void cg_h2_drain(cg_h2 *h);
 /** Graceful end: GOAWAY (NO_ERROR) naming the last stream processed; open
- * streams finish; no new ones start. */
+ * streams finish; no new ones start, even before the GOAWAY is sent. */
 void cg_h2_goaway(cg_h2 *h);
 /** Ends the connection now with GOAWAY `error_code`. */
 void cg_h2_terminate(cg_h2 *h, uint32_t error_code);
