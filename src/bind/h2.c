@@ -135,14 +135,25 @@ static void h2_flush(h2_conn *hc)
         cg_conn_settle(hc->conn);
 }
 
-/* Output arose inside a stream operation: produced at the server's flush in
- * this loop pass, when no cycle is in the middle of a call (producing can
- * close streams and release their cycles). */
+/* Output arose inside a stream operation, where producing at once could
+ * close streams and release their cycles under a cycle's own call: produced
+ * at the server's flush in this loop pass. */
 static void h2_produce_soon(h2_conn *hc)
 {
     hc->produce = 1;
     if (!hc->processing && hc->session)
         cg_conn_produce_soon(hc->conn);
+}
+
+/* Output arose on stream r. An HTTP cycle's app step ends with settle (or
+ * its response with finish), which produces it; a WebSocket session's step
+ * has no such end: its output is produced soon. */
+static void h2_output(h2_req *r)
+{
+    if (r->ws)
+        h2_produce_soon(r->hc);
+    else
+        r->hc->produce = 1;
 }
 
 /* ---- the stream interface (cg_stream_ops) ---------------------------------- */
@@ -193,7 +204,7 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
     /* A write to a stream that is gone fails: its cycle hears of it. */
     if (r->head_sent && (len || !more) && !(head && head->no_body))
         cg_h2_write(hc->session, r->id, data, len, !more);
-    h2_produce_soon(hc);
+    h2_output(r);
     return 0;
 }
 
@@ -201,7 +212,7 @@ static int h2_send_informational(cg_stream *s, int status, const cg_fields *fiel
 {
     h2_req *r = stream_req(s);
     if (r->hc->session && cg_h2_submit_head(r->hc->session, r->id, status, fields, NULL, 0, 0) == 0)
-        h2_produce_soon(r->hc);
+        h2_output(r);
     return 0;
 }
 
@@ -209,7 +220,7 @@ static int h2_send_trailers(cg_stream *s, const cg_fields *fields)
 {
     h2_req *r = stream_req(s);
     if (r->hc->session && cg_h2_trailers(r->hc->session, r->id, fields) == 0)
-        h2_produce_soon(r->hc);
+        h2_output(r);
     return 0;
 }
 
@@ -219,7 +230,7 @@ static void h2_fail(cg_stream *s, int status)
     h2_conn *hc = r->hc;
     if (!hc->session)
         return;
-    h2_produce_soon(hc);
+    h2_output(r);
     if (r->head_sent) {
         cg_h2_reset(hc->session, r->id, CG_H2_INTERNAL_ERROR);
         return;
@@ -250,7 +261,7 @@ static void h2_abort(cg_stream *s)
     h2_req *r = stream_req(s);
     if (r->hc->session) {
         cg_h2_reset(r->hc->session, r->id, CG_H2_INTERNAL_ERROR);
-        h2_produce_soon(r->hc);
+        h2_output(r);
     }
 }
 
@@ -267,7 +278,7 @@ static void h2_close(cg_stream *s)
         cg_h2_write(hc->session, r->id, NULL, 0, 1);
     else
         cg_h2_reset(hc->session, r->id, CG_H2_CANCEL);
-    h2_produce_soon(hc);
+    h2_output(r);
 }
 
 static int h2_write_blocked(cg_stream *s)
@@ -299,7 +310,7 @@ static void h2_feed_ws(h2_req *r)
     size_t read = before - cg_buf_unread(&r->in);
     if (read && r->hc->session) {
         cg_h2_consume(r->hc->session, r->id, read);
-        h2_produce_soon(r->hc); /* the WINDOW_UPDATE */
+        h2_output(r); /* the WINDOW_UPDATE */
     }
     if (!cg_buf_unread(&r->in))
         cg_buf_free(&r->in);
@@ -320,7 +331,7 @@ static void h2_consumed(cg_stream *s)
     if (taken > r->taken) {
         cg_h2_consume(r->hc->session, r->id, taken - r->taken);
         r->taken = taken;
-        h2_produce_soon(r->hc); /* the WINDOW_UPDATE */
+        h2_output(r); /* the WINDOW_UPDATE */
     }
 }
 
@@ -357,7 +368,9 @@ static void h2_finish(cg_stream *s, int reusable)
     h2_conn *hc = r->hc;
     (void)reusable; /* other streams go on whatever this one did */
     h2_release_cycle(r);
-    h2_produce_soon(hc);
+    /* Its cycle is released: producing may close the stream (r is freed)
+     * and release other streams' cycles, none of which is in a call. */
+    h2_flush(hc);
 }
 
 static const cg_stream_ops h2_stream_ops = {
