@@ -416,3 +416,28 @@ def test_gunicorn_http_protocols_map_onto_http2_options(sups, args, want):
     passed = json.loads(record.read_text())
     assert {k: passed.get(k) for k in want} == want, passed
     p.finish(signal.SIGTERM)
+
+
+@pytest.mark.skipif(not gunicorn_has_http2_settings(), reason="gunicorn < 25 has no HTTP/2 settings")
+@pytest.mark.parametrize("protocols,h2", [("h2,h1", True), (None, False)])
+def test_gunicorn_worker_serves_http2(sups, protocols, h2):
+    """Under gunicorn with h2 in --http-protocols, the casgi worker serves h2c
+    (prior knowledge) beside HTTP/1.1 on gunicorn's socket; with gunicorn's
+    default (h1) the HTTP/2 preface is not served as HTTP/2."""
+    import httpx
+
+    pytest.importorskip("h2")
+    extra = ("--http-protocols", protocols) if protocols else ()
+    p, _ = start_gunicorn(sups, *extra, workers=1)
+    url = f"http://127.0.0.1:{p.port}/"
+    with httpx.Client(timeout=5) as client:
+        r = client.get(url)
+        assert r.status_code == 200 and r.http_version == "HTTP/1.1"
+    with httpx.Client(http1=False, http2=True, timeout=5) as client:
+        if h2:
+            r = client.get(url)
+            assert r.status_code == 200 and r.http_version == "HTTP/2"
+        else:
+            with pytest.raises(httpx.HTTPError):
+                client.get(url)
+    p.finish(signal.SIGTERM)
