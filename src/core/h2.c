@@ -70,6 +70,7 @@ struct cg_h2 {
     cg_buf nv_arena; /* scratch for the name/value array of a head */
     nghttp2_nv *nva;
     size_t nva_cap;
+    char status_digits[4];  /* the :status value of the head being built */
     double tokens;          /* glitch bucket */
     double refilled;        /* monotonic seconds of the last refill */
     const char *error;      /* why the connection ended, for logs */
@@ -477,23 +478,42 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
 
 /* ---- sending ------------------------------------------------------------- */
 
-/* Names HTTP/2 forbids in a message (RFC 9113 section 8.2.2). */
+/* Names HTTP/2 forbids in a message (RFC 9113 section 8.2.2); `name` is
+ * lowercase. */
 static int connection_specific(const char *name, size_t len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade"};
-    cg_slice sl = {name, len};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (ieq(sl, names[i]))
-            return 1;
-    return 0;
+    switch (len) {
+    case 7:
+        return !memcmp(name, "upgrade", 7);
+    case 10:
+        return !memcmp(name, "connection", 10) || !memcmp(name, "keep-alive", 10);
+    case 16:
+        return !memcmp(name, "proxy-connection", 16);
+    case 17:
+        return !memcmp(name, "transfer-encoding", 17);
+    default:
+        return 0;
+    }
 }
 
-/* Appends one pair to the scratch arena, the name lowercased; records
- * offsets in nva (made pointers by nv_build when the arena is complete). */
+/* Appends one pair to h->nva, dropping connection-specific fields. Names
+ * and values are pointed to where they are (nghttp2 copies them when the
+ * head is submitted); a name with an uppercase letter is lowercased into
+ * the arena, whose room nv_build reserved, so it never moves. */
 static int nv_add(cg_h2 *h, size_t *count, const char *name, size_t nlen, const char *value,
                   size_t vlen)
 {
+    size_t i = 0;
+    while (i < nlen && !(name[i] >= 'A' && name[i] <= 'Z'))
+        i++;
+    if (i < nlen) {
+        char *low = h->nv_arena.data + h->nv_arena.len;
+        cg_ascii_lower(low, name, nlen);
+        h->nv_arena.len += nlen;
+        name = low;
+    }
+    if (connection_specific(name, nlen))
+        return 0;
     if (*count == h->nva_cap) {
         size_t cap = h->nva_cap ? 2 * h->nva_cap : 16;
         nghttp2_nv *nva = realloc(h->nva, cap * sizeof(*nva));
@@ -502,43 +522,39 @@ static int nv_add(cg_h2 *h, size_t *count, const char *name, size_t nlen, const 
         h->nva = nva;
         h->nva_cap = cap;
     }
-    nghttp2_nv *nv = &h->nva[*count];
-    nv->name = (uint8_t *)(uintptr_t)h->nv_arena.len;
+    nghttp2_nv *nv = &h->nva[(*count)++];
+    nv->name = (uint8_t *)(uintptr_t)name;
     nv->namelen = nlen;
-    if (cg_buf_reserve(&h->nv_arena, nlen + vlen) < 0)
-        return -1;
-    cg_ascii_lower(h->nv_arena.data + h->nv_arena.len, name, nlen);
-    h->nv_arena.len += nlen;
-    nv->value = (uint8_t *)(uintptr_t)h->nv_arena.len;
+    nv->value = (uint8_t *)(uintptr_t)value;
     nv->valuelen = vlen;
-    cg_buf_append(&h->nv_arena, value, vlen);
     nv->flags = NGHTTP2_NV_FLAG_NONE;
-    (*count)++;
     return 0;
 }
 
 /* h->nva[0..*count) for a head: ":status" unless status is 0 (trailers),
  * then `fields`, then the "name: value\r\n" `lines`; connection-specific
- * fields dropped. Valid until the next call. 0 or -1 (memory). */
+ * fields dropped. Points into `fields`, `lines` and h: valid until the next
+ * call, while those are. 0 or -1 (memory). */
 static int nv_build(cg_h2 *h, int status, const cg_fields *fields, const char *lines,
                     size_t lines_len, size_t *count)
 {
-    char digits[4];
     *count = 0;
     cg_buf_reset(&h->nv_arena);
+    /* Room for every name lowercased: the arena never moves while built. */
+    if (cg_buf_reserve(&h->nv_arena, (fields ? fields->buf.len : 0) + lines_len + 1) < 0)
+        return -1;
     if (status) {
-        digits[0] = (char)('0' + status / 100 % 10);
-        digits[1] = (char)('0' + status / 10 % 10);
-        digits[2] = (char)('0' + status % 10);
-        if (nv_add(h, count, ":status", 7, digits, 3) < 0)
+        h->status_digits[0] = (char)('0' + status / 100 % 10);
+        h->status_digits[1] = (char)('0' + status / 10 % 10);
+        h->status_digits[2] = (char)('0' + status % 10);
+        if (nv_add(h, count, ":status", 7, h->status_digits, 3) < 0)
             return -1;
     }
     if (fields) {
         size_t pos = 0;
         cg_field f;
         while (cg_fields_next(fields, &pos, &f))
-            if (!connection_specific(f.name, f.name_len) &&
-                nv_add(h, count, f.name, f.name_len, f.value, f.value_len) < 0)
+            if (nv_add(h, count, f.name, f.name_len, f.value, f.value_len) < 0)
                 return -1;
     }
     const char *p = lines, *end = lines ? lines + lines_len : NULL;
@@ -552,14 +568,9 @@ static int nv_build(cg_h2 *h, int status, const cg_fields *fields, const char *l
             v++;
         while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        if (!connection_specific(p, (size_t)(colon - p)) &&
-            nv_add(h, count, p, (size_t)(colon - p), v, (size_t)(ve - v)) < 0)
+        if (nv_add(h, count, p, (size_t)(colon - p), v, (size_t)(ve - v)) < 0)
             return -1;
         p = eol + 1;
-    }
-    for (size_t i = 0; i < *count; i++) {
-        h->nva[i].name = (uint8_t *)h->nv_arena.data + (uintptr_t)h->nva[i].name;
-        h->nva[i].value = (uint8_t *)h->nv_arena.data + (uintptr_t)h->nva[i].value;
     }
     return 0;
 }
