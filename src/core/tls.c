@@ -808,11 +808,17 @@ static int fail(cg_tls *t, int sslerr)
     return CG_TLS_FATAL;
 }
 
-/* The error queue is empty when an engine call starts and when it returns.
- * ERR_clear_error clears every slot of the queue (about 800 instructions in
- * OpenSSL 3.0, four times a request when called around every read and
- * write); ERR_peek_error only looks, so the data path clears only what is
- * there, such as an error another user of OpenSSL in this thread left. */
+/* The error queue and the data path. SSL_get_error reads the queue first,
+ * so an entry another user of OpenSSL in this thread left (Python's ssl, an
+ * app's crypto library) would turn "wants more input" into a fatal error:
+ * cg_tls_read, whose control flow depends on SSL_get_error, makes sure the
+ * queue is empty before it calls OpenSSL. ERR_peek_error only looks (about
+ * 200 instructions in OpenSSL 3.0: it fetches the thread's error state);
+ * ERR_clear_error also wipes all 16 slots (about 800), so it runs only when
+ * something is there. A successful call, or one that waits for input, adds
+ * nothing to the queue, so there is nothing to clear after it; every failure
+ * clears the queue (fail). The handshake, once per connection, is checked
+ * before and after all the same. */
 static inline void clear_stale_errors(void)
 {
     if (ERR_peek_error())
@@ -829,12 +835,12 @@ static int fail_state(cg_tls *t)
 
 int cg_tls_read(cg_tls *t, cg_buf *plain, cg_buf *cipher_out)
 {
-    int flags = CG_TLS_AGAIN;
+    int flags = CG_TLS_AGAIN, handshake = !t->done, filled = 0;
     if (t->cause)
         return CG_TLS_FATAL;
     t->io.out = cipher_out;
     clear_stale_errors();
-    if (!t->done) {
+    if (handshake) {
         int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
@@ -846,21 +852,27 @@ int cg_tls_read(cg_tls *t, cg_buf *plain, cg_buf *cipher_out)
         t->done = 1;
         flags |= CG_TLS_HANDSHAKE;
     }
-    /* Plaintext is never longer than the ciphertext it came from, so the
-     * unread input plus what OpenSSL holds decrypted bounds what one call can
-     * produce; nothing is reserved when there is nothing to read (an idle
-     * connection's buffer stays empty). */
-    while (cg_buf_unread(&t->in) > 0 || SSL_has_pending(t->ssl)) {
-        size_t want = cg_buf_unread(&t->in) + (size_t)SSL_pending(t->ssl) + 64, got = 0;
-        if (want > RECORD_PLAIN_MAX)
+    /* One SSL_read_ex per record (no read-ahead: OpenSSL reads a record's
+     * header, then exactly its body, from the input). Plaintext is never
+     * longer than the ciphertext it came from, so room for the unread input
+     * holds the next record's plaintext, and nothing is reserved when there
+     * is nothing to read (an idle connection's buffer stays empty). Only a
+     * record that began in an earlier call can have more plaintext than the
+     * input left: then the read fills the room, OpenSSL keeps the rest
+     * (SSL_has_pending), and the next round makes room for a whole record. */
+    while (cg_buf_unread(&t->in) > 0 || (filled && SSL_has_pending(t->ssl))) {
+        size_t want = cg_buf_unread(&t->in) + 64, room, got = 0;
+        if (filled || want > RECORD_PLAIN_MAX)
             want = RECORD_PLAIN_MAX;
         if (plain->cap - plain->len < want && cg_buf_reserve(plain, want) < 0) {
             t->io.oom = 1;
             t->io.out = NULL;
             return fail(t, SSL_ERROR_SYSCALL);
         }
-        if (SSL_read_ex(t->ssl, plain->data + plain->len, plain->cap - plain->len, &got)) {
+        room = plain->cap - plain->len;
+        if (SSL_read_ex(t->ssl, plain->data + plain->len, room, &got)) {
             plain->len += got;
+            filled = got == room;
             continue;
         }
         int e = SSL_get_error(t->ssl, 0);
@@ -875,7 +887,8 @@ int cg_tls_read(cg_tls *t, cg_buf *plain, cg_buf *cipher_out)
     }
 out:
     t->io.out = NULL;
-    clear_stale_errors();
+    if (handshake)
+        clear_stale_errors();
     return flags;
 }
 
@@ -894,13 +907,14 @@ int cg_tls_write(cg_tls *t, const char *plain, size_t n, cg_buf *cipher_out)
         t->cause = CG_TLS_E_NOMEM;
         return CG_TLS_FATAL;
     }
+    /* No look at the error queue first: the BIO never asks to retry, so a
+     * write that fails is fatal whatever SSL_get_error says (a stale entry
+     * could only misname the cause of a connection that is over anyway). */
     t->io.out = cipher_out;
-    clear_stale_errors();
     ok = SSL_write_ex(t->ssl, plain, n, &written);
     t->io.out = NULL;
     if (!ok)
         return fail(t, SSL_get_error(t->ssl, ok));
-    clear_stale_errors();
     return 0;
 }
 

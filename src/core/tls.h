@@ -8,9 +8,11 @@
  * loop's). A build without OpenSSL (CG_HAVE_TLS 0) keeps this API:
  * cg_tls_available() is 0 and cg_tls_ctx_new fails with a message saying so.
  *
- * Errors: every function clears OpenSSL's error queue before it returns, so
- * a failure never leaves stale entries for the next call (or for Python's ssl
- * module in the same process) to misreport. */
+ * Errors: no function leaves an entry of its own in OpenSSL's error queue (a
+ * failure clears it before returning), so nothing stale is left for the next
+ * call or for Python's ssl module in the same process to misreport; an entry
+ * someone else left is cleared before OpenSSL is asked anything that reads
+ * the queue. */
 #ifndef CG_TLS_H
 #define CG_TLS_H
 

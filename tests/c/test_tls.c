@@ -777,6 +777,67 @@ static void test_shrink(cg_tls_ctx *ctx)
     srv_free(&s);
 }
 
+/* A record that began in an earlier call has more plaintext than the input
+ * that completes it: the room made for that input fills, and the rest comes
+ * out in the same call. */
+static void test_pending_plaintext(cg_tls_ctx *ctx)
+{
+    static char big[16000];
+    cli c;
+    srv s;
+    cliopt o = {0};
+    size_t w;
+    char *p;
+    long n;
+    fill(big, sizeof(big), 5);
+    srv_init(&s, ctx);
+    cli_init(&c, &o);
+    pump(&c, &s, 0);
+    SSL_write_ex(c.ssl, big, sizeof(big), &w);
+    n = BIO_get_mem_data(c.wb, &p);
+    srv_take(&s, p, (size_t)n - 10, 0);
+    ok(!s.fatal && s.plain.len == 0, "pending: a partial record gives nothing yet");
+    cg_buf_free(&s.plain); /* the room made for that input is gone */
+    srv_take(&s, p + n - 10, 10, 0);
+    (void)BIO_reset(c.wb);
+    ok(!s.fatal && s.plain.len == sizeof(big) && memcmp(s.plain.data, big, sizeof(big)) == 0,
+       "pending: 16000 bytes of plaintext from the last 10 bytes of their record");
+    cli_free(&c);
+    srv_free(&s);
+}
+
+/* An entry another user of OpenSSL left in the thread's error queue must not
+ * make a wait for input look fatal, nor stop a write. */
+static void test_stale_errors(cg_tls_ctx *ctx)
+{
+    cli c;
+    srv s;
+    cliopt o = {0};
+    size_t w;
+    char *p;
+    long n;
+    srv_init(&s, ctx);
+    cli_init(&c, &o);
+    pump(&c, &s, 0);
+    SSL_write_ex(c.ssl, "ping", 4, &w);
+    n = BIO_get_mem_data(c.wb, &p);
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    srv_take(&s, p, (size_t)n - 3, 0);
+    ok(!s.fatal && s.plain.len == 0, "stale error: a partial record still waits for input");
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    srv_take(&s, p + n - 3, 3, 0);
+    (void)BIO_reset(c.wb);
+    ok(!s.fatal && s.plain.len == 4 && memcmp(s.plain.data, "ping", 4) == 0,
+       "stale error: the record completes");
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    ok(cg_tls_write(s.t, "pong", 4, &s.out) == 0, "stale error: a write succeeds");
+    ERR_clear_error();
+    pump(&c, &s, 0);
+    ok(c.got.len == 4 && memcmp(c.got.data, "pong", 4) == 0, "stale error: the client gets it");
+    cli_free(&c);
+    srv_free(&s);
+}
+
 static void test_close_notify(cg_tls_ctx *ctx)
 {
     cli c;
@@ -1081,6 +1142,8 @@ int main(void)
     test_split_points(ctx);
     test_input_buffer(ctx);
     test_shrink(ctx);
+    test_pending_plaintext(ctx);
+    test_stale_errors(ctx);
     test_close_notify(ctx);
     test_garbage(ctx);
     test_conf_errors();
