@@ -129,6 +129,19 @@ int cg_tls_read(cg_tls *t, cg_buf *plain, cg_buf *cipher_out);
  * CG_TLS_FATAL. */
 int cg_tls_write(cg_tls *t, const char *plain, size_t n, cg_buf *cipher_out);
 
+/** The exact size of the records cg_tls_write_into makes of n bytes when
+ * the connection's cipher makes it known beforehand (TLS 1.3; TLS 1.2 with
+ * AES-GCM or ChaCha20-Poly1305), else 0. Only after the handshake. */
+size_t cg_tls_write_size(const cg_tls *t, size_t n);
+
+/** Encrypts n bytes into the caller's memory: dst, of cap bytes (as
+ * cg_tls_write_size said). Returns 1 when the records filled dst exactly;
+ * 0 when they did not fit it or left room (something else was written
+ * first, such as a KeyUpdate): then all of them are appended to cipher_out
+ * instead, and dst holds nothing of use; or CG_TLS_FATAL. */
+int cg_tls_write_into(cg_tls *t, const char *plain, size_t n, char *dst, size_t cap,
+                      cg_buf *cipher_out);
+
 /** Appends a close_notify alert to cipher_out. Returns 0 or CG_TLS_FATAL. */
 int cg_tls_close_notify(cg_tls *t, cg_buf *cipher_out);
 
