@@ -3,8 +3,8 @@
 
     python bench/callgrind.py [--server casgi|uvicorn|hypercorn|granian]
                               [--scenario plaintext|json|echo-10k|tls-plaintext|h2c-plaintext|...]
-                              [--loop uvloop|asyncio] [--requests N] [--annotate FILE]
-                              [--keep DIR] [--venv DIR]
+                              [--tls] [--loop uvloop|asyncio] [--requests N]
+                              [--annotate FILE] [--keep DIR] [--venv DIR]
 
 Wall-clock numbers on a shared or noisy machine move by several percent from run
 to run; instruction counts move by far less, so they show the effect of one
@@ -19,7 +19,8 @@ the run (bench/tlscerts.py): `tls-plaintext` and `tls-json` send the requests
 over 4 keep-alive connections as above; `tls-handshake` opens a new connection
 with a full handshake (Python's ssl client never resumes unless handed a
 session) for every request, so its count is instructions per handshake plus
-one request.
+one request. `--tls` serves any other scenario over TLS the same way
+(`--scenario echo-10k --tls`: a 10 KiB upload and response per request).
 
 The h2c scenarios send the same requests over HTTP/2 with prior knowledge
 (bench/h2client.py, on the `h2` package): one stream at a time on each of the 4
@@ -29,6 +30,7 @@ connections, so their counts compare with the HTTP/1.1 ones of the same app.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import os
 import re
@@ -171,9 +173,10 @@ def object_label(path: str) -> str:
 
 def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
             annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN,
-            by_object: dict | None = None) -> float:
+            by_object: dict | None = None, over_tls: bool = False) -> float:
     """Instructions per request; fills `by_object` (when given) with instructions
-    per request for each part of the process (object_label)."""
+    per request for each part of the process (object_label). `over_tls` serves
+    a cleartext scenario over TLS."""
     scenario = BY_NAME[scenario_name]
     if scenario.http2:
         h2client.use_venv(os.path.join(bin_dir, "python"))
@@ -181,6 +184,8 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
             import h2  # noqa: F401
         except ImportError:
             raise RuntimeError("the h2 package is not installed in the bench venv") from None
+    if over_tls:
+        scenario = dataclasses.replace(scenario, tls=True)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="casgi-callgrind-") as tmp_dir:
         files = make_certificates(tmp_dir) if scenario.tls else None
@@ -243,9 +248,11 @@ def main(argv=None) -> int:
     p.add_argument("--server", default="casgi",
                    choices=["casgi", "uvicorn", "hypercorn", "granian"])
     p.add_argument("--scenario", default="plaintext",
-                   choices=["plaintext", "json", "echo-10k", "starlette", "fastapi",
+                   choices=["plaintext", "json", "echo-10k", "stream-1m", "starlette", "fastapi",
                             "tls-plaintext", "tls-json", "tls-handshake", "h2c-plaintext",
                             "h2c-json", "h2c-echo-10k", "h2-tls-plaintext", "h2-tls-json"])
+    p.add_argument("--tls", action="store_true",
+                   help="serve the scenario over TLS 1.3 (as the tls-* scenarios do)")
     p.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=500)
@@ -264,13 +271,14 @@ def main(argv=None) -> int:
     parts = {} if args.by_object else None
     try:
         per_request = measure(args.server, args.scenario, args.loop, args.requests,
-                              args.warmup, args.annotate, args.keep, bin_dir, parts)
+                              args.warmup, args.annotate, args.keep, bin_dir, parts, args.tls)
     except RuntimeError as exc:  # e.g. a server without HTTP/2 in an h2c scenario
         sys.exit(f"{args.server} {args.scenario}: {exc}")
     scenario = BY_NAME[args.scenario]
     how = "each on a new connection" if scenario.handshake else \
         f"{CONNECTIONS} keep-alive connections" + (", HTTP/2" if scenario.http2 else "")
-    print(f"{args.server} {args.scenario} ({args.loop}): {per_request:,.0f} instructions per "
+    name = args.scenario + (" over TLS" if args.tls and not scenario.tls else "")
+    print(f"{args.server} {name} ({args.loop}): {per_request:,.0f} instructions per "
           f"request ({args.requests} requests, {how})")
     for label, cost in sorted((parts or {}).items(), key=lambda item: -item[1]):
         if cost >= per_request / 1000:

@@ -7,8 +7,9 @@
  *   error the connection must stay failed with a known cause.
  * odd: an in-memory OpenSSL client completes a real handshake first; the
  *   rest is a list of operations (client writes of fuzzer-chosen sizes,
- *   ciphertext delivered in fuzzer-chosen pieces, server writes,
- *   cg_tls_shrink, close_notify). Plaintext must arrive byte-exact, in order, both ways.
+ *   ciphertext delivered in fuzzer-chosen pieces, server writes to a buffer
+ *   or into memory sized by cg_tls_write_size (exact, a byte short, a byte
+ *   over), cg_tls_shrink, close_notify). Plaintext must arrive byte-exact, in order, both ways.
  *
  * Any broken invariant aborts. OpenSSL itself is not instrumented: the
  * coverage guiding the fuzzer is the engine's, the memory checks are ASan's
@@ -217,13 +218,26 @@ static void session_mode(const uint8_t *d, size_t n)
             check(deliver(&x, &d, &n) == 0);
             break;
         }
-        case 2: /* the server writes */
-            check(cg_tls_write(x.t, from, len, &x.out) == 0);
+        case 2: { /* the server writes: into a buffer, or (op >= 128) into memory of the
+                   * size cg_tls_write_size says, one byte short or one byte over (op % 3) */
+            size_t size = cg_tls_write_size(x.t, len), room = size - 1 + (size_t)(op % 3);
+            char *dst = op >= 128 && size ? malloc(size + 1) : NULL;
+            if (dst) {
+                int r = cg_tls_write_into(x.t, from, len, dst, room, &x.out);
+                check(r == (room == size)); /* the client asks for no KeyUpdate */
+                check(r == 0 || x.out.len == 0);
+                if (r == 1)
+                    check(BIO_write(x.rb, dst, (int)room) == (int)room);
+                free(dst);
+            } else {
+                check(cg_tls_write(x.t, from, len, &x.out) == 0);
+            }
             check(cg_buf_append(&exp_s, from, len) == 0);
             check(BIO_write(x.rb, x.out.data, (int)x.out.len) == (int)x.out.len || !x.out.len);
             cg_buf_reset(&x.out);
             client_read(&x);
             break;
+        }
         case 4: /* idle: the server gives its buffers back (kept while a record is partial) */
             check(cg_tls_shrink(x.t) >= 0);
             break;

@@ -420,6 +420,10 @@ def test_tls_extension_tls13(main, pki):
         assert tls["cipher_suite"] == suite_id(ctx, name)
         # The same extension in every request of the connection.
         assert get(c, "/scope").json()["extensions"]["tls"] == tls
+        # Each request gets its own copies: what an app changes stays in its scope.
+        changed = get(c, "/mutate-scope").json()["extensions"]
+        assert changed["tls"]["tls_version"] == 0 and "added" in changed
+        assert get(c, "/scope").json()["extensions"] == {"tls": tls}
 
 
 @pytest.mark.parametrize("cipher,suite", [
@@ -1036,6 +1040,7 @@ def test_websocket_wss(main, pki):
         scope = json.loads(ws.recv(timeout=5))
     assert scope["type"] == "websocket"
     assert scope["scheme"] == "wss"
+    assert set(scope["extensions"]) == {"tls", "websocket.http.response"}
     tls = scope["extensions"]["tls"]
     assert set(tls) == TLS_KEYS
     assert tls["server_cert"] == pki.server.leaf_pem

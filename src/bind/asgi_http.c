@@ -172,8 +172,9 @@ static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
 
 /* A dict holding every key of a scope, built once per server: copying it
  * clones its key table in one step, and each request then only replaces
- * values, instead of inserting keys into a growing dict. */
-static PyObject *scope_template(cg_state *st, int websocket)
+ * values, instead of inserting keys into a growing dict. An http scope has
+ * "extensions" only on a TLS server, where every scope has the tls one. */
+static PyObject *scope_template(cg_state *st, int websocket, int tls)
 {
     PyObject *keys[] = {st->s_type,   st->s_asgi,         st->s_http_version, st->s_server,
                         st->s_client, st->s_scheme,       st->s_method,       st->s_root_path,
@@ -183,7 +184,7 @@ static PyObject *scope_template(cg_state *st, int websocket)
     PyObject *d = PyDict_New();
     for (size_t i = 0; d && i < n; i++) {
         if (websocket ? keys[i] == st->s_method
-                      : keys[i] == st->s_subprotocols || keys[i] == st->s_extensions)
+                      : keys[i] == st->s_subprotocols || (keys[i] == st->s_extensions && !tls))
             continue;
         if (PyDict_SetItem(d, keys[i], Py_None) < 0)
             Py_CLEAR(d);
@@ -193,16 +194,27 @@ static PyObject *scope_template(cg_state *st, int websocket)
     return d;
 }
 
+/* scope["extensions"] = {name: a copy of value, or {} when value is NULL},
+ * replacing what the scope had there (nothing, or None). */
+static int scope_new_extensions(PyObject *scope, cg_state *st, PyObject *name, PyObject *value)
+{
+    PyObject *ext = PyDict_New();
+    if (!ext)
+        return -1;
+    if (dict_set_steal(ext, name, value ? PyDict_Copy(value) : PyDict_New()) < 0) {
+        Py_DECREF(ext);
+        return -1;
+    }
+    return dict_set_steal(scope, st->s_extensions, ext);
+}
+
 int cg_scope_add_extension(PyObject *scope, cg_state *st, PyObject *name, PyObject *value)
 {
     PyObject *ext = PyDict_GetItemWithError(scope, st->s_extensions);
     if (!ext && PyErr_Occurred())
         return -1;
-    if (!ext || ext == Py_None) {
-        ext = PyDict_New();
-        if (dict_set_steal(scope, st->s_extensions, ext) < 0)
-            return -1;
-    }
+    if (!ext || ext == Py_None)
+        return scope_new_extensions(scope, st, name, value);
     return dict_set_steal(ext, name, value ? PyDict_Copy(value) : PyDict_New());
 }
 
@@ -214,7 +226,7 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     PyObject **tpl = &srv->scope_templates[websocket ? 1 : 0];
     PyObject *scope, *raw;
 
-    if (!*tpl && !(*tpl = scope_template(st, websocket)))
+    if (!*tpl && !(*tpl = scope_template(st, websocket, srv->tls != NULL)))
         return NULL;
     scope = PyDict_Copy(*tpl);
     if (!scope)
@@ -263,7 +275,8 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
         dict_set_steal(scope, st->s_headers, header_list(st, req)) < 0 ||
         dict_set_steal(scope, st->s_state, PyDict_Copy(srv->state)) < 0)
         goto fail;
-    if (info->tls && cg_scope_add_extension(scope, st, st->s_tls, info->tls) < 0)
+    /* A new scope has no extensions dict yet (the template's is None). */
+    if (info->tls && scope_new_extensions(scope, st, st->s_tls, info->tls) < 0)
         goto fail;
     return scope;
 fail:

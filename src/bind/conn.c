@@ -90,17 +90,34 @@ static int tls_write_scratch(cg_conn *c, cg_buf *cipher)
     return rc;
 }
 
-/* Encrypts plaintext and writes the records (one write). 0 or -1. */
+/* Encrypts plaintext and writes the records (one write). 0 or -1. When the
+ * engine knows their size beforehand (the AEAD ciphers: every TLS 1.3
+ * connection), the records are made in the bytes object that is written;
+ * else, or when the engine wrote something more (a KeyUpdate), they are made
+ * in the scratch buffer and copied into one. */
 static int tls_send(cg_conn *c, const char *p, size_t n)
 {
     cg_buf *cipher = tls_scratch(c->server);
     if (n == 0 || !c->transport)
         return 0;
-    if (cg_tls_write(c->tls, p, n, cipher) < 0) {
+    size_t size = cg_tls_write_size(c->tls, n);
+    PyObject *b = size ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size) : NULL;
+    if (size && !b)
+        return -1;
+    int rc = b ? cg_tls_write_into(c->tls, p, n, PyBytes_AS_STRING(b), size, cipher)
+               : cg_tls_write(c->tls, p, n, cipher);
+    if (rc < 0) {
+        Py_XDECREF(b);
         cg_buf_reset(cipher);
         PyErr_SetString(PyExc_ConnectionError, "TLS: cannot encrypt on this connection");
         return -1;
     }
+    if (rc == 1) {
+        rc = transport_write_raw(c, b);
+        Py_DECREF(b);
+        return rc;
+    }
+    Py_XDECREF(b);
     return tls_write_scratch(c, cipher);
 }
 

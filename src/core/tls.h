@@ -8,9 +8,11 @@
  * loop's). A build without OpenSSL (CG_HAVE_TLS 0) keeps this API:
  * cg_tls_available() is 0 and cg_tls_ctx_new fails with a message saying so.
  *
- * Errors: every function clears OpenSSL's error queue before it returns, so
- * a failure never leaves stale entries for the next call (or for Python's ssl
- * module in the same process) to misreport. */
+ * Errors: no function leaves an entry of its own in OpenSSL's error queue (a
+ * failure clears it before returning), so nothing stale is left for the next
+ * call or for Python's ssl module in the same process to misreport; an entry
+ * someone else left is cleared before OpenSSL is asked anything that reads
+ * the queue. */
 #ifndef CG_TLS_H
 #define CG_TLS_H
 
@@ -126,6 +128,19 @@ int cg_tls_read(cg_tls *t, cg_buf *plain, cg_buf *cipher_out);
  * with no allocation per record). Only after the handshake. Returns 0 or
  * CG_TLS_FATAL. */
 int cg_tls_write(cg_tls *t, const char *plain, size_t n, cg_buf *cipher_out);
+
+/** The exact size of the records cg_tls_write_into makes of n bytes when
+ * the connection's cipher makes it known beforehand (TLS 1.3; TLS 1.2 with
+ * AES-GCM or ChaCha20-Poly1305), else 0. Only after the handshake. */
+size_t cg_tls_write_size(const cg_tls *t, size_t n);
+
+/** Encrypts n bytes into the caller's memory: dst, of cap bytes (as
+ * cg_tls_write_size said). Returns 1 when the records filled dst exactly;
+ * 0 when they did not fit it or left room (something else was written
+ * first, such as a KeyUpdate): then all of them are appended to cipher_out
+ * instead, and dst holds nothing of use; or CG_TLS_FATAL. */
+int cg_tls_write_into(cg_tls *t, const char *plain, size_t n, char *dst, size_t cap,
+                      cg_buf *cipher_out);
 
 /** Appends a close_notify alert to cipher_out. Returns 0 or CG_TLS_FATAL. */
 int cg_tls_close_notify(cg_tls *t, cg_buf *cipher_out);

@@ -5,6 +5,8 @@ http:
   /pid          the worker's pid
   /scope        JSON: scheme, http_version, client, server, the extensions
                 (with "tls" when present) and the pid
+  /mutate-scope  changes scope["extensions"] (a key added, the tls dict
+                altered), then answers as /scope
   /echo         the request body back (application/octet-stream)
   /download?size=N&seed=S  N pseudo-random bytes (random.Random(S).randbytes)
   /stream?n=N   N body messages "part-<i>\n", no content-length (chunked, or
@@ -89,6 +91,10 @@ async def app(scope, receive, send):
     if path == "/pid":
         await respond(send, str(os.getpid()).encode())
     elif path == "/scope":
+        await respond(send, scope_json(scope), b"application/json")
+    elif path == "/mutate-scope":
+        scope["extensions"]["added"] = {}
+        scope["extensions"]["tls"]["tls_version"] = 0
         await respond(send, scope_json(scope), b"application/json")
     elif path == "/echo":
         await respond(send, body, b"application/octet-stream")

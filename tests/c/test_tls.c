@@ -777,6 +777,175 @@ static void test_shrink(cg_tls_ctx *ctx)
     srv_free(&s);
 }
 
+/* Hands the client n bytes of records and checks it decrypts want. */
+static int client_gets(cli *c, const char *records, size_t n, const char *want, size_t wn)
+{
+    size_t before = c->got.len;
+    BIO_write(c->rb, records, (int)n);
+    cli_step(c);
+    return !c->failed && c->got.len - before == wn && memcmp(c->got.data + before, want, wn) == 0;
+}
+
+/* cg_tls_write_into: records straight into the caller's memory when their
+ * size is known, the same bytes cg_tls_write makes; anything else ends in
+ * cipher_out. */
+static void write_into_case(const cliopt *o, const char *ciphers, int known, const char *name)
+{
+    static const size_t sizes[] = {1, 1000, 16384, 16385, 40000};
+    static char data[40000];
+    cg_tls_conf conf = base_conf();
+    cg_tls_ctx *ctx;
+    cli c;
+    srv s;
+    int good = 1, sized = 1;
+    fill(data, sizeof(data), 9);
+    conf.ciphers = ciphers;
+    ctx = ctx_or_die(&conf);
+    srv_init(&s, ctx);
+    cli_init(&c, o);
+    ok(cg_tls_write_size(s.t, 10) == 0, "%s: no size before the handshake", name);
+    pump(&c, &s, 0);
+    ok(connected(&c, &s), "%s: connected", name);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t n = sizes[i], size = cg_tls_write_size(s.t, n);
+        char *dst = malloc(size + 1);
+        cg_buf_reset(&s.out);
+        if (!known) {
+            sized &= size == 0;
+        } else if (cg_tls_write(s.t, data, n, &s.out) != 0 || s.out.len != size ||
+                   !client_gets(&c, s.out.data, s.out.len, data, n)) {
+            sized = 0;
+        } else {
+            cg_buf_reset(&s.out);
+            good &= cg_tls_write_into(s.t, data, n, dst, size, &s.out) == 1 && s.out.len == 0 &&
+                    client_gets(&c, dst, size, data, n);
+            /* A byte too few, a byte too many: all records in cipher_out. */
+            good &= cg_tls_write_into(s.t, data, n, dst, size - 1, &s.out) == 0 &&
+                    client_gets(&c, s.out.data, s.out.len, data, n);
+            cg_buf_reset(&s.out);
+            good &= cg_tls_write_into(s.t, data, n, dst, size + 1, &s.out) == 0 &&
+                    client_gets(&c, s.out.data, s.out.len, data, n);
+        }
+        free(dst);
+    }
+    if (known)
+        ok(sized, "%s: cg_tls_write_size is what cg_tls_write makes (1 B to 40000 B)", name);
+    else
+        ok(sized, "%s: cg_tls_write_size does not guess", name);
+    if (known)
+        ok(good, "%s: records written into the caller's memory, or all to cipher_out", name);
+    cli_free(&c);
+    srv_free(&s);
+    cg_tls_ctx_free(ctx);
+}
+
+static void test_write_into(cg_tls_ctx *ctx)
+{
+    cliopt o = {0};
+    write_into_case(&o, NULL, 1, "TLS 1.3");
+    o.max = TLS1_2_VERSION;
+    write_into_case(&o, "ECDHE-RSA-AES128-GCM-SHA256", 1, "TLS 1.2 AES-GCM");
+    write_into_case(&o, "ECDHE-RSA-CHACHA20-POLY1305", 1, "TLS 1.2 ChaCha20-Poly1305");
+    write_into_case(&o, "ECDHE-RSA-AES128-SHA256", 0, "TLS 1.2 CBC");
+
+    /* A client that limits records to 1 KiB (max_fragment_length). */
+    cli c;
+    srv s;
+    cliopt d = {0};
+    static char data[3000];
+    fill(data, sizeof(data), 4);
+    srv_init(&s, ctx);
+    cli_init(&c, &d);
+    SSL_set_tlsext_max_fragment_length(c.ssl, TLSEXT_max_fragment_length_1024);
+    pump(&c, &s, 0);
+    size_t size = cg_tls_write_size(s.t, sizeof(data));
+    char *dst = malloc(size);
+    ok(connected(&c, &s) && size == sizeof(data) + 3 * 22 &&
+           cg_tls_write_into(s.t, data, sizeof(data), dst, size, &s.out) == 1 &&
+           client_gets(&c, dst, size, data, sizeof(data)),
+       "max_fragment_length 1024: 3000 bytes in 3 records, into the caller's memory");
+
+    /* The client asks for a key update: the server's next write starts with
+     * its own KeyUpdate, which the size did not count. */
+    size_t w;
+    SSL_key_update(c.ssl, SSL_KEY_UPDATE_REQUESTED);
+    SSL_write_ex(c.ssl, "k", 1, &w);
+    pump(&c, &s, 0);
+    cg_buf_reset(&s.out);
+    ok(cg_tls_write_into(s.t, data, sizeof(data), dst, size, &s.out) == 0 &&
+           client_gets(&c, s.out.data, s.out.len, data, sizeof(data)) &&
+           SSL_get_key_update_type(c.ssl) == SSL_KEY_UPDATE_NONE,
+       "after a KeyUpdate request: the records and the KeyUpdate in cipher_out");
+    cg_buf_reset(&s.out);
+    ok(cg_tls_write_into(s.t, data, sizeof(data), dst, size, &s.out) == 1 &&
+           client_gets(&c, dst, size, data, sizeof(data)),
+       "the write after it goes into the caller's memory again");
+    free(dst);
+    cli_free(&c);
+    srv_free(&s);
+}
+
+/* A record that began in an earlier call has more plaintext than the input
+ * that completes it: the room made for that input fills, and the rest comes
+ * out in the same call. */
+static void test_pending_plaintext(cg_tls_ctx *ctx)
+{
+    static char big[16000];
+    cli c;
+    srv s;
+    cliopt o = {0};
+    size_t w;
+    char *p;
+    long n;
+    fill(big, sizeof(big), 5);
+    srv_init(&s, ctx);
+    cli_init(&c, &o);
+    pump(&c, &s, 0);
+    SSL_write_ex(c.ssl, big, sizeof(big), &w);
+    n = BIO_get_mem_data(c.wb, &p);
+    srv_take(&s, p, (size_t)n - 10, 0);
+    ok(!s.fatal && s.plain.len == 0, "pending: a partial record gives nothing yet");
+    cg_buf_free(&s.plain); /* the room made for that input is gone */
+    srv_take(&s, p + n - 10, 10, 0);
+    (void)BIO_reset(c.wb);
+    ok(!s.fatal && s.plain.len == sizeof(big) && memcmp(s.plain.data, big, sizeof(big)) == 0,
+       "pending: 16000 bytes of plaintext from the last 10 bytes of their record");
+    cli_free(&c);
+    srv_free(&s);
+}
+
+/* An entry another user of OpenSSL left in the thread's error queue must not
+ * make a wait for input look fatal, nor stop a write. */
+static void test_stale_errors(cg_tls_ctx *ctx)
+{
+    cli c;
+    srv s;
+    cliopt o = {0};
+    size_t w;
+    char *p;
+    long n;
+    srv_init(&s, ctx);
+    cli_init(&c, &o);
+    pump(&c, &s, 0);
+    SSL_write_ex(c.ssl, "ping", 4, &w);
+    n = BIO_get_mem_data(c.wb, &p);
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    srv_take(&s, p, (size_t)n - 3, 0);
+    ok(!s.fatal && s.plain.len == 0, "stale error: a partial record still waits for input");
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    srv_take(&s, p + n - 3, 3, 0);
+    (void)BIO_reset(c.wb);
+    ok(!s.fatal && s.plain.len == 4 && memcmp(s.plain.data, "ping", 4) == 0,
+       "stale error: the record completes");
+    ERR_raise(ERR_LIB_SSL, SSL_R_BAD_LENGTH);
+    ok(cg_tls_write(s.t, "pong", 4, &s.out) == 0, "stale error: a write succeeds");
+    ERR_clear_error();
+    pump(&c, &s, 0);
+    ok(c.got.len == 4 && memcmp(c.got.data, "pong", 4) == 0, "stale error: the client gets it");
+    cli_free(&c);
+    srv_free(&s);
+}
+
 static void test_close_notify(cg_tls_ctx *ctx)
 {
     cli c;
@@ -1081,6 +1250,9 @@ int main(void)
     test_split_points(ctx);
     test_input_buffer(ctx);
     test_shrink(ctx);
+    test_pending_plaintext(ctx);
+    test_write_into(ctx);
+    test_stale_errors(ctx);
     test_close_notify(ctx);
     test_garbage(ctx);
     test_conf_errors();
