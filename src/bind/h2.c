@@ -111,6 +111,7 @@ static void h2_produce(h2_conn *hc)
             else if (cg_conn_write(c, out->data, out->len) < 0)
                 PyErr_Clear(); /* a closing transport: connection_lost follows */
         }
+        size_t produced = out->len;
         cg_buf_reset(out);
         if (rc < 0) {
             cg_log(&c->server->st->log, CG_DEBUG, "%s - HTTP/2 session failed: %s", c->client_text,
@@ -118,7 +119,9 @@ static void h2_produce(h2_conn *hc)
             cg_conn_close(c);
             break;
         }
-        if (cg_h2_want_write(hc->session))
+        /* More when this round was cut at its bound (never a round that
+         * made nothing: a stream waiting for window is no progress). */
+        if (produced && cg_h2_want_write(hc->session))
             hc->produce = 1;
     }
     if (hc->session && !c->closed && cg_h2_done(hc->session))
@@ -164,6 +167,7 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
     h2_req *r = stream_req(s);
     h2_conn *hc = r->hc;
     cg_server *srv = hc->conn->server;
+    int ended = 0; /* the head ended the stream */
     (void)obj;
     if (!hc->session)
         return 0;
@@ -200,9 +204,10 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
         if (rc < 0)
             return 0; /* the stream is gone: the cycle hears of it */
         r->head_sent = 1;
+        ended = end;
     }
     /* A write to a stream that is gone fails: its cycle hears of it. */
-    if (r->head_sent && (len || !more) && !(head && head->no_body))
+    if (r->head_sent && !ended && (len || !more))
         cg_h2_write(hc->session, r->id, data, len, !more);
     h2_output(r);
     return 0;
@@ -346,19 +351,24 @@ static void h2_settle(cg_stream *s)
     h2_flush(r->hc);
 }
 
-/* Ends a stream's hold on its cycle. A cycle whose app still runs is kept
- * in `lingering`: it counts against the connection's streams until it
+/* Ends a stream's hold on its cycle. `closed`: the stream closed before
+ * the response completed (a reset); a cycle whose app still runs is then
+ * kept in `lingering`, counting against the connection's streams until it
  * ends, so resets cannot pile up running apps. */
-static void h2_release_cycle(h2_req *r)
+static void h2_release_cycle(h2_req *r, int closed)
 {
+    h2_conn *hc = r->hc;
     cg_cycle *cy = r->cycle;
     if (!cy)
         return;
     r->cycle = NULL;
     cg_cycle_detach(cy);
-    if (cg_cycle_task_running(cy) && r->hc->lingering &&
-        PyList_Append(r->hc->lingering, (PyObject *)cy) < 0)
-        PyErr_Clear();
+    if (closed && cg_cycle_task_running(cy)) {
+        if (!hc->lingering)
+            hc->lingering = PyList_New(0);
+        if (!hc->lingering || PyList_Append(hc->lingering, (PyObject *)cy) < 0)
+            PyErr_Clear();
+    }
     Py_DECREF(cy);
 }
 
@@ -367,7 +377,7 @@ static void h2_finish(cg_stream *s, int reusable)
     h2_req *r = stream_req(s);
     h2_conn *hc = r->hc;
     (void)reusable; /* other streams go on whatever this one did */
-    h2_release_cycle(r);
+    h2_release_cycle(r, 0);
     /* Its cycle is released: producing may close the stream (r is freed)
      * and release other streams' cycles, none of which is in a call. */
     h2_flush(hc);
@@ -566,7 +576,7 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code)
     Py_CLEAR(r->scope);
     if (r->cycle) {
         cg_cycle_disconnect(r->cycle);
-        h2_release_cycle(r);
+        h2_release_cycle(r, 1);
     }
     if (r->ws) {
         cg_ws *ws = r->ws;
@@ -672,9 +682,6 @@ static int h2_on_connect(cg_conn *c)
     }
     c->proto_state = hc;
     hc->conn = c;
-    hc->lingering = PyList_New(0);
-    if (!hc->lingering)
-        return -1;
     cg_h2_config h2cfg;
     cg_h2_config_default(&h2cfg);
     h2cfg.max_concurrent_streams = (uint32_t)cfg->h2_max_concurrent_streams;
@@ -826,7 +833,7 @@ static void h2_clear(cg_conn *c)
         return;
     for (h2_req *r = hc->reqs; r; r = r->next) {
         Py_CLEAR(r->scope);
-        h2_release_cycle(r);
+        h2_release_cycle(r, 0);
         Py_CLEAR(r->ws);
         cg_waiters_clear(&r->drain);
     }

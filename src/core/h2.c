@@ -26,6 +26,9 @@ void cg_h2_config_default(cg_h2_config *cfg)
 #if CG_HAVE_NGHTTP2
 
 #include <nghttp2/nghttp2.h>
+
+/* The fixed header of every frame (RFC 9113 section 4.1). */
+#define CG_H2_FRAME_HEADER 9
 #include <stdlib.h>
 #include <time.h>
 
@@ -71,6 +74,8 @@ struct cg_h2 {
     nghttp2_nv *nva;
     size_t nva_cap;
     char status_digits[4];  /* the :status value of the head being built */
+    cg_buf *send_out;       /* during cg_h2_send: its output (see send_data) */
+    size_t send_limit;      /* and the length at which it stops taking DATA frames */
     double tokens;          /* glitch bucket */
     double refilled;        /* monotonic seconds of the last refill */
     const char *error;      /* why the connection ended, for logs */
@@ -584,10 +589,10 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     size_t n = avail < length ? avail : length;
     (void)session;
     (void)id;
-    if (n) {
-        memcpy(buf, s->out.data + s->out.pos, n);
-        cg_buf_consume(&s->out, n);
-    }
+    (void)buf;
+    /* The bytes are copied once, by send_data, straight into the output. */
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
     if (n == avail && s->out_end && (!s->want_trailers || s->have_trailers)) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         s->complete = 1;
@@ -603,11 +608,33 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
         s->deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (n && s->user && h->ev->on_drained)
+    return (ssize_t)n;
+}
+
+/* A DATA frame read_body sized: its header and `length` body bytes go from
+ * the stream's queue to the output cg_h2_send is filling (no padding is
+ * ever asked for). */
+static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *source, void *ud)
+{
+    cg_h2 *h = ud;
+    h2_stream *s = source->ptr;
+    (void)session;
+    (void)frame;
+    if (!h->send_out || length > cg_buf_unread(&s->out))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    if (h->send_out->len >= h->send_limit)
+        return NGHTTP2_ERR_WOULDBLOCK; /* this round is full: the next call sends it */
+    if (cg_buf_reserve(h->send_out, CG_H2_FRAME_HEADER + length) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    cg_buf_append(h->send_out, framehd, CG_H2_FRAME_HEADER);
+    cg_buf_append(h->send_out, s->out.data + s->out.pos, length);
+    cg_buf_consume(&s->out, length);
+    if (s->user && h->ev->on_drained)
         h->ev->on_drained(h->ctx, s->user, cg_buf_unread(&s->out));
     if (cg_buf_unread(&s->out) == 0)
         cg_buf_shrink(&s->out, 0);
-    return (ssize_t)n;
+    return 0;
 }
 
 int cg_h2_submit_head(cg_h2 *h, int32_t id, int status, const cg_fields *fields, const char *lines,
@@ -759,6 +786,7 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data);
     /* The window reopens as the app reads (cg_h2_consume), not on arrival. */
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_settings(opt, 32);
@@ -848,20 +876,27 @@ int cg_h2_recv(cg_h2 *h, const char *data, size_t len)
 int cg_h2_send(cg_h2 *h, cg_buf *out, size_t max)
 {
     size_t start = out->len;
+    int rc = 0;
+    h->send_out = out; /* where send_data puts DATA frames, in order */
+    h->send_limit = start + max;
     while (out->len - start < max) {
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(h->session, &p);
         if (n < 0) {
             h->fatal = 1;
             h->error = nghttp2_strerror((int)n);
-            return -1;
+            rc = -1;
+            break;
         }
         if (n == 0)
             break;
-        if (cg_buf_append(out, p, (size_t)n) < 0)
-            return -1;
+        if (cg_buf_append(out, p, (size_t)n) < 0) {
+            rc = -1;
+            break;
+        }
     }
-    return 0;
+    h->send_out = NULL;
+    return rc;
 }
 
 int cg_h2_want_write(const cg_h2 *h)
