@@ -693,15 +693,7 @@ static int h1_on_connect(cg_conn *c)
         c->proto_state = h;
     }
     h->conn = c;
-    h->stream.ops = &h1_stream_ops;
-    h->stream.owner = (PyObject *)c;
-    h->stream.info.client = c->client;
-    h->stream.info.server = c->sockname;
-    h->stream.info.scheme = cg_conn_is_tls(c) ? srv->st->s_https : srv->st->s_http;
-    h->stream.info.tls = c->tls_info;
-    h->stream.info.client_text = c->client_text;
-    h->stream.info.client_len = c->client_len;
-    h->stream.info.trusted_proxy = c->trusted_proxy;
+    cg_proto_stream_init(&h->stream, c, &h1_stream_ops);
     h->phase = H1_HEAD;
     cg_http1_parser_init(&h->parser);
     c->deadline = cg_monotonic_now() + srv->cfg->timeout_keep_alive;

@@ -451,15 +451,7 @@ static void *ev_request(void *ctx, int32_t id, const cg_h2_request *req)
         return NULL;
     r->hc = hc;
     r->id = id;
-    r->stream.ops = &h2_stream_ops;
-    r->stream.owner = (PyObject *)c;
-    r->stream.info.client = c->client;
-    r->stream.info.server = c->sockname;
-    r->stream.info.scheme = cg_conn_is_tls(c) ? srv->st->s_https : srv->st->s_http;
-    r->stream.info.tls = c->tls_info;
-    r->stream.info.client_text = c->client_text;
-    r->stream.info.client_len = c->client_len;
-    r->stream.info.trusted_proxy = c->trusted_proxy;
+    cg_proto_stream_init(&r->stream, c, &h2_stream_ops);
     r->next = hc->reqs;
     if (hc->reqs)
         hc->reqs->prev = r;
