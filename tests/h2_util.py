@@ -40,7 +40,7 @@ from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
                               RstStreamFrame, SettingsFrame)
 
-from helpers import APPS_DIR, CasgiProcess
+from helpers import APPS_DIR, CasgiProcess, SocketClient
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -166,7 +166,7 @@ class Reply:
 # ----------------------------------------------------------------------------
 
 
-class FrameConn:
+class FrameConn(SocketClient):
     """A socket speaking HTTP/2 frame by frame (see the module's docstring)."""
 
     def __init__(self, sock, timeout: float = READ_TIMEOUT):
@@ -193,18 +193,6 @@ class FrameConn:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s = ctx.wrap_socket(raw, server_hostname="localhost")
         return cls(s, timeout)
-
-    def __enter__(self) -> "FrameConn":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     # -- sending ------------------------------------------------------------
     def send(self, data: bytes) -> bool:
@@ -538,7 +526,7 @@ class Stream:
         return values[0] if values else None
 
 
-class H2Client:
+class H2Client(SocketClient):
     """The h2 library's client over a socket; see the module's docstring.
     With auto_window (the default) received DATA is acknowledged at once,
     so the server's sends are limited only by the windows given at start."""
@@ -575,18 +563,6 @@ class H2Client:
         s = ctx.wrap_socket(raw, server_hostname="localhost")
         assert s.selected_alpn_protocol() == "h2", f"ALPN selected {s.selected_alpn_protocol()!r}"
         return cls(s, **kw)
-
-    def __enter__(self) -> "H2Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()

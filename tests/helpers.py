@@ -426,7 +426,26 @@ class Response:
         return json.loads(self.body)
 
 
-class RawConn:
+class SocketClient:
+    """A client over `self.sock`: a context manager that closes the socket
+    (errors on close ignored)."""
+
+    sock: socket.socket
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class RawConn(SocketClient):
     """A client socket that sends exact bytes and parses responses strictly."""
 
     def __init__(self, sock: socket.socket, timeout: float = 5.0):
@@ -449,18 +468,6 @@ class RawConn:
         s.settimeout(timeout)
         s.connect(path)
         return cls(s, timeout)
-
-    def __enter__(self) -> "RawConn":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     @property
     def local_port(self) -> int:
