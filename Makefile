@@ -112,7 +112,8 @@ build-deps:
 		echo "build-deps: WARNING: could not install$$missing; casgi builds without TLS or HTTP/2"; fi
 
 # Debian packages the tests use, installed when missing: nginx (the proxy
-# test), curl (TLS and HTTP/2 interop) and nghttp2-client (nghttp and h2load).
+# test), curl (TLS and HTTP/2 interop), nghttp2-client (nghttp and h2load) and
+# chromium (a real browser over TLS: tests/test_browser.py).
 # A test whose tool is missing is skipped, hence only a warning.
 test-tools:
 	@missing=; \
@@ -120,6 +121,7 @@ test-tools:
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	{ command -v nghttp >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1; } || \
 		missing="$$missing nghttp2-client"; \
+	{ command -v chromium >/dev/null 2>&1; } || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then echo "test-tools: installing$$missing"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
 		echo "test-tools: WARNING: could not install$$missing; the tests that need them are skipped"; fi
