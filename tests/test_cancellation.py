@@ -30,7 +30,8 @@ def ws_url(p, path: str) -> str:
 def test_a_websocket_receive_that_timed_out_leaves_the_session_working(app, path):
     with ws_connect(ws_url(app, path), open_timeout=5) as ws:
         for i in range(3):
-            time.sleep(2.5 * WAIT)  # at least two receive() calls time out meanwhile
+            # Two more receive() calls time out (however slow the machine) before the message.
+            app.wait_for(rf"^WS-RECEIVE-TIMEOUTS {2 * (i + 1)}$", timeout=30)
             ws.send(f"m{i}")
             reply = ws.recv(timeout=5)
             text, _, rest = reply.partition(" after ")

@@ -18,7 +18,8 @@ WAIT = float(os.environ.get("CANCEL_APP_WAIT", "0.2"))
 
 
 async def ws_wait_for(websocket: WebSocket):
-    """Echoes each text message with the number of receive timeouts so far."""
+    """Echoes each text message with the number of receive timeouts so far
+    (each timeout also printed, for tests to wait on)."""
     await websocket.accept()
     timeouts = 0
     while True:
@@ -26,6 +27,7 @@ async def ws_wait_for(websocket: WebSocket):
             text = await asyncio.wait_for(websocket.receive_text(), WAIT)
         except asyncio.TimeoutError:
             timeouts += 1
+            print(f"WS-RECEIVE-TIMEOUTS {timeouts}", flush=True)
             continue
         except WebSocketDisconnect:
             return
@@ -44,6 +46,7 @@ async def ws_anyio(websocket: WebSocket):
                 return
         if scope.cancelled_caught:
             timeouts += 1
+            print(f"WS-RECEIVE-TIMEOUTS {timeouts}", flush=True)
             continue
         await websocket.send_text(f"{text} after {timeouts} timeouts")
 
