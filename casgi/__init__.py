@@ -92,6 +92,11 @@ class Server:
         return bool(self._core is not None and self._core.started)
 
     @property
+    def servers(self) -> List[Any]:
+        """The loop's Server objects listening (``servers[0].sockets``)."""
+        return self._core.listeners if self._core is not None else []
+
+    @property
     def should_exit(self) -> bool:
         return self._should_exit or bool(self._core is not None and self._core.should_exit)
 

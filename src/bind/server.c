@@ -1379,6 +1379,12 @@ static PyObject *server_get_captured(cg_server *srv, void *unused)
     return srv->captured ? PySequence_List(srv->captured) : PyList_New(0);
 }
 
+static PyObject *server_get_listeners(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return srv->listeners ? PySequence_List(srv->listeners) : PyList_New(0);
+}
+
 static PyMethodDef server_methods[] = {
     {"start", (PyCFunction)(void (*)(void))server_start_py, METH_FASTCALL,
      "start(loop, sockets, signals) -> future: serve in a running loop; the future completes "
@@ -1394,6 +1400,7 @@ static PyGetSetDef server_getset[] = {
     {"started", (getter)server_get_started, NULL, "listening, the startup complete", NULL},
     {"should_exit", (getter)server_get_should_exit, NULL, "a stop was asked for", NULL},
     {"force_exit", (getter)server_get_force_exit, NULL, "a forced stop was asked for", NULL},
+    {"listeners", (getter)server_get_listeners, NULL, "the loop's Server objects it serves", NULL},
     {"captured_signals", (getter)server_get_captured, NULL,
      "SIGINT/SIGTERM received while serving, when this server gave the handlers back", NULL},
     {NULL, NULL, NULL, NULL, NULL},
