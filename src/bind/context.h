@@ -23,6 +23,7 @@ enum {
     CG_SV_STARTUP,       /* lifespan startup */
     CG_SV_LISTEN,        /* the listeners are being created */
     CG_SV_RUNNING,       /* serving until stop_fut */
+    CG_SV_CLOSING,       /* listeners closed: one loop turn for connections just accepted */
     CG_SV_DRAINING,      /* waiting for connections and tasks (drained_fut) */
     CG_SV_ABORTING,      /* the cancelled tasks run their cancellation */
     CG_SV_LIFESPAN_DOWN, /* lifespan shutdown */

@@ -943,12 +943,13 @@ static int after_drain(cg_server *srv)
     return begin_lifespan_shutdown(srv);
 }
 
-/* Stops accepting, closes idle connections, then waits for the others and the
- * app tasks, up to --timeout-graceful-shutdown. */
+/* Stops accepting, then lets the loop turn once before draining: a connection
+ * the loop accepted in the turn the stop came in has its connection_made
+ * scheduled but not yet run, and would otherwise be neither counted nor
+ * served (uvloop accepts in the same turn as it reads). */
 static int begin_shutdown(cg_server *srv)
 {
     cg_state *st = srv->st;
-    const cg_config *cfg = srv->cfg;
 
     cg_log(&st->log, CG_INFO, "Shutting down");
     for (Py_ssize_t i = 0; srv->listeners && i < PyList_GET_SIZE(srv->listeners); i++) {
@@ -956,6 +957,26 @@ static int begin_shutdown(cg_server *srv)
         Py_XDECREF(r);
         PyErr_Clear();
     }
+    PyObject *turn = cg_future_new(st, srv->loop);
+    PyObject *set = turn ? PyObject_GetAttr(turn, st->s_set_result) : NULL;
+    PyObject *r =
+        set ? PyObject_CallMethodObjArgs(srv->loop, st->s_call_soon, set, Py_None, NULL) : NULL;
+    Py_XDECREF(set);
+    if (!r) {
+        Py_XDECREF(turn);
+        return -1;
+    }
+    Py_DECREF(r);
+    return server_wait(srv, turn, CG_SV_CLOSING);
+}
+
+/* Closes idle connections, then waits for the others and the app tasks, up
+ * to --timeout-graceful-shutdown. */
+static int begin_drain(cg_server *srv)
+{
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+
     close_idle_connections(srv);
     if (!(srv->nconns || srv->ntasks) || srv->force_exit)
         return after_drain(srv);
@@ -1034,6 +1055,8 @@ static int server_step(cg_server *srv, PyObject *fut)
         return after_listen(srv, fut);
     case CG_SV_RUNNING:
         return begin_shutdown(srv);
+    case CG_SV_CLOSING:
+        return begin_drain(srv);
     case CG_SV_DRAINING:
         return after_drain(srv);
     case CG_SV_ABORTING:
