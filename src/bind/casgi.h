@@ -198,6 +198,12 @@ typedef struct cg_state {
     PyObject *empty_bytes;
     PyObject *empty_str;
     cg_log_state log;
+    /* Signal handling shared by the servers serving in the main thread
+     * (server.c): */
+    PyObject *sig_servers;  /* list of the servers hearing them */
+    PyObject *sig_saved;    /* {signal number: previous Python handler} */
+    PyObject *sig_captured; /* SIGINT/SIGTERM received meanwhile (list) */
+    PyObject *sig_loop;     /* the loop whose handlers are set */
 } cg_state;
 
 /** The module state of the casgi._casgi module object `m`. */
@@ -219,6 +225,13 @@ typedef struct cg_host {
  * failure), or -1 with an exception set when an uncaught BaseException
  * (SystemExit, KeyboardInterrupt) must propagate. */
 int cg_serve(PyObject *module, cg_config *cfg, PyObject *app, const cg_host *host);
+
+/** The server for Config(app, **options) (`options` a dict of keywords, as
+ * run() takes them): the app imported or prepared, logging set up, not yet
+ * serving; its methods start(loop, sockets, signals), run(sockets, signals)
+ * and request_exit(force) serve it. None after logging a startup failure;
+ * NULL with an exception for a bad option. */
+PyObject *cg_server_embed(PyObject *module, PyObject *app, PyObject *options);
 
 /* Type specs, one file each; registered by module.c. */
 int cg_server_types_init(PyObject *module, cg_state *st);

@@ -235,9 +235,9 @@ static const char *type_name(const cg_option *o)
     }
 }
 
-static int wrong_type(const char *kw, const cg_option *o, PyObject *value)
+static int wrong_type(const char *who, const char *kw, const cg_option *o, PyObject *value)
 {
-    PyErr_Format(PyExc_TypeError, "run() argument '%s' must be %s, not %.100s", kw, type_name(o),
+    PyErr_Format(PyExc_TypeError, "%s argument '%s' must be %s, not %.100s", who, kw, type_name(o),
                  Py_TYPE(value)->tp_name);
     return -1;
 }
@@ -268,7 +268,8 @@ static int set_str_object(cg_config *cfg, const cg_option *o, PyObject *s)
 
 /* One list item: a str, or for --header a (name, value) pair as uvicorn's
  * run(headers=[...]) takes. */
-static int set_list_item(cg_config *cfg, const cg_option *o, const char *kw, PyObject *item)
+static int set_list_item(cg_config *cfg, const cg_option *o, const char *who, const char *kw,
+                         PyObject *item)
 {
     PyObject *joined;
     int rc;
@@ -285,15 +286,15 @@ static int set_list_item(cg_config *cfg, const cg_option *o, const char *kw, PyO
         return rc;
     }
     PyErr_Format(PyExc_TypeError,
-                 "run() argument '%s' items must be str \"NAME:VALUE\" or (name, value), not "
+                 "%s argument '%s' items must be str \"NAME:VALUE\" or (name, value), not "
                  "%.100s",
-                 kw, Py_TYPE(item)->tp_name);
+                 who, kw, Py_TYPE(item)->tp_name);
     return -1;
 }
 
 /* uvicorn.run(log_config=...): None leaves the app's logging alone (an empty
  * --log-config); a dict is passed on as inline JSON, so workers get it too. */
-static int set_log_config(cg_config *cfg, const cg_option *o, PyObject *value)
+static int set_log_config(cg_config *cfg, const cg_option *o, const char *who, PyObject *value)
 {
     if (value == Py_None)
         return set_text(cfg, o, "");
@@ -307,9 +308,9 @@ static int set_log_config(cg_config *cfg, const cg_option *o, PyObject *value)
         PyErr_Fetch(&t, &v, &tb);
         PyErr_NormalizeException(&t, &v, &tb);
         PyErr_Format(PyExc_TypeError,
-                     "run() argument 'log_config': a dict must be JSON-serialisable (%S); pass a "
+                     "%s argument 'log_config': a dict must be JSON-serialisable (%S); pass a "
                      "file path, or configure logging yourself and pass log_config=None",
-                     v ? v : Py_None);
+                     who, v ? v : Py_None);
         Py_XDECREF(t);
         Py_XDECREF(v);
         Py_XDECREF(tb);
@@ -334,18 +335,18 @@ static const char *log_level_for(long level)
     return "critical";
 }
 
-static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
+static int set_keyword(cg_config *cfg, const char *who, const char *kw, PyObject *value)
 {
     const cg_option *o = cg_option_find(strcmp(kw, "headers") == 0 ? "header" : kw);
     PyObject *text = NULL;
     int rc;
 
     if (!o || strchr(kw, '-')) {
-        PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%s'", kw);
+        PyErr_Format(PyExc_TypeError, "%s got an unexpected keyword argument '%s'", who, kw);
         return -1;
     }
     if (o->offset == offsetof(cg_config, log_config) && (value == Py_None || PyDict_Check(value)))
-        return set_log_config(cfg, o, value);
+        return set_log_config(cfg, o, who, value);
     if (value == Py_None)
         return 0; /* the default (or the environment) stays */
 
@@ -354,15 +355,15 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
         PyObject *seq;
         cg_option_clear(cfg, o);
         if (PyUnicode_Check(value))
-            return set_list_item(cfg, o, kw, value);
+            return set_list_item(cfg, o, who, kw, value);
         if (!PyList_Check(value) && !PyTuple_Check(value))
-            return wrong_type(kw, o, value);
+            return wrong_type(who, kw, o, value);
         seq = PySequence_Fast(value, "");
         if (!seq)
             return -1;
         rc = 0;
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && rc == 0; i++)
-            rc = set_list_item(cfg, o, kw, PySequence_Fast_GET_ITEM(seq, i));
+            rc = set_list_item(cfg, o, who, kw, PySequence_Fast_GET_ITEM(seq, i));
         Py_DECREF(seq);
         return rc;
     }
@@ -372,15 +373,15 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
             return set_text(cfg, o, value == Py_True ? "true" : "false");
         if (PyLong_Check(value) || PyUnicode_Check(value))
             break;
-        return wrong_type(kw, o, value);
+        return wrong_type(who, kw, o, value);
     case CG_OPT_INT:
         if (PyBool_Check(value) || !(PyLong_Check(value) || PyUnicode_Check(value)))
-            return wrong_type(kw, o, value);
+            return wrong_type(who, kw, o, value);
         break;
     case CG_OPT_FLOAT:
         if (PyBool_Check(value) ||
             !(PyLong_Check(value) || PyFloat_Check(value) || PyUnicode_Check(value)))
-            return wrong_type(kw, o, value);
+            return wrong_type(who, kw, o, value);
         break;
     default:
         if (PyUnicode_Check(value))
@@ -419,7 +420,7 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
             Py_DECREF(s);
             return rc;
         }
-        return wrong_type(kw, o, value);
+        return wrong_type(who, kw, o, value);
     }
     if (PyUnicode_Check(value))
         return set_str_object(cfg, o, value);
@@ -435,7 +436,7 @@ static int set_keyword(cg_config *cfg, const char *kw, PyObject *value)
     return rc;
 }
 
-int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg)
+int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg, const char *who)
 {
     char **envp;
     char err[512];
@@ -452,18 +453,18 @@ int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg)
     }
     if (kwargs && kwargs != Py_None) {
         if (!PyDict_Check(kwargs)) {
-            PyErr_Format(PyExc_TypeError, "run() options must be a dict, not %.100s",
+            PyErr_Format(PyExc_TypeError, "%s options must be a dict, not %.100s", who,
                          Py_TYPE(kwargs)->tp_name);
             goto done;
         }
         while (PyDict_Next(kwargs, &pos, &key, &value)) {
             const char *kw;
             if (!PyUnicode_Check(key)) {
-                PyErr_SetString(PyExc_TypeError, "run() keywords must be strings");
+                PyErr_Format(PyExc_TypeError, "%s keywords must be strings", who);
                 goto done;
             }
             kw = PyUnicode_AsUTF8(key);
-            if (!kw || set_keyword(cfg, kw, value) < 0)
+            if (!kw || set_keyword(cfg, who, kw, value) < 0)
                 goto done;
         }
     }
@@ -625,4 +626,72 @@ void cg_environ_remove(const char *name)
     Py_XDECREF(environ);
     Py_XDECREF(os);
     PyErr_Clear();
+}
+
+/* ---- resolved values ---- */
+
+PyObject *cg_config_values(const cg_config *cfg)
+{
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    for (size_t i = 0; i < cg_options_count; i++) {
+        const cg_option *o = &cg_options[i];
+        const char *field = (const char *)cfg + o->offset;
+        PyObject *v = NULL;
+        switch (o->type) {
+        case CG_OPT_STR: {
+            const char *s = *(char *const *)field;
+            v = s ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+            break;
+        }
+        case CG_OPT_INT: {
+            long n = *(const long *)field;
+            v = n < 0 && o->min >= 0 ? Py_NewRef(Py_None) : PyLong_FromLong(n);
+            break;
+        }
+        case CG_OPT_FLOAT: {
+            double x = *(const double *)field;
+            v = x < 0 && o->min >= 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(x);
+            break;
+        }
+        case CG_OPT_BOOL:
+        case CG_OPT_FLAG: {
+            int b = *(const int *)field;
+            v = b < 0 ? Py_NewRef(Py_None) : PyBool_FromLong(b);
+            break;
+        }
+        case CG_OPT_CHOICE:
+            v = PyUnicode_FromString(o->choices[*(const int *)field]);
+            break;
+        case CG_OPT_LIST: {
+            const cg_strlist *l = (const cg_strlist *)field;
+            v = PyList_New((Py_ssize_t)l->n);
+            for (size_t k = 0; v && k < l->n; k++) {
+                PyObject *item = PyUnicode_FromString(l->items[k]);
+                if (!item)
+                    Py_CLEAR(v);
+                else
+                    PyList_SET_ITEM(v, (Py_ssize_t)k, item);
+            }
+            break;
+        }
+        }
+        char key[64];
+        size_t n = strlen(o->name);
+        if (!v || n >= sizeof(key)) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        for (size_t k = 0; k <= n; k++)
+            key[k] = o->name[k] == '-' ? '_' : o->name[k];
+        int rc = PyDict_SetItemString(d, key, v);
+        Py_DECREF(v);
+        if (rc < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    return d;
 }

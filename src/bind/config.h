@@ -19,10 +19,16 @@ int cg_config_from_argv(PyObject *argv, cg_config *cfg);
 /**
  * Fills `cfg` from os.environ and then run() keywords (name -> value; True,
  * False, int, float, str, or a list of str for list options). Returns 0, or -1
- * with TypeError/ValueError set naming the keyword. `cfg` is initialised in
- * every case and must be freed by the caller.
+ * with TypeError/ValueError set naming the keyword and `who` (the caller as
+ * users wrote it: "run()", "Config()"). `cfg` is initialised in every case and
+ * must be freed by the caller.
  */
-int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg);
+int cg_config_from_kwargs(PyObject *kwargs, cg_config *cfg, const char *who);
+
+/** Every option's value in `cfg` as a dict keyed by its keyword name
+ * ("timeout_keep_alive"): str or None, int (None when unset), float, bool
+ * (None when unset), a choice's name, a list of str. NULL with an exception. */
+PyObject *cg_config_values(const cg_config *cfg);
 
 /** Loads cfg->env_file (if set) into os.environ. Returns 0, or -1 after
  * logging "Error: ..." (file missing or malformed). */

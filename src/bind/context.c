@@ -178,6 +178,8 @@ PyObject *cg_server_run(cg_server *srv, PyObject *awaitable)
     cg_state *st = srv->st;
     PyObject *fut, *cb, *r, *result = NULL;
 
+    if (!srv->mask_signals)
+        return PyObject_CallMethod(srv->loop, "run_until_complete", "O", awaitable);
     fut = PyObject_CallMethod(st->asyncio, "ensure_future", "O", awaitable);
     if (!fut)
         return NULL;

@@ -17,10 +17,23 @@
 
 struct cg_conn;
 
+/* Where a server's serve sequence is (server.c): each phase awaits a future. */
+enum {
+    CG_SV_IDLE,          /* not started */
+    CG_SV_STARTUP,       /* lifespan startup */
+    CG_SV_LISTEN,        /* the listeners are being created */
+    CG_SV_RUNNING,       /* serving until stop_fut */
+    CG_SV_CLOSING,       /* listeners closed: one loop turn for connections just accepted */
+    CG_SV_DRAINING,      /* waiting for connections and tasks (drained_fut) */
+    CG_SV_ABORTING,      /* the cancelled tasks run their cancellation */
+    CG_SV_LIFESPAN_DOWN, /* lifespan shutdown */
+    CG_SV_DONE           /* stopped: done_fut completed */
+};
+
 typedef struct cg_server {
     PyObject_HEAD cg_state *st;
     PyObject *module;     /* keeps the state alive */
-    const cg_config *cfg; /* borrowed for the duration of cg_serve */
+    const cg_config *cfg; /* borrowed for the duration of cg_serve, or own_cfg */
     PyObject *loop;
     PyObject *app;                /* ASGI 3 callable */
     PyObject *state;              /* lifespan state dict, copied into each scope */
@@ -86,10 +99,30 @@ typedef struct cg_server {
         const struct cg_proto_ops *proto; /* the protocol serving it */
     } alpn[2];
     size_t alpn_n;
+    /* The serve sequence (server.c): */
+    int phase;               /* CG_SV_* */
+    int started;             /* listening, the "running" line said */
+    int status;              /* once done: 0, or 3 after a failure */
+    int owns_loop;           /* the loop was made for this server (not the caller's) */
+    int mask_signals;        /* the handled signals are blocked between runs of the loop */
+    int signals;             /* among the servers hearing the handled signals */
+    sigset_t old_mask;       /* the signal mask before, when mask_signals */
+    unsigned long thread_id; /* the thread it serves in */
+    PyObject *done_fut;      /* completed with the status once fully stopped */
+    PyObject *wait_fut;      /* what the sequence awaits now */
+    PyObject *resume_cb;     /* bound C callable: the sequence's next step */
+    PyObject *lifespan;      /* the lifespan object, or NULL */
+    PyObject *socks;         /* the listening sockets served (list) */
+    PyObject *own_sock;      /* the socket bound for it (closed at the end), or NULL */
+    PyObject *listeners;     /* the loop's Server objects (list), or NULL */
+    PyObject *drain_timer;   /* --timeout-graceful-shutdown's timer, or NULL */
+    PyObject *captured;      /* SIGINT/SIGTERM received (list), for the last server to stop */
+    cg_config *own_cfg;      /* the configuration an embedded server owns, or NULL */
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals
- * unblocked only while it runs. Returns the result, or NULL. */
+ * unblocked only while it runs (when srv->mask_signals). Returns the result,
+ * or NULL. */
 PyObject *cg_server_run(cg_server *srv, PyObject *awaitable);
 /** Blocks the signals the server handles (SIGINT, SIGTERM, SIGQUIT); the
  * previous mask goes to *old when it is not NULL. */

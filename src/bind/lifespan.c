@@ -1,6 +1,7 @@
 /* ASGI lifespan: the app runs as a Task through a Runner; receive() hands it
  * lifespan.startup, then lifespan.shutdown; send() records its answers. The
- * server waits for each answer with run_until_complete on `phase_fut`. */
+ * server's serve sequence awaits each answer: `phase_fut`, completed by the
+ * answer or by the app's end. */
 #include "lifespan.h"
 
 #include <string.h>
@@ -152,30 +153,27 @@ static const cg_runner_hooks ls_hooks = {NULL, NULL, ls_finish};
 static PyMethodDef ls_receive_def = {"receive", (PyCFunction)ls_receive, METH_NOARGS, NULL};
 static PyMethodDef ls_send_def = {"send", (PyCFunction)ls_send, METH_O, NULL};
 
-/* Queues `event` and runs the loop until the app answers or ends. */
-static int ls_run_phase(cg_lifespan *ls, int event)
+/* Queues `event` for receive(): returns the future the app's answer (or
+ * its end) completes, a new reference, or NULL with an exception. */
+static PyObject *ls_queue(cg_lifespan *ls, int event)
 {
     cg_state *st = ls_state(ls);
     Py_XSETREF(ls->phase_fut, cg_future_new(st, ls->srv->loop));
     if (!ls->phase_fut)
-        return -1;
+        return NULL;
     ls->pending = event;
     cg_waiters_wake(st, &ls->waiters);
-    PyObject *r = cg_server_run(ls->srv, ls->phase_fut);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return Py_NewRef(ls->phase_fut);
 }
 
-int cg_lifespan_startup(cg_server *srv, PyObject **out)
+int cg_lifespan_startup_begin(cg_server *srv, PyObject **out, PyObject **wait)
 {
     cg_state *st = srv->st;
     cg_lifespan *ls = NULL;
     PyObject *scope = NULL, *asgi = NULL;
     int rc = -1;
 
-    *out = NULL;
+    *out = *wait = NULL;
     if (srv->cfg->lifespan == CG_LIFESPAN_OFF)
         return 0;
     ls = PyObject_GC_New(cg_lifespan, st->LifespanType);
@@ -198,51 +196,73 @@ int cg_lifespan_startup(cg_server *srv, PyObject **out)
                      &ls_send_def, &ls_hooks, 0, &ls->task) < 0)
         goto error;
     /* ls->task is NULL when the app raised at once (ls_finish ran already). */
-    if (ls->task && ls_run_phase(ls, LS_STARTUP) < 0)
+    if (ls->task && !(*wait = ls_queue(ls, LS_STARTUP)))
         goto error;
-    if (ls->startup_failed || ls->error) {
-        if (ls->message && PyUnicode_GET_LENGTH(ls->message) > 0)
-            cg_log(&st->log, CG_ERROR, "%U", ls->message);
-        cg_log(&st->log, CG_ERROR, "Application startup failed. Exiting.");
-        goto done;
-    }
-    if (ls->startup_complete || ls->unsupported)
-        cg_log(&st->log, CG_INFO, "Application startup complete.");
-    if (ls->unsupported) {
-        rc = 0;
-        goto done;
-    }
     *out = Py_NewRef((PyObject *)ls);
     rc = 0;
     goto done;
 error:
     if (PyErr_Occurred())
         cg_log_exception(&st->log, "Error during lifespan startup");
-    rc = -1;
-done:
-    Py_XDECREF(scope);
-    Py_XDECREF(asgi);
-    if (ls && rc < 0 && ls->task) {
+    if (ls && ls->task) {
         PyObject *r = PyObject_CallMethodNoArgs(ls->task, st->s_cancel);
         Py_XDECREF(r);
         PyErr_Clear();
     }
+done:
+    Py_XDECREF(scope);
+    Py_XDECREF(asgi);
     Py_XDECREF(ls);
     return rc;
 }
 
-int cg_lifespan_shutdown(cg_server *srv, PyObject *lifespan)
+int cg_lifespan_startup_end(cg_server *srv, PyObject **lifespan)
+{
+    cg_lifespan *ls = (cg_lifespan *)*lifespan;
+    cg_state *st = srv->st;
+
+    if (!ls)
+        return 0;
+    if (ls->startup_failed || ls->error) {
+        if (ls->message && PyUnicode_GET_LENGTH(ls->message) > 0)
+            cg_log(&st->log, CG_ERROR, "%U", ls->message);
+        cg_log(&st->log, CG_ERROR, "Application startup failed. Exiting.");
+        if (ls->task) {
+            PyObject *r = PyObject_CallMethodNoArgs(ls->task, st->s_cancel);
+            Py_XDECREF(r);
+            PyErr_Clear();
+        }
+        Py_CLEAR(*lifespan);
+        return -1;
+    }
+    if (ls->startup_complete || ls->unsupported)
+        cg_log(&st->log, CG_INFO, "Application startup complete.");
+    if (ls->unsupported)
+        Py_CLEAR(*lifespan);
+    return 0;
+}
+
+PyObject *cg_lifespan_shutdown_begin(cg_server *srv, PyObject *lifespan)
+{
+    cg_lifespan *ls = (cg_lifespan *)lifespan;
+    PyObject *fut;
+
+    if (!ls || ls->finished)
+        return NULL;
+    cg_log(&srv->st->log, CG_INFO, "Waiting for application shutdown.");
+    fut = ls_queue(ls, LS_SHUTDOWN);
+    if (!fut)
+        cg_log_exception(&srv->st->log, "Error during lifespan shutdown");
+    return fut;
+}
+
+int cg_lifespan_shutdown_end(cg_server *srv, PyObject *lifespan)
 {
     cg_lifespan *ls = (cg_lifespan *)lifespan;
     cg_state *st = srv->st;
 
-    if (!ls || ls->finished)
+    if (!ls)
         return 0;
-    cg_log(&st->log, CG_INFO, "Waiting for application shutdown.");
-    if (ls_run_phase(ls, LS_SHUTDOWN) < 0) {
-        cg_log_exception(&st->log, "Error during lifespan shutdown");
-        return -1;
-    }
     if (ls->shutdown_failed || ls->error) {
         if (ls->message && PyUnicode_GET_LENGTH(ls->message) > 0)
             cg_log(&st->log, CG_ERROR, "%U", ls->message);

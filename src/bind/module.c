@@ -1,5 +1,6 @@
 /* casgi._casgi: module definition (multi-phase init), module state, and the
- * two entry points main(argv) and run(app, options). */
+ * entry points main(argv), run(app, options), serve_host (gunicorn), and
+ * server(app, options) with config_values(options) for casgi.Server/Config. */
 #include "casgi.h"
 
 #include <stdlib.h>
@@ -40,7 +41,7 @@ static PyObject *casgi_run(PyObject *module, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     app = args[0];
-    if (cg_config_from_kwargs(args[1], &cfg) < 0)
+    if (cg_config_from_kwargs(args[1], &cfg, "run()") < 0)
         goto done;
     if (PyUnicode_Check(app)) {
         const char *s = PyUnicode_AsUTF8(app);
@@ -75,7 +76,7 @@ static PyObject *casgi_serve_host(PyObject *module, PyObject *const *args, Py_ss
     }
     host.sockets = args[2];
     host.notify = args[3] == Py_None ? NULL : args[3];
-    if (cg_config_from_kwargs(args[1], &cfg) == 0)
+    if (cg_config_from_kwargs(args[1], &cfg, "run()") == 0)
         status = cg_serve(module, &cfg, args[0], &host);
     cg_config_free(&cfg);
     if (status < 0)
@@ -83,7 +84,33 @@ static PyObject *casgi_serve_host(PyObject *module, PyObject *const *args, Py_ss
     return PyLong_FromLong(status);
 }
 
+static PyObject *casgi_server(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "server(app, options: dict)");
+        return NULL;
+    }
+    return cg_server_embed(module, args[0], args[1]);
+}
+
+/* config_values(options) -> dict: every option's value for Config(**options),
+ * validated as run() validates them. */
+static PyObject *casgi_config_values(PyObject *module, PyObject *options)
+{
+    cg_config cfg;
+    PyObject *values = NULL;
+    (void)module;
+    if (cg_config_from_kwargs(options, &cfg, "Config()") == 0)
+        values = cg_config_values(&cfg);
+    cg_config_free(&cfg);
+    return values;
+}
+
 static PyMethodDef module_methods[] = {
+    {"server", (PyCFunction)(void (*)(void))casgi_server, METH_FASTCALL,
+     "server(app, options) -> Server or None: a server to serve() or run() (casgi.Server)."},
+    {"config_values", (PyCFunction)casgi_config_values, METH_O,
+     "config_values(options) -> dict: every option's value, validated (casgi.Config)."},
     {"serve_host", (PyCFunction)(void (*)(void))casgi_serve_host, METH_FASTCALL,
      "serve_host(app, options, sockets, notify) -> int: serve on a host's sockets (gunicorn)."},
     {"main", (PyCFunction)casgi_main, METH_O,
@@ -197,6 +224,10 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->asgi_dict);
     Py_VISIT(st->empty_bytes);
     Py_VISIT(st->empty_str);
+    Py_VISIT(st->sig_servers);
+    Py_VISIT(st->sig_saved);
+    Py_VISIT(st->sig_captured);
+    Py_VISIT(st->sig_loop);
     return cg_log_traverse(&st->log, visit, arg);
 }
 
@@ -234,6 +265,10 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->asgi_dict);
     Py_CLEAR(st->empty_bytes);
     Py_CLEAR(st->empty_str);
+    Py_CLEAR(st->sig_servers);
+    Py_CLEAR(st->sig_saved);
+    Py_CLEAR(st->sig_captured);
+    Py_CLEAR(st->sig_loop);
     cg_log_clear(&st->log);
     return 0;
 }

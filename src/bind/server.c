@@ -1,10 +1,12 @@
 /* The server's lifecycle: choose the loop, bind, run lifespan startup, serve
- * until a signal (or --limit-max-requests), then shut down gracefully:
- * stop accepting, close idle connections, let in-flight requests finish within
- * --timeout-graceful-shutdown, run lifespan shutdown last.
+ * until a signal, --limit-max-requests or request_exit(), then shut down
+ * gracefully: stop accepting, close idle connections, let in-flight requests
+ * finish within --timeout-graceful-shutdown, run lifespan shutdown last.
  *
- * Everything is driven with loop.run_until_complete on futures that C code
- * completes; no Python coroutine is involved. One ticker per server refreshes
+ * The sequence is a chain of C steps, each awaiting a future that C code
+ * completes (see "the serve sequence"); no Python coroutine is involved. It
+ * runs the same on a loop of its own (casgi.run(), the command line, workers,
+ * Server.run()) and in a caller's running loop (Server.serve()). One ticker per server refreshes
  * the date header and enforces every connection's deadline, so requests pay
  * nothing for timeouts. */
 #include "protocols.h"
@@ -233,14 +235,27 @@ static void server_reload_tls(cg_server *srv)
         cg_log(&srv->st->log, CG_INFO, "Received SIGHUP; TLS certificate and key reloaded.");
 }
 
-static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
+/* A stop as SIGTERM (force = 0) or a second SIGINT (force = 1) asks for it. */
+static void server_exit(cg_server *srv, int force)
 {
-    long sig = PyLong_AsLong(signum);
-    if (sig == -1 && PyErr_Occurred())
-        return NULL;
+    if (force) {
+        srv->should_exit = 1;
+        srv->force_exit = 1;
+        cg_future_wake(srv->st, srv->stop_fut);
+        cg_future_wake(srv->st, srv->drained_fut);
+    } else {
+        cg_server_request_exit(srv);
+    }
+}
+
+static int reloads_tls_on_hup(const cg_server *srv);
+
+static void server_on_signal(cg_server *srv, int sig)
+{
     if (sig == SIGHUP) {
-        server_reload_tls(srv);
-        Py_RETURN_NONE;
+        if (reloads_tls_on_hup(srv))
+            server_reload_tls(srv);
+        return;
     }
     /* A repeated SIGTERM forces as a second SIGINT does, in a process of its
      * own. Not under a supervisor (casgi's or gunicorn's): a TERM sent to the
@@ -253,14 +268,135 @@ static PyObject *server_on_signal(cg_server *srv, PyObject *signum)
         srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm && !supervised));
     if (sig == SIGTERM)
         srv->got_sigterm = 1;
-    if (sig == SIGQUIT || repeated) {
-        srv->should_exit = 1;
-        srv->force_exit = 1;
-        cg_future_wake(srv->st, srv->drained_fut);
-    } else {
-        cg_server_request_exit(srv);
-    }
+    server_exit(srv, sig == SIGQUIT || repeated);
+}
+
+/* The loop's handler for every handled signal: each server serving in the
+ * main thread hears it. SIGINT and SIGTERM are remembered for the embedding
+ * program (Server.serve() raises them again once the previous handlers are
+ * back, as uvicorn does). */
+static PyObject *module_on_signal(PyObject *module, PyObject *signum)
+{
+    cg_state *st = cg_get_state(module);
+    long sig = PyLong_AsLong(signum);
+    if (sig == -1 && PyErr_Occurred())
+        return NULL;
+    if ((sig == SIGINT || sig == SIGTERM) && st->sig_captured &&
+        PyList_Append(st->sig_captured, signum) < 0)
+        return NULL;
+    PyObject *servers = st->sig_servers ? PySequence_List(st->sig_servers) : NULL;
+    for (Py_ssize_t i = 0; servers && i < PyList_GET_SIZE(servers); i++)
+        server_on_signal((cg_server *)PyList_GET_ITEM(servers, i), (int)sig);
+    Py_XDECREF(servers);
     Py_RETURN_NONE;
+}
+
+static PyMethodDef signal_def = {"on_signal", module_on_signal, METH_O, NULL};
+
+/* 1 in the main thread of the main interpreter, the only place Python lets
+ * signal handlers be set. */
+static int in_main_thread(void)
+{
+    if (PyInterpreterState_Get() != PyInterpreterState_Main())
+        return 0;
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main ? PyObject_GetAttrString(main, "ident") : NULL;
+    int r =
+        ident && PyLong_Check(ident) && PyLong_AsUnsignedLong(ident) == PyThread_get_thread_ident();
+    Py_XDECREF(ident);
+    Py_XDECREF(main);
+    Py_XDECREF(threading);
+    PyErr_Clear();
+    return r;
+}
+
+/* SIGINT and SIGTERM stop gracefully (a second one forces); under
+ * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
+static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
+
+/* Adds srv to the servers hearing the handled signals. The first one sets
+ * the loop's handlers (SIGINT, SIGTERM; SIGQUIT under a host; SIGHUP when it
+ * reloads TLS), keeping each signal's previous Python handler to put back
+ * when the last one leaves. Returns 0 or -1. */
+static int signals_on(cg_server *srv)
+{
+    cg_state *st = srv->st;
+    PyObject *signal_mod = NULL, *handler = NULL, *r;
+    int rc = -1;
+
+    if (!st->sig_servers && !(st->sig_servers = PyList_New(0)))
+        return -1;
+    if (PyList_GET_SIZE(st->sig_servers) == 0) {
+        int sigs[4], n = 0;
+        for (int i = 0; i < (srv->host_mode ? 3 : 2); i++)
+            sigs[n++] = handled_signals[i];
+        if (reloads_tls_on_hup(srv))
+            sigs[n++] = SIGHUP;
+        signal_mod = PyImport_ImportModule("signal");
+        handler = signal_mod ? PyCFunction_New(&signal_def, srv->module) : NULL;
+        Py_XSETREF(st->sig_saved, PyDict_New());
+        Py_XSETREF(st->sig_captured, PyList_New(0));
+        if (!handler || !st->sig_saved || !st->sig_captured)
+            goto done;
+        Py_XSETREF(st->sig_loop, Py_NewRef(srv->loop));
+        for (int i = 0; i < n; i++) {
+            PyObject *num = PyLong_FromLong(sigs[i]);
+            PyObject *old = num ? PyObject_CallMethod(signal_mod, "getsignal", "O", num) : NULL;
+            int set = old ? PyDict_SetItem(st->sig_saved, num, old) : -1;
+            Py_XDECREF(old);
+            r = set == 0
+                    ? PyObject_CallMethod(srv->loop, "add_signal_handler", "OOO", num, handler, num)
+                    : NULL;
+            Py_XDECREF(num);
+            if (!r)
+                goto done;
+            Py_DECREF(r);
+        }
+    }
+    if (PyList_Append(st->sig_servers, (PyObject *)srv) < 0)
+        goto done;
+    srv->signals = 1;
+    rc = 0;
+done:
+    Py_XDECREF(handler);
+    Py_XDECREF(signal_mod);
+    return rc;
+}
+
+/* Removes srv from the servers hearing signals; the last one takes the
+ * loop's handlers away, puts the previous ones back, and takes the signals
+ * received meanwhile (srv->captured). Never raises. */
+static void signals_off(cg_server *srv)
+{
+    cg_state *st = srv->st;
+    PyObject *t, *v, *tb, *key, *old;
+    Py_ssize_t pos = 0;
+
+    if (!srv->signals)
+        return;
+    srv->signals = 0;
+    PyErr_Fetch(&t, &v, &tb);
+    PyObject *r = PyObject_CallMethod(st->sig_servers, "remove", "O", (PyObject *)srv);
+    Py_XDECREF(r);
+    if (PyList_GET_SIZE(st->sig_servers) == 0 && st->sig_saved) {
+        PyObject *signal_mod = PyImport_ImportModule("signal");
+        while (signal_mod && PyDict_Next(st->sig_saved, &pos, &key, &old)) {
+            r = PyObject_CallMethod(st->sig_loop, "remove_signal_handler", "O", key);
+            Py_XDECREF(r);
+            /* getsignal() gives None for a handler not set from Python. */
+            r = old != Py_None ? PyObject_CallMethod(signal_mod, "signal", "OO", key, old) : NULL;
+            Py_XDECREF(r);
+            PyErr_Clear();
+        }
+        Py_XDECREF(signal_mod);
+        Py_CLEAR(st->sig_saved);
+        Py_CLEAR(st->sig_loop);
+        Py_XSETREF(srv->captured, st->sig_captured);
+        st->sig_captured = NULL;
+    }
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
 }
 
 static PyObject *server_graceful_timeout(cg_server *srv, PyObject *unused)
@@ -278,6 +414,9 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url);
 static PyObject *server_started(cg_server *srv, PyObject *unused)
 {
     (void)unused;
+    if (srv->phase == CG_SV_DONE)
+        Py_RETURN_NONE; /* stopped before it got here */
+    srv->started = 1;
     if (srv->ctl_fd < 0 && !srv->host_mode)
         log_running(srv->st, srv->cfg, srv->url); /* a supervisor says it itself */
     else if (srv->ctl_fd >= 0)
@@ -295,7 +434,6 @@ static PyObject *server_flush(cg_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 static PyMethodDef flush_def = {"flush", (PyCFunction)server_flush, METH_NOARGS, NULL};
-static PyMethodDef signal_def = {"on_signal", (PyCFunction)server_on_signal, METH_O, NULL};
 static PyMethodDef timeout_def = {"graceful_timeout", (PyCFunction)server_graceful_timeout,
                                   METH_NOARGS, NULL};
 
@@ -480,13 +618,14 @@ static void close_idle_connections(cg_server *srv)
         cg_conn_shutdown(c, soon);
 }
 
-/* Cancels every task of the list, then runs the loop until they are done or
- * `timeout` seconds passed: asyncio.wait(tasks, timeout=timeout). */
-static void cancel_and_wait(cg_server *srv, PyObject *tasks, double timeout)
+/* Cancels every task of the list and returns a task that completes when they
+ * are done or `timeout` seconds passed (asyncio.wait(tasks, timeout=...)), or
+ * NULL (none, or after logging a failure). */
+static PyObject *cancel_tasks(cg_server *srv, PyObject *tasks, double timeout)
 {
     cg_state *st = srv->st;
     if (PyList_GET_SIZE(tasks) == 0)
-        return;
+        return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
         PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(tasks, i), st->s_cancel);
         Py_XDECREF(r);
@@ -496,36 +635,39 @@ static void cancel_and_wait(cg_server *srv, PyObject *tasks, double timeout)
     PyObject *args = PyTuple_Pack(1, tasks);
     PyObject *kw = Py_BuildValue("{s:d}", "timeout", timeout);
     PyObject *w = wait && args && kw ? PyObject_Call(wait, args, kw) : NULL;
-    PyObject *r = w ? cg_server_run(srv, w) : NULL;
-    if (!r)
+    PyObject *task = w ? PyObject_CallMethodOneArg(srv->loop, st->s_create_task, w) : NULL;
+    if (!task)
         cg_log_exception(&st->log, "Error while waiting for cancelled tasks\n");
-    Py_XDECREF(r);
     Py_XDECREF(w);
     Py_XDECREF(kw);
     Py_XDECREF(args);
     Py_XDECREF(wait);
     PyErr_Clear();
+    return task;
 }
 
-static void abort_everything(cg_server *srv)
+/* Drops every connection and cancels the app tasks; the future to await
+ * while their cancellations run (briefly), or NULL. */
+static PyObject *abort_everything(cg_server *srv)
 {
     for (cg_conn *c = srv->conns; c; c = c->next)
         cg_conn_drop(c);
     PyObject *tasks = PySequence_List(srv->tasks);
     if (!tasks) {
         PyErr_Clear();
-        return;
+        return NULL;
     }
-    cancel_and_wait(srv, tasks, 1.0); /* let the cancellations run, briefly */
+    PyObject *w = cancel_tasks(srv, tasks, 1.0);
     Py_DECREF(tasks);
+    return w;
 }
 
-/* Tasks still pending when the server stops (mostly the app's own background
- * tasks) are cancelled and given time to run their except/finally blocks, as
- * asyncio.run() does, rather than destroyed pending with the loop. Bounded:
- * by the graceful timeout when one is set (at least 1 s), else 10 s, and
- * barely after a forced exit. An exception other than the cancellation is
- * logged, as the loop would have logged it. */
+/* Tasks still pending on a loop of the server's own when it stops (mostly the
+ * app's own background tasks) are cancelled and given time to run their
+ * except/finally blocks, as asyncio.run() does, rather than destroyed pending
+ * with the loop. Bounded: by the graceful timeout when one is set (at least
+ * 1 s), else 10 s, and barely after a forced exit. An exception other than
+ * the cancellation is logged, as the loop would have logged it. */
 static void cancel_remaining_tasks(cg_server *srv)
 {
     cg_state *st = srv->st;
@@ -541,7 +683,13 @@ static void cancel_remaining_tasks(cg_server *srv)
                    : cfg->timeout_graceful_shutdown < 0   ? 10.0
                    : cfg->timeout_graceful_shutdown < 1.0 ? 1.0
                                                           : cfg->timeout_graceful_shutdown;
-    cancel_and_wait(srv, tasks, bound);
+    PyObject *w = cancel_tasks(srv, tasks, bound);
+    PyObject *r = w ? cg_server_run(srv, w) : NULL;
+    if (w && !r)
+        cg_log_exception(&st->log, "Error while waiting for cancelled tasks\n");
+    Py_XDECREF(r);
+    Py_XDECREF(w);
+    PyErr_Clear();
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(tasks); i++) {
         PyObject *task = PyList_GET_ITEM(tasks, i);
         PyObject *done = PyObject_CallMethodNoArgs(task, st->s_done);
@@ -569,56 +717,6 @@ out:
     PyErr_Clear();
 }
 
-static void shutdown_server(cg_server *srv, PyObject *listeners)
-{
-    cg_state *st = srv->st;
-    const cg_config *cfg = srv->cfg;
-    PyObject *r, *timer = NULL;
-
-    cg_log(&st->log, CG_INFO, "Shutting down");
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(listeners); i++) {
-        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(listeners, i), st->s_close);
-        Py_XDECREF(r);
-        PyErr_Clear();
-    }
-    close_idle_connections(srv);
-    if ((srv->nconns || srv->ntasks) && !srv->force_exit) {
-        Py_XSETREF(srv->drained_fut, cg_future_new(st, srv->loop));
-        if (!srv->drained_fut) {
-            PyErr_Clear();
-            goto force;
-        }
-        if (srv->nconns)
-            cg_log(&st->log, CG_INFO, "Waiting for connections to close. (CTRL+C to force quit)");
-        if (cfg->timeout_graceful_shutdown >= 0) {
-            PyObject *cb = PyCFunction_New(&timeout_def, (PyObject *)srv);
-            if (cb) {
-                timer = PyObject_CallMethod(srv->loop, "call_later", "dO",
-                                            cfg->timeout_graceful_shutdown, cb);
-                Py_DECREF(cb);
-            }
-            PyErr_Clear();
-        }
-        cg_server_check_drained(srv);
-        r = cg_server_run(srv, srv->drained_fut);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        if (timer) {
-            r = PyObject_CallMethodNoArgs(timer, st->s_cancel);
-            Py_XDECREF(r);
-            Py_DECREF(timer);
-            PyErr_Clear();
-        }
-    }
-force:
-    if (srv->nconns || srv->ntasks) {
-        if (!srv->force_exit)
-            cg_log(&st->log, CG_ERROR,
-                   "Cancel %zu running task(s), timeout graceful shutdown exceeded", srv->ntasks);
-        abort_everything(srv);
-    }
-}
-
 /* ---- entry -------------------------------------------------------------- */
 
 static void log_running(cg_state *st, const cg_config *cfg, const char *url)
@@ -631,10 +729,6 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
     else
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
 }
-
-/* SIGINT and SIGTERM stop gracefully (a second one forces); under
- * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
-static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
 
 /* 1 when SIGHUP reloads the TLS files in this process (see server_reload_tls). */
 static int reloads_tls_on_hup(const cg_server *srv)
@@ -668,162 +762,472 @@ static int server_tls_setup(cg_server *srv)
     return 0;
 }
 
-static int add_signal_handlers(cg_server *srv, PyObject *handler, int nsigs)
+/* Listening servers for every socket: one task per loop.create_server(factory,
+ * sock=s), gathered into one future whose result is their list. */
+static PyObject *start_listeners(cg_server *srv)
 {
-    const int *sigs = handled_signals;
-    for (int i = 0; i < nsigs; i++) {
-        PyObject *r =
-            PyObject_CallMethod(srv->loop, "add_signal_handler", "iOi", sigs[i], handler, sigs[i]);
+    cg_state *st = srv->st;
+    PyObject *meth = PyObject_GetAttrString(srv->loop, "create_server");
+    PyObject *tasks = PyList_New(0), *fut = NULL;
+    if (!meth || !tasks)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->socks); i++) {
+        PyObject *kw = Py_BuildValue("{s:O,s:l}", "sock", PyList_GET_ITEM(srv->socks, i), "backlog",
+                                     srv->cfg->backlog);
+        PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
+        PyObject *coro = args ? PyObject_Call(meth, args, kw) : NULL;
+        PyObject *task =
+            coro ? PyObject_CallMethodOneArg(srv->loop, st->s_create_task, coro) : NULL;
+        int rc = task ? PyList_Append(tasks, task) : -1;
+        Py_XDECREF(task);
+        Py_XDECREF(coro);
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
+        if (rc < 0)
+            goto done;
+    }
+    PyObject *gather = PyObject_GetAttrString(st->asyncio, "gather");
+    PyObject *targs = gather ? PySequence_Tuple(tasks) : NULL;
+    fut = targs ? PyObject_Call(gather, targs, NULL) : NULL;
+    Py_XDECREF(targs);
+    Py_XDECREF(gather);
+done:
+    Py_XDECREF(tasks);
+    Py_XDECREF(meth);
+    return fut;
+}
+
+/* ---- the serve sequence --------------------------------------------------
+ * One piece of code serves whoever owns the loop. From cg_server_start on it
+ * is a chain of steps, each ending by awaiting a future (server_wait) whose
+ * completion calls the next one: lifespan startup, the listeners, the stop
+ * request, draining, aborting what is left, lifespan shutdown. The last step
+ * completes srv->done_fut with the status. casgi.run(), the command line, a
+ * worker and Server.run() make a loop and run it until done_fut completes
+ * (serve_own_loop); Server.serve() awaits done_fut in the caller's loop. */
+
+static int server_step(cg_server *srv, PyObject *fut);
+
+static PyObject *server_resume(cg_server *srv, PyObject *fut);
+static PyMethodDef resume_def = {"resume", (PyCFunction)server_resume, METH_O, NULL};
+
+/* Continues at `phase` once `fut` (stolen) is done. 0, or -1 with an exception. */
+static int server_wait(cg_server *srv, PyObject *fut, int phase)
+{
+    srv->phase = phase;
+    Py_XSETREF(srv->wait_fut, fut);
+    PyObject *r = PyObject_CallMethodOneArg(fut, srv->st->s_add_done_callback, srv->resume_cb);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static void cancel_handle(cg_state *st, PyObject **handle)
+{
+    if (*handle) {
+        PyObject *r = PyObject_CallMethodNoArgs(*handle, st->s_cancel);
+        Py_XDECREF(r);
+        Py_CLEAR(*handle);
+        PyErr_Clear();
+    }
+}
+
+/* The end, however it came: the listeners closed, the signal handlers given
+ * back, done_fut completed with `status`. Runs once; never raises. */
+static void server_finish(cg_server *srv, int status)
+{
+    cg_state *st = srv->st;
+    PyObject *t, *v, *tb, *r;
+
+    if (srv->phase == CG_SV_DONE)
+        return;
+    PyErr_Fetch(&t, &v, &tb);
+    srv->phase = CG_SV_DONE;
+    srv->status = status;
+    Py_CLEAR(srv->wait_fut);
+    cancel_handle(st, &srv->ticker);
+    cancel_handle(st, &srv->drain_timer);
+    for (Py_ssize_t i = 0; srv->listeners && i < PyList_GET_SIZE(srv->listeners); i++) {
+        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(srv->listeners, i), st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    if (srv->own_sock) {
+        r = PyObject_CallMethodNoArgs(srv->own_sock, st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    srv->listen_fd = -1;
+    signals_off(srv);
+    asyncio_filter(srv, 0);
+    /* A loop stopped before its flush ran: write what is held, drop the refs. */
+    cg_server_flush_held(srv);
+    PyErr_Clear();
+    cg_log_flush(&st->log);
+    if (!srv->owns_loop && status == 0)
+        cg_log(&st->log, CG_INFO, "Finished server process [%d]", (int)getpid());
+    if (srv->done_fut) {
+        PyObject *done = PyObject_CallMethodNoArgs(srv->done_fut, st->s_done);
+        PyObject *n = done == Py_False ? PyLong_FromLong(status) : NULL;
+        r = n ? PyObject_CallMethodOneArg(srv->done_fut, st->s_set_result, n) : NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(n);
+        Py_XDECREF(done);
+    }
+    Py_CLEAR(srv->lifespan);
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}
+
+/* A step failed (an exception is set): logged, and the server stops with
+ * status 3. A SystemExit or KeyboardInterrupt is raised again (the loop's
+ * run ends with it, as it did from a task). */
+static PyObject *server_failed(cg_server *srv)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        server_finish(srv, 3);
+        return NULL;
+    }
+    cg_log_exception(&srv->st->log, "Error: the server failed");
+    server_finish(srv, 3);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_resume(cg_server *srv, PyObject *fut)
+{
+    if (fut != srv->wait_fut || srv->phase == CG_SV_DONE)
+        Py_RETURN_NONE; /* abandoned */
+    Py_INCREF(fut);
+    Py_CLEAR(srv->wait_fut);
+    int rc = server_step(srv, fut);
+    Py_DECREF(fut);
+    if (rc < 0)
+        return server_failed(srv);
+    Py_RETURN_NONE;
+}
+
+static int after_lifespan_shutdown(cg_server *srv)
+{
+    int status = cg_lifespan_shutdown_end(srv, srv->lifespan) < 0 ? 3 : 0;
+    server_finish(srv, status);
+    return 0;
+}
+
+static int begin_lifespan_shutdown(cg_server *srv)
+{
+    cancel_handle(srv->st, &srv->ticker);
+    PyObject *fut = cg_lifespan_shutdown_begin(srv, srv->lifespan);
+    if (fut)
+        return server_wait(srv, fut, CG_SV_LIFESPAN_DOWN);
+    if (PyErr_Occurred()) { /* logged */
+        PyErr_Clear();
+        server_finish(srv, 3);
+        return 0;
+    }
+    return after_lifespan_shutdown(srv);
+}
+
+static int after_drain(cg_server *srv)
+{
+    cancel_handle(srv->st, &srv->drain_timer);
+    if (srv->nconns || srv->ntasks) {
+        if (!srv->force_exit)
+            cg_log(&srv->st->log, CG_ERROR,
+                   "Cancel %zu running task(s), timeout graceful shutdown exceeded", srv->ntasks);
+        PyObject *fut = abort_everything(srv);
+        if (fut)
+            return server_wait(srv, fut, CG_SV_ABORTING);
+    }
+    return begin_lifespan_shutdown(srv);
+}
+
+/* Stops accepting, then lets the loop turn once before draining: a connection
+ * the loop accepted in the turn the stop came in has its connection_made
+ * scheduled but not yet run, and would otherwise be neither counted nor
+ * served (uvloop accepts in the same turn as it reads). */
+static int begin_shutdown(cg_server *srv)
+{
+    cg_state *st = srv->st;
+
+    cg_log(&st->log, CG_INFO, "Shutting down");
+    for (Py_ssize_t i = 0; srv->listeners && i < PyList_GET_SIZE(srv->listeners); i++) {
+        PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(srv->listeners, i), st->s_close);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    PyObject *turn = cg_future_new(st, srv->loop);
+    PyObject *set = turn ? PyObject_GetAttr(turn, st->s_set_result) : NULL;
+    PyObject *r =
+        set ? PyObject_CallMethodObjArgs(srv->loop, st->s_call_soon, set, Py_None, NULL) : NULL;
+    Py_XDECREF(set);
+    if (!r) {
+        Py_XDECREF(turn);
+        return -1;
+    }
+    Py_DECREF(r);
+    return server_wait(srv, turn, CG_SV_CLOSING);
+}
+
+/* Closes idle connections, then waits for the others and the app tasks, up
+ * to --timeout-graceful-shutdown. */
+static int begin_drain(cg_server *srv)
+{
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+
+    close_idle_connections(srv);
+    if (!(srv->nconns || srv->ntasks) || srv->force_exit)
+        return after_drain(srv);
+    Py_XSETREF(srv->drained_fut, cg_future_new(st, srv->loop));
+    if (!srv->drained_fut) {
+        PyErr_Clear();
+        return after_drain(srv);
+    }
+    if (srv->nconns)
+        cg_log(&st->log, CG_INFO, "Waiting for connections to close. (CTRL+C to force quit)");
+    if (cfg->timeout_graceful_shutdown >= 0) {
+        PyObject *cb = PyCFunction_New(&timeout_def, (PyObject *)srv);
+        if (cb) {
+            srv->drain_timer = PyObject_CallMethod(srv->loop, "call_later", "dO",
+                                                   cfg->timeout_graceful_shutdown, cb);
+            Py_DECREF(cb);
+        }
+        PyErr_Clear();
+    }
+    cg_server_check_drained(srv);
+    return server_wait(srv, Py_NewRef(srv->drained_fut), CG_SV_DRAINING);
+}
+
+/* The listeners are up: serve until asked to stop. */
+static int after_listen(cg_server *srv, PyObject *fut)
+{
+    cg_state *st = srv->st;
+    PyObject *res = PyObject_CallMethod(fut, "result", NULL), *r;
+    if (!res)
+        return -1;
+    Py_XSETREF(srv->listeners, PySequence_List(res));
+    Py_DECREF(res);
+    if (!srv->listeners)
+        return -1;
+    srv->listen_fd = (int)PyObject_AsFileDescriptor(PyList_GET_ITEM(srv->socks, 0));
+    PyErr_Clear();
+    asyncio_filter(srv, 1);
+    if (cg_worker_start(srv) < 0)
+        return -1;
+    /* "running" (or, under a supervisor, ready) is said from inside the loop. */
+    PyObject *cb = PyCFunction_New(&started_def, (PyObject *)srv);
+    r = cb ? PyObject_CallMethodOneArg(srv->loop, st->s_call_soon, cb) : NULL;
+    Py_XDECREF(cb);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    if (arm_ticker(srv) < 0)
+        return -1;
+    return server_wait(srv, Py_NewRef(srv->stop_fut), CG_SV_RUNNING);
+}
+
+static int after_startup(cg_server *srv)
+{
+    if (cg_lifespan_startup_end(srv, &srv->lifespan) < 0) {
+        server_finish(srv, 3);
+        return 0;
+    }
+    if (srv->notify) {
+        /* The host watches for a stuck worker from its first heartbeat on:
+         * send one before any request can block the loop. */
+        PyObject *r = PyObject_CallNoArgs(srv->notify);
         if (!r)
             return -1;
         Py_DECREF(r);
     }
-    return 0;
+    PyObject *fut = start_listeners(srv);
+    return fut ? server_wait(srv, fut, CG_SV_LISTEN) : -1;
 }
 
-/* Listening servers for every socket: loop.create_server(factory, sock=s). */
-static PyObject *start_listeners(cg_server *srv, PyObject *socks)
+static int server_step(cg_server *srv, PyObject *fut)
 {
-    PyObject *listeners = PyList_New(0);
-    PyObject *meth = PyObject_GetAttrString(srv->loop, "create_server");
-    if (!listeners || !meth)
-        goto fail;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(socks); i++) {
-        PyObject *kw = Py_BuildValue("{s:O,s:l}", "sock", PyList_GET_ITEM(socks, i), "backlog",
-                                     srv->cfg->backlog);
-        PyObject *args = kw ? PyTuple_Pack(1, (PyObject *)srv) : NULL;
-        PyObject *coro = args ? PyObject_Call(meth, args, kw) : NULL;
-        PyObject *listener = coro ? cg_server_run(srv, coro) : NULL;
-        Py_XDECREF(coro);
-        Py_XDECREF(args);
-        Py_XDECREF(kw);
-        if (i == 0 && listener) {
-            srv->listen_fd = (int)PyObject_AsFileDescriptor(PyList_GET_ITEM(socks, 0));
-            PyErr_Clear();
+    switch (srv->phase) {
+    case CG_SV_STARTUP:
+        return after_startup(srv);
+    case CG_SV_LISTEN:
+        return after_listen(srv, fut);
+    case CG_SV_RUNNING:
+        return begin_shutdown(srv);
+    case CG_SV_CLOSING:
+        return begin_drain(srv);
+    case CG_SV_DRAINING:
+        return after_drain(srv);
+    case CG_SV_ABORTING:
+        return begin_lifespan_shutdown(srv);
+    case CG_SV_LIFESPAN_DOWN:
+        return after_lifespan_shutdown(srv);
+    default:
+        return 0;
+    }
+}
+
+/* Begins serving on `loop` (running or not): `socks` a list of listening
+ * sockets, or NULL to bind per the configuration; the signal handlers set
+ * when `signals` and this is the main thread. Returns 0 with srv->done_fut
+ * to await (a startup failure has completed it with 3 already, logged), or
+ * -1 with an exception. */
+static int server_start(cg_server *srv, PyObject *loop, PyObject *socks, int signals)
+{
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    PyObject *wait = NULL;
+
+    if (srv->phase != CG_SV_IDLE) {
+        PyErr_SetString(PyExc_RuntimeError, "this server has already been started");
+        return -1;
+    }
+    Py_XSETREF(srv->loop, Py_NewRef(loop));
+    srv->thread_id = PyThread_get_thread_ident();
+    srv->done_fut = cg_future_new(st, loop);
+    srv->stop_fut = srv->done_fut ? cg_future_new(st, loop) : NULL;
+    srv->resume_cb = PyCFunction_New(&resume_def, (PyObject *)srv);
+    if (!srv->stop_fut || !srv->resume_cb)
+        return -1;
+    srv->phase = CG_SV_STARTUP;
+    if (srv->should_exit)
+        cg_future_wake(st, srv->stop_fut); /* asked before it started */
+    /* Signals are handled from here on: one arriving during startup stops
+     * the server right after it. */
+    if (signals && in_main_thread()) {
+        if (srv->owns_loop) {
+            cg_block_handled_signals(&srv->old_mask);
+            srv->mask_signals = 1;
         }
-        if (!listener || PyList_Append(listeners, listener) < 0) {
-            Py_XDECREF(listener);
+        if (signals_on(srv) < 0)
+            goto fail;
+    }
+    if (socks) {
+        if (!PyList_Check(socks) || PyList_GET_SIZE(socks) == 0) {
+            PyErr_SetString(PyExc_TypeError, "sockets must be a non-empty list of sockets");
             goto fail;
         }
-        Py_DECREF(listener);
+        srv->socks = Py_NewRef(socks);
+        if (srv->host_mode) {
+            snprintf(srv->url, sizeof(srv->url), "%zd socket(s) of the host",
+                     PyList_GET_SIZE(socks));
+        } else {
+            int fd = PyObject_AsFileDescriptor(PyList_GET_ITEM(socks, 0));
+            if (fd < 0)
+                goto fail;
+            if (cg_sock_url(fd, cfg->ssl_certfile ? "https" : "http", srv->url, sizeof(srv->url)) <
+                0)
+                snprintf(srv->url, sizeof(srv->url), "fd %d", fd);
+        }
+    } else {
+        srv->own_sock = open_listener(st, cfg, srv->url, sizeof(srv->url));
+        if (!srv->own_sock) {
+            if (PyErr_Occurred())
+                goto fail;
+            server_finish(srv, 3); /* logged */
+            return 0;
+        }
+        srv->socks = PyList_New(1);
+        if (!srv->socks || guard_accept(srv, srv->own_sock) < 0)
+            goto fail;
+        PyList_SET_ITEM(srv->socks, 0, Py_NewRef(srv->own_sock));
     }
-    Py_DECREF(meth);
-    return listeners;
+    cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
+    if (cg_lifespan_startup_begin(srv, &srv->lifespan, &wait) < 0) {
+        server_finish(srv, 3); /* logged */
+        return 0;
+    }
+    if ((wait ? server_wait(srv, wait, CG_SV_STARTUP) : after_startup(srv)) < 0)
+        goto fail;
+    return 0;
 fail:
-    Py_XDECREF(meth);
-    Py_XDECREF(listeners);
-    return NULL;
+    if (srv->phase != CG_SV_DONE) {
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        server_finish(srv, 3);
+        PyErr_Restore(t, v, tb);
+    }
+    return -1;
 }
 
-int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host *host)
+/* Imports or prepares the app and makes the server for `cfg` (borrowed for
+ * the server's life). NULL after logging a startup failure, or with a
+ * SystemExit/KeyboardInterrupt set that must propagate. */
+static cg_server *server_prepare(PyObject *module, const cg_config *cfg, PyObject *app_obj,
+                                 const cg_host *host)
 {
     cg_state *st = cg_get_state(module);
     cg_server *srv = NULL;
-    PyObject *app = NULL, *sock = NULL, *listener = NULL, *handler = NULL, *r;
-    PyObject *lifespan = NULL, *socks = NULL;
-    PyObject *pending_t = NULL, *pending_v = NULL, *pending_tb = NULL;
-    sigset_t old_mask;
-    int mask_saved = 0;
-    char url[300];
-    int status = 3;
+    PyObject *app;
 
     if ((host ? cg_log_attach(&st->log, cfg) : cg_log_setup(&st->log, cfg)) < 0)
-        return 3;
+        return NULL;
     if (!host && cg_standby_wait(st, cfg) < 0)
-        return 3;
+        return NULL;
     if (cg_config_load_env_file(cfg) < 0)
-        return 3;
+        return NULL;
     app = app_obj ? cg_app_prepare(st, app_obj, cfg) : cg_app_load(st, cfg);
     if (!app)
-        return 3;
+        return NULL;
     srv = server_new(module, st, cfg);
-    if (!srv)
+    if (!srv) {
+        Py_DECREF(app);
         goto error;
+    }
     srv->app = app;
-    app = NULL;
     srv->host_mode = host != NULL;
+    if (host && host->notify)
+        srv->notify = Py_NewRef(host->notify);
     if (build_head_lines(srv) < 0)
         goto error;
     if (cfg->ssl_certfile && server_tls_setup(srv) < 0)
         goto error;
-    srv->loop = new_loop(st, cfg);
-    if (!srv->loop)
-        goto error;
-    srv->stop_fut = cg_future_new(st, srv->loop);
-    if (!srv->stop_fut)
-        goto error;
-    /* Signals are handled from here on: one arriving during startup stops
-     * the server right after it. */
-    handler = PyCFunction_New(&signal_def, (PyObject *)srv);
-    if (!handler || add_signal_handlers(srv, handler, host ? 3 : 2) < 0)
-        goto error;
-    if (reloads_tls_on_hup(srv)) {
-        r = PyObject_CallMethod(srv->loop, "add_signal_handler", "iOi", SIGHUP, handler, SIGHUP);
-        if (!r)
-            goto error;
-        Py_DECREF(r);
-    }
-    cg_block_handled_signals(&old_mask);
-    mask_saved = 1;
-    if (host) {
-        srv->notify = host->notify ? Py_NewRef(host->notify) : NULL;
-        socks = Py_NewRef(host->sockets);
-        snprintf(url, sizeof(url), "%zd socket(s) of the host", PyList_GET_SIZE(socks));
-    } else {
-        sock = open_listener(st, cfg, url, sizeof(url));
-        if (!sock)
-            goto done;
-        socks = PyList_New(1);
-        if (!socks || guard_accept(srv, sock) < 0)
-            goto error;
-        PyList_SET_ITEM(socks, 0, Py_NewRef(sock));
-    }
-    cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
+    return srv;
+error:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_SystemExit) &&
+        !PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        cg_log_exception(&st->log, "Error: the server failed");
+    Py_XDECREF(srv);
+    return NULL;
+}
 
-    if (cg_lifespan_startup(srv, &lifespan) < 0)
-        goto done;
+/* Breaks the server's reference cycles (bound callables, futures) once its
+ * loop is closed. */
+static void server_release(cg_server *srv)
+{
+    Py_CLEAR(srv->tick_cb);
+    Py_CLEAR(srv->flush_cb);
+    Py_CLEAR(srv->resume_cb);
+    Py_CLEAR(srv->notify);
+    Py_CLEAR(srv->ticker);
+    Py_CLEAR(srv->stop_fut);
+    Py_CLEAR(srv->drained_fut);
+    Py_CLEAR(srv->listeners);
+    Py_CLEAR(srv->loop);
+}
 
-    if (srv->notify) {
-        /* The host watches for a stuck worker from its first heartbeat on:
-         * send one before any request can block the loop. */
-        r = PyObject_CallNoArgs(srv->notify);
-        if (!r)
-            goto error;
-        Py_DECREF(r);
-    }
-    snprintf(srv->url, sizeof(srv->url), "%s", url);
-    listener = start_listeners(srv, socks);
-    if (!listener)
+/* Makes a loop per --loop and runs the serve sequence on it to the end, then
+ * cancels the tasks left and closes the loop, as asyncio.run() does. Returns
+ * the status, or -1 with a SystemExit/KeyboardInterrupt to propagate. */
+static int serve_own_loop(cg_server *srv, PyObject *socks, int signals)
+{
+    cg_state *st = srv->st;
+    PyObject *pending_t = NULL, *pending_v = NULL, *pending_tb = NULL, *r;
+    PyObject *loop = new_loop(st, srv->cfg);
+    int status = 3;
+
+    if (!loop)
         goto error;
-    asyncio_filter(srv, 1);
-    if (cg_worker_start(srv) < 0)
+    srv->owns_loop = 1;
+    if (server_start(srv, loop, socks, signals) < 0)
         goto error;
-    {
-        /* "running" (or, under a supervisor, ready) is said from inside the loop. */
-        PyObject *cb = PyCFunction_New(&started_def, (PyObject *)srv);
-        r = cb ? PyObject_CallMethodOneArg(srv->loop, st->s_call_soon, cb) : NULL;
-        Py_XDECREF(cb);
-        if (!r)
-            goto error;
-        Py_DECREF(r);
-    }
-    if (arm_ticker(srv) < 0)
+    r = cg_server_run(srv, srv->done_fut);
+    if (!r)
         goto error;
-    if (!srv->should_exit) {
-        r = cg_server_run(srv, srv->stop_fut);
-        if (!r)
-            goto error;
-        Py_DECREF(r);
-    }
-    shutdown_server(srv, listener);
-    if (srv->ticker) {
-        r = PyObject_CallMethodNoArgs(srv->ticker, st->s_cancel);
-        Py_XDECREF(r);
-        PyErr_Clear();
-    }
-    status = cg_lifespan_shutdown(srv, lifespan) < 0 ? 3 : 0;
+    Py_DECREF(r);
+    status = srv->status;
     goto done;
-
 error:
     if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
         PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
@@ -832,67 +1236,198 @@ error:
     } else if (PyErr_Occurred()) {
         cg_log_exception(&st->log, "Error: the server failed");
     }
+    server_finish(srv, 3);
     status = 3;
 done:
-    if (srv && srv->loop) {
-        for (int i = 0; i < (host ? 3 : 2); i++) {
-            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", handled_signals[i]);
-            Py_XDECREF(r);
-        }
-        if (reloads_tls_on_hup(srv)) {
-            r = PyObject_CallMethod(srv->loop, "remove_signal_handler", "i", SIGHUP);
-            Py_XDECREF(r);
-        }
-        if (mask_saved)
-            pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (loop) {
         PyErr_Clear();
         cancel_remaining_tasks(srv);
-        r = PyObject_CallMethod(srv->loop, "shutdown_asyncgens", NULL);
+        r = PyObject_CallMethod(loop, "shutdown_asyncgens", NULL);
         if (r) {
             PyObject *r2 = cg_server_run(srv, r);
             Py_XDECREF(r2);
             Py_DECREF(r);
         }
         PyErr_Clear();
-        r = PyObject_CallMethodNoArgs(srv->loop, st->s_close);
+        r = PyObject_CallMethodNoArgs(loop, st->s_close);
         Py_XDECREF(r);
         PyErr_Clear();
+    }
+    if (srv->mask_signals) {
+        pthread_sigmask(SIG_SETMASK, &srv->old_mask, NULL);
+        srv->mask_signals = 0;
     }
     cg_log_flush(&st->log);
-    if (srv && srv->loop && status == 0)
+    if (loop && status == 0)
         cg_log(&st->log, CG_INFO, "Finished server process [%d]", (int)getpid());
-    Py_XDECREF(lifespan);
-    Py_XDECREF(handler);
-    Py_XDECREF(listener);
-    if (sock) {
-        r = PyObject_CallMethodNoArgs(sock, st->s_close);
-        Py_XDECREF(r);
-        PyErr_Clear();
-    }
-    Py_XDECREF(sock);
-    Py_XDECREF(socks);
-    Py_XDECREF(app);
-    if (srv) {
-        /* A loop stopped before its flush ran: write what is held, drop the refs. */
-        cg_server_flush_held(srv);
-        PyErr_Clear();
-        asyncio_filter(srv, 0);
-        /* Break the server's reference cycles (bound callables, futures). */
-        Py_CLEAR(srv->tick_cb);
-        Py_CLEAR(srv->flush_cb);
-        Py_CLEAR(srv->notify);
-        Py_CLEAR(srv->ticker);
-        Py_CLEAR(srv->stop_fut);
-        Py_CLEAR(srv->drained_fut);
-        Py_CLEAR(srv->loop);
-        Py_DECREF(srv);
-    }
+    Py_XDECREF(loop);
+    server_release(srv);
     if (pending_t) {
         PyErr_Restore(pending_t, pending_v, pending_tb);
         return -1;
     }
     return status;
 }
+
+int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host *host)
+{
+    cg_server *srv = server_prepare(module, cfg, app_obj, host);
+    if (!srv)
+        return PyErr_Occurred() ? -1 : 3;
+    int status = serve_own_loop(srv, host ? host->sockets : NULL, 1);
+    Py_DECREF(srv);
+    return status;
+}
+
+/* ---- the embedding API (casgi.Server) ------------------------------------ */
+
+/* _casgi.server(app, options): the server for Config(app, **options), or
+ * None after logging a startup failure (the app does not import...). */
+PyObject *cg_server_embed(PyObject *module, PyObject *app, PyObject *options)
+{
+    cg_config *cfg = PyMem_Calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return PyErr_NoMemory();
+    if (cg_config_from_kwargs(options, cfg, "Config()") < 0) {
+        cg_config_free(cfg);
+        PyMem_Free(cfg);
+        return NULL;
+    }
+    if (PyUnicode_Check(app)) {
+        const char *s = PyUnicode_AsUTF8(app);
+        char *copy = s ? strdup(s) : NULL;
+        if (!copy) {
+            cg_config_free(cfg);
+            PyMem_Free(cfg);
+            return s ? PyErr_NoMemory() : NULL;
+        }
+        free(cfg->app);
+        cfg->app = copy;
+        app = NULL;
+    }
+    cg_server *srv = server_prepare(module, cfg, app, NULL);
+    if (!srv) {
+        cg_config_free(cfg);
+        PyMem_Free(cfg);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    srv->own_cfg = cfg;
+    return (PyObject *)srv;
+}
+
+/* start(loop, sockets, signals) -> the future completed with the status once
+ * the server has fully stopped. */
+static PyObject *server_start_py(cg_server *srv, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "start(loop, sockets, signals)");
+        return NULL;
+    }
+    int signals = PyObject_IsTrue(args[2]);
+    if (signals < 0)
+        return NULL;
+    if (server_start(srv, args[0], args[1] == Py_None ? NULL : args[1], signals) < 0)
+        return NULL;
+    return Py_NewRef(srv->done_fut);
+}
+
+/* run(sockets, signals) -> status: serves on a loop of its own until stopped. */
+static PyObject *server_run_py(cg_server *srv, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "run(sockets, signals)");
+        return NULL;
+    }
+    int signals = PyObject_IsTrue(args[1]);
+    if (signals < 0)
+        return NULL;
+    if (srv->phase != CG_SV_IDLE) {
+        PyErr_SetString(PyExc_RuntimeError, "this server has already been started");
+        return NULL;
+    }
+    int status = serve_own_loop(srv, args[0] == Py_None ? NULL : args[0], signals);
+    return status < 0 ? NULL : PyLong_FromLong(status);
+}
+
+/* request_exit(force): a graceful stop, or with force one that does not wait
+ * for connections and tasks. From any thread: from another than the loop's,
+ * it is handed to the loop's. */
+static PyObject *server_request_exit_py(cg_server *srv, PyObject *force_arg)
+{
+    int force = PyObject_IsTrue(force_arg);
+    if (force < 0)
+        return NULL;
+    if (srv->phase == CG_SV_DONE)
+        Py_RETURN_NONE;
+    if (srv->loop && PyThread_get_thread_ident() != srv->thread_id) {
+        PyObject *meth = PyObject_GetAttrString((PyObject *)srv, "request_exit");
+        PyObject *r = meth ? PyObject_CallMethod(srv->loop, "call_soon_threadsafe", "OO", meth,
+                                                 force ? Py_True : Py_False)
+                           : NULL;
+        Py_XDECREF(meth);
+        if (!r && PyErr_ExceptionMatches(PyExc_RuntimeError))
+            PyErr_Clear(); /* the loop is closed: the server is gone already */
+        else if (!r)
+            return NULL;
+        Py_XDECREF(r);
+        Py_RETURN_NONE;
+    }
+    server_exit(srv, force);
+    Py_RETURN_NONE;
+}
+
+static PyObject *server_get_started(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(srv->started);
+}
+
+static PyObject *server_get_should_exit(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(srv->should_exit);
+}
+
+static PyObject *server_get_force_exit(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(srv->force_exit);
+}
+
+static PyObject *server_get_captured(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return srv->captured ? PySequence_List(srv->captured) : PyList_New(0);
+}
+
+static PyObject *server_get_listeners(cg_server *srv, void *unused)
+{
+    (void)unused;
+    return srv->listeners ? PySequence_List(srv->listeners) : PyList_New(0);
+}
+
+static PyMethodDef server_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))server_start_py, METH_FASTCALL,
+     "start(loop, sockets, signals) -> future: serve in a running loop; the future completes "
+     "with the status once the server has stopped."},
+    {"run", (PyCFunction)(void (*)(void))server_run_py, METH_FASTCALL,
+     "run(sockets, signals) -> status: serve on a loop of its own until stopped."},
+    {"request_exit", (PyCFunction)server_request_exit_py, METH_O,
+     "request_exit(force): stop gracefully, or without waiting when force is true."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef server_getset[] = {
+    {"started", (getter)server_get_started, NULL, "listening, the startup complete", NULL},
+    {"should_exit", (getter)server_get_should_exit, NULL, "a stop was asked for", NULL},
+    {"force_exit", (getter)server_get_force_exit, NULL, "a forced stop was asked for", NULL},
+    {"listeners", (getter)server_get_listeners, NULL, "the loop's Server objects it serves", NULL},
+    {"captured_signals", (getter)server_get_captured, NULL,
+     "SIGINT/SIGTERM received while serving, when this server gave the handlers back", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 /* ---- type --------------------------------------------------------------- */
 
@@ -920,6 +1455,15 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->last_sockname);
     Py_VISIT(srv->base_accept);
     Py_VISIT(srv->log_filter);
+    Py_VISIT(srv->done_fut);
+    Py_VISIT(srv->wait_fut);
+    Py_VISIT(srv->resume_cb);
+    Py_VISIT(srv->lifespan);
+    Py_VISIT(srv->socks);
+    Py_VISIT(srv->own_sock);
+    Py_VISIT(srv->listeners);
+    Py_VISIT(srv->drain_timer);
+    Py_VISIT(srv->captured);
     return 0;
 }
 
@@ -945,6 +1489,15 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->last_sockname);
     Py_CLEAR(srv->base_accept);
     Py_CLEAR(srv->log_filter);
+    Py_CLEAR(srv->done_fut);
+    Py_CLEAR(srv->wait_fut);
+    Py_CLEAR(srv->resume_cb);
+    Py_CLEAR(srv->lifespan);
+    Py_CLEAR(srv->socks);
+    Py_CLEAR(srv->own_sock);
+    Py_CLEAR(srv->listeners);
+    Py_CLEAR(srv->drain_timer);
+    Py_CLEAR(srv->captured);
     return 0;
 }
 
@@ -966,12 +1519,18 @@ static void server_dealloc(cg_server *srv)
     Py_CLEAR(srv->tls_cert);
     cg_tls_ctx_free(srv->tls);
     cg_proxy_trust_free(&srv->trust);
+    if (srv->own_cfg) {
+        cg_config_free(srv->own_cfg);
+        PyMem_Free(srv->own_cfg);
+    }
     tp->tp_free(srv);
     Py_DECREF(tp);
 }
 
 static PyType_Slot server_slots[] = {
     {Py_tp_call, server_call},
+    {Py_tp_methods, server_methods},
+    {Py_tp_getset, server_getset},
     {Py_tp_traverse, server_traverse},
     {Py_tp_clear, server_clear},
     {Py_tp_dealloc, server_dealloc},
