@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "proxy.h"
+#include "systemd.h"
 #include "tls.h"
 
 struct cg_conn;
@@ -86,6 +87,12 @@ typedef struct cg_server {
         const struct cg_proto_ops *proto; /* the protocol serving it */
     } alpn[2];
     size_t alpn_n;
+    /* systemd, in a process of its own (server.c; under casgi's supervisor
+     * the supervisor notifies): */
+    cg_sd_notify sd; /* $NOTIFY_SOCKET, fd -1 = none */
+    double watchdog; /* $WATCHDOG_USEC in seconds, 0 = none */
+    double wd_next;  /* when the ticker sends the next WATCHDOG=1 */
+    int activated;   /* serving sockets passed by systemd (LISTEN_FDS) */
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals
