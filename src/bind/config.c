@@ -6,6 +6,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "systemd.h"
 
 #define CG_PROG "casgi"
 
@@ -694,4 +697,43 @@ PyObject *cg_config_values(const cg_config *cfg)
         }
     }
     return d;
+}
+
+int cg_config_activated_fds(char **names, char *err, size_t errlen)
+{
+    const char *pid = getenv("LISTEN_PID"), *fdnames = getenv("LISTEN_FDNAMES");
+    char self[32];
+    int n = cg_sd_listen_parse(pid, getenv("LISTEN_FDS"), (long)getpid(), err, errlen);
+    *names = NULL;
+    snprintf(self, sizeof(self), "%ld", (long)getpid());
+    if (n == 0 && !(pid && !strcmp(pid, self)))
+        return 0; /* not ours: left for whoever they are for */
+    for (int i = 0; i < n; i++)
+        if (cg_sd_check_listener(CG_SD_LISTEN_FDS_START + i, err, errlen) < 0)
+            return -1;
+    if (n > 0 && fdnames) {
+        size_t len = strlen(fdnames) + 1;
+        *names = PyMem_Malloc(len);
+        if (*names)
+            memcpy(*names, fdnames, len);
+    }
+    if (n >= 0) {
+        cg_environ_remove("LISTEN_PID");
+        cg_environ_remove("LISTEN_FDS");
+        cg_environ_remove("LISTEN_FDNAMES");
+    }
+    return n;
+}
+
+int cg_config_sd_notify(cg_sd_notify *n, double *watchdog, char *err, size_t errlen)
+{
+    int rc = cg_sd_notify_open(n, getenv("NOTIFY_SOCKET"), err, errlen);
+    *watchdog = rc == 0 && n->fd >= 0
+                    ? cg_sd_watchdog_interval(getenv("WATCHDOG_USEC"), getenv("WATCHDOG_PID"),
+                                              (long)getpid())
+                    : 0;
+    cg_environ_remove("NOTIFY_SOCKET");
+    cg_environ_remove("WATCHDOG_USEC");
+    cg_environ_remove("WATCHDOG_PID");
+    return rc;
 }

@@ -7,6 +7,8 @@
 
 #include "tls.h"
 
+struct cg_sd_notify;
+
 /**
  * Fills `cfg` from `argv` (a list of str without the program name) and
  * os.environ. Returns -1 to go on serving; otherwise the process exit status
@@ -38,6 +40,22 @@ int cg_config_load_env_file(const cg_config *cfg);
  * raises): variables meant for this process only, not for the app's
  * subprocesses. */
 void cg_environ_remove(const char *name);
+
+/** Socket activation: the number of listening sockets systemd passed this
+ * process (LISTEN_PID is ours; they are fds CG_SD_LISTEN_FDS_START onwards),
+ * each checked to be a listening stream socket and made close-on-exec; 0
+ * when none. The LISTEN_* variables naming this process are removed from
+ * the environment (the app's subprocesses must not take the sockets for
+ * theirs); *names gets a copy of LISTEN_FDNAMES (PyMem_Free) or NULL.
+ * Returns -1 with a message in err when the variables or a socket are bad. */
+int cg_config_activated_fds(char **names, char *err, size_t errlen);
+
+/** systemd notifications: opens n for $NOTIFY_SOCKET (fd -1 when unset) and
+ * sets *watchdog to the watchdog interval in seconds ($WATCHDOG_USEC for this
+ * process, else 0), then removes NOTIFY_SOCKET, WATCHDOG_USEC and
+ * WATCHDOG_PID from the environment: only this process notifies. Returns 0,
+ * or -1 with a message in err (n has fd -1 then). */
+int cg_config_sd_notify(struct cg_sd_notify *n, double *watchdog, char *err, size_t errlen);
 
 /** The TLS configuration the --ssl-* options describe (strings borrowed
  * from cfg), with the ALPN protocols served. */

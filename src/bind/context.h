@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "proxy.h"
+#include "systemd.h"
 #include "tls.h"
 
 struct cg_conn;
@@ -113,11 +114,18 @@ typedef struct cg_server {
     PyObject *resume_cb;     /* bound C callable: the sequence's next step */
     PyObject *lifespan;      /* the lifespan object, or NULL */
     PyObject *socks;         /* the listening sockets served (list) */
-    PyObject *own_sock;      /* the socket bound for it (closed at the end), or NULL */
+    PyObject *own_socks;     /* the sockets it opened (list; closed at the end), or NULL */
     PyObject *listeners;     /* the loop's Server objects (list), or NULL */
     PyObject *drain_timer;   /* --timeout-graceful-shutdown's timer, or NULL */
     PyObject *captured;      /* SIGINT/SIGTERM received (list), for the last server to stop */
     cg_config *own_cfg;      /* the configuration an embedded server owns, or NULL */
+
+    /* systemd, in a process of its own (server.c; under casgi's supervisor
+     * the supervisor notifies): */
+    cg_sd_notify sd; /* $NOTIFY_SOCKET, fd -1 = none */
+    double watchdog; /* $WATCHDOG_USEC in seconds, 0 = none */
+    double wd_next;  /* when the ticker sends the next WATCHDOG=1 */
+    int activated;   /* serving sockets passed by systemd (LISTEN_FDS) */
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals

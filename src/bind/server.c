@@ -204,6 +204,11 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     cg_server_update_date(srv);
     probe_fd_limit(srv);
     cg_worker_notify(srv, 'H');
+    /* From the loop itself: a stuck loop stops the pings. */
+    if (srv->watchdog > 0 && now >= srv->wd_next) {
+        srv->wd_next = now + srv->watchdog / 2;
+        (void)cg_sd_notify_send(&srv->sd, "WATCHDOG=1");
+    }
     if (srv->notify) {
         PyObject *r = PyObject_CallNoArgs(srv->notify);
         if (!r)
@@ -217,6 +222,16 @@ static PyObject *server_tick(cg_server *srv, PyObject *unused)
     if (arm_ticker(srv) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* READY=1 with the address served. */
+static void sd_ready(cg_server *srv)
+{
+    char msg[400];
+    if (srv->sd.fd < 0)
+        return;
+    snprintf(msg, sizeof(msg), "READY=1\nSTATUS=Serving on %s", srv->url);
+    (void)cg_sd_notify_send(&srv->sd, msg);
 }
 
 /* SIGHUP with TLS in a process of its own: the key and certificate files are
@@ -248,13 +263,21 @@ static void server_exit(cg_server *srv, int force)
     }
 }
 
-static int reloads_tls_on_hup(const cg_server *srv);
+static int handles_hup(const cg_server *srv);
 
 static void server_on_signal(cg_server *srv, int sig)
 {
     if (sig == SIGHUP) {
-        if (reloads_tls_on_hup(srv))
+        if (!handles_hup(srv) || srv->should_exit)
+            return;
+        (void)cg_sd_notify_reloading(&srv->sd, "Reloading");
+        if (srv->tls)
             server_reload_tls(srv);
+        else
+            cg_log(&srv->st->log, CG_INFO,
+                   "Received SIGHUP; nothing to reload in a single process (--workers restarts "
+                   "workers one by one on SIGHUP)");
+        sd_ready(srv);
         return;
     }
     /* A repeated SIGTERM forces as a second SIGINT does, in a process of its
@@ -331,7 +354,7 @@ static int signals_on(cg_server *srv)
         int sigs[4], n = 0;
         for (int i = 0; i < (srv->host_mode ? 3 : 2); i++)
             sigs[n++] = handled_signals[i];
-        if (reloads_tls_on_hup(srv))
+        if (handles_hup(srv))
             sigs[n++] = SIGHUP;
         signal_mod = PyImport_ImportModule("signal");
         handler = signal_mod ? PyCFunction_New(&signal_def, srv->module) : NULL;
@@ -406,7 +429,7 @@ static PyObject *server_graceful_timeout(cg_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static void log_running(cg_state *st, const cg_config *cfg, const char *url);
+static void log_running(cg_server *srv);
 
 /* Runs inside the loop, so anything that reacts to the "running" line (a
  * signal, the supervisor) finds the signal handlers live: uvloop drops a
@@ -417,9 +440,10 @@ static PyObject *server_started(cg_server *srv, PyObject *unused)
     if (srv->phase == CG_SV_DONE)
         Py_RETURN_NONE; /* stopped before it got here */
     srv->started = 1;
-    if (srv->ctl_fd < 0 && !srv->host_mode)
-        log_running(srv->st, srv->cfg, srv->url); /* a supervisor says it itself */
-    else if (srv->ctl_fd >= 0)
+    if (srv->ctl_fd < 0 && !srv->host_mode) {
+        log_running(srv); /* a supervisor says it itself */
+        sd_ready(srv);
+    } else if (srv->ctl_fd >= 0)
         cg_standby_write_modules(srv->st); /* before 'R': the next standby reads it */
     cg_worker_notify(srv, 'R');
     Py_RETURN_NONE;
@@ -463,6 +487,62 @@ static PyObject *new_loop(cg_state *st, const cg_config *cfg)
     return loop;
 }
 
+/* A non-blocking socket.socket for the listening fd (owned by it from now
+ * on), or NULL after logging. */
+static PyObject *listener_socket(cg_state *st, int fd)
+{
+    PyObject *socket_mod = PyImport_ImportModule("socket");
+    if (!socket_mod)
+        return NULL;
+    PyObject *sock = PyObject_CallMethod(socket_mod, "socket", "iiii", -1, -1, -1, fd);
+    Py_DECREF(socket_mod);
+    if (!sock) {
+        cg_log_exception(&st->log, "Error: cannot use the listening socket");
+        return NULL;
+    }
+    PyObject *r = PyObject_CallMethod(sock, "setblocking", "O", Py_False);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return sock;
+}
+
+/* The sockets systemd passed (socket activation), as a list of socket.socket
+ * with their addresses in url ("a, b"); NULL after logging, or with *none
+ * set when there are none. */
+static PyObject *activated_listeners(cg_server *srv, char *url, size_t urllen, int *none)
+{
+    cg_state *st = srv->st;
+    char err[256], *names = NULL;
+    int n = cg_config_activated_fds(&names, err, sizeof(err));
+    PyMem_Free(names);
+    *none = n == 0;
+    if (n <= 0) {
+        if (n < 0)
+            cg_log(&st->log, CG_ERROR, "%s", err);
+        return NULL;
+    }
+    PyObject *socks = PyList_New(0);
+    url[0] = '\0';
+    for (int i = 0; i < n && socks; i++) {
+        int fd = CG_SD_LISTEN_FDS_START + i;
+        size_t used = strlen(url);
+        if (cg_sock_url(fd, srv->cfg->ssl_certfile ? "https" : "http", err, sizeof(err)) < 0)
+            snprintf(err, sizeof(err), "fd %d", fd);
+        snprintf(url + used, urllen - used, "%s%s", used ? ", " : "", err);
+        PyObject *sock = listener_socket(st, fd);
+        if (!sock || PyList_Append(socks, sock) < 0) {
+            if (!sock)
+                close(fd);
+            Py_CLEAR(socks);
+        }
+        Py_XDECREF(sock);
+    }
+    if (socks && srv->ctl_fd < 0) /* a supervisor says it itself */
+        cg_log(&st->log, CG_INFO, "Serving %d socket(s) passed by systemd (socket activation)", n);
+    srv->activated = 1;
+    return socks;
+}
+
 /* Binds the listening socket per cfg. Returns a socket.socket or NULL after
  * logging. */
 static PyObject *open_listener(cg_state *st, const cg_config *cfg, char *url, size_t urllen)
@@ -487,21 +567,32 @@ static PyObject *open_listener(cg_state *st, const cg_config *cfg, char *url, si
     }
     if (cg_sock_url(fd, cfg->ssl_certfile ? "https" : "http", url, urllen) < 0)
         snprintf(url, urllen, "fd %d", fd);
-    PyObject *socket_mod = PyImport_ImportModule("socket");
-    if (!socket_mod)
+    PyObject *sock = listener_socket(st, fd);
+    if (!sock && cfg->fd < 0)
+        close(fd);
+    return sock;
+}
+
+/* The listening sockets: those systemd passed, else the one cfg names
+ * (bound here, or --fd). A list of socket.socket, or NULL after logging. */
+static PyObject *open_listeners(cg_server *srv, char *url, size_t urllen)
+{
+    int none;
+    PyObject *socks = activated_listeners(srv, url, urllen, &none);
+    if (socks || !none)
+        return socks;
+    PyObject *sock = open_listener(srv->st, srv->cfg, url, urllen);
+    if (!sock)
         return NULL;
-    PyObject *sock = PyObject_CallMethod(socket_mod, "socket", "iiii", -1, -1, -1, fd);
-    Py_DECREF(socket_mod);
-    if (!sock) {
-        cg_log_exception(&st->log, "Error: cannot use the listening socket");
-        if (cfg->fd < 0)
-            close(fd);
+    socks = PyList_New(1);
+    if (!socks) {
+        PyObject *r = PyObject_CallMethodNoArgs(sock, srv->st->s_close);
+        Py_XDECREF(r);
+        Py_DECREF(sock);
         return NULL;
     }
-    PyObject *r = PyObject_CallMethod(sock, "setblocking", "O", Py_False);
-    Py_XDECREF(r);
-    PyErr_Clear();
-    return sock;
+    PyList_SET_ITEM(socks, 0, sock);
+    return socks;
 }
 
 static int build_head_lines(cg_server *srv)
@@ -565,6 +656,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
         srv->alpn_n = 1;
     }
     srv->listen_fd = -1;
+    srv->sd.fd = -1;
     srv->max_requests = cfg->limit_max_requests;
     if (srv->max_requests >= 0 && cfg->limit_max_requests_jitter > 0) {
         /* Workers retire at different times, so they are not all replaced at once. */
@@ -719,9 +811,14 @@ out:
 
 /* ---- entry -------------------------------------------------------------- */
 
-static void log_running(cg_state *st, const cg_config *cfg, const char *url)
+static void log_running(cg_server *srv)
 {
-    if (cfg->fd >= 0)
+    cg_state *st = srv->st;
+    const cg_config *cfg = srv->cfg;
+    const char *url = srv->url;
+    if (srv->activated)
+        cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
+    else if (cfg->fd >= 0)
         cg_log(&st->log, CG_INFO, "casgi running on socket %s (Press CTRL+C to quit)", url);
     else if (cfg->uds)
         cg_log(&st->log, CG_INFO, "casgi running on unix socket %s (Press CTRL+C to quit)",
@@ -730,10 +827,12 @@ static void log_running(cg_state *st, const cg_config *cfg, const char *url)
         cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
 }
 
-/* 1 when SIGHUP reloads the TLS files in this process (see server_reload_tls). */
-static int reloads_tls_on_hup(const cg_server *srv)
+/* 1 when SIGHUP is handled in this process: it reloads the TLS files (see
+ * server_reload_tls), and under systemd (notifications on) says RELOADING=1
+ * and READY=1, as ExecReload=kill -HUP $MAINPID expects. */
+static int handles_hup(const cg_server *srv)
 {
-    return srv->tls && srv->ctl_fd < 0 && !srv->host_mode;
+    return (srv->tls || srv->sd.fd >= 0) && srv->ctl_fd < 0 && !srv->host_mode;
 }
 
 /* --ssl-*: the TLS context, loaded before serving (a file that does not load
@@ -853,8 +952,8 @@ static void server_finish(cg_server *srv, int status)
         Py_XDECREF(r);
         PyErr_Clear();
     }
-    if (srv->own_sock) {
-        r = PyObject_CallMethodNoArgs(srv->own_sock, st->s_close);
+    for (Py_ssize_t i = 0; srv->own_socks && i < PyList_GET_SIZE(srv->own_socks); i++) {
+        r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(srv->own_socks, i), st->s_close);
         Py_XDECREF(r);
         PyErr_Clear();
     }
@@ -952,6 +1051,7 @@ static int begin_shutdown(cg_server *srv)
     cg_state *st = srv->st;
 
     cg_log(&st->log, CG_INFO, "Shutting down");
+    (void)cg_sd_notify_send(&srv->sd, "STOPPING=1\nSTATUS=Stopping");
     for (Py_ssize_t i = 0; srv->listeners && i < PyList_GET_SIZE(srv->listeners); i++) {
         PyObject *r = PyObject_CallMethodNoArgs(PyList_GET_ITEM(srv->listeners, i), st->s_close);
         Py_XDECREF(r);
@@ -1121,17 +1221,17 @@ static int server_start(cg_server *srv, PyObject *loop, PyObject *socks, int sig
                 snprintf(srv->url, sizeof(srv->url), "fd %d", fd);
         }
     } else {
-        srv->own_sock = open_listener(st, cfg, srv->url, sizeof(srv->url));
-        if (!srv->own_sock) {
+        srv->own_socks = open_listeners(srv, srv->url, sizeof(srv->url));
+        if (!srv->own_socks) {
             if (PyErr_Occurred())
                 goto fail;
             server_finish(srv, 3); /* logged */
             return 0;
         }
-        srv->socks = PyList_New(1);
-        if (!srv->socks || guard_accept(srv, srv->own_sock) < 0)
-            goto fail;
-        PyList_SET_ITEM(srv->socks, 0, Py_NewRef(srv->own_sock));
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->own_socks); i++)
+            if (guard_accept(srv, PyList_GET_ITEM(srv->own_socks, i)) < 0)
+                goto fail;
+        srv->socks = Py_NewRef(srv->own_socks);
     }
     cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
     if (cg_lifespan_startup_begin(srv, &srv->lifespan, &wait) < 0) {
@@ -1177,6 +1277,15 @@ static cg_server *server_prepare(PyObject *module, const cg_config *cfg, PyObjec
     }
     srv->app = app;
     srv->host_mode = host != NULL;
+    if (!host && srv->ctl_fd < 0) {
+        /* Notifications, in a process of its own: READY=1 when serving,
+         * RELOADING=1/READY=1 on SIGHUP, STOPPING=1, WATCHDOG=1 from the ticker. */
+        char err[256];
+        if (cg_config_sd_notify(&srv->sd, &srv->watchdog, err, sizeof(err)) < 0)
+            cg_log(&st->log, CG_WARNING, "No systemd notifications: %s", err);
+        if (srv->watchdog > 0 && srv->watchdog / 4 < srv->tick_interval)
+            srv->tick_interval = srv->watchdog / 4 < 0.05 ? 0.05 : srv->watchdog / 4;
+    }
     if (host && host->notify)
         srv->notify = Py_NewRef(host->notify);
     if (build_head_lines(srv) < 0)
@@ -1460,7 +1569,7 @@ static int server_traverse(cg_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->resume_cb);
     Py_VISIT(srv->lifespan);
     Py_VISIT(srv->socks);
-    Py_VISIT(srv->own_sock);
+    Py_VISIT(srv->own_socks);
     Py_VISIT(srv->listeners);
     Py_VISIT(srv->drain_timer);
     Py_VISIT(srv->captured);
@@ -1494,7 +1603,7 @@ static int server_clear(cg_server *srv)
     Py_CLEAR(srv->resume_cb);
     Py_CLEAR(srv->lifespan);
     Py_CLEAR(srv->socks);
-    Py_CLEAR(srv->own_sock);
+    Py_CLEAR(srv->own_socks);
     Py_CLEAR(srv->listeners);
     Py_CLEAR(srv->drain_timer);
     Py_CLEAR(srv->captured);
@@ -1519,6 +1628,7 @@ static void server_dealloc(cg_server *srv)
     Py_CLEAR(srv->tls_cert);
     cg_tls_ctx_free(srv->tls);
     cg_proxy_trust_free(&srv->trust);
+    cg_sd_notify_close(&srv->sd);
     if (srv->own_cfg) {
         cg_config_free(srv->own_cfg);
         PyMem_Free(srv->own_cfg);

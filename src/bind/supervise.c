@@ -17,6 +17,7 @@
 #include "sock.h"
 #include "standby.h"
 #include "supervisor.h"
+#include "systemd.h"
 #include "watch.h"
 
 /* A worker bounds its own drain by --timeout-graceful-shutdown, then runs
@@ -229,8 +230,11 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     cg_watch *watch = NULL;
     const char **includes = NULL, **excludes = NULL;
     const char *dot = ".";
-    char err[256], fdtext[32], modules_path[256] = "";
-    int fd = -1, status = 3;
+    char err[256], fdtext[32], modules_path[256] = "", url[256], ready[320];
+    int fd = -1, status = 3, nact = 0, *fds = &fd;
+    char *fdnames = NULL;
+    cg_sd_notify sd = {.fd = -1};
+    double watchdog = 0;
     extern char **environ;
 
     sigset_t blocked, old_mask;
@@ -255,7 +259,25 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     }
     if (cfg->ssl_certfile && tls_prepare(st, cfg) < 0)
         goto done;
-    if (cfg->fd >= 0)
+    /* Only the supervisor (systemd's main process) notifies. */
+    if (cg_config_sd_notify(&sd, &watchdog, err, sizeof(err)) < 0)
+        cg_log(&st->log, CG_WARNING, "No systemd notifications: %s", err);
+    nact = cg_config_activated_fds(&fdnames, err, sizeof(err));
+    if (nact < 0) {
+        cg_log(&st->log, CG_ERROR, "%s", err);
+        goto done;
+    }
+    if (nact > 0) {
+        fds = PyMem_Calloc((size_t)nact, sizeof(int));
+        if (!fds) {
+            fds = &fd;
+            cg_log(&st->log, CG_ERROR, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < nact; i++)
+            fds[i] = CG_SD_LISTEN_FDS_START + i;
+        fd = fds[0];
+    } else if (cfg->fd >= 0)
         fd = (int)cfg->fd;
     else if (cfg->uds)
         fd = cg_listen_unix(cfg->uds, (int)cfg->backlog, err, sizeof(err));
@@ -264,14 +286,22 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     if (fd < 0) {
         cg_log(&st->log, CG_ERROR, "%s: error while attempting to bind on address ('%s', %ld)", err,
                cfg->uds ? cfg->uds : cfg->host, cfg->port);
-        return 3;
+        goto done;
     }
 
-    if (cfg->uds)
-        cg_log(&st->log, CG_INFO, "casgi running on unix socket %s (Press CTRL+C to quit)",
-               cfg->uds);
-    else if (cg_sock_url(fd, cfg->ssl_certfile ? "https" : "http", err, sizeof(err)) == 0)
-        cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", err);
+    ready[0] = '\0';
+    if (nact > 0)
+        cg_log(&st->log, CG_INFO, "Serving %d socket(s) passed by systemd (socket activation)",
+               nact);
+    for (int i = 0; i < (nact > 0 ? nact : 1); i++) {
+        if (cfg->uds && nact == 0)
+            snprintf(url, sizeof(url), "unix socket %s", cfg->uds);
+        else if (cg_sock_url(fds[i], cfg->ssl_certfile ? "https" : "http", url, sizeof(url)) < 0)
+            snprintf(url, sizeof(url), "socket fd %d", fds[i]);
+        cg_log(&st->log, CG_INFO, "casgi running on %s (Press CTRL+C to quit)", url);
+        size_t used = strlen(ready);
+        snprintf(ready + used, sizeof(ready) - used, "%s%s", used ? ", " : "Serving on ", url);
+    }
 
     /* The worker's command: the same interpreter, the whole configuration. */
     PyObject *exe = PySys_GetObject("executable"); /* borrowed */
@@ -285,8 +315,12 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     argv_push(&argv, "-m");
     argv_push(&argv, "casgi");
     argv_from_config(&argv, cfg);
-    snprintf(fdtext, sizeof(fdtext), "%d", fd);
-    argv_flag(&argv, "fd", fdtext);
+    /* Activated sockets reach the workers as systemd passed them (LISTEN_*,
+     * see cg_sup_config), others as --fd. */
+    if (nact == 0) {
+        snprintf(fdtext, sizeof(fdtext), "%d", fd);
+        argv_flag(&argv, "fd", fdtext);
+    }
     argv_push(&argv, "--");
     argv_push(&argv, cfg->app);
     if (argv.failed) {
@@ -336,8 +370,13 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     cg_sup_config sc = {
         .argv = argv.items,
         .envp = environ,
-        .listen_fds = &fd,
-        .nlisten = 1,
+        .listen_fds = fds,
+        .nlisten = nact > 0 ? (size_t)nact : 1,
+        .listen_activated = nact > 0,
+        .listen_fdnames = fdnames,
+        .notify = &sd,
+        .ready_status = ready,
+        .watchdog = watchdog,
         .workers = cfg->workers > 0 ? (int)cfg->workers : 1,
         .watch = watch,
         .standby = modules_path[0] != '\0',
@@ -358,9 +397,15 @@ done:
     free(includes);
     free(excludes);
     argv_free(&argv);
-    if (fd >= 0 && fd != cfg->fd)
+    for (int i = 0; i < nact; i++)
+        close(fds[i]);
+    if (nact > 0)
+        PyMem_Free(fds);
+    PyMem_Free(fdnames);
+    cg_sd_notify_close(&sd);
+    if (nact == 0 && fd >= 0 && fd != cfg->fd)
         close(fd);
-    if (fd >= 0 && cfg->uds && cfg->fd < 0)
+    if (nact == 0 && fd >= 0 && cfg->uds && cfg->fd < 0)
         unlink(cfg->uds);
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
     return status;

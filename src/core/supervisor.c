@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "systemd.h"
 
 #define CG_SUP_BACKOFF_MIN 0.1   /* first delay after a quick death, seconds */
 #define CG_SUP_BACKOFF_MAX 10.0  /* the delay doubles up to this */
@@ -62,6 +63,7 @@
 #define CG_SUP_LIST_FILES 10     /* changed files named in the reload message */
 #define CG_SUP_SIGINFO_BATCH 16  /* siginfo records read per wakeup */
 #define CG_SUP_CTL_BATCH 64      /* ctl bytes read per worker per wakeup */
+#define CG_SUP_HEARTBEAT 1.0     /* a worker's loop beats about this often, seconds */
 
 enum cg_wstate { CG_W_STARTING, CG_W_READY, CG_W_STOPPING };
 
@@ -105,6 +107,9 @@ typedef struct cg_sup {
     double roll_bound; /* a rolling replacement must be ready within this */
     char **changed;    /* owned: pending changed paths (debounced) */
     size_t nchanged, capchanged;
+    int sd_ready;   /* READY=1 sent for the workers serving now */
+    double wd_next; /* when the next WATCHDOG=1 is due (cfg->watchdog > 0) */
+    pid_t wd_stale; /* the worker whose stale heartbeat holds the pings back, or 0 */
 } cg_sup;
 
 __attribute__((format(printf, 3, 4))) static void sup_log(cg_sup *s, int level, const char *fmt,
@@ -119,6 +124,21 @@ __attribute__((format(printf, 3, 4))) static void sup_log(cg_sup *s, int level, 
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     s->cfg->log(s->cfg->log_ctx, level, msg);
+}
+
+/* systemd notifications (cfg->notify); a failed send is not the service's
+ * failure, and systemd notices a missing READY=1 or WATCHDOG=1 itself. */
+static void sd_send(cg_sup *s, const char *msg)
+{
+    if (s->cfg->notify)
+        (void)cg_sd_notify_send(s->cfg->notify, msg);
+}
+
+static void sd_reloading(cg_sup *s)
+{
+    s->sd_ready = 0;
+    if (s->cfg->notify)
+        (void)cg_sd_notify_reloading(s->cfg->notify, "Reloading");
 }
 
 static void close_fd(int *fd)
@@ -234,30 +254,68 @@ static int pick_fd(const cg_sup_config *cfg, const int *avoid, size_t navoid)
     return fd;
 }
 
-/* Builds the worker's environment: the base without CASGI_WORKER, plus ours.
- * The array and `var` are owned by the caller; the base strings are not. */
-static char **build_envp(const cg_sup_config *cfg, char *var)
+/* Socket activation variables for one worker; `pid` is filled in by the
+ * child itself (fill_pid), the only process that knows its pid before exec. */
+typedef struct cg_listen_env {
+    char fds[32];
+    char pid[32];
+    char *names; /* owned, or NULL */
+} cg_listen_env;
+
+static int is_listen_var(const char *e)
+{
+    return !strncmp(e, "LISTEN_PID=", 11) || !strncmp(e, "LISTEN_FDS=", 11) ||
+           !strncmp(e, "LISTEN_FDNAMES=", 15);
+}
+
+/* Builds the worker's environment: the base without CASGI_WORKER (and, with
+ * socket activation, without LISTEN_*), plus ours. The array, `var` and `le`
+ * are owned by the caller; the base strings are not. */
+static char **build_envp(const cg_sup_config *cfg, char *var, cg_listen_env *le)
 {
     size_t n = 0, k = 0;
     char **envp;
 
     for (char *const *e = cfg->envp; e && *e; e++)
         n++;
-    envp = malloc((n + 2) * sizeof(*envp));
+    envp = malloc((n + 5) * sizeof(*envp));
     if (!envp)
         return NULL;
     for (char *const *e = cfg->envp; e && *e; e++)
-        if (strncmp(*e, "CASGI_WORKER=", 13) != 0)
+        if (strncmp(*e, "CASGI_WORKER=", 13) != 0 && !(le && is_listen_var(*e)))
             envp[k++] = *e;
     envp[k++] = var;
+    if (le) {
+        snprintf(le->fds, sizeof(le->fds), "LISTEN_FDS=%zu", cfg->nlisten);
+        snprintf(le->pid, sizeof(le->pid), "LISTEN_PID=");
+        envp[k++] = le->fds;
+        envp[k++] = le->pid;
+        if (le->names)
+            envp[k++] = le->names;
+    }
     envp[k] = NULL;
     return envp;
 }
 
+/* Writes "LISTEN_PID=<getpid()>" into le->pid: async-signal-safe. */
+static void fill_pid(cg_listen_env *le)
+{
+    char digits[24];
+    size_t n = 0, off = strlen("LISTEN_PID=");
+    unsigned long v = (unsigned long)getpid();
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < sizeof(digits));
+    while (n > 0 && off + 1 < sizeof(le->pid))
+        le->pid[off++] = digits[--n];
+    le->pid[off] = '\0';
+}
+
 /* Runs in the forked child: only async-signal-safe calls from here on. */
 __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char **envp,
-                                                 pid_t parent, int ctl_w, int ctl_to, int alive_r,
-                                                 int alive_to, int err_w, int standby)
+                                                 cg_listen_env *le, pid_t parent, int ctl_w,
+                                                 int ctl_to, int alive_r, int alive_to, int err_w,
+                                                 int standby)
 {
     cg_spawn_err e = {CG_STAGE_PARENT, 0};
     struct sigaction sa;
@@ -299,6 +357,8 @@ __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char 
         if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0)
             goto fail_errno;
     }
+    if (le)
+        fill_pid(le);
     e.stage = CG_STAGE_EXEC;
     execve(cfg->argv[0], cfg->argv, envp);
 
@@ -331,6 +391,7 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
     int ctl[2] = {-1, -1}, alive[2] = {-1, -1}, errp[2] = {-1, -1};
     char var[64];
     char **envp = NULL;
+    cg_listen_env le = {.names = NULL}, *lep = NULL;
     cg_spawn_err e;
     cg_worker *w = NULL;
     pid_t pid, parent = getpid();
@@ -362,7 +423,19 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
         alive_to = pick_fd(cfg, avoid2, 4);
     }
     snprintf(var, sizeof(var), "CASGI_WORKER=%d:%d%s", ctl_to, alive_to, standby ? ":S" : "");
-    envp = build_envp(cfg, var);
+    if (cfg->listen_activated) {
+        lep = &le;
+        if (cfg->listen_fdnames) {
+            size_t len = strlen("LISTEN_FDNAMES=") + strlen(cfg->listen_fdnames) + 1;
+            le.names = malloc(len);
+            if (!le.names) {
+                errno = ENOMEM;
+                goto fail_errno;
+            }
+            snprintf(le.names, len, "LISTEN_FDNAMES=%s", cfg->listen_fdnames);
+        }
+    }
+    envp = build_envp(cfg, var, lep);
     if (!envp) {
         errno = ENOMEM;
         goto fail_errno;
@@ -372,13 +445,15 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
     if (pid < 0)
         goto fail_errno;
     if (pid == 0)
-        child_exec(cfg, envp, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1], standby);
+        child_exec(cfg, envp, lep, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1], standby);
 
     close_fd(&ctl[1]);
     close_fd(&alive[0]);
     close_fd(&errp[1]);
     free(envp);
     envp = NULL;
+    free(le.names);
+    le.names = NULL;
 
     /* EOF: exec succeeded (the pipe was close-on-exec). A record: it failed. */
     do
@@ -415,6 +490,7 @@ fail_errno:
     sup_log(s, CG_SUP_ERROR, "cannot start worker: [Errno %d] %s", errno, strerror(errno));
 fail:
     free(envp);
+    free(le.names);
     close_fd(&ctl[0]);
     close_fd(&ctl[1]);
     close_fd(&alive[0]);
@@ -449,6 +525,7 @@ static void begin_stop(cg_sup *s, int status, double now)
     s->rolling = 0;
     s->reload_at = 0;
     s->stop_deadline = now + s->shutdown_bound;
+    sd_send(s, "STOPPING=1\nSTATUS=Stopping");
     for (size_t i = 0; i < s->nw; i++)
         stop_worker(&s->w[i], s->stop_deadline);
 }
@@ -467,6 +544,7 @@ static void force_stop(cg_sup *s, double now)
  * refused between. */
 static void restart_all(cg_sup *s, double now)
 {
+    sd_reloading(s);
     for (size_t i = 0; i < s->nw; i++)
         if (!s->w[i].standby)
             stop_worker(&s->w[i], now + s->reload_bound);
@@ -717,6 +795,7 @@ static void on_signal(cg_sup *s, int sig, double now)
             restart_all(s, now);
         } else {
             sup_log(s, CG_SUP_INFO, "Received SIGHUP, restarting workers one by one");
+            sd_reloading(s);
             /* A roll in progress starts over; its pending replacement stays one. */
             s->rolling = 1;
             for (size_t i = 0; i < s->nw; i++)
@@ -828,9 +907,56 @@ static int startup_overdue(const cg_sup *s, const cg_worker *w, double now)
     return t > 0 && now >= t;
 }
 
+/* READY=1 once the target number of workers serve, and again after a
+ * reload or a rolling restart (which sent RELOADING=1). */
+static void sd_check_ready(cg_sup *s)
+{
+    char msg[512];
+
+    if (s->sd_ready || !s->cfg->notify || s->stopping || s->rolling ||
+        count_active(s, 1) < s->target)
+        return;
+    s->sd_ready = 1;
+    snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s%s(%d worker%s)",
+             s->cfg->ready_status ? s->cfg->ready_status : "", s->cfg->ready_status ? " " : "",
+             s->target, s->target == 1 ? "" : "s");
+    sd_send(s, msg);
+}
+
+/* WATCHDOG=1 when due, unless a ready worker's loop has not beaten lately:
+ * systemd then sees the pings stop, as it would for a stuck service. */
+static void sd_watchdog(cg_sup *s, double now)
+{
+    const cg_sup_config *cfg = s->cfg;
+    const cg_worker *stale = NULL;
+    double limit;
+
+    if (cfg->watchdog <= 0 || now < s->wd_next)
+        return;
+    s->wd_next = now + cfg->watchdog / 2;
+    limit = cg_sd_watchdog_stale_after(cfg->watchdog, CG_SUP_HEARTBEAT);
+    for (size_t i = 0; i < s->nw && !stale; i++)
+        if (s->w[i].state == CG_W_READY && now - s->w[i].last_hb > limit)
+            stale = &s->w[i];
+    if (stale) {
+        if (s->wd_stale != stale->pid)
+            sup_log(s, CG_SUP_WARNING,
+                    "Worker [%d] sent no heartbeat for %.1f s: not pinging the systemd watchdog",
+                    (int)stale->pid, now - stale->last_hb);
+        s->wd_stale = stale->pid;
+        return;
+    }
+    if (s->wd_stale)
+        sup_log(s, CG_SUP_INFO, "Every worker's heartbeat is fresh: pinging the systemd watchdog");
+    s->wd_stale = 0;
+    sd_send(s, "WATCHDOG=1");
+}
+
 static void run_due(cg_sup *s, double now)
 {
     const cg_sup_config *cfg = s->cfg;
+
+    sd_watchdog(s, now);
 
     for (size_t i = 0; i < s->nw; i++) {
         cg_worker *w = &s->w[i];
@@ -919,6 +1045,7 @@ static void run_due(cg_sup *s, double now)
                 break;
     if (wants_standby(s))
         (void)spawn_worker(s, now, 1);
+    sd_check_ready(s);
 }
 
 static void min_deadline(double *best, double t)
@@ -943,6 +1070,8 @@ static int poll_timeout(cg_sup *s, double now)
             min_deadline(&t, w->ready_by);
         min_deadline(&t, startup_deadline(s, w));
     }
+    if (cfg->watchdog > 0)
+        min_deadline(&t, s->wd_next > now ? s->wd_next : now);
     if (!s->stopping) {
         min_deadline(&t, s->reload_at);
         int spawning = !(s->reload_mode && s->waiting) &&

@@ -34,6 +34,7 @@
 #include <stddef.h>
 
 struct cg_watch;
+struct cg_sd_notify;
 
 enum { CG_SUP_DEBUG = 10, CG_SUP_INFO = 20, CG_SUP_WARNING = 30, CG_SUP_ERROR = 40 };
 
@@ -53,6 +54,20 @@ typedef struct cg_sup_config {
     double healthcheck_timeout; /* seconds without 'H' after 'R' = stuck; 0 = off */
     double startup_timeout;     /* seconds from start to 'R' (lifespan startup included):
                                    a worker not ready by then is stopped and replaced; 0 = off */
+    /* Socket activation: listen_fds are the inherited 3, 4, ... and each worker
+     * gets them the way systemd gave them: LISTEN_FDS=nlisten, LISTEN_PID=<the
+     * worker's pid> and LISTEN_FDNAMES=listen_fdnames (unless NULL). */
+    int listen_activated;
+    const char *listen_fdnames;
+    /* systemd notifications (NULL, or fd -1: none): READY=1 once `workers`
+     * workers are ready (again after a reload or a rolling restart), with
+     * "STATUS=<ready_status>"; RELOADING=1 on SIGHUP and on a reload for file
+     * changes; STOPPING=1 when stopping; WATCHDOG=1 every watchdog / 2
+     * seconds (0: none) while no ready worker's heartbeat is stale
+     * (cg_sd_watchdog_stale_after), so a stuck event loop stops the pings. */
+    const struct cg_sd_notify *notify;
+    const char *ready_status;
+    double watchdog;
     /* Log sink; `level` is one of CG_SUP_*. Called from the supervisor's loop. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;

@@ -3,8 +3,10 @@
 GET /            "VERSION PID" with an x-pid header
 GET /stream      a chunked response that never ends (a chunk every 0.1 s)
 GET /hang        a request that is never answered (an idle WebSocket's stand-in)
-GET /block       blocks the event loop for 60 s (blocking_handler_in_event_loop)
+GET /block?S     blocks the event loop for S seconds, 60 by default
+                 (blocking_handler_in_event_loop)
 GET /slow?S      answers after S seconds (asyncio.sleep)
+GET /env         the names in os.environ (JSON)
 POST /echo       the request body back
 WS /ws           sends "VERSION PID", then echoes text messages until closed
 
@@ -49,8 +51,8 @@ def _maybe_crash() -> None:
     asyncio.get_running_loop().call_later(float(after), os._exit, 1)
 
 
-def blocking_handler_in_event_loop() -> None:
-    time.sleep(60)
+def blocking_handler_in_event_loop(seconds: float = 60) -> None:
+    time.sleep(seconds)
 
 
 async def _read_body(receive) -> bytes:
@@ -94,7 +96,7 @@ async def app(scope, receive, send):
     pid = str(os.getpid()).encode()
     headers = [(b"content-type", b"text/plain"), (b"x-pid", pid)]
     if path == "/block":
-        blocking_handler_in_event_loop()
+        blocking_handler_in_event_loop(float(scope["query_string"] or b"60"))
     elif path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         i = 0
@@ -109,6 +111,11 @@ async def app(scope, receive, send):
     elif path == "/tls":
         tls = scope.get("extensions", {}).get("tls")
         body = json.dumps({"scheme": scope["scheme"], "tls": tls}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    elif path == "/env":
+        body = json.dumps(sorted(os.environ)).encode()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
