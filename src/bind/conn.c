@@ -709,6 +709,12 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
 
     if (srv->cfg->proxy_protocol) {
         /* The header comes first, before TLS: see conn_pp_input. */
+        if (!trusted && c->client == Py_None && c->sockname != Py_None) {
+            /* A TCP peer without an address: gone before it was accepted
+             * (a balancer's health check that only connects). */
+            cg_conn_close(c);
+            Py_RETURN_NONE;
+        }
         if (!trusted) {
             conn_pp_refuse(c, "not in --forwarded-allow-ips");
             Py_RETURN_NONE;
