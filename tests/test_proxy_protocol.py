@@ -443,6 +443,18 @@ def test_environment_variable(start_server):
         refused(raw)
 
 
+def test_workers(start_server):
+    """--workers: each worker gets the option from the supervisor."""
+    s = start(start_server, "--workers", "2", mode="v1")
+    for _ in range(4):
+        with s.connect() as raw:
+            raw.send(v1())
+            assert scope_get(raw)["client"] == [CLIENT, CPORT]
+        with s.connect() as raw:
+            raw.send(v2() + req("GET", "/scope"))
+            refused(raw)
+
+
 def test_bad_value_is_a_usage_error():
     r = run_casgi("h2_app:app", "--proxy-protocol", "v3")
     assert r.returncode == 2
