@@ -112,12 +112,14 @@ build-deps:
 		echo "build-deps: WARNING: could not install$$missing; casgi builds without TLS or HTTP/2"; fi
 
 # Debian packages the tests use, installed when missing: nginx (the proxy
-# test), curl (TLS and HTTP/2 interop), nghttp2-client (nghttp and h2load) and
-# chromium (a real browser over TLS: tests/test_browser.py).
+# test), haproxy (the PROXY protocol test), curl (TLS and HTTP/2 interop),
+# nghttp2-client (nghttp and h2load) and chromium (a real browser over TLS:
+# tests/test_browser.py).
 # A test whose tool is missing is skipped, hence only a warning.
 test-tools:
 	@missing=; \
 	{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx-light"; \
+	{ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; } || missing="$$missing haproxy"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	{ command -v nghttp >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1; } || \
 		missing="$$missing nghttp2-client"; \

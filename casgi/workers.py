@@ -13,6 +13,15 @@ http2_max_header_list_size (0, no limit, is casgi's largest, 16 MiB; below
 gunicorn's ``timeout`` watches is sent from the event loop. gunicorn's
 http2_cleartext and http2_max_frame_size are not mapped: casgi has one switch,
 ``--http2``, for HTTP/2 over TLS and over cleartext.
+
+gunicorn's proxy_protocol is ``--proxy-protocol``: ``v1`` and ``v2`` as they
+are, ``auto`` (and ``True``, which older gunicorn releases, speaking v1 only,
+took) as ``any``. gunicorn keeps a second list, proxy_allow_ips, for the peers
+allowed to send the header, and lets Unix socket peers send it; casgi has one
+list, so with the PROXY protocol on, proxy_allow_ips and ``unix:`` join
+forwarded_allow_ips. Unlike gunicorn, casgi requires the header on every
+connection once it is on (a connection without one is closed): a balancer
+that sends it on some connections only would let clients forge it on others.
 """
 
 import logging
@@ -62,8 +71,8 @@ class CasgiWorker(Worker):
             "limit_request_fields": cfg.limit_request_fields or _NO_LIMIT,
             "limit_request_field_size": cfg.limit_request_field_size or _NO_LIMIT,
             "access_log": bool(cfg.accesslog),
-            "forwarded_allow_ips": ",".join(cfg.forwarded_allow_ips),
         }
+        options.update(self._proxy_options())
         if self.max_requests < sys.maxsize:
             options["limit_max_requests"] = self.max_requests
         if cfg.is_ssl:
@@ -75,6 +84,19 @@ class CasgiWorker(Worker):
             options["ssl_cert_reqs"] = int(tls.get("cert_reqs") or 0)
         options.update(self._http2_options())
         return options
+
+    def _proxy_options(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        trusted = list(cfg.forwarded_allow_ips)
+        mode = getattr(cfg, "proxy_protocol", False)
+        if mode is None or isinstance(mode, bool):
+            mode = "any" if mode else "off"
+        mode = "any" if mode == "auto" else mode
+        if mode != "off":
+            for entry in [*getattr(cfg, "proxy_allow_ips", []), "unix:"]:
+                if entry not in trusted:
+                    trusted.append(entry)
+        return {"proxy_protocol": mode, "forwarded_allow_ips": ",".join(trusted)}
 
     def _http2_options(self) -> Dict[str, Any]:
         # gunicorn before 25 has no HTTP/2 settings: casgi's defaults stay.

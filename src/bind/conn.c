@@ -7,13 +7,20 @@
  * With TLS (--ssl-certfile) the loop reads ciphertext into the session's
  * input instead, core/tls.c decrypts it into `in`, and the one write point
  * (transport_write, tls_send) encrypts. The handshake runs before the
- * protocol is attached, bounded by --timeout-handshake. */
+ * protocol is attached, bounded by --timeout-handshake.
+ *
+ * With --proxy-protocol the connection's first bytes are the PROXY header,
+ * read into `in` (core/proxyproto.c parses it) before anything else: the TLS
+ * session is made and the protocol attached once it is complete, and what
+ * followed it goes on to them. It must arrive within
+ * --timeout-request-header, from a peer --forwarded-allow-ips trusts. */
 #include "conn.h"
 
 #include <string.h>
 #include <sys/socket.h>
 
 #include "clock.h"
+#include "proxyproto.h"
 
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
  * up to CG_READ_CHUNK: a request head needs little, an upload gets large
@@ -419,10 +426,11 @@ void cg_conn_trace(cg_conn *c, const char *what)
                what);
 }
 
-/* 1 while a TLS handshake runs: no protocol is attached yet. */
+/* 1 while the connection's opening runs (the PROXY header, the TLS
+ * handshake): no protocol is attached yet. */
 static int conn_handshaking(const cg_conn *c)
 {
-    return c->tls && !c->proto_state;
+    return c->pp_pending || (c->tls && !c->proto_state);
 }
 
 void cg_conn_tick(cg_conn *c, double now)
@@ -439,8 +447,8 @@ void cg_conn_tick(cg_conn *c, double now)
     if (!conn_handshaking(c)) {
         c->proto->on_tick(c, now);
     } else if (c->deadline > 0 && now >= c->deadline && !c->closed) {
-        cg_log(&c->server->st->log, CG_DEBUG, "%s - TLS handshake not completed in time",
-               c->client_text);
+        cg_log(&c->server->st->log, CG_DEBUG, "%s - %s not completed in time", c->client_text,
+               c->pp_pending ? "PROXY protocol header" : "TLS handshake");
         cg_conn_close(c);
     }
 }
@@ -529,6 +537,145 @@ static PyObject *conn_get_extra(cg_conn *c, PyObject *name)
     return r;
 }
 
+/* Sets scope["client"] (stealing `client`: a tuple, None, or NULL after an
+ * error) and the "host:port" text of log lines. */
+static void conn_set_client(cg_conn *c, PyObject *client)
+{
+    Py_XSETREF(c->client, client);
+    c->client_len = 0;
+    c->client_text[0] = '\0';
+    if (!client || client == Py_None)
+        return;
+    PyObject *s =
+        PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(client, 0), PyTuple_GET_ITEM(client, 1));
+    Py_ssize_t n;
+    const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+    if (u && (size_t)n < sizeof(c->client_text)) {
+        memcpy(c->client_text, u, (size_t)n);
+        c->client_text[n] = '\0'; /* also used as a C string */
+        c->client_len = (size_t)n;
+    }
+    Py_XDECREF(s);
+    PyErr_Clear();
+}
+
+/* The TLS session of a new connection; the protocol is attached when its
+ * handshake completes. 0, or -1 with an exception. */
+static int conn_start_tls(cg_conn *c)
+{
+    c->tls = cg_tls_new(c->server->tls);
+    if (!c->tls) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    double t = c->server->cfg->timeout_handshake;
+    c->deadline = t > 0 ? cg_monotonic_now() + t : 0;
+    return 0;
+}
+
+/* A connection refused for its PROXY header (or for sending one at all): one
+ * line at info level the first time (a balancer left out of
+ * --forwarded-allow-ips, or one not sending the header, shows at once),
+ * debug lines after that. The connection is closed unanswered. */
+static void conn_pp_refuse(cg_conn *c, const char *why)
+{
+    cg_server *srv = c->server;
+    if (!srv->pp_refusal_logged) {
+        srv->pp_refusal_logged = 1;
+        cg_log(&srv->st->log, CG_INFO,
+               "PROXY protocol: connection from %s refused: %s; further refusals are logged at "
+               "debug level",
+               c->client_len ? c->client_text : "a Unix socket", why);
+    } else {
+        cg_log(&srv->st->log, CG_DEBUG, "PROXY protocol: connection from %s refused: %s",
+               c->client_len ? c->client_text : "a Unix socket", why);
+    }
+    cg_buf_reset(&c->in);
+    cg_conn_close(c);
+}
+
+/* (host, port) for scope["client"] or ["server"] from an announced address,
+ * shared with the previous equal one through `last`. */
+static PyObject *announced_tuple(const cg_proxy_addr *a, unsigned port, PyObject **last)
+{
+    char host[CG_PROXY_ADDR_TEXT];
+    size_t n = cg_proxy_addr_format(a, host, sizeof(host));
+    PyObject *t = Py_BuildValue("(s#I)", host, (Py_ssize_t)n, port);
+    if (!t)
+        return NULL;
+    PyObject *r = addr_tuple(t, last);
+    Py_DECREF(t);
+    return r;
+}
+
+/* What a complete PROXY header announces. PROXY with TCP over IPv4 or IPv6:
+ * the source is the client (and what X-Forwarded-For trust is checked
+ * against: it is the peer the balancer saw), the destination the server. A
+ * client on a Unix socket (v2 AF_UNIX) has no address: None, trusted as
+ * "unix:" says. LOCAL (the balancer's own health check) and UNKNOWN: the
+ * real peer stays. 0, or -1 with an exception. */
+static int conn_pp_apply(cg_conn *c, const cg_pp_result *r)
+{
+    cg_server *srv = c->server;
+    if (r->command != CG_PP_PROXY || r->family == CG_PP_UNKNOWN)
+        return 0;
+    int proxy_headers = srv->cfg->proxy_headers;
+    if (r->family == CG_PP_UNIX) {
+        conn_set_client(c, Py_NewRef(Py_None));
+        c->trusted_proxy = proxy_headers && (srv->trust.all || srv->trust.unix_peers);
+        return 0;
+    }
+    PyObject *server = announced_tuple(&r->dst, r->dst_port, &srv->last_sockname);
+    if (!server)
+        return -1;
+    Py_SETREF(c->sockname, server);
+    conn_set_client(c, announced_tuple(&r->src, r->src_port, &srv->last_client));
+    if (!c->client)
+        return -1;
+    c->trusted_proxy = proxy_headers && cg_proxy_trusts_addr(&srv->trust, &r->src);
+    return 0;
+}
+
+/* The PROXY header in `in` (--proxy-protocol). Returns 1 when the
+ * connection goes on with bytes for its TLS session or protocol, 0 when it
+ * waits (for the rest of the header, or for what follows it), -1 when it is
+ * over. */
+static int conn_pp_input(cg_conn *c)
+{
+    cg_server *srv = c->server;
+    cg_pp_result r;
+    int n = cg_pp_parse(c->in.data + c->in.pos, cg_buf_unread(&c->in),
+                        (unsigned)srv->cfg->proxy_protocol, &r);
+    if (n == CG_PP_INCOMPLETE)
+        return 0;
+    if (n == CG_PP_INVALID) {
+        conn_pp_refuse(c, r.error);
+        return -1;
+    }
+    cg_buf_consume(&c->in, (size_t)n);
+    c->pp_pending = 0;
+    c->deadline = 0;
+    if (conn_pp_apply(c, &r) < 0 || (srv->tls && conn_start_tls(c) < 0))
+        goto fail;
+    if (c->tls) {
+        /* What followed the header is the ClientHello: the session's input. */
+        size_t rest = cg_buf_unread(&c->in);
+        if (cg_buf_append(cg_tls_input(c->tls), c->in.data + c->in.pos, rest) < 0) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        cg_buf_reset(&c->in);
+        return rest ? 1 : 0;
+    }
+    if (c->proto->on_connect(c) < 0)
+        goto fail;
+    return cg_buf_unread(&c->in) ? 1 : 0;
+fail:
+    cg_log_exception(&srv->st->log, "Exception while starting a connection");
+    cg_conn_abort(c);
+    return -1;
+}
+
 static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
 {
     cg_server *srv = c->server;
@@ -537,24 +684,12 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     Py_XSETREF(c->transport, Py_NewRef(transport));
     peer = conn_get_extra(c, srv->st->s_peername);
     sock = conn_get_extra(c, srv->st->s_sockname);
-    Py_XSETREF(c->client, addr_tuple(peer, &srv->last_client));
+    conn_set_client(c, addr_tuple(peer, &srv->last_client));
     Py_XSETREF(c->sockname, addr_tuple(sock, &srv->last_sockname));
-    c->client_len = 0;
-    c->client_text[0] = '\0';
-    if (c->client != Py_None) {
-        PyObject *s = PyUnicode_FromFormat("%S:%S", PyTuple_GET_ITEM(c->client, 0),
-                                           PyTuple_GET_ITEM(c->client, 1));
-        Py_ssize_t n;
-        const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
-        if (u && (size_t)n < sizeof(c->client_text)) {
-            memcpy(c->client_text, u, (size_t)n);
-            c->client_text[n] = '\0'; /* also used as a C string */
-            c->client_len = (size_t)n;
-        }
-        Py_XDECREF(s);
-        PyErr_Clear();
-    }
-    c->trusted_proxy = cg_server_trusts_peer(srv, peer, sock);
+    /* The list is also the PROXY protocol's: without proxy headers it only
+     * says who may send the PROXY header. */
+    int trusted = cg_server_trusts_peer(srv, peer, sock);
+    c->trusted_proxy = srv->cfg->proxy_headers && trusted;
     Py_XDECREF(peer);
     Py_XDECREF(sock);
     if (!c->client || !c->sockname)
@@ -572,13 +707,26 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
     if (srv->cfg->limit_concurrency >= 0 && srv->nconns > (size_t)srv->cfg->limit_concurrency)
         close_oldest_idle(srv);
 
-    if (srv->tls) {
-        /* The protocol is attached when the handshake completes. */
-        c->tls = cg_tls_new(srv->tls);
-        if (!c->tls)
-            return PyErr_NoMemory();
-        double t = srv->cfg->timeout_handshake;
+    if (srv->cfg->proxy_protocol) {
+        /* The header comes first, before TLS: see conn_pp_input. */
+        if (!trusted && c->client == Py_None && c->sockname != Py_None) {
+            /* A TCP peer without an address: gone before it was accepted
+             * (a balancer's health check that only connects). */
+            cg_conn_close(c);
+            Py_RETURN_NONE;
+        }
+        if (!trusted) {
+            conn_pp_refuse(c, "not in --forwarded-allow-ips");
+            Py_RETURN_NONE;
+        }
+        c->pp_pending = 1;
+        double t = srv->cfg->timeout_request_header;
         c->deadline = t > 0 ? cg_monotonic_now() + t : 0;
+        Py_RETURN_NONE;
+    }
+    if (srv->tls) {
+        if (conn_start_tls(c) < 0)
+            return NULL;
         Py_RETURN_NONE;
     }
     if (c->proto->on_connect(c) < 0)
@@ -782,7 +930,8 @@ static void conn_received(cg_conn *c)
         return;
     }
     Py_INCREF(c); /* processing may drop the transport's reference */
-    if (!c->tls || conn_tls_input(c) > 0)
+    int go = !c->pp_pending || conn_pp_input(c) > 0;
+    if (go && (!c->tls || conn_tls_input(c) > 0))
         c->proto->on_data(c);
     cg_conn_return_buffer(c);
     Py_DECREF(c);
@@ -950,6 +1099,7 @@ PyObject *cg_conn_new(cg_server *srv, const cg_proto_ops *proto)
     c->read_size = CG_READ_MIN;
     c->drain_waiters = (cg_waiters){NULL, NULL};
     c->read_paused = c->write_paused = c->in_list = c->trusted_proxy = c->closed = 0;
+    c->pp_pending = 0;
     c->flush_queued = 0;
     c->produce_soon = 0;
     c->lingering = 0;

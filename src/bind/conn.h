@@ -55,15 +55,17 @@ struct cg_conn {
     cg_buf in;            /* bytes read, not yet consumed by the protocol */
     cg_buf out;           /* output held for one write (see cg_conn_settle) */
     PyObject *held_one;   /* or, while it is one piece, that piece (bytes) */
-    PyObject *client;     /* scope["client"]: (host, port) or None */
-    PyObject *sockname;   /* scope["server"]: (host, port) or None */
+    PyObject *client;     /* scope["client"]: (host, port) or None; a PROXY header's source */
+    PyObject *sockname;   /* scope["server"]: (host, port) or None; a PROXY header's destination */
     char client_text[72]; /* "host:port" for the access log */
     size_t client_len;
     double deadline;            /* monotonic time at which the protocol's on_tick acts; 0 = none */
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
     cg_waiters drain_waiters;   /* woken by resume_writing/connection_lost */
-    unsigned trusted_proxy : 1; /* the peer may set X-Forwarded-For/-Proto */
+    unsigned trusted_proxy : 1; /* the peer (a PROXY header's source) may set X-Forwarded-* */
+    unsigned pp_pending : 1;    /* --proxy-protocol: the header has not arrived yet; no TLS
+                                 * session and no protocol until it has */
     unsigned closed : 1;        /* closing or closed: nothing more is read or held */
     unsigned read_paused : 1;
     unsigned write_paused : 1;

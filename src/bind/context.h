@@ -47,7 +47,8 @@ typedef struct cg_server {
     PyObject *tick_cb;            /* bound C callable for the ticker */
     PyObject *flush_cb;           /* bound C callable: cg_server_flush_held */
     PyObject *notify;             /* host heartbeat called on each tick, or NULL */
-    cg_proxy_trust trust;         /* --forwarded-allow-ips; nothing when --no-proxy-headers */
+    cg_proxy_trust trust;         /* --forwarded-allow-ips; nothing when neither proxy headers
+                                   * nor the PROXY protocol are on */
     PyObject *root_path;          /* str */
     PyObject *root_path_b;        /* bytes */
     struct cg_conn *conns;        /* every open connection (strong refs), doubly linked */
@@ -92,6 +93,7 @@ typedef struct cg_server {
     cg_buf h2_scratch;          /* HTTP/2 frames being produced (one connection at a time) */
     PyObject *tls_cert;         /* str: the server certificate for scope["extensions"]["tls"] */
     unsigned tls_causes_logged; /* handshake failure causes already summarised once */
+    int pp_refusal_logged;      /* a PROXY protocol refusal was logged at info level */
     /* Protocols other than HTTP/1.1 (set by server.c, used by conn.c and h1.c): */
     const struct cg_proto_ops *h2c_proto; /* for a cleartext connection opening with the
                                            * HTTP/2 preface, or NULL */

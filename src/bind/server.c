@@ -620,11 +620,13 @@ static int build_head_lines(cg_server *srv)
     return rc;
 }
 
-/* --forwarded-allow-ips, parsed once (the option layer has validated it). */
+/* --forwarded-allow-ips, parsed once (the option layer has validated it):
+ * the peers believed for proxy headers, and the only ones allowed to send a
+ * PROXY protocol header. */
 static int parse_trusted(cg_server *srv)
 {
     cg_slice bad;
-    if (!srv->cfg->proxy_headers)
+    if (!srv->cfg->proxy_headers && !srv->cfg->proxy_protocol)
         return 0;
     int rc = cg_proxy_trust_parse(&srv->trust, srv->cfg->forwarded_allow_ips, &bad);
     if (rc == CG_PROXY_NO_MEMORY)

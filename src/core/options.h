@@ -84,6 +84,7 @@ typedef struct cg_config {
     double timeout_worker_startup;     /* seconds from start to ready, default 60; 0 = off */
     long limit_max_requests_jitter;    /* random extra requests per worker, default 0 */
     int proxy_headers;                 /* --proxy-headers/--no-proxy-headers, default 1 */
+    int proxy_protocol;                /* --proxy-protocol: CG_PP_OFF, _V1, _V2 or _ANY */
     char *forwarded_allow_ips;         /* comma-separated trusted proxy IPs or "*" */
     /* WebSockets. */
     int ws;                     /* enum cg_ws_mode, --ws */

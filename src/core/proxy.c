@@ -57,6 +57,26 @@ int cg_proxy_parse_addr(const char *text, size_t len, cg_proxy_addr *out)
     return 0;
 }
 
+void cg_proxy_addr_set(cg_proxy_addr *out, int family, const unsigned char *bytes)
+{
+    memset(out, 0, sizeof(*out));
+    out->family = family;
+    memcpy(out->bytes, bytes, family == 4 ? 4 : 16);
+    if (family == 6 && memcmp(out->bytes, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0)
+        unmap(out);
+}
+
+size_t cg_proxy_addr_format(const cg_proxy_addr *a, char *buf, size_t size)
+{
+    if (size < CG_PROXY_ADDR_TEXT ||
+        !inet_ntop(a->family == 4 ? AF_INET : AF_INET6, a->bytes, buf, (socklen_t)size)) {
+        if (size)
+            buf[0] = '\0';
+        return 0;
+    }
+    return strlen(buf);
+}
+
 static unsigned addr_bits(const cg_proxy_addr *a)
 {
     return a->family == 4 ? 32 : 128;

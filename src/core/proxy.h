@@ -46,6 +46,17 @@ enum cg_proxy_scheme { CG_PROXY_SCHEME_NONE, CG_PROXY_SCHEME_HTTP, CG_PROXY_SCHE
  * Returns 0, or -1 when `text` is not an address. */
 int cg_proxy_parse_addr(const char *text, size_t len, cg_proxy_addr *out);
 
+/** Sets `out` from an address in network byte order: 4 bytes (family 4) or
+ * 16 (family 6), an IPv4-mapped IPv6 address stored as its IPv4 address. */
+void cg_proxy_addr_set(cg_proxy_addr *out, int family, const unsigned char *bytes);
+
+/* Room for any address as text, NUL included (INET6_ADDRSTRLEN). */
+#define CG_PROXY_ADDR_TEXT 46
+
+/** Writes `a` as text ("10.0.0.1", "2001:db8::1") into buf, NUL-terminated;
+ * `size` must be at least CG_PROXY_ADDR_TEXT. Returns the text's length. */
+size_t cg_proxy_addr_format(const cg_proxy_addr *a, char *buf, size_t size);
+
 enum {
     CG_PROXY_BAD_ENTRY = -1, /* neither "*", "unix:", an address nor a network */
     CG_PROXY_HOST_BITS = -2, /* a network with bits set after its prefix */
