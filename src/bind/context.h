@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "http1.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "tls.h"
 
@@ -86,6 +87,11 @@ typedef struct cg_server {
         const struct cg_proto_ops *proto; /* the protocol serving it */
     } alpn[2];
     size_t alpn_n;
+    /* Metrics (meter.c): this process's slot of the shared counters, NULL when
+     * off; the mapping; the exposition server of a single process. */
+    cg_metrics_slot *metrics;
+    cg_metrics metrics_map;
+    cg_metrics_server *metrics_srv;
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals

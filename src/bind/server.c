@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "config.h"
 #include "lifespan.h"
+#include "meter.h"
 #include "sock.h"
 #include "standby.h"
 #include "worker.h"
@@ -420,6 +421,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
     cg_worker_attach(srv);
+    cg_meter_attach(srv);
     if (cg_config_http2(cfg)) {
         srv->h2c_proto = &cg_h2_proto;
         srv->alpn[0].name = "h2";
@@ -777,6 +779,8 @@ int cg_serve(PyObject *module, cg_config *cfg, PyObject *app_obj, const cg_host 
         if (!socks || guard_accept(srv, sock) < 0)
             goto error;
         PyList_SET_ITEM(socks, 0, Py_NewRef(sock));
+        if (cg_meter_start(srv) < 0)
+            goto done;
     }
     cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
 
@@ -966,6 +970,7 @@ static void server_dealloc(cg_server *srv)
     Py_CLEAR(srv->tls_cert);
     cg_tls_ctx_free(srv->tls);
     cg_proxy_trust_free(&srv->trust);
+    cg_meter_free(srv); /* no connection is left to count */
     tp->tp_free(srv);
     Py_DECREF(tp);
 }
