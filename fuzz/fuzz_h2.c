@@ -230,7 +230,7 @@ static void on_close(void *ctx, void *stream, uint32_t code)
     free(s);
 }
 
-static const cg_h2_events events = {on_request, on_body, on_body_end, on_drained, on_close};
+static const cg_h2_events events = {on_request, on_body, on_body_end, on_drained, on_close, NULL};
 
 /* The app's progress between two reads. */
 static void step(app *a)

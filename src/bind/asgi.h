@@ -53,6 +53,8 @@ struct cg_cycle {
     unsigned trailers_ok : 1;    /* http.response.trailers offered (the client accepts them) */
     unsigned early_hints_ok : 1; /* http.response.early_hint offered */
     unsigned trailers_due : 1;   /* the body is complete, its trailers are not sent yet */
+    unsigned websocket : 1;      /* a WebSocket session's handshake (metrics label) */
+    uint64_t t0;                 /* metrics: when the head was complete (ns), 0 = not timed */
 };
 
 /** Body bytes received and not yet taken by the app. */
@@ -127,6 +129,9 @@ void cg_cycle_disconnect(cg_cycle *cy);
 /** The stream is released (the response completed, or the connection went
  * away): cy no longer writes to it. */
 void cg_cycle_detach(cg_cycle *cy);
+/** Metrics: the cycle's request was answered with `status` (its protocol
+ * label, and its duration unless a WebSocket handshake). */
+void cg_cycle_meter(cg_cycle *cy, int status);
 /** Graceful shutdown began: a server-sent events response (content-type
  * text/event-stream) that is streaming, whose request body the app has read,
  * is told by receive() that the client is going away (http.disconnect): such

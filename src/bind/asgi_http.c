@@ -14,6 +14,7 @@
 
 #include "ascii.h"
 #include "hdrtab.h"
+#include "meter.h"
 
 static void hook_enter(PyObject *owner);
 static void hook_leave(PyObject *owner);
@@ -726,6 +727,12 @@ static void cycle_log_access(cg_cycle *cy, int status)
     cg_log_access(&st->log, client, method, path, query, cy->version, status);
 }
 
+void cg_cycle_meter(cg_cycle *cy, int status)
+{
+    cg_meter_request(cy->server, cy->websocket ? CG_MP_WEBSOCKET : cy->version, status,
+                     cy->websocket ? 0 : cy->t0);
+}
+
 static void response_complete(cg_cycle *cy, int reusable)
 {
     cg_stream *s = cy->stream;
@@ -734,6 +741,7 @@ static void response_complete(cg_cycle *cy, int reusable)
     cycle_wake_receiver(cy);
     if (!s)
         return;
+    cg_cycle_meter(cy, cy->status);
     cycle_log_access(cy, cy->status);
     s->ops->finish(s, reusable);
 }
@@ -743,6 +751,7 @@ static void cycle_fail_500(cg_cycle *cy, cg_stream *s)
 {
     cy->resp = CG_RESP_COMPLETE;
     cycle_wake_receiver(cy);
+    cg_cycle_meter(cy, 500);
     cycle_log_access(cy, 500);
     s->ops->fail(s, 500);
 }
@@ -1019,6 +1028,8 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->in_step = cy->stepped = cy->task_done = 0;
     cy->event_stream = cy->told_leaving = 0;
     cy->trailers_ok = cy->early_hints_ok = cy->trailers_due = 0;
+    cy->websocket = 0;
+    cy->t0 = cg_meter_clock(srv);
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
@@ -1048,6 +1059,7 @@ int cg_cycle_begin(cg_cycle *cy, const cg_http1_request *req, PyObject **scope)
         /* Over capacity (requests in progress, idle connections aside):
          * answer without running the app. */
         cy->resp = CG_RESP_COMPLETE;
+        cg_cycle_meter(cy, 503);
         cy->stream->ops->fail(cy->stream, 503);
         return 0;
     }

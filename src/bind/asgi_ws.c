@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "meter.h"
 #include "ws.h"
 
 /* How long a closing handshake may wait for the peer's close frame. */
@@ -109,6 +110,8 @@ static int ws_write_out(cg_ws *ws)
 /* The session is over: record how, release the connection. */
 static void ws_closed(cg_ws *ws, int code, const char *reason, size_t reason_len)
 {
+    if (ws->state == CG_WS_OPEN || ws->state == CG_WS_CLOSING)
+        cg_meter_ws(ws->server, -1); /* an accepted session ended */
     if (ws->state != CG_WS_CLOSED) {
         ws->state = CG_WS_CLOSED;
         ws->close_code = code;
@@ -397,6 +400,8 @@ static int ws_accept(cg_ws *ws, PyObject *message)
     ws->state = CG_WS_OPEN;
     ws->next_ping = cg_monotonic_now() + srv->cfg->ws_ping_interval;
     ws_log(ws, "[accepted]");
+    cg_cycle_meter(ws->http, ws->over_h2 ? 200 : 101);
+    cg_meter_ws(ws->server, 1);
     if (ws->stream)
         ws->stream->ops->consumed(ws->stream); /* frames sent right after the handshake */
     rc = 0;
@@ -475,6 +480,7 @@ static int ws_send_close_message(cg_ws *ws, PyObject *message)
     if (ws->state == CG_WS_CONNECTING) {
         /* Closing before accept refuses the handshake. */
         ws_log(ws, "403");
+        cg_cycle_meter(ws->http, 403);
         ws->state = CG_WS_CLOSED;
         ws->close_code = (int)code;
         if (ws->stream)
@@ -578,6 +584,7 @@ static void ws_finish(PyObject *owner, PyObject *exc)
         cg_log_exception(&st->log, "Exception in ASGI application\n");
         if (ws->state == CG_WS_CONNECTING) {
             ws_log(ws, "500");
+            cg_cycle_meter(ws->http, 500);
             ws->state = CG_WS_CLOSED;
             if (ws->stream)
                 ws->stream->ops->fail(ws->stream, 500);
@@ -590,6 +597,7 @@ static void ws_finish(PyObject *owner, PyObject *exc)
     } else if (ws->state == CG_WS_CONNECTING) {
         cg_log(&st->log, CG_ERROR, "ASGI callable returned without sending handshake.");
         ws_log(ws, "500");
+        cg_cycle_meter(ws->http, 500);
         ws->state = CG_WS_CLOSED;
         if (ws->stream)
             ws->stream->ops->fail(ws->stream, 500);
@@ -731,6 +739,7 @@ int cg_ws_start(cg_server *srv, cg_stream *s, const cg_http1_request *req, cg_ws
     if (!ws->reader || (ws->deflate.enabled && !ws->deflater) || !ws->queue || !ws->subprotocols ||
         !ws->http)
         goto fail;
+    ws->http->websocket = 1;
 
     scope = cg_scope_new(ws->http, req, 1);
     ext = PyUnicode_InternFromString("websocket.http.response");

@@ -22,6 +22,8 @@
 #include "clock.h"
 #include "proxyproto.h"
 
+#include "meter.h"
+
 /* Reads start at CG_READ_MIN bytes and double while they fill the buffer,
  * up to CG_READ_CHUNK: a request head needs little, an upload gets large
  * reads, and idle connections never touch (and keep resident) 64 KiB each. */
@@ -65,12 +67,26 @@ void cg_conn_set_reading(cg_conn *c, int on)
     c->read_paused = !on;
 }
 
+/* Counts bytes written (metrics): a bytes object usually, an app's other
+ * buffer object (a bytearray, a memoryview of bytes) by its length. */
+static void meter_written(cg_conn *c, PyObject *bytes)
+{
+    if (!c->server->metrics)
+        return;
+    Py_ssize_t n = PyBytes_Check(bytes) ? PyBytes_GET_SIZE(bytes) : PyObject_Length(bytes);
+    if (n < 0)
+        PyErr_Clear();
+    else
+        cg_meter_bytes_out(c->server, (size_t)n);
+}
+
 static int transport_write_raw(cg_conn *c, PyObject *bytes)
 {
     PyObject *r = PyObject_CallMethodOneArg(c->transport, c->server->st->s_write, bytes);
     if (!r)
         return -1;
     Py_DECREF(r);
+    meter_written(c, bytes);
     return 0;
 }
 
@@ -449,6 +465,8 @@ void cg_conn_tick(cg_conn *c, double now)
     } else if (c->deadline > 0 && now >= c->deadline && !c->closed) {
         cg_log(&c->server->st->log, CG_DEBUG, "%s - %s not completed in time", c->client_text,
                c->pp_pending ? "PROXY protocol header" : "TLS handshake");
+        if (!c->pp_pending)
+            cg_meter_tls(c->server, 0);
         cg_conn_close(c);
     }
 }
@@ -704,6 +722,7 @@ static PyObject *conn_connection_made(cg_conn *c, PyObject *transport)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    cg_meter_conn(srv, 1);
     if (srv->cfg->limit_concurrency >= 0 && srv->nconns > (size_t)srv->cfg->limit_concurrency)
         close_oldest_idle(srv);
 
@@ -758,6 +777,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
             c->next->prev = c->prev;
         c->prev = c->next = NULL;
         srv->nconns--;
+        cg_meter_conn(srv, -1);
         cg_server_check_drained(srv);
         Py_DECREF(c); /* the list's reference */
     }
@@ -885,9 +905,10 @@ static int conn_tls_input(cg_conn *c)
     if (tls_write_scratch(c, cipher) < 0)
         PyErr_Clear(); /* a closing transport: connection_lost follows */
     if (rc == CG_TLS_FATAL) {
-        if (!c->proto_state)
+        if (!c->proto_state) {
             tls_log_failure(c);
-        else
+            cg_meter_tls(c->server, 0);
+        } else
             cg_log(&c->server->st->log, CG_DEBUG, "%s - TLS error: %s", c->client_text,
                    cg_tls_cause_text(cg_tls_cause(c->tls)));
         cg_buf_reset(&c->in);
@@ -904,6 +925,7 @@ static int conn_tls_input(cg_conn *c)
                 !memcmp(c->server->alpn[i].name, alpn, alen))
                 c->proto = c->server->alpn[i].proto;
         c->deadline = 0;
+        cg_meter_tls(c->server, 1);
         c->tls_info = tls_info_new(c);
         if (!c->tls_info || c->proto->on_connect(c) < 0) {
             cg_log_exception(&c->server->st->log, "Exception while starting a TLS connection");
@@ -1011,6 +1033,7 @@ static PyObject *conn_buffer_updated(cg_conn *c, PyObject *nbytes)
     if ((size_t)n == b->cap - b->len && c->read_size < CG_READ_CHUNK)
         c->read_size *= 2;
     b->len += (size_t)n;
+    cg_meter_bytes_in(c->server, (size_t)n);
     conn_received(c);
     Py_RETURN_NONE;
 }
@@ -1066,10 +1089,12 @@ static PyObject *conn_data_received(cg_conn *c, PyObject *data)
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    int rc = cg_buf_append(conn_read_buffer(c), view.buf, (size_t)view.len);
+    size_t n = (size_t)view.len;
+    int rc = cg_buf_append(conn_read_buffer(c), view.buf, n);
     PyBuffer_Release(&view);
     if (rc < 0)
         return PyErr_NoMemory();
+    cg_meter_bytes_in(c->server, n);
     conn_received(c);
     Py_RETURN_NONE;
 }

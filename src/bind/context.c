@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "meter.h"
 #include "worker.h"
 
 #define CG_DATE_LINE_LEN 37 /* "date: " + IMF-fixdate (29) + CRLF */
@@ -91,6 +92,7 @@ int cg_server_add_task(cg_server *srv, PyObject *task)
     if (PySet_Add(srv->tasks, task) < 0)
         return -1;
     srv->ntasks++;
+    cg_meter_tasks(srv);
     return 0;
 }
 
@@ -104,6 +106,7 @@ void cg_server_task_done(cg_server *srv, PyObject **slot)
         PyErr_Clear();
     Py_DECREF(task);
     srv->ntasks--;
+    cg_meter_tasks(srv);
     cg_server_check_drained(srv);
 }
 

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "http1.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "systemd.h"
 #include "tls.h"
@@ -128,6 +129,12 @@ typedef struct cg_server {
     double watchdog; /* $WATCHDOG_USEC in seconds, 0 = none */
     double wd_next;  /* when the ticker sends the next WATCHDOG=1 */
     int activated;   /* serving sockets passed by systemd (LISTEN_FDS) */
+
+    /* Metrics (meter.c): this process's slot of the shared counters, NULL when
+     * off; the mapping; the exposition server of a single process. */
+    cg_metrics_slot *metrics;
+    cg_metrics metrics_map;
+    cg_metrics_server *metrics_srv;
 } cg_server;
 
 /** Runs the loop until `awaitable` completes, with the server's signals

@@ -15,6 +15,7 @@
 #include "asgi.h"
 #include "clock.h"
 #include "h2.h"
+#include "meter.h"
 
 /* The most unread bytes kept before reading pauses (pipelined data waiting,
  * or body the app has not taken). */
@@ -150,6 +151,15 @@ static void h1_reject(cg_h1 *h, int status)
     cg_buf_free(&tmp);
     cg_buf_reset(&c->in);
     cg_conn_close(c);
+}
+
+/* h1_reject for a request the server refuses itself (a malformed or too
+ * large head, a timeout, a refused upgrade, a broken body): counted by
+ * status in the metrics. */
+static void h1_refuse(cg_h1 *h, int status)
+{
+    cg_meter_reject(h->conn->server, status);
+    h1_reject(h, status);
 }
 
 /* The framing of a response from its head (and, when the whole body is
@@ -425,7 +435,7 @@ static void h1_abort_body(cg_h1 *h, int status)
     if (cy)
         cg_cycle_disconnect(cy);
     if (cy && cg_cycle_response_none(cy))
-        h1_reject(h, status);
+        h1_refuse(h, status);
     else if (cy && cg_cycle_response_unfinished(cy))
         cg_conn_abort(h->conn); /* an unfinished response must not look finished */
     else
@@ -591,14 +601,14 @@ static void h1_process_input(cg_h1 *h)
                     avail > (size_t)srv->cfg->h11_max_incomplete_event_size) {
                     cg_log(&srv->st->log, CG_WARNING,
                            "Invalid HTTP request received: request head too long");
-                    h1_reject(h, 431);
+                    h1_refuse(h, 431);
                 }
                 return;
             }
             if (rc < 0) {
                 cg_log(&srv->st->log, CG_WARNING, "Invalid HTTP request received: %s",
                        h->parser.error ? h->parser.error : "malformed request");
-                h1_reject(h, (int)-rc);
+                h1_refuse(h, (int)-rc);
                 return;
             }
             c->deadline = 0;
@@ -612,7 +622,7 @@ static void h1_process_input(cg_h1 *h)
                     return;
                 }
                 if (ws_rc > 0) {
-                    h1_reject(h, ws_rc); /* 426 or 400 */
+                    h1_refuse(h, ws_rc); /* 426 or 400 */
                     return;
                 }
                 cg_buf_consume(&c->in, (size_t)rc);
@@ -771,7 +781,7 @@ static void h1_on_tick(cg_conn *c, double now)
             h1_abort_body(h, 408);
         } else if (h->deadline_is_head && cg_buf_unread(&c->in) > 0 && h->phase == H1_HEAD) {
             cg_log(&srv->st->log, CG_DEBUG, "Request head not received in time");
-            h1_reject(h, 408);
+            h1_refuse(h, 408);
         } else {
             cg_conn_close(c);
         }

@@ -23,6 +23,7 @@
 #include "asgi.h"
 #include "clock.h"
 #include "h2.h"
+#include "meter.h"
 
 /* A stream's queued output above which its app waits. */
 #define CG_H2_STREAM_HIGH (64 * 1024)
@@ -590,12 +591,20 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code)
     h2_goaway_when_done(hc);
 }
 
+/* A head over a limit, answered by the session: counted in the metrics. */
+static void ev_refused(void *ctx, int status)
+{
+    h2_conn *hc = ctx;
+    cg_meter_reject(hc->conn->server, status);
+}
+
 static const cg_h2_events h2_events = {
     .on_request = ev_request,
     .on_body = ev_body,
     .on_body_end = ev_body_end,
     .on_drained = ev_drained,
     .on_close = ev_close,
+    .on_refused = ev_refused,
 };
 
 /* ---- connection events (cg_proto_ops) ------------------------------------- */

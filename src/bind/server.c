@@ -25,6 +25,7 @@
 #include "clock.h"
 #include "config.h"
 #include "lifespan.h"
+#include "meter.h"
 #include "sock.h"
 #include "standby.h"
 #include "worker.h"
@@ -651,6 +652,7 @@ static cg_server *server_new(PyObject *module, cg_state *st, const cg_config *cf
     srv->limits.field_size = (size_t)cfg->limit_request_field_size;
     srv->limits.fields = (size_t)cfg->limit_request_fields;
     cg_worker_attach(srv);
+    cg_meter_attach(srv);
     if (cg_config_http2(cfg)) {
         srv->h2c_proto = &cg_h2_proto;
         srv->alpn[0].name = "h2";
@@ -1234,6 +1236,10 @@ static int server_start(cg_server *srv, PyObject *loop, PyObject *socks, int sig
             if (guard_accept(srv, PyList_GET_ITEM(srv->own_socks, i)) < 0)
                 goto fail;
         srv->socks = Py_NewRef(srv->own_socks);
+        if (cg_meter_start(srv) < 0) {
+            server_finish(srv, 3); /* logged */
+            return 0;
+        }
     }
     cg_log(&st->log, CG_INFO, "Started server process [%d]", (int)getpid());
     if (cg_lifespan_startup_begin(srv, &srv->lifespan, &wait) < 0) {
@@ -1635,6 +1641,7 @@ static void server_dealloc(cg_server *srv)
         cg_config_free(srv->own_cfg);
         PyMem_Free(srv->own_cfg);
     }
+    cg_meter_free(srv); /* no connection is left to count */
     tp->tp_free(srv);
     Py_DECREF(tp);
 }

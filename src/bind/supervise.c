@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "meter.h"
 #include "sock.h"
 #include "standby.h"
 #include "supervisor.h"
@@ -35,7 +36,8 @@ static int supervisor_only(const char *name)
         "reload-exclude", "reload-delay", "reload-poll",
         "reload-standby", "workers",      "host",
         "port",           "uds",          "fd",
-        "backlog",        "app",          NULL,
+        "backlog",        "app",          "metrics-port",
+        "metrics-host",   NULL,
     };
     for (size_t i = 0; names[i]; i++)
         if (!strcmp(names[i], name))
@@ -235,6 +237,8 @@ int cg_supervise(PyObject *module, cg_config *cfg)
     char *fdnames = NULL;
     cg_sd_notify sd = {.fd = -1};
     double watchdog = 0;
+    cg_metrics metrics = {NULL, 0, -1};
+    cg_metrics_server *metrics_srv = NULL;
     extern char **environ;
 
     sigset_t blocked, old_mask;
@@ -287,6 +291,22 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         cg_log(&st->log, CG_ERROR, "%s: error while attempting to bind on address ('%s', %ld)", err,
                cfg->uds ? cfg->uds : cfg->host, cfg->port);
         goto done;
+    }
+
+    /* Metrics: a slot per worker process. Besides the N workers, a rolling
+     * restart or a retiring worker adds one replacement at a time, reload
+     * mode a standby, SIGTTIN more workers; a worker started when none is
+     * free runs uncounted (logged). */
+    if (cfg->metrics_port >= 0) {
+        long n = (cfg->workers > 0 ? cfg->workers : 1) * 2 + 16;
+        if (cg_metrics_create(&metrics, (uint32_t)n) < 0) {
+            cg_log(&st->log, CG_ERROR, "Metrics: cannot create the counters: [Errno %d] %s", errno,
+                   strerror(errno));
+            goto done;
+        }
+        metrics_srv = cg_meter_serve(&st->log, cfg, metrics.r);
+        if (!metrics_srv)
+            goto done;
     }
 
     ready[0] = '\0';
@@ -385,11 +405,15 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         .shutdown_timeout = graceful >= 0 ? graceful + CG_EXIT_MARGIN : 30.0,
         .healthcheck_timeout = cfg->timeout_worker_healthcheck,
         .startup_timeout = cfg->timeout_worker_startup,
+        .metrics = metrics.r,
+        .metrics_fd = metrics.fd,
         .log = sup_log,
         .log_ctx = &st->log,
     };
     status = cg_supervisor_run(&sc);
 done:
+    cg_metrics_server_stop(metrics_srv);
+    cg_metrics_close(&metrics);
     if (modules_path[0])
         cg_standby_file_remove(modules_path);
     if (watch)

@@ -417,6 +417,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
                 /* Over a limit: answered here, the app never sees it. */
                 s->head_done = 1;
                 cg_h2_submit_head(h, s->id, s->refuse_status, NULL, NULL, 0, CG_H2_END_STREAM);
+                if (h->ev->on_refused)
+                    h->ev->on_refused(h->ctx, s->refuse_status);
                 return 0;
             }
             return deliver_request(h, s, end);

@@ -67,6 +67,9 @@ typedef struct cg_h2_events {
     /** The stream is closed: `error_code` 0 after a complete exchange, else
      * the RST_STREAM (or GOAWAY) code; on the connection's end, CANCEL. */
     void (*on_close)(void *ctx, void *stream, uint32_t error_code);
+    /** Optional (NULL: none): a request head over a limit was answered here
+     * with `status` (431, 414); the stream never reaches on_request. */
+    void (*on_refused)(void *ctx, int status);
 } cg_h2_events;
 
 /* HTTP/2 error codes (RFC 9113 section 7) used by callers. */

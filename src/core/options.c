@@ -198,6 +198,12 @@ const cg_option cg_options[] = {
      "CASGI_H2_INITIAL_WINDOW_SIZE", "BYTES", NULL, 0, INT_MAX,
      "HTTP/2: request body bytes a client may send on a stream ahead of the app's receive() "
      "(SETTINGS_INITIAL_WINDOW_SIZE; at most 2147483647)."},
+    {"metrics-port", CG_OPT_INT, F(metrics_port), NULL, "CASGI_METRICS_PORT", "PORT", NULL, 0,
+     65535,
+     "Serve Prometheus metrics of every worker at http://METRICS_HOST:PORT/metrics, outside "
+     "the app's event loop (default: no metrics; 0 picks a free port, logged)."},
+    {"metrics-host", CG_OPT_STR, F(metrics_host), "127.0.0.1", "CASGI_METRICS_HOST", "HOST", NULL,
+     0, 0, "Address the metrics server binds (with --metrics-port)."},
     {"header", CG_OPT_LIST, F(headers), NULL, "CASGI_HEADER", "NAME:VALUE", NULL, 0, 0,
      "Add this header to every response; repeatable (one per line in the env var)."},
     {"env-file", CG_OPT_STR, F(env_file), NULL, "CASGI_ENV_FILE", "PATH", NULL, 0, 0,

@@ -108,6 +108,9 @@ typedef struct cg_config {
     long h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 100 */
     long h2_max_header_list_size;   /* SETTINGS_MAX_HEADER_LIST_SIZE, bytes, default 65536 */
     long h2_initial_window_size;    /* SETTINGS_INITIAL_WINDOW_SIZE, bytes, default 262144 */
+    /* Prometheus metrics (core/metrics.h). */
+    long metrics_port;  /* --metrics-port, -1 = no metrics; 0 = ephemeral */
+    char *metrics_host; /* --metrics-host, default "127.0.0.1" */
 } cg_config;
 
 typedef enum cg_opt_type {

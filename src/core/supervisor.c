@@ -31,6 +31,7 @@
  * waiting for a fresh interpreter.
  */
 #include "supervisor.h"
+#include "metrics.h"
 #include "watch.h"
 
 #include <errno.h>
@@ -83,6 +84,7 @@ typedef struct cg_worker {
     double started, last_hb;
     double kill_at;  /* STOPPING: when SIGKILL is due */
     double ready_by; /* roll: when the replacement must be ready */
+    int mslot;       /* its slot of cfg->metrics, or -1 */
 } cg_worker;
 
 typedef struct cg_sup {
@@ -164,10 +166,19 @@ static void remove_worker(cg_sup *s, cg_worker *w)
 {
     size_t i = (size_t)(w - s->w);
 
+    if (s->cfg->metrics && w->mslot >= 0)
+        cg_metrics_slot_release(s->cfg->metrics, w->mslot); /* its counts stay in the totals */
     close_fd(&w->ctl);
     close_fd(&w->alive);
     memmove(&s->w[i], &s->w[i + 1], (s->nw - i - 1) * sizeof(*w));
     s->nw--;
+}
+
+/* Counts a worker replaced for `cause` (enum cg_metrics_cause). */
+static void count_restart(cg_sup *s, int cause)
+{
+    if (s->cfg->metrics)
+        cg_metrics_restart(s->cfg->metrics, cause);
 }
 
 static int is_active(const cg_worker *w)
@@ -249,7 +260,8 @@ static int fd_in(int fd, const int *fds, size_t n)
 static int pick_fd(const cg_sup_config *cfg, const int *avoid, size_t navoid)
 {
     int fd = 3;
-    while (fd_in(fd, cfg->listen_fds, cfg->nlisten) || fd_in(fd, avoid, navoid))
+    while (fd_in(fd, cfg->listen_fds, cfg->nlisten) || fd_in(fd, avoid, navoid) ||
+           (cfg->metrics && fd == cfg->metrics_fd))
         fd++;
     return fd;
 }
@@ -268,23 +280,27 @@ static int is_listen_var(const char *e)
            !strncmp(e, "LISTEN_FDNAMES=", 15);
 }
 
-/* Builds the worker's environment: the base without CASGI_WORKER (and, with
- * socket activation, without LISTEN_*), plus ours. The array, `var` and `le`
- * are owned by the caller; the base strings are not. */
-static char **build_envp(const cg_sup_config *cfg, char *var, cg_listen_env *le)
+/* Builds the worker's environment: the base without CASGI_WORKER and
+ * CASGI_METRICS (and, with socket activation, without LISTEN_*), plus ours
+ * (`mvar` and `le` may be NULL). The array, `var`, `mvar` and `le` are owned
+ * by the caller; the base strings are not. */
+static char **build_envp(const cg_sup_config *cfg, char *var, char *mvar, cg_listen_env *le)
 {
     size_t n = 0, k = 0;
     char **envp;
 
     for (char *const *e = cfg->envp; e && *e; e++)
         n++;
-    envp = malloc((n + 5) * sizeof(*envp));
+    envp = malloc((n + 6) * sizeof(*envp));
     if (!envp)
         return NULL;
     for (char *const *e = cfg->envp; e && *e; e++)
-        if (strncmp(*e, "CASGI_WORKER=", 13) != 0 && !(le && is_listen_var(*e)))
+        if (strncmp(*e, "CASGI_WORKER=", 13) != 0 && strncmp(*e, "CASGI_METRICS=", 14) != 0 &&
+            !(le && is_listen_var(*e)))
             envp[k++] = *e;
     envp[k++] = var;
+    if (mvar)
+        envp[k++] = mvar;
     if (le) {
         snprintf(le->fds, sizeof(le->fds), "LISTEN_FDS=%zu", cfg->nlisten);
         snprintf(le->pid, sizeof(le->pid), "LISTEN_PID=");
@@ -359,6 +375,8 @@ __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char 
     }
     if (le)
         fill_pid(le);
+    if (cfg->metrics && fcntl(cfg->metrics_fd, F_SETFD, 0) < 0)
+        goto fail_errno;
     e.stage = CG_STAGE_EXEC;
     execve(cfg->argv[0], cfg->argv, envp);
 
@@ -389,14 +407,14 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
 {
     const cg_sup_config *cfg = s->cfg;
     int ctl[2] = {-1, -1}, alive[2] = {-1, -1}, errp[2] = {-1, -1};
-    char var[64];
+    char var[64], mvar[64];
     char **envp = NULL;
     cg_listen_env le = {.names = NULL}, *lep = NULL;
     cg_spawn_err e;
     cg_worker *w = NULL;
     pid_t pid, parent = getpid();
     ssize_t n;
-    int ctl_to, alive_to, status, exec_failed = 0;
+    int ctl_to, alive_to, status, exec_failed = 0, mslot = -1;
 
     if (s->nw == s->capw) {
         size_t cap = s->capw ? s->capw * 2 : 8;
@@ -435,7 +453,13 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
             snprintf(le.names, len, "LISTEN_FDNAMES=%s", cfg->listen_fdnames);
         }
     }
-    envp = build_envp(cfg, var, lep);
+    /* No free slot (more processes than the region was sized for): the worker
+     * serves uncounted. */
+    mslot = cfg->metrics ? cg_metrics_slot_take(cfg->metrics, -1) : -1;
+    if (cfg->metrics && mslot < 0)
+        sup_log(s, CG_SUP_WARNING, "No metrics slot left: a new worker is not counted");
+    snprintf(mvar, sizeof(mvar), "CASGI_METRICS=%d:%d", cfg->metrics_fd, mslot);
+    envp = build_envp(cfg, var, mslot >= 0 ? mvar : NULL, lep);
     if (!envp) {
         errno = ENOMEM;
         goto fail_errno;
@@ -483,12 +507,17 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
     w->state = CG_W_STARTING;
     w->standby = standby;
     w->started = w->last_hb = now;
+    w->mslot = mslot;
+    if (mslot >= 0)
+        atomic_store_explicit(&cfg->metrics->slots[mslot].pid, (int32_t)pid, memory_order_relaxed);
     sup_log(s, CG_SUP_DEBUG, "Started %sworker process [%d]", standby ? "standby " : "", (int)pid);
     return w;
 
 fail_errno:
     sup_log(s, CG_SUP_ERROR, "cannot start worker: [Errno %d] %s", errno, strerror(errno));
 fail:
+    if (mslot >= 0)
+        cg_metrics_slot_release(cfg->metrics, mslot);
     free(envp);
     free(le.names);
     close_fd(&ctl[0]);
@@ -546,8 +575,11 @@ static void restart_all(cg_sup *s, double now)
 {
     sd_reloading(s);
     for (size_t i = 0; i < s->nw; i++)
-        if (!s->w[i].standby)
+        if (!s->w[i].standby) {
+            if (s->w[i].state != CG_W_STOPPING)
+                count_restart(s, CG_MCAUSE_RELOAD);
             stop_worker(&s->w[i], now + s->reload_bound);
+        }
     for (size_t i = 0; i < s->nw; i++) {
         cg_worker *w = &s->w[i];
         if (!w->standby || w->state == CG_W_STOPPING)
@@ -649,6 +681,7 @@ static void on_ctl_byte(cg_sup *s, cg_worker *w, char c, double now)
     case 'X':
         if (!w->retiring && w->state != CG_W_STOPPING) {
             w->retiring = 1;
+            count_restart(s, CG_MCAUSE_MAX_REQUESTS);
             sup_log(s, CG_SUP_INFO, "Worker [%d] is retiring; starting its replacement",
                     (int)w->pid);
         }
@@ -722,6 +755,7 @@ static void on_worker_exit(cg_sup *s, cg_worker *w, int status, double now)
         remove_worker(s, w);
         return;
     }
+    count_restart(s, CG_MCAUSE_CRASH);
     if (w->roll) {
         abort_roll(s, w, "died before it was ready", now);
     } else if (s->reload_mode) {
@@ -972,6 +1006,7 @@ static void run_due(cg_sup *s, double now)
                     "and killing it",
                     (int)w->pid, cfg->healthcheck_timeout);
             w->stuck = 1;
+            count_restart(s, CG_MCAUSE_HEALTHCHECK);
             w->state = CG_W_STOPPING;
             w->kill_at = now + CG_SUP_STACK_GRACE;
             (void)kill(w->pid, SIGUSR1);
@@ -980,6 +1015,7 @@ static void run_due(cg_sup *s, double now)
                     "Worker [%d] was not ready within %g s (--timeout-worker-startup); "
                     "stopping it and starting another",
                     (int)w->pid, cfg->startup_timeout);
+            count_restart(s, CG_MCAUSE_STARTUP);
             stop_worker(w, now + CG_SUP_STARTUP_GRACE);
         }
     }
@@ -1011,6 +1047,8 @@ static void run_due(cg_sup *s, double now)
         }
         if (!victim)
             break;
+        if (victim->old)
+            count_restart(s, CG_MCAUSE_RELOAD); /* SIGHUP: replaced one by one */
         stop_worker(victim, now + s->shutdown_bound);
     }
 

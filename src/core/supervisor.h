@@ -27,6 +27,13 @@
  * reload. A standby starts with SIGINT ignored (Ctrl-C reaches the whole
  * group; the supervisor stops the standby itself). alive_fd is one end of a
  * stream socket pair.
+ *
+ * Metrics (cfg->metrics). Each worker is given a slot of the shared region
+ * (core/metrics.h) and exec'd with CASGI_METRICS="<fd>:<slot>", the region's
+ * memfd inherited at the same number. When the worker is reaped its counters
+ * are folded into the region's retired section and the slot is freed. The
+ * supervisor counts the workers it replaces by cause (crash, health check,
+ * --limit-max-requests, reload or SIGHUP, startup timeout).
  */
 #ifndef CG_SUPERVISOR_H
 #define CG_SUPERVISOR_H
@@ -35,6 +42,8 @@
 
 struct cg_watch;
 struct cg_sd_notify;
+
+struct cg_metrics_region;
 
 enum { CG_SUP_DEBUG = 10, CG_SUP_INFO = 20, CG_SUP_WARNING = 30, CG_SUP_ERROR = 40 };
 
@@ -68,6 +77,9 @@ typedef struct cg_sup_config {
     const struct cg_sd_notify *notify;
     const char *ready_status;
     double watchdog;
+
+    struct cg_metrics_region *metrics; /* non-NULL: a slot per worker, restarts counted */
+    int metrics_fd;                    /* the region's memfd, inherited by workers */
     /* Log sink; `level` is one of CG_SUP_*. Called from the supervisor's loop. */
     void (*log)(void *ctx, int level, const char *msg);
     void *log_ctx;

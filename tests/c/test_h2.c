@@ -49,6 +49,7 @@ struct srv {
     int bad_token;    /* a header whose token is not its name's */
     int failed;       /* cg_h2_recv returned -1 */
     int send_failed;
+    int refused, refused_status; /* on_refused calls, the latest status */
     void (*on_req)(srv *, sreq *);
 };
 
@@ -141,7 +142,15 @@ static void ev_close(void *ctx, void *stream, uint32_t code)
     q->close_code = code;
 }
 
-static const cg_h2_events events = {ev_request, ev_body, ev_body_end, ev_drained, ev_close};
+static void ev_refused(void *ctx, int status)
+{
+    srv *sv = ctx;
+    sv->refused++;
+    sv->refused_status = status;
+}
+
+static const cg_h2_events events = {ev_request, ev_body,  ev_body_end,
+                                    ev_drained, ev_close, ev_refused};
 
 static void srv_init(srv *sv, const cg_h2_config *cfg, const cg_http1_limits *lim)
 {
@@ -1174,7 +1183,7 @@ static void test_limits(void)
     };
     const char *const *reqs[] = {p64, p65, f4, f5, s100, s101};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int n = sv.requests;
+        int n = sv.requests, refused = sv.refused;
         int32_t id = cli_request(&c, reqs[i], NULL);
         pump(&c, &sv);
         char want[32];
@@ -1183,6 +1192,9 @@ static void test_limits(void)
         ok(heads_are(x, want) && x->closed && x->close_code == 0 && sv.requests == n + cases[i].ok,
            "limits: %s: %d%s", cases[i].name, cases[i].status,
            cases[i].ok ? "" : ", never delivered");
+        ok(cases[i].ok ? sv.refused == refused
+                       : sv.refused == refused + 1 && sv.refused_status == cases[i].status,
+           "limits: %s: %s", cases[i].name, cases[i].ok ? "not refused" : "on_refused tells");
     }
     cli_free(&c);
     srv_free(&sv);

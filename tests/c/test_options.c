@@ -82,6 +82,8 @@ static void test_defaults(void)
     ok(c.h2_max_concurrent_streams == 100 && c.h2_max_header_list_size == 65536 &&
            c.h2_initial_window_size == 262144,
        "HTTP/2 settings 100 streams, 64 KiB header list, 256 KiB window");
+    ok(c.metrics_port == -1 && c.metrics_host && strcmp(c.metrics_host, "127.0.0.1") == 0,
+       "no metrics unless --metrics-port; metrics host 127.0.0.1");
     cg_config_free(&c);
 }
 
@@ -126,7 +128,9 @@ static void test_table(void)
                                            "http2",
                                            "h2-max-concurrent-streams",
                                            "h2-max-header-list-size",
-                                           "h2-initial-window-size"};
+                                           "h2-initial-window-size",
+                                           "metrics-port",
+                                           "metrics-host"};
     int all = 1;
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         const cg_option *o = cg_option_find(required[i]);
@@ -268,6 +272,8 @@ static void test_env(void)
                    "CASGI_HEADER=X-A: 1\nX-B: 2\n",
                    "CASGI_TIMEOUT_KEEP_ALIVE=2.5",
                    "WEB_CONCURRENCY=3",
+                   "CASGI_METRICS_PORT=9100",
+                   "CASGI_METRICS_HOST=::1",
                    "OTHER=1",
                    NULL};
     cg_config c;
@@ -278,6 +284,8 @@ static void test_env(void)
     ok(c.access_log == 0 && c.log_level == CG_LOG_DEBUG, "CASGI_ACCESS_LOG=false, log level");
     ok(c.timeout_keep_alive == 2.5, "float from env");
     ok(c.workers == 3, "WEB_CONCURRENCY");
+    ok(c.metrics_port == 9100 && strcmp(c.metrics_host, "::1") == 0,
+       "CASGI_METRICS_PORT, CASGI_METRICS_HOST");
     ok(c.headers.n == 2 && strcmp(c.headers.items[0], "X-A: 1") == 0 &&
            strcmp(c.headers.items[1], "X-B: 2") == 0,
        "CASGI_HEADER one per line");
