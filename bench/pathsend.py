@@ -2,12 +2,14 @@
 granian and h2corn, and Starlette's FileResponse on casgi (with pathsend
 offered, and with it hidden so the app streams the file).
 
-    python bench/pathsend.py [--size-mib 1024] [--runs 5] [--downloads 3]
+    python bench/pathsend.py [--size-mib 1024] [--runs 5] [--downloads 3] [--client curl|discard]
                              [--servers casgi,casgi-starlette,casgi-stream,granian,h2corn]
                              [--python .bench-venv/bin/python] [--loop uvloop]
 
 Each server (every thread and child process) is pinned to CPU 0 with taskset,
-the client (curl writing to /dev/null, HTTP/1.1 cleartext) to CPU 1. Servers
+the client (HTTP/1.1 cleartext: curl writing to /dev/null, or with --client
+discard this script reading with MSG_TRUNC, which copies nothing out of the
+socket) to CPU 1. Servers
 run one after the other in rounds (casgi, granian, h2corn, casgi, ...), each
 run `--downloads` downloads of the file on one connection. Reported per
 server: the median over runs of the throughput (bytes/s) and of the server's
@@ -77,8 +79,42 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise RuntimeError("did not listen")
 
 
-def download(url: str, n: int, cpu: int) -> tuple[int, float]:
+def download_discard(url: str, n: int) -> tuple[int, float]:
+    """n downloads of url on one connection by this process, the body
+    discarded in the kernel (recv with MSG_TRUNC: TCP drops the bytes without
+    copying them out), so the client costs almost nothing and the server's
+    own limit shows: (bytes, seconds)."""
+    host, _, rest = url[len("http://"):].partition(":")
+    port, _, path = rest.partition("/")
+    buf = bytearray(1 << 20)
+    total = 0
+    t = time.monotonic()
+    with socket.create_connection((host, int(port))) as s:
+        for _ in range(n):
+            s.sendall(f"GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("closed before the head")
+                head += chunk
+            head, _, body = head.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            left = length - len(body)
+            while left > 0:
+                got = s.recv_into(buf, min(left, len(buf)), socket.MSG_TRUNC)
+                if got <= 0:
+                    raise RuntimeError("closed mid-body")
+                left -= got
+            total += length
+    return total, time.monotonic() - t
+
+
+def download(url: str, n: int, cpu: int, client: str = "curl") -> tuple[int, float]:
     """n downloads of url on one connection: (bytes, seconds)."""
+    if client == "discard":
+        return download_discard(url, n)
     argv = ["taskset", "-c", str(cpu), "curl", "-s", "--http1.1", "-w", "%{size_download}\\n"]
     for _ in range(n):
         argv += ["-o", "/dev/null", url]
@@ -97,12 +133,16 @@ def main() -> None:
     ap.add_argument("--loop", default="uvloop")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--client", choices=["curl", "discard"], default="curl",
+                    help="curl -o /dev/null (the client copies every byte out of the socket), or "
+                         "discard: this process reads with MSG_TRUNC (nothing copied out)")
     ap.add_argument("--file", default=os.path.join(tempfile.gettempdir(), "casgi-pathsend-bench.bin"))
     args = ap.parse_args()
     if not shutil.which("curl"):
         sys.exit("curl is needed")
     size = args.size_mib << 20
     make_file(args.file, size)
+    os.sched_setaffinity(0, {args.client_cpu})  # the harness (and the discarding client) on the client CPU
     bin_dir = os.path.dirname(args.python)
     names = args.servers.split(",")
     procs, urls = {}, {}
@@ -125,7 +165,7 @@ def main() -> None:
             for name in names:
                 tree = process_tree(procs[name].pid)
                 cpu0 = cpu_seconds(tree)
-                got, secs = download(urls[name], args.downloads, args.client_cpu)
+                got, secs = download(urls[name], args.downloads, args.client_cpu, args.client)
                 cpu = cpu_seconds(process_tree(procs[name].pid)) - cpu0
                 if got != size * args.downloads:
                     raise RuntimeError(f"{name}: {got} bytes instead of {size * args.downloads}")

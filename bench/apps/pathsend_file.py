@@ -12,8 +12,11 @@ import os
 from starlette.responses import FileResponse
 
 PATH = os.environ.get("PATHSEND_FILE", "/dev/null")
+# The spec leaves the content-length to the app (granian sends a body
+# without one chunked).
 START = {"type": "http.response.start", "status": 200,
-         "headers": [(b"content-type", b"application/octet-stream")]}
+         "headers": [(b"content-type", b"application/octet-stream"),
+                     (b"content-length", str(os.path.getsize(PATH)).encode())]}
 
 
 async def app(scope, receive, send):
