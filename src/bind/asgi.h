@@ -55,6 +55,16 @@ struct cg_cycle {
     unsigned trailers_due : 1;   /* the body is complete, its trailers are not sent yet */
     unsigned websocket : 1;      /* a WebSocket session's handshake (metrics label) */
     uint64_t t0;                 /* metrics: when the head was complete (ns), 0 = not timed */
+
+    unsigned pathsend_ok : 1; /* http.response.pathsend offered */
+    unsigned zerocopy_ok : 1; /* http.response.zerocopysend offered */
+    unsigned file_more : 1;   /* more body follows the file being sent */
+    unsigned file_tried : 1;  /* the stream was asked to send the file itself */
+    unsigned file_stream : 1; /* and does (send_file) */
+    int file_fd;              /* the file a pathsend or zerocopysend is sending, or -1 */
+    long long file_off;       /* its next byte to send */
+    long long file_left;      /* bytes still to send */
+    long long file_seek;      /* zerocopysend without offset: where its position ends, else -1 */
 };
 
 /** Body bytes received and not yet taken by the app. */
@@ -104,8 +114,10 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
 int cg_scope_add_extension(PyObject *scope, cg_state *st, PyObject *name, PyObject *value);
 /* Response extensions a protocol can carry (cg_cycle_offer_extensions). */
 enum {
-    CG_EXT_TRAILERS = 1,   /* http.response.trailers */
-    CG_EXT_EARLY_HINT = 2, /* http.response.early_hint (103) */
+    CG_EXT_TRAILERS = 1,     /* http.response.trailers */
+    CG_EXT_EARLY_HINT = 2,   /* http.response.early_hint (103) */
+    CG_EXT_PATHSEND = 4,     /* http.response.pathsend: a file by its path */
+    CG_EXT_ZEROCOPYSEND = 8, /* http.response.zerocopysend: a range of an open file */
 };
 /** Offers the extensions `which` (CG_EXT_*) to the app: in scope["extensions"]
  * and accepted by send(). 0, or -1 with an exception. */

@@ -10,7 +10,11 @@
 #include "asgi.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ascii.h"
 #include "hdrtab.h"
@@ -173,9 +177,9 @@ static int dict_set_steal(PyObject *d, PyObject *key, PyObject *value)
 
 /* A dict holding every key of a scope, built once per server: copying it
  * clones its key table in one step, and each request then only replaces
- * values, instead of inserting keys into a growing dict. An http scope has
- * "extensions" only on a TLS server, where every scope has the tls one. */
-static PyObject *scope_template(cg_state *st, int websocket, int tls)
+ * values, instead of inserting keys into a growing dict. Every scope has
+ * "extensions" (an http one pathsend's, at least). */
+static PyObject *scope_template(cg_state *st, int websocket)
 {
     PyObject *keys[] = {st->s_type,   st->s_asgi,         st->s_http_version, st->s_server,
                         st->s_client, st->s_scheme,       st->s_method,       st->s_root_path,
@@ -184,8 +188,7 @@ static PyObject *scope_template(cg_state *st, int websocket, int tls)
     size_t n = sizeof(keys) / sizeof(keys[0]);
     PyObject *d = PyDict_New();
     for (size_t i = 0; d && i < n; i++) {
-        if (websocket ? keys[i] == st->s_method
-                      : keys[i] == st->s_subprotocols || (keys[i] == st->s_extensions && !tls))
+        if (websocket ? keys[i] == st->s_method : keys[i] == st->s_subprotocols)
             continue;
         if (PyDict_SetItem(d, keys[i], Py_None) < 0)
             Py_CLEAR(d);
@@ -227,7 +230,7 @@ PyObject *cg_scope_new(cg_cycle *cy, const cg_http1_request *req, int websocket)
     PyObject **tpl = &srv->scope_templates[websocket ? 1 : 0];
     PyObject *scope, *raw;
 
-    if (!*tpl && !(*tpl = scope_template(st, websocket, srv->tls != NULL)))
+    if (!*tpl && !(*tpl = scope_template(st, websocket)))
         return NULL;
     scope = PyDict_Copy(*tpl);
     if (!scope)
@@ -296,6 +299,7 @@ static PyObject *message2(cg_state *st, PyObject *type)
 }
 
 static void cycle_log_access(cg_cycle *cy, int status);
+static void file_close(cg_cycle *cy);
 
 /* A response that started but will not complete (the client left, or the
  * connection is closed because the app failed, was cancelled or stopped
@@ -394,6 +398,7 @@ void cg_cycle_body_done(cg_cycle *cy)
 
 void cg_cycle_disconnect(cg_cycle *cy)
 {
+    file_close(cy);
     cycle_log_unfinished(cy);
     cy->disconnected = 1;
     cycle_wake_receiver(cy);
@@ -828,6 +833,399 @@ static int response_body(cg_cycle *cy, PyObject *message)
     return 0;
 }
 
+/* ---- files: http.response.pathsend and http.response.zerocopysend ------- */
+
+/* Body bytes read from a file per send where the stream does not send the
+ * file itself (TLS, HTTP/2, small files): memory stays bounded whatever the
+ * file's size, since the next read waits while the stream is blocked. */
+#define CG_FILE_CHUNK (256 * 1024)
+/* Bytes sent in one app step at most: a client that takes everything at
+ * once would otherwise keep the loop to itself. */
+#define CG_FILE_STEP (1024 * 1024)
+
+static void file_close(cg_cycle *cy)
+{
+    int fd = cy->file_fd;
+    if (fd < 0)
+        return;
+    cy->file_fd = -1;
+    close(fd);
+}
+
+/* The file is out: the response goes on (more_body), or is complete. */
+static PyObject *file_done(cg_cycle *cy)
+{
+    if (cy->file_seek >= 0 && cy->file_fd >= 0)
+        (void)lseek(cy->file_fd, (off_t)cy->file_seek, SEEK_SET); /* as if the app had read it */
+    file_close(cy);
+    if (!cy->file_more && cy->resp != CG_RESP_COMPLETE) {
+        if (cy->head.trailers)
+            cy->trailers_due = 1;
+        else
+            response_complete(cy, 1);
+    }
+    return Py_NewRef(Py_None);
+}
+
+/* The file could not be read to its end (exception set): a response that
+ * started cannot complete, and ends with an error the client sees. */
+static PyObject *file_failed(cg_cycle *cy, cg_stream *s)
+{
+    file_close(cy);
+    if (s && cy->resp == CG_RESP_STREAMING) {
+        s->ops->abort(s);
+        response_complete(cy, 0);
+    }
+    return NULL;
+}
+
+/* Something that completes in the loop's next pass: a step of the app
+ * ends, so that the loop serves others, and the next one goes on. */
+static PyObject *yield_once(cg_state *st)
+{
+    PyObject *coro = PyObject_CallMethod(st->asyncio, "sleep", "i", 0);
+    if (!coro)
+        return NULL;
+    PyObject *it = PyObject_CallMethod(coro, "__await__", NULL);
+    Py_DECREF(coro);
+    return it;
+}
+
+/* Reads `n` bytes of the file at its offset into a new bytes object. */
+static PyObject *file_read(cg_cycle *cy, size_t n)
+{
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    size_t got = 0;
+    if (!b)
+        return NULL;
+    while (got < n) {
+        ssize_t r = pread(cy->file_fd, PyBytes_AS_STRING(b) + got, n - got,
+                          (off_t)(cy->file_off + (long long)got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            Py_DECREF(b);
+            return NULL;
+        }
+        if (r == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "the file ended before the response did: it changed while being sent");
+            Py_DECREF(b);
+            return NULL;
+        }
+        got += (size_t)r;
+    }
+    return b;
+}
+
+/* Sends the file of a pathsend or zerocopysend (a cg_poll_fn body): the
+ * stream sends it itself when it can (sendfile on a cleartext HTTP/1.1
+ * connection), else it is read in chunks sent as body bytes, each one after
+ * the stream has room for it. */
+static PyObject *poll_file(PyObject *owner, PyObject **fut)
+{
+    cg_cycle *cy = (cg_cycle *)owner;
+    size_t step = 0;
+    for (;;) {
+        cg_stream *s = cy->stream;
+        if (cy->file_fd < 0)
+            return Py_NewRef(Py_None); /* the client went away: nothing more to send */
+        if (!s || cy->disconnected) {
+            file_close(cy);
+            return Py_NewRef(Py_None);
+        }
+        if (cy->file_stream) {
+            PyObject *r = s->ops->poll_file(s, fut);
+            if (!r) {
+                if (!*fut)
+                    file_close(cy);
+                return NULL;
+            }
+            Py_DECREF(r);
+            cy->file_stream = 0;
+            cy->resp_sent += cy->file_left;
+            cy->file_left = 0;
+            return file_done(cy);
+        }
+        const cg_resp_head *head = cy->resp == CG_RESP_HELD ? &cy->head : NULL;
+        int rc = 0;
+        if (cy->head.no_body || cy->file_left == 0) {
+            /* HEAD, 204, 304, or nothing to send: the head, or the body's end. */
+            if (head || !cy->file_more)
+                rc = s->ops->send(s, head, NULL, 0, NULL, cy->file_more);
+            cy->resp = CG_RESP_STREAMING;
+            if (head)
+                cg_fields_free(&cy->fields);
+            cy->file_left = 0;
+            if (rc < 0) {
+                file_close(cy);
+                return NULL;
+            }
+            return file_done(cy);
+        }
+        if (!cy->file_tried) {
+            cy->file_tried = 1;
+            if (s->ops->send_file)
+                rc = s->ops->send_file(s, head, cy->file_fd, cy->file_off, cy->file_left,
+                                       cy->file_more);
+            if (rc < 0) {
+                file_close(cy);
+                return NULL;
+            }
+            if (rc > 0) {
+                cy->file_stream = 1;
+                cy->resp = CG_RESP_STREAMING;
+                if (head)
+                    cg_fields_free(&cy->fields);
+                continue;
+            }
+        }
+        if (step >= CG_FILE_STEP) {
+            *fut = yield_once(cycle_state(cy));
+            return NULL;
+        }
+        if (!head && s->ops->write_blocked(s)) {
+            PyObject *r = s->ops->poll_drain(s, fut);
+            if (!r)
+                return NULL;
+            Py_DECREF(r);
+        }
+        size_t n = cy->file_left < CG_FILE_CHUNK ? (size_t)cy->file_left : CG_FILE_CHUNK;
+        PyObject *b = file_read(cy, n);
+        if (!b)
+            return file_failed(cy, s);
+        int more = cy->file_left > (long long)n || cy->file_more;
+        cy->resp = CG_RESP_STREAMING;
+        rc = s->ops->send(s, head, PyBytes_AS_STRING(b), n, b, more);
+        Py_DECREF(b);
+        if (head)
+            cg_fields_free(&cy->fields);
+        if (rc < 0) {
+            file_close(cy);
+            return NULL;
+        }
+        cy->file_off += (long long)n;
+        cy->file_left -= (long long)n;
+        cy->resp_sent += (long long)n;
+        step += n;
+    }
+}
+
+/* An optional non-negative int of a message; *out stays when the key is
+ * absent or None. 0, or -1 with an exception. */
+static int message_count(PyObject *message, PyObject *key, long long *out)
+{
+    PyObject *v = PyDict_GetItemWithError(message, key);
+    if (!v)
+        return PyErr_Occurred() ? -1 : 0;
+    if (v == Py_None)
+        return 0;
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "'%U' must be an int, not %.100s", key, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    long long n = PyLong_AsLongLong(v);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "'%U' must not be negative", key);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* An OSError(errno_, text, filename) set as the exception. */
+static void set_os_error(int errno_, const char *text, PyObject *filename)
+{
+    PyObject *e = PyObject_CallFunction(PyExc_OSError, "isO", errno_, text, filename);
+    if (e) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
+/* Opens the file of a pathsend (absolute, or relative to the working
+ * directory as Starlette's FileResponse names it): a regular file, or an
+ * OSError (FileNotFoundError, PermissionError, IsADirectoryError...) naming
+ * it. Returns the descriptor and its size, or -1. */
+static int pathsend_open(PyObject *path, long long *size)
+{
+    PyObject *fs = NULL;
+    struct stat sb;
+    int fd;
+    if (!PyUnicode_FSConverter(path, &fs))
+        return -1;
+    do
+        fd = open(PyBytes_AS_STRING(fs), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    while (fd < 0 && errno == EINTR);
+    Py_DECREF(fs);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    if (fstat(fd, &sb) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    } else if (S_ISDIR(sb.st_mode)) {
+        errno = EISDIR;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    } else if (!S_ISREG(sb.st_mode)) {
+        set_os_error(EINVAL, "Not a regular file", path);
+    } else {
+        *size = (long long)sb.st_size;
+        return fd;
+    }
+    close(fd);
+    return -1;
+}
+
+/* The range of a zerocopysend's file: a duplicate of its descriptor (the
+ * app closes its own whenever it likes), offset (default: the file's
+ * position, which then moves past the bytes sent, as a read would move it)
+ * and count (default: to the end). Returns the descriptor, or -1. */
+static int zerocopy_open(cg_cycle *cy, PyObject *message, long long *off, long long *count)
+{
+    cg_state *st = cycle_state(cy);
+    PyObject *file = PyDict_GetItemWithError(message, st->s_file);
+    struct stat sb;
+    if (!file) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "http.response.zerocopysend requires 'file'");
+        return -1;
+    }
+    int afd = PyObject_AsFileDescriptor(file);
+    if (afd < 0)
+        return -1;
+    int fd = fcntl(afd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *off = *count = -1;
+    if (fstat(fd, &sb) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        set_os_error(EINVAL, "Not a regular file", file);
+        goto fail;
+    }
+    if (message_count(message, st->s_offset, off) < 0 ||
+        message_count(message, st->s_count, count) < 0)
+        goto fail;
+    if (*off < 0) {
+        off_t pos = lseek(fd, 0, SEEK_CUR);
+        if (pos < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        *off = (long long)pos;
+        cy->file_seek = 0; /* set once the count is known */
+    }
+    if (*count < 0)
+        *count = (long long)sb.st_size > *off ? (long long)sb.st_size - *off : 0;
+    if (*off > (long long)sb.st_size || *count > (long long)sb.st_size - *off) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "http.response.zerocopysend: offset %lld and count %lld pass the end of the "
+                     "file (%lld bytes)",
+                     *off, *count, (long long)sb.st_size);
+        goto fail;
+    }
+    if (cy->file_seek == 0)
+        cy->file_seek = *off + *count;
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+/* http.response.pathsend (pathsend = 1) or http.response.zerocopysend: the
+ * file is opened and its range checked against the content-length before
+ * anything of it is sent, so a missing, unreadable or mismatched file is an
+ * exception from send() with the response as it was; a head still held is
+ * dropped then (nothing of it was sent), and the app may start another
+ * response, a 404 say. The file's size is the content-length of a response
+ * that had none and that the file completes. Returns the awaitable that
+ * sends the file, or NULL. */
+static PyObject *response_file(cg_cycle *cy, PyObject *message, int pathsend)
+{
+    cg_state *st = cycle_state(cy);
+    PyObject *type = pathsend ? st->s_http_response_pathsend : st->s_http_response_zerocopysend;
+    long long off = 0, count = 0;
+    int fd = -1, more = 0;
+
+    if (cy->resp == CG_RESP_NONE) {
+        PyErr_Format(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', but got %R.",
+                     type);
+        return NULL;
+    }
+    if (cy->resp == CG_RESP_COMPLETE) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Unexpected ASGI message %R sent, after response already completed.", type);
+        return NULL;
+    }
+    if (cy->trailers_due) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Expected ASGI message 'http.response.trailers', but got %R.", type);
+        return NULL;
+    }
+    if (!cy->stream)
+        return Py_NewRef(st->done);
+    cy->file_seek = -1;
+    if (pathsend) {
+        PyObject *path = PyDict_GetItemWithError(message, st->s_path);
+        if (!path) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "http.response.pathsend requires 'path'");
+            goto fail;
+        }
+        fd = pathsend_open(path, &count);
+    } else {
+        fd = zerocopy_open(cy, message, &off, &count);
+        PyObject *more_obj = fd < 0 ? NULL : PyDict_GetItemWithError(message, st->s_more_body);
+        if (fd >= 0 && (more_obj           ? (more = PyObject_IsTrue(more_obj))
+                        : PyErr_Occurred() ? -1
+                                           : 0) < 0)
+            goto fail;
+    }
+    if (fd < 0)
+        goto fail;
+    if (!cy->head.no_body && cy->resp_length >= 0) {
+        long long rest = cy->resp_length - cy->resp_sent;
+        if (count > rest || (!more && count < rest)) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "%U: the file's %lld bytes do not match the response's content-length "
+                         "(%lld bytes left)",
+                         type, count, rest);
+            goto fail;
+        }
+    }
+    if (cy->resp == CG_RESP_HELD && cy->resp_length < 0 && !more && !cy->head.chunked) {
+        char num[24];
+        size_t n = cg_format_uint(num, (unsigned long long)count, 10);
+        if (cg_fields_add(&cy->fields, "content-length", 14, num, n) < 0) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        cy->resp_length = cy->head.length = count;
+    }
+    cy->file_fd = fd;
+    cy->file_off = off;
+    cy->file_left = count;
+    cy->file_more = (unsigned)more;
+    cy->file_tried = cy->file_stream = 0;
+    return cg_await_new(st, (PyObject *)cy, poll_file);
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (cy->resp == CG_RESP_HELD) {
+        cy->resp = CG_RESP_NONE;
+        cg_fields_reset(&cy->fields);
+    }
+    return NULL;
+}
+
 static PyObject *poll_drain(PyObject *owner, PyObject **fut)
 {
     cg_cycle *cy = (cg_cycle *)owner;
@@ -895,6 +1293,12 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
             PyErr_SetString(PyExc_RuntimeError, "ASGI message without 'type'");
         return NULL;
     }
+    if (cy->file_fd >= 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Unexpected ASGI message %R sent, while a file of the response is being sent.",
+                     type);
+        return NULL;
+    }
     if (cg_type_is(type, st->s_http_response_start)) {
         start = 1;
     } else if (cg_type_is(type, st->s_http_response_body)) {
@@ -909,6 +1313,10 @@ static PyObject *cycle_send(PyObject *self, PyObject *message)
         return response_trailers(cy, message) < 0 ? NULL : Py_NewRef(st->done);
     } else if (cg_type_is(type, st->s_http_response_early_hint) && cy->early_hints_ok) {
         return response_early_hint(cy, message) < 0 ? NULL : Py_NewRef(st->done);
+    } else if (cg_type_is(type, st->s_http_response_pathsend) && cy->pathsend_ok) {
+        return response_file(cy, message, 1);
+    } else if (cg_type_is(type, st->s_http_response_zerocopysend) && cy->zerocopy_ok) {
+        return response_file(cy, message, 0);
     } else {
         PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message %R sent, for http.", type);
         return NULL;
@@ -958,6 +1366,7 @@ static void hook_finish(PyObject *owner, PyObject *exc)
 
     cy->in_step = 0;
     cy->task_done = 1;
+    file_close(cy); /* a file send the app left (cancelled) ends with the app */
     if (exc && (PyObject_IsInstance(exc, PyExc_Exception) == 1) &&
         !PyObject_IsInstance(exc, st->CancelledError)) {
         log_exc(st, exc, "Exception in ASGI application\n");
@@ -1030,6 +1439,12 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->trailers_ok = cy->early_hints_ok = cy->trailers_due = 0;
     cy->websocket = 0;
     cy->t0 = cg_meter_clock(srv);
+
+    cy->pathsend_ok = cy->zerocopy_ok = 0;
+    cy->file_more = cy->file_tried = cy->file_stream = 0;
+    cy->file_fd = -1;
+    cy->file_off = cy->file_left = 0;
+    cy->file_seek = -1;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
@@ -1100,8 +1515,16 @@ int cg_cycle_offer_extensions(cg_cycle *cy, PyObject *scope, unsigned which)
     if ((which & CG_EXT_EARLY_HINT) &&
         cg_scope_add_extension(scope, st, st->s_http_response_early_hint, NULL) < 0)
         return -1;
+    if ((which & CG_EXT_PATHSEND) &&
+        cg_scope_add_extension(scope, st, st->s_http_response_pathsend, NULL) < 0)
+        return -1;
+    if ((which & CG_EXT_ZEROCOPYSEND) &&
+        cg_scope_add_extension(scope, st, st->s_http_response_zerocopysend, NULL) < 0)
+        return -1;
     cy->trailers_ok = (which & CG_EXT_TRAILERS) != 0;
     cy->early_hints_ok = (which & CG_EXT_EARLY_HINT) != 0;
+    cy->pathsend_ok = (which & CG_EXT_PATHSEND) != 0;
+    cy->zerocopy_ok = (which & CG_EXT_ZEROCOPYSEND) != 0;
     return 0;
 }
 
@@ -1129,6 +1552,7 @@ static int cycle_traverse(cg_cycle *cy, visitproc visit, void *arg)
 
 static int cycle_clear(cg_cycle *cy)
 {
+    file_close(cy);
     cg_cycle_detach(cy);
     Py_CLEAR(cy->server);
     Py_CLEAR(cy->task);

@@ -108,6 +108,11 @@ static inline PyObject *cg_err_take(void)
     X(http_response_body, "http.response.body")                                                    \
     X(http_response_trailers, "http.response.trailers")                                            \
     X(http_response_early_hint, "http.response.early_hint")                                        \
+    X(http_response_pathsend, "http.response.pathsend")                                            \
+    X(http_response_zerocopysend, "http.response.zerocopysend")                                    \
+    X(file, "file")                                                                                \
+    X(offset, "offset")                                                                            \
+    X(count, "count")                                                                              \
     X(more_trailers, "more_trailers")                                                              \
     X(trailers, "trailers")                                                                        \
     X(links, "links")                                                                              \
@@ -138,6 +143,10 @@ static inline PyObject *cg_err_take(void)
     X(pause_reading, "pause_reading")                                                              \
     X(resume_reading, "resume_reading")                                                            \
     X(get_extra_info, "get_extra_info")                                                            \
+    X(get_write_buffer_size, "get_write_buffer_size")                                              \
+    X(set_write_buffer_limits, "set_write_buffer_limits")                                          \
+    X(add_writer, "add_writer")                                                                    \
+    X(remove_writer, "remove_writer")                                                              \
     X(peername, "peername")                                                                        \
     X(sockname, "sockname")                                                                        \
     X(socket, "socket")                                                                            \

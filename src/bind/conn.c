@@ -16,8 +16,14 @@
  * --timeout-request-header, from a peer --forwarded-allow-ips trusts. */
 #include "conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
 
 #include "clock.h"
 #include "proxyproto.h"
@@ -36,6 +42,7 @@
 
 static PyObject *conn_get_extra(cg_conn *c, PyObject *name);
 static void conn_wake_drain(cg_conn *c);
+static void file_end(cg_conn *c);
 
 /* Takes the server's spare read buffer when c holds none. */
 static void conn_take_spare(cg_conn *c)
@@ -347,6 +354,7 @@ int cg_conn_write(cg_conn *c, const char *data, size_t len)
 
 void cg_conn_close(cg_conn *c)
 {
+    file_end(c);
     c->closed = 1;
     c->deadline = 0;
     if (!c->transport)
@@ -367,6 +375,7 @@ void cg_conn_close(cg_conn *c)
 
 void cg_conn_close_lingering(cg_conn *c, double seconds)
 {
+    file_end(c);
     if (c->closed || !c->transport) {
         cg_conn_close(c);
         return;
@@ -397,6 +406,7 @@ void cg_conn_close_lingering(cg_conn *c, double seconds)
 
 void cg_conn_abort(cg_conn *c)
 {
+    file_end(c);
     c->closed = 1;
     c->deadline = 0;
     if (!c->transport)
@@ -423,6 +433,7 @@ void cg_conn_abort(cg_conn *c)
 
 void cg_conn_drop(cg_conn *c)
 {
+    file_end(c);
     c->closed = 1;
     c->deadline = 0;
     conn_drop_held(c);
@@ -758,6 +769,7 @@ static PyObject *conn_connection_lost(cg_conn *c, PyObject *exc)
     cg_server *srv = c->server;
     (void)exc;
 
+    file_end(c); /* before the protocol hears it: the file is the cycle's to close */
     c->closed = 1;
     c->deadline = 0;
     c->proto->on_lost(c);
@@ -1070,17 +1082,280 @@ static void conn_wake_drain(cg_conn *c)
     cg_waiters_wake(c->server->st, &c->drain_waiters);
 }
 
+static void file_pump(cg_conn *c);
+
 static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
 {
     (void)unused;
     c->write_paused = 0;
+    Py_INCREF(c);
+    if (c->sf)
+        file_pump(c); /* the transport's buffer is empty: the file goes on */
     conn_wake_drain(c);
-    if (c->proto_state && !c->closed) {
-        Py_INCREF(c);
+    if (c->proto_state && !c->closed)
         c->proto->on_writable(c);
-        Py_DECREF(c);
-    }
+    Py_DECREF(c);
     Py_RETURN_NONE;
+}
+
+/* ---- files written around the transport ------------------------------------
+ * A file goes from the page cache to the socket with sendfile(2), never
+ * through the process, on the socket the transport owns: the transport is
+ * left alone while its buffer holds nothing (nothing else writes on the
+ * connection while a response body is being sent), and takes the socket
+ * back, unaware, when the file is out. Before the first byte the held
+ * output is handed to the transport and the transport's buffer must empty:
+ * its write buffer limits are set to 0 for that, so that resume_writing says
+ * when (asyncio and uvloop alike call it once the buffer is at the low
+ * mark), then put back. The socket is written through a duplicate of its
+ * descriptor, which is also what the loop watches for writability
+ * (add_writer refuses a descriptor a transport owns, and the transport may
+ * close its own at any time after connection_lost). */
+
+/* Bytes written per turn of the loop at most: other connections get theirs. */
+#define CG_FILE_ROUND (8 * 1024 * 1024)
+
+struct cg_sendfile {
+    PyObject *pre;        /* bytes written before the file, or NULL */
+    size_t pre_pos;       /* of those, written */
+    int fd;               /* the file (the caller's) */
+    long long off, left;  /* its next byte, and the bytes still to write */
+    int sock;             /* our duplicate of the socket's descriptor */
+    PyObject *cb;         /* the bound _file_writable, while add_writer watches sock */
+    unsigned drained : 1; /* the transport's buffer was seen empty: the socket is ours */
+    unsigned limits : 1;  /* the transport's write buffer limits are 0 (see above) */
+    cg_waiters waiters;   /* woken when the file is out or never will be */
+};
+
+/* Calls loop.<name>(sock[, cb]): 0 or -1 (exception cleared). */
+static int file_loop_call(cg_conn *c, PyObject *name, PyObject *cb)
+{
+    PyObject *fd = PyLong_FromLong(c->sf->sock), *r = NULL;
+    if (fd)
+        r = cb ? PyObject_CallMethodObjArgs(c->server->loop, name, fd, cb, NULL)
+               : PyObject_CallMethodObjArgs(c->server->loop, name, fd, NULL);
+    Py_XDECREF(fd);
+    if (!r) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The loop watches the socket for room (on) or stops (off). 0 or -1. */
+static int file_watch(cg_conn *c, int on)
+{
+    cg_sendfile *sf = c->sf;
+    if (on == (sf->cb != NULL))
+        return 0;
+    if (!on) {
+        (void)file_loop_call(c, c->server->st->s_remove_writer, NULL);
+        Py_CLEAR(sf->cb);
+        return 0;
+    }
+    sf->cb = PyObject_GetAttrString((PyObject *)c, "_file_writable");
+    if (!sf->cb) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (file_loop_call(c, c->server->st->s_add_writer, sf->cb) < 0) {
+        Py_CLEAR(sf->cb);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sets the transport's write buffer limits to 0 (on) or back to its
+ * defaults. 0 or -1 (exception cleared). */
+static int file_limits(cg_conn *c, int on)
+{
+    cg_sendfile *sf = c->sf;
+    if (on == sf->limits || !c->transport)
+        return 0;
+    PyObject *r;
+    if (on) {
+        PyObject *zero = PyLong_FromLong(0);
+        r = zero ? PyObject_CallMethodObjArgs(
+                       c->transport, c->server->st->s_set_write_buffer_limits, zero, zero, NULL)
+                 : NULL;
+        Py_XDECREF(zero);
+    } else {
+        r = PyObject_CallMethodNoArgs(c->transport, c->server->st->s_set_write_buffer_limits);
+    }
+    if (!r) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_DECREF(r);
+    sf->limits = (unsigned)on;
+    return 0;
+}
+
+/* The file is out, or never will be: the socket is the transport's again
+ * and the waiting call is woken. Safe to call with no file. */
+static void file_end(cg_conn *c)
+{
+    cg_sendfile *sf = c->sf;
+    if (!sf)
+        return;
+    (void)file_watch(c, 0);
+    (void)file_limits(c, 0);
+    c->sf = NULL;
+    close(sf->sock);
+    Py_CLEAR(sf->pre);
+    cg_waiters w = sf->waiters;
+    PyMem_Free(sf);
+    cg_waiters_wake(c->server->st, &w);
+}
+
+/* A write failed (the peer is gone, mostly): the response cannot complete. */
+static void file_fail(cg_conn *c, int err)
+{
+    cg_log(&c->server->st->log, CG_DEBUG, "%s - sending a file failed: %s", c->client_text,
+           err ? strerror(err) : "the file is shorter than its response");
+    file_end(c);
+    cg_conn_abort(c);
+}
+
+/* Writes what the socket takes, up to CG_FILE_ROUND; then the loop calls
+ * back (at once, when the round, not the socket, stopped it). */
+static void file_pump(cg_conn *c)
+{
+    cg_sendfile *sf = c->sf;
+    if (!sf)
+        return;
+    if (c->closed || !c->transport) {
+        file_end(c);
+        return;
+    }
+    if (!sf->drained) {
+        if (held_len(c) && conn_flush(c) < 0)
+            PyErr_Clear(); /* a closing transport: connection_lost follows */
+        PyObject *r =
+            PyObject_CallMethodNoArgs(c->transport, c->server->st->s_get_write_buffer_size);
+        Py_ssize_t buffered = r ? PyLong_AsSsize_t(r) : -1;
+        Py_XDECREF(r);
+        if (buffered < 0) {
+            PyErr_Clear();
+            file_fail(c, EIO);
+            return;
+        }
+        if (buffered > 0) {
+            /* resume_writing pumps again once the transport wrote it all. */
+            if (file_limits(c, 1) < 0) {
+                file_fail(c, EIO);
+                return;
+            }
+            return;
+        }
+        sf->drained = 1;
+        (void)file_limits(c, 0);
+    }
+#ifdef __linux__
+    size_t round = 0;
+    while (sf->left > 0) {
+        ssize_t n;
+        size_t pre_len = sf->pre ? (size_t)PyBytes_GET_SIZE(sf->pre) : 0;
+        if (sf->pre_pos < pre_len) {
+            /* MSG_MORE: the head leaves in the same segments as the file. */
+            n = send(sf->sock, PyBytes_AS_STRING(sf->pre) + sf->pre_pos, pre_len - sf->pre_pos,
+                     MSG_NOSIGNAL | MSG_MORE);
+            if (n > 0)
+                sf->pre_pos += (size_t)n;
+        } else {
+            off_t off = (off_t)sf->off;
+            size_t want = sf->left > (1 << 30) ? (size_t)(1 << 30) : (size_t)sf->left;
+            n = sendfile(sf->sock, sf->fd, &off, want);
+            if (n == 0) {
+                file_fail(c, 0);
+                return;
+            }
+            if (n > 0) {
+                sf->off += n;
+                sf->left -= n;
+            }
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                file_fail(c, errno);
+                return;
+            }
+            if (file_watch(c, 1) < 0)
+                file_fail(c, EIO);
+            return;
+        }
+        cg_meter_bytes_out(c->server, (size_t)n);
+        round += (size_t)n;
+        if (round >= CG_FILE_ROUND && sf->left > 0) {
+            if (file_watch(c, 1) < 0) /* writable: called back in the next pass */
+                file_fail(c, EIO);
+            return;
+        }
+    }
+#endif
+    file_end(c);
+}
+
+static PyObject *conn_file_writable(cg_conn *c, PyObject *unused)
+{
+    (void)unused;
+    Py_INCREF(c);
+    file_pump(c);
+    Py_DECREF(c);
+    Py_RETURN_NONE;
+}
+
+int cg_conn_send_file(cg_conn *c, PyObject *pre, int fd, long long offset, long long count)
+{
+#ifdef __linux__
+    if (c->sf || c->closed || !c->transport || c->tls || count <= 0)
+        return 1;
+    PyObject *sock = conn_get_extra(c, c->server->st->s_socket);
+    int sfd = sock && sock != Py_None ? PyObject_AsFileDescriptor(sock) : -1;
+    Py_XDECREF(sock);
+    if (sfd < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    cg_sendfile *sf = PyMem_Calloc(1, sizeof(*sf));
+    if (!sf) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    sf->sock = fcntl(sfd, F_DUPFD_CLOEXEC, 0);
+    if (sf->sock < 0) {
+        PyMem_Free(sf);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    sf->pre = Py_XNewRef(pre);
+    sf->fd = fd;
+    sf->off = offset;
+    sf->left = count;
+    c->sf = sf;
+    Py_INCREF(c);
+    file_pump(c);
+    Py_DECREF(c);
+    return 0;
+#else
+    (void)c;
+    (void)pre;
+    (void)fd;
+    (void)offset;
+    (void)count;
+    return 1;
+#endif
+}
+
+PyObject *cg_conn_poll_file(cg_conn *c, PyObject **fut)
+{
+    if (!c->sf)
+        return Py_NewRef(Py_None);
+    *fut = cg_waiters_add(c->server->st, &c->sf->waiters);
+    return NULL;
 }
 
 static PyObject *conn_data_received(cg_conn *c, PyObject *data)
@@ -1123,6 +1398,7 @@ PyObject *cg_conn_new(cg_server *srv, const cg_proto_ops *proto)
     c->idle_ticks = 0;
     c->read_size = CG_READ_MIN;
     c->drain_waiters = (cg_waiters){NULL, NULL};
+    c->sf = NULL;
     c->read_paused = c->write_paused = c->in_list = c->trusted_proxy = c->closed = 0;
     c->pp_pending = 0;
     c->flush_queued = 0;
@@ -1141,12 +1417,24 @@ static int conn_traverse(cg_conn *c, visitproc visit, void *arg)
     Py_VISIT(c->client);
     Py_VISIT(c->sockname);
     Py_VISIT(c->tls_info);
+    if (c->sf) {
+        Py_VISIT(c->sf->pre);
+        Py_VISIT(c->sf->cb);
+        int rc = cg_waiters_traverse(&c->sf->waiters, visit, arg);
+        if (rc)
+            return rc;
+    }
     int rc = c->proto->traverse(c, visit, arg);
     return rc ? rc : cg_waiters_traverse(&c->drain_waiters, visit, arg);
 }
 
 static int conn_clear(cg_conn *c)
 {
+    if (c->sf) {
+        Py_CLEAR(c->sf->pre);
+        Py_CLEAR(c->sf->cb);
+        cg_waiters_clear(&c->sf->waiters);
+    }
     Py_CLEAR(c->transport);
     c->proto->clear(c);
     Py_CLEAR(c->tls_info);
@@ -1161,6 +1449,11 @@ static void conn_dealloc(cg_conn *c)
     PyTypeObject *tp = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
     conn_clear(c);
+    if (c->sf) { /* nothing watches it any more (the loop's callback held c) */
+        close(c->sf->sock);
+        PyMem_Free(c->sf);
+        c->sf = NULL;
+    }
     c->proto->free(c);
     cg_tls_free(c->tls);
     c->tls = NULL;
@@ -1180,6 +1473,7 @@ static PyMethodDef conn_methods[] = {
     {"eof_received", (PyCFunction)conn_eof_received, METH_NOARGS, NULL},
     {"pause_writing", (PyCFunction)conn_pause_writing, METH_NOARGS, NULL},
     {"resume_writing", (PyCFunction)conn_resume_writing, METH_NOARGS, NULL},
+    {"_file_writable", (PyCFunction)conn_file_writable, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

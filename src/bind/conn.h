@@ -8,6 +8,7 @@
 #include "context.h"
 
 typedef struct cg_conn cg_conn;
+typedef struct cg_sendfile cg_sendfile;
 
 /* A protocol served on a connection. conn.c calls these and nothing else of
  * a protocol. */
@@ -63,6 +64,7 @@ struct cg_conn {
     int idle_ticks;             /* ticks spent idle; buffers are released after one */
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
     cg_waiters drain_waiters;   /* woken by resume_writing/connection_lost */
+    cg_sendfile *sf;            /* a file being written straight to the socket, or NULL */
     unsigned trusted_proxy : 1; /* the peer (a PROXY header's source) may set X-Forwarded-* */
     unsigned pp_pending : 1;    /* --proxy-protocol: the header has not arrived yet; no TLS
                                  * session and no protocol until it has */
@@ -124,6 +126,17 @@ void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto);
 /** A tick while the protocol is idle between requests: after two, a read
  * buffer still held goes back and reads start small again. */
 void cg_conn_idle_tick(cg_conn *c);
+/** Writes the bytes `pre` (or nothing: NULL) and then `count` bytes of the
+ * file `fd` from `offset` straight to the socket with sendfile(2), around
+ * the transport: once the held output and the transport's own buffer are
+ * written out, and without blocking (the loop says when the socket takes
+ * more). fd must stay open until cg_conn_poll_file says it is done. A
+ * failed write aborts the connection. Returns 0 when started, 1 when the
+ * connection has no socket for it (nothing taken), -1 with an exception. */
+int cg_conn_send_file(cg_conn *c, PyObject *pre, int fd, long long offset, long long count);
+/** None once the file of cg_conn_send_file is out, or will never be (the
+ * connection is closed); else NULL with *fut to wait on (a cg_poll_fn body). */
+PyObject *cg_conn_poll_file(cg_conn *c, PyObject **fut);
 /** Polls for the end of write backpressure on c (a cg_poll_fn body). */
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);
 /** uvicorn's trace lines ("127.0.0.1:51234 - HTTP connection made"). */

@@ -38,12 +38,14 @@ typedef struct cg_h1 {
     cg_conn *conn;    /* borrowed: this state lives as long as the connection */
     cg_http1_parser parser;
     cg_http1_chunked chunked;
-    int phase;                     /* enum h1_phase; the connection's `closed` overrides it */
-    int body_mode;                 /* enum h1_body_mode of the active request */
-    long long body_left;           /* H1_BODY_LENGTH: bytes still to arrive */
-    cg_cycle *cycle;               /* strong: the active cycle, or NULL */
-    cg_ws *ws;                     /* strong: the WebSocket session after an upgrade, or NULL */
-    int minor_version;             /* of the active request */
+    int phase;             /* enum h1_phase; the connection's `closed` overrides it */
+    int body_mode;         /* enum h1_body_mode of the active request */
+    long long body_left;   /* H1_BODY_LENGTH: bytes still to arrive */
+    cg_cycle *cycle;       /* strong: the active cycle, or NULL */
+    cg_ws *ws;             /* strong: the WebSocket session after an upgrade, or NULL */
+    int minor_version;     /* of the active request */
+    const char *file_tail; /* what follows a file sent by send_file (a chunk's end) */
+    size_t file_tail_len;
     unsigned keep_alive : 1;       /* the connection may carry the next request */
     unsigned chunked_out : 1;      /* the response uses chunked framing */
     unsigned no_body : 1;          /* HEAD, 204, 304: no body bytes on the wire */
@@ -193,48 +195,78 @@ static void h1_frame(cg_h1 *h, const cg_resp_head *head, size_t len, int more, c
         r->connection = h->minor_version == 0 ? CG_CONN_KEEP_ALIVE : CG_CONN_NONE;
 }
 
+/* What goes on the wire around `len` body bytes of one send: the head (when
+ * there is one), a chunk's size line, and what follows the bytes (a chunk's
+ * end, the last chunk). `tmp` holds the server's head lines until the head
+ * is written. */
+typedef struct h1_pieces {
+    cg_http1_response r;
+    size_t head_len, ch_len, tail_len;
+    char chunk_head[CG_HTTP1_CHUNK_PREFIX_MAX];
+    const char *tail;
+} h1_pieces;
+
+/* Frames a send (see h1_send); *len becomes 0 when no body goes on the
+ * wire. 0, or -1 with an exception. */
+static int h1_pieces_make(cg_h1 *h, const cg_resp_head *head, size_t *len, int more, cg_buf *tmp,
+                          h1_pieces *p)
+{
+    p->head_len = p->ch_len = p->tail_len = 0;
+    p->tail = "";
+    if (head) {
+        h1_frame(h, head, *len, more, &p->r);
+        if (cg_server_head_defaults(h->conn->server, head->defaults, tmp, &p->r.defaults,
+                                    &p->r.defaults_len) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->head_len = cg_http1_head_size(&p->r);
+    }
+    if (h->no_body)
+        *len = 0;
+    if (h->chunked_out && *len > 0)
+        p->ch_len = cg_http1_chunk_prefix(p->chunk_head, *len);
+    if (h->chunked_out) {
+        if (*len > 0 && !more) {
+            p->tail = "\r\n0\r\n\r\n";
+            p->tail_len = 7;
+        } else if (*len > 0) {
+            p->tail = "\r\n";
+            p->tail_len = 2;
+        } else if (!more) {
+            p->tail = "0\r\n\r\n";
+            p->tail_len = 5;
+        }
+    }
+    return 0;
+}
+
+/* Writes the head and chunk size line of p at out; returns the end. */
+static char *h1_pieces_write_pre(const h1_pieces *p, char *out)
+{
+    if (p->head_len)
+        out += cg_http1_write_head(out, &p->r);
+    memcpy(out, p->chunk_head, p->ch_len);
+    return out + p->ch_len;
+}
+
 static int h1_send(cg_stream *s, const cg_resp_head *head, const char *data, size_t len,
                    PyObject *obj, int more)
 {
     cg_h1 *h = stream_h1(s);
     cg_conn *c = h->conn;
-    cg_http1_response r;
+    h1_pieces pc;
     cg_buf tmp;
-    char chunk_head[CG_HTTP1_CHUNK_PREFIX_MAX];
-    size_t head_len = 0, ch_len = 0, tail_len = 0;
-    const char *tail = "";
     int rc = 0;
 
     if (c->closed)
         return 0;
     cg_buf_init(&tmp);
-    if (head) {
-        h1_frame(h, head, len, more, &r);
-        if (cg_server_head_defaults(c->server, head->defaults, &tmp, &r.defaults, &r.defaults_len) <
-            0) {
-            PyErr_NoMemory();
-            rc = -1;
-            goto done;
-        }
-        head_len = cg_http1_head_size(&r);
+    if (h1_pieces_make(h, head, &len, more, &tmp, &pc) < 0) {
+        rc = -1;
+        goto done;
     }
-    if (h->no_body)
-        len = 0;
-    if (h->chunked_out && len > 0)
-        ch_len = cg_http1_chunk_prefix(chunk_head, len);
-    if (h->chunked_out) {
-        if (len > 0 && !more) {
-            tail = "\r\n0\r\n\r\n";
-            tail_len = 7;
-        } else if (len > 0) {
-            tail = "\r\n";
-            tail_len = 2;
-        } else if (!more) {
-            tail = "0\r\n\r\n";
-            tail_len = 5;
-        }
-    }
-    size_t total = head_len + ch_len + len + tail_len;
+    size_t total = pc.head_len + pc.ch_len + len + pc.tail_len;
     if (total == 0)
         goto done;
     if (len <= CG_COPY_BODY_MAX || !obj) {
@@ -250,41 +282,94 @@ static int h1_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
             }
             p = PyBytes_AS_STRING(out);
         }
-        if (head_len)
-            p += cg_http1_write_head(p, &r);
-        memcpy(p, chunk_head, ch_len);
-        p += ch_len;
+        p = h1_pieces_write_pre(&pc, p);
         if (len)
             memcpy(p, data, len);
         p += len;
-        memcpy(p, tail, tail_len);
+        memcpy(p, pc.tail, pc.tail_len);
         if (out) {
             rc = cg_conn_write_obj(c, out);
             Py_DECREF(out);
         }
     } else {
         /* A large body: written as its own object, no copy of it. */
-        if (head_len + ch_len) {
-            PyObject *pre = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(head_len + ch_len));
+        if (pc.head_len + pc.ch_len) {
+            PyObject *pre = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(pc.head_len + pc.ch_len));
             if (!pre) {
                 rc = -1;
                 goto done;
             }
-            char *p = PyBytes_AS_STRING(pre);
-            if (head_len)
-                p += cg_http1_write_head(p, &r);
-            memcpy(p, chunk_head, ch_len);
+            h1_pieces_write_pre(&pc, PyBytes_AS_STRING(pre));
             rc = cg_conn_write_obj(c, pre);
             Py_DECREF(pre);
         }
         if (rc == 0)
             rc = cg_conn_write_obj(c, obj);
-        if (rc == 0 && tail_len)
-            rc = cg_conn_write(c, tail, tail_len);
+        if (rc == 0 && pc.tail_len)
+            rc = cg_conn_write(c, pc.tail, pc.tail_len);
     }
 done:
     cg_buf_free(&tmp);
     return rc;
+}
+
+/* A file body goes by sendfile(2) from this size on (cleartext only); a
+ * smaller one is read into the response's own write, which costs less than
+ * handing the socket over and back (measured: docs/ARCHITECTURE.md). */
+#define CG_SENDFILE_MIN (256 * 1024)
+
+static int h1_send_file(cg_stream *s, const cg_resp_head *head, int fd, long long offset,
+                        long long count, int more)
+{
+    cg_h1 *h = stream_h1(s);
+    cg_conn *c = h->conn;
+    h1_pieces pc;
+    cg_buf tmp;
+    size_t len = (size_t)count;
+    int rc;
+
+    if (c->closed || cg_conn_is_tls(c) || count < CG_SENDFILE_MIN || (head && head->no_body) ||
+        (!head && h->no_body))
+        return 0;
+    cg_buf_init(&tmp);
+    if (h1_pieces_make(h, head, &len, more, &tmp, &pc) < 0) {
+        cg_buf_free(&tmp);
+        return -1;
+    }
+    PyObject *pre = NULL;
+    if (pc.head_len + pc.ch_len) {
+        pre = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(pc.head_len + pc.ch_len));
+        if (!pre) {
+            cg_buf_free(&tmp);
+            return -1;
+        }
+        h1_pieces_write_pre(&pc, PyBytes_AS_STRING(pre));
+    }
+    cg_buf_free(&tmp);
+    rc = cg_conn_send_file(c, pre, fd, offset, count);
+    Py_XDECREF(pre);
+    if (rc != 0)
+        return rc < 0 ? -1
+                      : 0; /* no socket to do it on: the caller sends the bytes (framed alike) */
+    h->file_tail = pc.tail;
+    h->file_tail_len = pc.tail_len;
+    return 1;
+}
+
+static PyObject *h1_poll_file(cg_stream *s, PyObject **fut)
+{
+    cg_h1 *h = stream_h1(s);
+    cg_conn *c = h->conn;
+    PyObject *r = cg_conn_poll_file(c, fut);
+    if (r && h->file_tail_len) {
+        size_t n = h->file_tail_len;
+        h->file_tail_len = 0;
+        if (!c->closed && cg_conn_write(c, h->file_tail, n) < 0) {
+            Py_DECREF(r);
+            return NULL;
+        }
+    }
+    return r;
 }
 
 static int h1_send_informational(cg_stream *s, int status, const cg_fields *fields)
@@ -417,6 +502,8 @@ static const cg_stream_ops h1_stream_ops = {
     .consumed = h1_consumed,
     .pause = h1_pause,
     .settle = h1_settle,
+    .send_file = h1_send_file,
+    .poll_file = h1_poll_file,
 };
 
 static void h1_body_complete(cg_h1 *h)
@@ -554,7 +641,14 @@ static int h1_start_request(cg_h1 *h, const cg_http1_request *req, PyObject **sc
         h->phase = H1_RESPONSE;
         cg_cycle_body_done(cy);
     }
-    return cg_cycle_begin(cy, req, scope);
+    if (cg_cycle_begin(cy, req, scope) < 0)
+        return -1;
+    if (*scope &&
+        cg_cycle_offer_extensions(cy, *scope, CG_EXT_PATHSEND | CG_EXT_ZEROCOPYSEND) < 0) {
+        Py_CLEAR(*scope);
+        return -1;
+    }
+    return 0;
 }
 
 /* An upgrade request: the connection becomes the WebSocket session's. */

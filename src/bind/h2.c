@@ -492,8 +492,9 @@ static void *ev_request(void *ctx, int32_t id, const cg_h2_request *req)
     }
     /* Trailers only for a client that said it accepts them (te: trailers). */
     if (scope &&
-        cg_cycle_offer_extensions(
-            r->cycle, scope, CG_EXT_EARLY_HINT | (req->te_trailers ? CG_EXT_TRAILERS : 0)) < 0) {
+        cg_cycle_offer_extensions(r->cycle, scope,
+                                  CG_EXT_EARLY_HINT | CG_EXT_PATHSEND | CG_EXT_ZEROCOPYSEND |
+                                      (req->te_trailers ? CG_EXT_TRAILERS : 0)) < 0) {
         Py_DECREF(scope);
         h2_start_failed(r);
         return r;

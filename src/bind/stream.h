@@ -68,6 +68,18 @@ typedef struct cg_stream_ops {
     void (*pause)(cg_stream *s);
     /** An app step ended: output held back for the batch may go. */
     void (*settle)(cg_stream *s);
+    /** Sends `count` body bytes of the file `fd` from `offset` itself,
+     * without copying them through the process (sendfile), after the head
+     * when `head` is not NULL; `more` as for send. Returns 1 when it took
+     * them (poll_file then says when they are out; fd stays open until
+     * then), 0 when this stream does not (TLS, HTTP/2, a small file: the
+     * caller reads the file and sends its bytes), -1 with an exception.
+     * NULL: never. */
+    int (*send_file)(cg_stream *s, const cg_resp_head *head, int fd, long long offset,
+                     long long count, int more);
+    /** Polls the send_file taken (a cg_poll_fn body): None once it is done
+     * or the stream is gone. */
+    PyObject *(*poll_file)(cg_stream *s, PyObject **fut);
 } cg_stream_ops;
 
 /* What the ASGI scope and the log lines need to know of where a request came
