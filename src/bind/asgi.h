@@ -38,6 +38,9 @@ struct cg_cycle {
     int status;
     long long resp_length; /* the app's content-length, -1 when none */
     long long resp_sent;   /* body bytes the app has sent */
+    long long resp_unsent; /* of those, bytes the protocol dropped unsent (a reset stream) */
+    cg_alog_vals *alog;    /* what an --access-log-format / --access-log-json line reads of
+                            * this request (its start, header values), or NULL (owned) */
     int resp;              /* enum cg_resp_state */
     unsigned is_head : 1;
     unsigned is_connect : 1; /* a 2xx answer would be a tunnel: refused */
@@ -53,6 +56,7 @@ struct cg_cycle {
     unsigned trailers_ok : 1;    /* http.response.trailers offered (the client accepts them) */
     unsigned early_hints_ok : 1; /* http.response.early_hint offered */
     unsigned trailers_due : 1;   /* the body is complete, its trailers are not sent yet */
+    unsigned logged : 1;         /* the access line is written */
 };
 
 /** Body bytes received and not yet taken by the app. */
@@ -124,6 +128,10 @@ int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 void cg_cycle_body_done(cg_cycle *cy);
 /** The client disconnected. */
 void cg_cycle_disconnect(cg_cycle *cy);
+/** `n` body bytes the app sent never left (the stream closed with them
+ * queued): the access line counts only what was sent. Before
+ * cg_cycle_disconnect. */
+void cg_cycle_output_dropped(cg_cycle *cy, size_t n);
 /** The stream is released (the response completed, or the connection went
  * away): cy no longer writes to it. */
 void cg_cycle_detach(cg_cycle *cy);

@@ -65,8 +65,9 @@ typedef struct cg_h2_events {
     /** Output queued for the stream fell to `queued` bytes (send progress). */
     void (*on_drained)(void *ctx, void *stream, size_t queued);
     /** The stream is closed: `error_code` 0 after a complete exchange, else
-     * the RST_STREAM (or GOAWAY) code; on the connection's end, CANCEL. */
-    void (*on_close)(void *ctx, void *stream, uint32_t error_code);
+     * the RST_STREAM (or GOAWAY) code; on the connection's end, CANCEL.
+     * `unsent`: body bytes queued for it that were never framed (dropped). */
+    void (*on_close)(void *ctx, void *stream, uint32_t error_code, size_t unsent);
 } cg_h2_events;
 
 /* HTTP/2 error codes (RFC 9113 section 7) used by callers. */
