@@ -57,6 +57,7 @@ struct cg_cycle {
     unsigned early_hints_ok : 1; /* http.response.early_hint offered */
     unsigned trailers_due : 1;   /* the body is complete, its trailers are not sent yet */
     unsigned logged : 1;         /* the access line is written */
+    unsigned qmark : 1;          /* the target had a '?' (for the access line's request line) */
 };
 
 /** Body bytes received and not yet taken by the app. */

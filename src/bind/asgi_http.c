@@ -742,6 +742,7 @@ static void cycle_log_access(cg_cycle *cy, int status, int server_answered)
     e.method = (cg_slice){m, (size_t)mlen};
     e.path = (cg_slice){PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
     e.query = (cg_slice){PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
+    e.qmark = cy->qmark;
     e.version = cy->version;
     e.status = status;
     if (st->log.alog) {
@@ -1079,6 +1080,7 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->event_stream = cy->told_leaving = 0;
     cy->trailers_ok = cy->early_hints_ok = cy->trailers_due = 0;
     cy->logged = 0;
+    cy->qmark = req->query.len || (req->target.len && req->target.base[req->target.len - 1] == '?');
     cy->alog = NULL;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);

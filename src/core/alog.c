@@ -512,7 +512,7 @@ int cg_alog_render(cg_alog *p, const cg_alog_op *op, const cg_alog_entry *e, cg_
     case CG_ALOG_REQLINE:
         if (put_escaped(out, e->method.base, e->method.len) < 0 || put(out, " ", 1) < 0 ||
             put_escaped(out, e->path.base, e->path.len) < 0 ||
-            (e->query.len &&
+            ((e->query.len || e->qmark) &&
              (put(out, "?", 1) < 0 || put_escaped(out, e->query.base, e->query.len) < 0)) ||
             put(out, " ", 1) < 0)
             return -1;

@@ -102,6 +102,7 @@ typedef struct cg_alog_entry {
     cg_slice method;
     cg_slice path;  /* as received (percent-encoded), without the query */
     cg_slice query; /* as received, without '?' */
+    int qmark;      /* the target had a '?' (the query may be empty) */
     int version;    /* enum cg_http_version */
     int status;
     unsigned long long bytes; /* body bytes sent */

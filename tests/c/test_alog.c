@@ -163,6 +163,11 @@ static void test_escaping(void)
     e.version = 0;
     cg_alog_format(&p, &e, &b);
     ok(memmem(b.data, b.len, "HTTP/1.0|", 9) != NULL, "HTTP/1.0");
+    cg_buf_reset(&b);
+    e.qmark = 1;
+    cg_alog_format(&p, &e, &b);
+    ok(memmem(b.data, b.len, "%4? HTTP/1.0|", 13) != NULL,
+       "a '?' with an empty query is kept in r");
     cg_buf_free(&b);
     cg_alog_free(&p);
 }
