@@ -4,7 +4,7 @@
     python bench/callgrind.py [--server casgi|uvicorn|hypercorn|granian]
                               [--scenario plaintext|json|echo-10k|tls-plaintext|h2c-plaintext|...]
                               [--tls] [--loop uvloop|asyncio] [--requests N]
-                              [--annotate FILE] [--keep DIR] [--venv DIR]
+                              [--annotate FILE] [--keep DIR] [--venv DIR] [--server-arg ARG]
 
 Wall-clock numbers on a shared or noisy machine move by several percent from run
 to run; instruction counts move by far less, so they show the effect of one
@@ -173,7 +173,7 @@ def object_label(path: str) -> str:
 
 def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: int,
             annotate: str | None, keep: str | None = None, bin_dir: str = VENV_BIN,
-            by_object: dict | None = None, over_tls: bool = False) -> float:
+            by_object: dict | None = None, over_tls: bool = False, server_args: tuple = ()) -> float:
     """Instructions per request; fills `by_object` (when given) with instructions
     per request for each part of the process (object_label). `over_tls` serves
     a cleartext scenario over TLS."""
@@ -198,7 +198,7 @@ def measure(server: str, scenario_name: str, loop: str, requests: int, warmup: i
         # Children traced too: hypercorn, granian and h2corn serve from a worker
         # process that their first process starts.
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
-                f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv]
+                f"--callgrind-out-file={out_dir}/callgrind.out.%p", *launch.argv, *server_args]
         env = dict(os.environ, PYTHONHASHSEED="0")
         proc = subprocess.Popen(argv, cwd=servers.APPS_DIR, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -263,6 +263,9 @@ def main(argv=None) -> int:
     p.add_argument("--by-object", action="store_true",
                    help="also print the instructions per request spent in each library "
                         "(OpenSSL, CPython, casgi's extension, uvloop, libc, ...)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="appended to the server's command line (repeatable), e.g. "
+                        "--server-arg=--access-log to count casgi's access line")
     p.add_argument("--venv", metavar="DIR",
                    help="run the server from this virtual environment (default .bench-venv), "
                         "e.g. one made with another Python version")
@@ -271,7 +274,8 @@ def main(argv=None) -> int:
     parts = {} if args.by_object else None
     try:
         per_request = measure(args.server, args.scenario, args.loop, args.requests,
-                              args.warmup, args.annotate, args.keep, bin_dir, parts, args.tls)
+                              args.warmup, args.annotate, args.keep, bin_dir, parts, args.tls,
+                              tuple(args.server_arg))
     except RuntimeError as exc:  # e.g. a server without HTTP/2 in an h2c scenario
         sys.exit(f"{args.server} {args.scenario}: {exc}")
     scenario = BY_NAME[args.scenario]

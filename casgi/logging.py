@@ -139,8 +139,9 @@ class DefaultFormatter(ColourizedFormatter):
 
 class AccessFormatter(ColourizedFormatter):
     """Access lines (casgi.access). The record's args are (client_addr, method,
-    full_path, http_version, status_code); adds ``%(client_addr)s``,
-    ``%(request_line)s`` and ``%(status_code)s`` ("200 OK")."""
+    full_path, http_version, status_code), or with --access-log-format
+    gunicorn's atoms (a dict); adds ``%(client_addr)s``, ``%(request_line)s``
+    and ``%(status_code)s`` ("200 OK")."""
 
     stream_name = "stdout"
 
@@ -166,11 +167,16 @@ class AccessFormatter(ColourizedFormatter):
         if isinstance(args, tuple) and len(args) == 5:
             client_addr, method, full_path, http_version, status_code = args
             request_line = "%s %s HTTP/%s" % (method, full_path, http_version)
-            if self.use_colors:
-                request_line = _bold(request_line)
-            values["client_addr"] = client_addr
-            values["request_line"] = request_line
-            values["status_code"] = self.get_status_code(int(status_code))
+        elif isinstance(args, dict) and "r" in args:
+            # An --access-log-format record: gunicorn's atoms (h, r, s, ...).
+            client_addr, request_line, status_code = args["h"], args["r"], args["s"]
+        else:
+            return self._format_fields(values)
+        if self.use_colors:
+            request_line = _bold(request_line)
+        values["client_addr"] = client_addr
+        values["request_line"] = request_line
+        values["status_code"] = self.get_status_code(int(status_code))
         return self._format_fields(values)
 
 

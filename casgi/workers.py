@@ -6,6 +6,8 @@ keepalive, graceful_timeout, max_requests (with gunicorn's jitter),
 forwarded_allow_ips, certfile / keyfile / ca_certs / cert_reqs / ciphers (TLS in
 casgi's own engine; gunicorn's ssl_context hook, a Python SSLContext, does not apply),
 limit_request_line / limit_request_fields / limit_request_field_size,
+access_log_format (when set: gunicorn's line through gunicorn's access log;
+left at its default, the access line is uvicorn's, as with uvicorn's worker),
 http_protocols (gunicorn 25+: ``h2`` in it is ``--http2``, its absence, as in
 gunicorn's default ``h1``, ``--no-http2``) with http2_max_concurrent_streams /
 http2_max_header_list_size (0, no limit, is casgi's largest, 16 MiB; below
@@ -73,6 +75,13 @@ class CasgiWorker(Worker):
             "access_log": bool(cfg.accesslog),
         }
         options.update(self._proxy_options())
+
+        # gunicorn's access_log_format, when set: the line gunicorn writes.
+        # Left at gunicorn's default, the line is uvicorn's, as with
+        # uvicorn's worker.
+        setting = cfg.settings.get("access_log_format")
+        if setting is not None and setting.value != setting.default:
+            options["access_log_format"] = setting.value
         if self.max_requests < sys.maxsize:
             options["limit_max_requests"] = self.max_requests
         if cfg.is_ssl:

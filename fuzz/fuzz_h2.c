@@ -212,11 +212,12 @@ static void on_drained(void *ctx, void *stream, size_t queued)
     }
 }
 
-static void on_close(void *ctx, void *stream, uint32_t code)
+static void on_close(void *ctx, void *stream, uint32_t code, size_t unsent)
 {
     app *a = ctx;
     fs *s = stream;
     (void)code;
+    (void)unsent;
     check(!s->closed && a->live > 0);
     s->closed = 1;
     if (s->prev)

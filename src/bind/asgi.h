@@ -38,6 +38,9 @@ struct cg_cycle {
     int status;
     long long resp_length; /* the app's content-length, -1 when none */
     long long resp_sent;   /* body bytes the app has sent */
+    long long resp_unsent; /* of those, bytes the protocol dropped unsent (a reset stream) */
+    cg_alog_vals *alog;    /* what an --access-log-format / --access-log-json line reads of
+                            * this request (its start, header values), or NULL (owned) */
     int resp;              /* enum cg_resp_state */
     unsigned is_head : 1;
     unsigned is_connect : 1; /* a 2xx answer would be a tunnel: refused */
@@ -65,6 +68,9 @@ struct cg_cycle {
     long long file_off;       /* its next byte to send */
     long long file_left;      /* bytes still to send */
     long long file_seek;      /* zerocopysend without offset: where its position ends, else -1 */
+
+    unsigned accounted : 1; /* counted (metrics) and its access line written */
+    unsigned qmark : 1;     /* the target had a '?' (for the access line's request line) */
 };
 
 /** Body bytes received and not yet taken by the app. */
@@ -138,6 +144,10 @@ int cg_cycle_feed(cg_cycle *cy, const char *data, size_t len);
 void cg_cycle_body_done(cg_cycle *cy);
 /** The client disconnected. */
 void cg_cycle_disconnect(cg_cycle *cy);
+/** `n` body bytes the app sent never left (the stream closed with them
+ * queued): the access line counts only what was sent. Before
+ * cg_cycle_disconnect. */
+void cg_cycle_output_dropped(cg_cycle *cy, size_t n);
 /** The stream is released (the response completed, or the connection went
  * away): cy no longer writes to it. */
 void cg_cycle_detach(cg_cycle *cy);

@@ -16,9 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alog.h"
 #include "ascii.h"
+#include "clock.h"
 #include "hdrtab.h"
 #include "meter.h"
+#include "http1.h"
 
 static void hook_enter(PyObject *owner);
 static void hook_leave(PyObject *owner);
@@ -298,18 +301,18 @@ static PyObject *message2(cg_state *st, PyObject *type)
     return d;
 }
 
-static void cycle_log_access(cg_cycle *cy, int status);
+static void cycle_account(cg_cycle *cy, int status, int server_answered);
 static void file_close(cg_cycle *cy);
 
 /* A response that started but will not complete (the client left, or the
  * connection is closed because the app failed, was cancelled or stopped
- * mid-stream) is logged all the same, once, with the status the app gave:
- * the connection's end always reaches cg_cycle_disconnect. */
+ * mid-stream) is counted and logged all the same, once, with the status the
+ * app gave: the connection's end always reaches cg_cycle_disconnect. */
 static void cycle_log_unfinished(cg_cycle *cy)
 {
-    if (cy->stream && !cy->disconnected &&
+    if (cy->stream && !cy->disconnected && !cy->accounted &&
         (cy->resp == CG_RESP_HELD || cy->resp == CG_RESP_STREAMING))
-        cycle_log_access(cy, cy->status);
+        cycle_account(cy, cy->status, 0);
 }
 
 /* See cg_cycle_server_leaving. */
@@ -394,6 +397,11 @@ void cg_cycle_body_done(cg_cycle *cy)
 {
     cy->body_done = 1;
     cycle_wake_receiver(cy);
+}
+
+void cg_cycle_output_dropped(cg_cycle *cy, size_t n)
+{
+    cy->resp_unsent += (long long)n;
 }
 
 void cg_cycle_disconnect(cg_cycle *cy)
@@ -639,6 +647,15 @@ static int response_start(cg_cycle *cy, PyObject *message)
     cy->head.no_body = cy->is_head || status == 204 || status == 304;
     cy->head.chunked = sc.app_chunked;
     cy->head.trailers = want_trailers && cy->trailers_ok && !cy->head.no_body;
+    if (cy->alog) {
+        /* The response headers an access line reads ({name}o). */
+        const cg_alog *prog = cycle_state(cy)->log.alog;
+        cg_field f;
+        size_t pos = 0;
+        while (cg_fields_next(&cy->fields, &pos, &f))
+            if (cg_alog_capture(prog, cy->alog, 1, f.name, f.name_len, f.value, f.value_len) < 0)
+                return PyErr_NoMemory(), -1;
+    }
     return 0;
 }
 
@@ -709,9 +726,10 @@ static int response_early_hint(cg_cycle *cy, PyObject *message)
     return rc;
 }
 
-/* The response is complete: log it, wake a waiting receive(), release the
- * connection to its next request. */
-static void cycle_log_access(cg_cycle *cy, int status)
+/* Writes the access line of cy: `status` as answered, the body bytes
+ * that left (none for HEAD, 204 and 304; the reason phrase when the server
+ * answered the error itself: server_answered 1). */
+static void cycle_log_access(cg_cycle *cy, int status, int server_answered)
 {
     cg_state *st = cycle_state(cy);
     Py_ssize_t mlen;
@@ -724,18 +742,44 @@ static void cycle_log_access(cg_cycle *cy, int status)
         PyErr_Clear();
         return;
     }
-    cg_slice client;
-    client.base = cg_cycle_client_text(cy, &client.len);
-    cg_slice method = {m, (size_t)mlen};
-    cg_slice path = {PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
-    cg_slice query = {PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
-    cg_log_access(&st->log, client, method, path, query, cy->version, status);
+    cg_alog_entry e;
+    e.client.base = cg_cycle_client_text(cy, &e.client.len);
+    e.method = (cg_slice){m, (size_t)mlen};
+    e.path = (cg_slice){PyBytes_AS_STRING(cy->raw_path), (size_t)PyBytes_GET_SIZE(cy->raw_path)};
+    e.query = (cg_slice){PyBytes_AS_STRING(cy->query), (size_t)PyBytes_GET_SIZE(cy->query)};
+    e.qmark = cy->qmark;
+    e.version = cy->version;
+    e.status = status;
+    if (st->log.alog) {
+        /* Only a format reads these: the default line costs none of it. */
+        long long sent = cy->resp_sent - cy->resp_unsent;
+        if (server_answered)
+            sent = (long long)strlen(cg_http1_reason(status));
+        else if (cy->head.no_body)
+            sent = 0;
+        e.bytes = sent > 0 ? (unsigned long long)sent : 0;
+        e.duration =
+            cy->alog && st->log.alog->needs_time ? cg_monotonic_now() - cy->alog->start : 0;
+        e.now = st->log.alog->needs_date ? (long long)time(NULL) : 0;
+        e.vals = cy->alog;
+    }
+    cg_log_access(&st->log, &e);
 }
 
 void cg_cycle_meter(cg_cycle *cy, int status)
 {
     cg_meter_request(cy->server, cy->websocket ? CG_MP_WEBSOCKET : cy->version, status,
                      cy->websocket ? 0 : cy->t0);
+}
+
+/* The end of a request's answer, once: counted (metrics) and logged. */
+static void cycle_account(cg_cycle *cy, int status, int server_answered)
+{
+    if (cy->accounted)
+        return;
+    cy->accounted = 1;
+    cg_cycle_meter(cy, status);
+    cycle_log_access(cy, status, server_answered);
 }
 
 static void response_complete(cg_cycle *cy, int reusable)
@@ -746,8 +790,7 @@ static void response_complete(cg_cycle *cy, int reusable)
     cycle_wake_receiver(cy);
     if (!s)
         return;
-    cg_cycle_meter(cy, cy->status);
-    cycle_log_access(cy, cy->status);
+    cycle_account(cy, cy->status, 0);
     s->ops->finish(s, reusable);
 }
 
@@ -756,8 +799,7 @@ static void cycle_fail_500(cg_cycle *cy, cg_stream *s)
 {
     cy->resp = CG_RESP_COMPLETE;
     cycle_wake_receiver(cy);
-    cg_cycle_meter(cy, 500);
-    cycle_log_access(cy, 500);
+    cycle_account(cy, 500, 1);
     s->ops->fail(s, 500);
 }
 
@@ -1411,6 +1453,31 @@ static PyMethodDef receive_def = {"receive", (PyCFunction)cycle_receive, METH_NO
 static PyMethodDef send_def = {"send", (PyCFunction)cycle_send, METH_O,
                                "send(message) -> awaitable"};
 
+/* What the access line of an --access-log-format or --access-log-json reads
+ * of the request: its start and the request headers it names. 0, or -1
+ * with an exception. */
+static int cycle_alog_start(cg_cycle *cy, const cg_alog *prog, const cg_http1_request *req)
+{
+    if (!prog->needs_time && !prog->nslots)
+        return 0;
+    cy->alog = PyMem_Malloc(sizeof(*cy->alog));
+    if (!cy->alog) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    cg_alog_vals_init(cy->alog, prog->needs_time ? cg_monotonic_now() : 0);
+    if (cg_alog_reads_headers(prog, 0))
+        for (size_t i = 0; i < req->num_headers; i++) {
+            const cg_http1_header *h = &req->headers[i];
+            if (cg_alog_capture(prog, cy->alog, 0, h->name.base, h->name.len, h->value.base,
+                                h->value.len) < 0) {
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
+    return 0;
+}
+
 cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req)
 {
     cg_state *st = srv->st;
@@ -1428,7 +1495,7 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->version = req->version;
     cy->status = 0;
     cy->resp_length = -1;
-    cy->resp_sent = 0;
+    cy->resp_sent = cy->resp_unsent = 0;
     cy->resp = CG_RESP_NONE;
     cy->is_head = req->method.len == 4 && !memcmp(req->method.base, "HEAD", 4);
     cy->is_connect = req->target_form == CG_TARGET_AUTHORITY;
@@ -1445,10 +1512,18 @@ cg_cycle *cg_cycle_new(cg_server *srv, cg_stream *s, const cg_http1_request *req
     cy->file_fd = -1;
     cy->file_off = cy->file_left = 0;
     cy->file_seek = -1;
+
+    cy->accounted = 0;
+    cy->qmark = req->query.len || (req->target.len && req->target.base[req->target.len - 1] == '?');
+    cy->alog = NULL;
     cy->method = method_str(st, req->method);
     cy->raw_path = PyBytes_FromStringAndSize(req->path.base, (Py_ssize_t)req->path.len);
     cy->query = PyBytes_FromStringAndSize(req->query.base, (Py_ssize_t)req->query.len);
     PyObject_GC_Track(cy);
+    if (st->log.alog && st->log.access_enabled && cycle_alog_start(cy, st->log.alog, req) < 0) {
+        Py_DECREF(cy);
+        return NULL;
+    }
     if (!cy->method || !cy->raw_path || !cy->query) {
         Py_DECREF(cy);
         return NULL;
@@ -1571,6 +1646,10 @@ static void cycle_dealloc(cg_cycle *cy)
     cycle_clear(cy);
     cg_buf_free(&cy->body);
     cg_fields_free(&cy->fields);
+    if (cy->alog) {
+        cg_alog_vals_free(cy->alog);
+        PyMem_Free(cy->alog);
+    }
     tp->tp_free(cy);
     Py_DECREF(tp);
 }

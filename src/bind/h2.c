@@ -556,7 +556,7 @@ static void h2_goaway_when_done(h2_conn *hc)
     h2_produce_soon(hc);
 }
 
-static void ev_close(void *ctx, void *stream, uint32_t error_code)
+static void ev_close(void *ctx, void *stream, uint32_t error_code, size_t unsent)
 {
     h2_conn *hc = ctx;
     h2_req *r = stream;
@@ -569,6 +569,7 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code)
         }
     Py_CLEAR(r->scope);
     if (r->cycle) {
+        cg_cycle_output_dropped(r->cycle, unsent);
         cg_cycle_disconnect(r->cycle);
         h2_release_cycle(r, 1);
     }

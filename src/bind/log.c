@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "http1.h"
@@ -249,6 +250,15 @@ static int load_file_config(const cg_config *cfg)
     return -1;
 }
 
+/* The access formatter's format when --access-log-format or --access-log-json
+ * makes the line. */
+#define CG_MESSAGE_FMT "%(message)s"
+
+static int cg_config_alog(const cg_config *cfg)
+{
+    return cfg->access_log_format || cfg->access_log_json > 0;
+}
+
 /* casgi.logging.LOGGING_CONFIG with use_colors resolved: explicit, or each
  * formatter coloured when its stream is a terminal. */
 static int load_default_config(PyObject *logging_config, const cg_config *cfg)
@@ -273,6 +283,18 @@ static int load_default_config(PyObject *logging_config, const cg_config *cfg)
     if (set_use_colors(formatters, "default", err_colors) < 0 ||
         set_use_colors(formatters, "access", out_colors) < 0)
         goto failed;
+    if (cg_config_alog(cfg)) {
+        /* The formatted line is the whole line, as gunicorn's access log
+         * writes it (no level prefix). */
+        PyObject *access = formatters ? PyDict_GetItemString(formatters, "access") : NULL;
+        if (access && PyDict_Check(access)) {
+            PyObject *fmt = PyUnicode_FromString(CG_MESSAGE_FMT);
+            int bad = !fmt || PyDict_SetItemString(access, "fmt", fmt) < 0;
+            Py_XDECREF(fmt);
+            if (bad)
+                goto failed;
+        }
+    }
     r = PyObject_CallMethod(logging_config, "dictConfig", "O", conf);
     if (!r)
         goto failed;
@@ -583,10 +605,14 @@ static void fast_init(cg_log_state *st, PyObject *logging)
     cls = mod ? PyObject_GetAttrString(mod, "AccessFormatter") : NULL;
     if (!cls || (PyObject *)Py_TYPE(f->formatter) != cls)
         goto done;
-    want = PyObject_GetAttrString(mod, "LOGGING_CONFIG");
-    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "formatters") : NULL);
-    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "access") : NULL);
-    Py_XSETREF(want, want ? PyMapping_GetItemString(want, "fmt") : NULL);
+    if (st->alog) {
+        want = PyUnicode_FromString(CG_MESSAGE_FMT);
+    } else {
+        want = PyObject_GetAttrString(mod, "LOGGING_CONFIG");
+        Py_XSETREF(want, want ? PyMapping_GetItemString(want, "formatters") : NULL);
+        Py_XSETREF(want, want ? PyMapping_GetItemString(want, "access") : NULL);
+        Py_XSETREF(want, want ? PyMapping_GetItemString(want, "fmt") : NULL);
+    }
     fmt = PyObject_GetAttrString(f->formatter, "_fmt");
     if (!want || !fmt || PyObject_RichCompareBool(fmt, want, Py_EQ) != 1)
         goto done;
@@ -713,6 +739,48 @@ static int set_root_path(cg_log_state *st, const char *root)
     return 0;
 }
 
+static void alog_clear(cg_log_state *st)
+{
+    if (st->alog) {
+        cg_alog_free(st->alog);
+        PyMem_Free(st->alog);
+        st->alog = NULL;
+    }
+    Py_CLEAR(st->alog_fmt);
+}
+
+/* st->alog: --access-log-format or --access-log-json compiled for this
+ * process (the pid is its own). 0, or -1 after printing the error. */
+static int set_alog(cg_log_state *st, const cg_config *cfg)
+{
+    char err[CG_ALOG_MAX_FORMAT + 200];
+    alog_clear(st);
+    if (!cg_config_alog(cfg))
+        return 0;
+    st->alog = PyMem_Malloc(sizeof(*st->alog));
+    if (!st->alog) {
+        fprintf(stderr, "Error: out of memory\n");
+        return -1;
+    }
+    int rc = cfg->access_log_json > 0 ? cg_alog_init_json(st->alog, (long)getpid())
+                                      : cg_alog_compile(st->alog, cfg->access_log_format,
+                                                        (long)getpid(), err, sizeof(err));
+    if (rc < 0) {
+        PyMem_Free(st->alog);
+        st->alog = NULL;
+        fprintf(stderr, "Error: invalid value for '--access-log-format': %s\n",
+                cfg->access_log_json > 0 ? "out of memory" : err);
+        return -1;
+    }
+    st->alog_fmt = PyUnicode_DecodeUTF8(st->alog->fmt, (Py_ssize_t)st->alog->fmt_len, "replace");
+    if (!st->alog_fmt) {
+        cg_print_exception_line("cannot configure logging");
+        alog_clear(st);
+        return -1;
+    }
+    return 0;
+}
+
 /* configure: 1 to apply --log-config or the default configuration, 0 to keep
  * the handlers and levels the host (gunicorn) has set. */
 static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
@@ -796,6 +864,8 @@ static int log_setup(cg_log_state *st, const cg_config *cfg, int configure)
     st->access_enabled = enabled;
     if (set_root_path(st, cfg->root_path) < 0)
         goto failed;
+    if (set_alog(st, cfg) < 0)
+        goto done;
     if (cfg->log_config || !configure) {
         fast_free(st->fast);
         st->fast = NULL;
@@ -872,6 +942,7 @@ void cg_log_clear(cg_log_state *st)
     Py_CLEAR(st->v1_0);
     Py_CLEAR(st->v1_1);
     Py_CLEAR(st->v2);
+    alog_clear(st);
     fast_free(st->fast);
     st->fast = NULL;
     st->access_enabled = 0;
@@ -888,6 +959,7 @@ int cg_log_traverse(cg_log_state *st, visitproc visit, void *arg)
     Py_VISIT(st->v1_0);
     Py_VISIT(st->v1_1);
     Py_VISIT(st->v2);
+    Py_VISIT(st->alog_fmt);
     if (st->fast) {
         Py_VISIT(st->fast->logger_dict);
         Py_VISIT(st->fast->handler);
@@ -1080,11 +1152,27 @@ static Py_UCS1 *put(Py_UCS1 *p, const char *s, size_t n)
     return p + n;
 }
 
+/* Writes the line of an --access-log-format or --access-log-json: what the
+ * default configuration's "%(message)s" makes of its record. 0 when done,
+ * -1 to take the LogRecord path. */
+static int fast_write_alog(struct cg_log_fast *f, cg_alog *prog, const cg_alog_entry *e)
+{
+    struct cg_flush_state *fs = PyCapsule_GetPointer(f->flush_state, CG_FLUSH_CAPSULE);
+    if (!fs || cg_alog_format(prog, e, &fs->lines) < 0 ||
+        cg_buf_append(&fs->lines, f->term, f->term_len) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    fast_schedule_flush(f);
+    return 0;
+}
+
 /* Writes the access line the default configuration would write. 0 when done
  * (or failed writing, as a handler would), -1 to take the LogRecord path. */
-static int fast_write(struct cg_log_fast *f, cg_slice client, cg_slice method, cg_slice root,
-                      cg_slice path, cg_slice query, int version, int status)
+static int fast_write(struct cg_log_fast *f, cg_slice root, const cg_alog_entry *e)
 {
+    cg_slice client = e->client, method = e->method, path = e->path, query = e->query;
+    int version = e->version, status = e->status;
     static const char bold[] = "\x1b[1m", reset[] = "\x1b[0m";
     Py_UCS1 *p;
     size_t n, slen;
@@ -1149,8 +1237,93 @@ void cg_log_flush(cg_log_state *st)
         PyErr_Clear();
 }
 
-void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
-                   cg_slice query, int version, int status)
+/* A str of what an atom writes in the line (ASCII), or for the numbers B T M
+ * D an int, as gunicorn's atoms have them. */
+static PyObject *alog_value(cg_alog *prog, const cg_alog_op *op, const cg_alog_entry *e,
+                            cg_buf *tmp)
+{
+    if (op->kind == CG_ALOG_BYTES || op->kind == CG_ALOG_SECS || op->kind == CG_ALOG_MSECS ||
+        op->kind == CG_ALOG_USECS)
+        return PyLong_FromLongLong(cg_alog_number(op->kind, e));
+    cg_buf_reset(tmp);
+    if (cg_alog_render(prog, op, e, tmp) < 0)
+        return PyErr_NoMemory();
+    return PyUnicode_DecodeASCII(tmp->data ? tmp->data : "", (Py_ssize_t)tmp->len, "replace");
+}
+
+/* gunicorn's record args: every atom by its key (h, l, u, t, r, ...), and
+ * the keys the format names besides ({name}i, {name}o, {name}e, unknown
+ * ones), each with the text the line shows. */
+static PyObject *alog_atoms(cg_alog *prog, const cg_alog_entry *e)
+{
+    PyObject *atoms = PyDict_New(), *v = NULL, *k = NULL;
+    cg_buf tmp;
+    if (!atoms)
+        return NULL;
+    cg_buf_init(&tmp);
+    v = PyUnicode_InternFromString("-");
+    if (!v || PyDict_SetItemString(atoms, "l", v) < 0)
+        goto failed;
+    Py_CLEAR(v);
+    for (int kind = 0; kind < CG_ALOG_KINDS; kind++) {
+        const char *key = cg_alog_kind_key(kind);
+        if (!key)
+            continue;
+        cg_alog_op op = {(uint8_t)kind, 0xff, 1, 's', 0, 0, 0, 0};
+        v = alog_value(prog, &op, e, &tmp);
+        if (!v || PyDict_SetItemString(atoms, key, v) < 0)
+            goto failed;
+        Py_CLEAR(v);
+    }
+    for (size_t i = 0; i < prog->nops; i++) {
+        const cg_alog_op *op = &prog->ops[i];
+        if (!op->key_len || (op->kind != CG_ALOG_LIT && op->kind != CG_ALOG_REQ_HDR &&
+                             op->kind != CG_ALOG_RESP_HDR))
+            continue;
+        k = PyUnicode_DecodeUTF8(prog->fmt + op->key_off, op->key_len, "replace");
+        v = k ? alog_value(prog, op, e, &tmp) : NULL;
+        if (!v || PyDict_SetItem(atoms, k, v) < 0)
+            goto failed;
+        Py_CLEAR(k);
+        Py_CLEAR(v);
+    }
+    cg_buf_free(&tmp);
+    return atoms;
+failed:
+    cg_buf_free(&tmp);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_DECREF(atoms);
+    return NULL;
+}
+
+/* The record of an --access-log-format line (gunicorn's: info(format, atoms))
+ * or of a JSON line (its text, no args). */
+static void alog_record(cg_log_state *st, const cg_alog_entry *e)
+{
+    PyObject *r = NULL;
+    if (st->alog->json) {
+        cg_buf line;
+        cg_buf_init(&line);
+        if (cg_alog_format(st->alog, e, &line) == 0) {
+            PyObject *msg =
+                PyUnicode_DecodeASCII(line.data ? line.data : "", (Py_ssize_t)line.len, "replace");
+            if (msg)
+                r = PyObject_CallMethodObjArgs(st->access_logger, st->s_info, msg, NULL);
+            Py_XDECREF(msg);
+        }
+        cg_buf_free(&line);
+    } else {
+        PyObject *atoms = alog_atoms(st->alog, e);
+        if (atoms)
+            r = PyObject_CallMethodObjArgs(st->access_logger, st->s_info, st->alog_fmt, atoms,
+                                           NULL);
+        Py_XDECREF(atoms);
+    }
+    Py_XDECREF(r);
+}
+
+void cg_log_access(cg_log_state *st, const cg_alog_entry *e)
 {
     static const cg_slice none = {"", 0};
     PyObject *t, *v, *tb, *c = NULL, *m = NULL, *fp = NULL, *code = NULL, *r = NULL;
@@ -1159,15 +1332,21 @@ void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice 
     if (!st->access_enabled || !st->access_logger)
         return;
     PyErr_Fetch(&t, &v, &tb);
-    if (st->fast && fast_usable(st->fast) &&
-        fast_write(st->fast, client, method, st->root_path, path, query, version, status) == 0)
+    if (st->alog) {
+        if (st->fast && fast_usable(st->fast) && fast_write_alog(st->fast, st->alog, e) == 0)
+            goto out;
+        cg_log_flush(st);
+        alog_record(st, e);
+        goto out;
+    }
+    if (st->fast && fast_usable(st->fast) && fast_write(st->fast, st->root_path, e) == 0)
         goto out;
     cg_log_flush(st); /* earlier lines first */
-    ver = version == CG_HTTP_2 ? st->v2 : version == CG_HTTP_1_0 ? st->v1_0 : st->v1_1;
-    c = escaped_str(none, client, none);
-    m = c ? escaped_str(none, method, none) : NULL;
-    fp = m ? escaped_str(st->root_path, path, query) : NULL;
-    code = fp ? PyLong_FromLong(status) : NULL;
+    ver = e->version == CG_HTTP_2 ? st->v2 : e->version == CG_HTTP_1_0 ? st->v1_0 : st->v1_1;
+    c = escaped_str(none, e->client, none);
+    m = c ? escaped_str(none, e->method, none) : NULL;
+    fp = m ? escaped_str(st->root_path, e->path, e->query) : NULL;
+    code = fp ? PyLong_FromLong(e->status) : NULL;
     if (code)
         r = PyObject_CallMethodObjArgs(st->access_logger, st->s_info, st->access_fmt, c, m, fp, ver,
                                        code, NULL);

@@ -8,6 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "alog.h"
 #include "slice.h"
 
 struct cg_config;
@@ -36,6 +37,10 @@ typedef struct cg_log_state {
     PyObject *v1_0;       /* "1.0" */
     PyObject *v1_1;       /* "1.1" */
     PyObject *v2;         /* "2" */
+    /* --access-log-format / --access-log-json compiled (owned), or NULL for
+     * uvicorn's line; alog_fmt is the format as str, a record's msg. */
+    cg_alog *alog;
+    PyObject *alog_fmt;
     /* Set when the access logger has exactly the default configuration: the
      * line is then formatted here and written to the handler's stream without
      * a LogRecord. Private to log.c; NULL otherwise. */
@@ -72,12 +77,15 @@ void cg_log_flush(cg_log_state *st);
  * clears the exception. Must be called with an exception set. */
 void cg_log_exception(cg_log_state *st, const char *msg);
 
-/** One access line: `client - "METHOD root_path+path?query HTTP/1.x" status`, logged as
+/** One access line for the request e. By default uvicorn's
+ * `client - "METHOD root_path+path?query HTTP/1.x" status`, logged as
  * access_logger.info(fmt, client_addr, method, full_path, http_version, status_code)
- * so formatters see uvicorn's record args. Bytes outside printable ASCII in the
- * request data are written as \xNN (no log injection). `client` is "host:port"
- * or empty. Returns at once when access_enabled is 0; never raises. */
-void cg_log_access(cg_log_state *st, cg_slice client, cg_slice method, cg_slice path,
-                   cg_slice query, int version, int status);
+ * so formatters see uvicorn's record args (e's client, method, path, query,
+ * version and status are read). With --access-log-format, the record is
+ * gunicorn's: info(format, atoms), the atoms a dict (B T M D as int), so its
+ * message is the line; with --access-log-json the message is the JSON text.
+ * Bytes outside printable ASCII in the request data are written as \xNN (no
+ * log injection). Returns at once when access_enabled is 0; never raises. */
+void cg_log_access(cg_log_state *st, const cg_alog_entry *e);
 
 #endif

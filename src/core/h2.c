@@ -476,10 +476,11 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     if (s->received > s->consumed) /* body the app never took: the connection's window */
         nghttp2_session_consume_connection(session, s->received - s->consumed);
     void *user = s->user;
+    size_t unsent = cg_buf_unread(&s->out);
     s->user = NULL;
     stream_free(h, s);
     if (user && !h->freeing)
-        h->ev->on_close(h->ctx, user, error_code);
+        h->ev->on_close(h->ctx, user, error_code, unsent);
     return 0;
 }
 
@@ -834,11 +835,12 @@ void cg_h2_free(cg_h2 *h)
     while (h->streams) {
         h2_stream *s = h->streams;
         void *user = s->user;
+        size_t unsent = cg_buf_unread(&s->out);
         nghttp2_session_set_stream_user_data(h->session, s->id, NULL);
         s->user = NULL;
         stream_free(h, s);
         if (user)
-            h->ev->on_close(h->ctx, user, NGHTTP2_CANCEL);
+            h->ev->on_close(h->ctx, user, NGHTTP2_CANCEL, unsent);
     }
     h->freeing = 1;
     nghttp2_session_del(h->session);

@@ -65,8 +65,9 @@ typedef struct cg_h2_events {
     /** Output queued for the stream fell to `queued` bytes (send progress). */
     void (*on_drained)(void *ctx, void *stream, size_t queued);
     /** The stream is closed: `error_code` 0 after a complete exchange, else
-     * the RST_STREAM (or GOAWAY) code; on the connection's end, CANCEL. */
-    void (*on_close)(void *ctx, void *stream, uint32_t error_code);
+     * the RST_STREAM (or GOAWAY) code; on the connection's end, CANCEL.
+     * `unsent`: body bytes queued for it that were never framed (dropped). */
+    void (*on_close)(void *ctx, void *stream, uint32_t error_code, size_t unsent);
     /** Optional (NULL: none): a request head over a limit was answered here
      * with `status` (431, 414); the stream never reaches on_request. */
     void (*on_refused)(void *ctx, int status);

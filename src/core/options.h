@@ -56,16 +56,18 @@ typedef struct cg_config {
     char *root_path;                    /* --root-path, default "" */
     int log_level;                      /* enum cg_log_level, default info */
     int access_log;                     /* --access-log/--no-access-log, default 1 */
-    int use_colors;                     /* --use-colors/--no-use-colors, -1 = auto (TTY) */
-    char *log_config;                   /* --log-config PATH */
-    double timeout_keep_alive;          /* seconds, default 5 */
-    double timeout_graceful_shutdown;   /* seconds, -1 = wait without bound */
-    double timeout_request_header;      /* seconds, default 30 */
-    double timeout_request_body_idle;   /* seconds without body progress, default 60; 0 = off */
-    long limit_concurrency;             /* -1 = unlimited */
-    long limit_max_requests;            /* -1 = unlimited */
-    int server_header;                  /* default 1 */
-    int date_header;                    /* default 1 */
+    char *access_log_format;   /* --access-log-format: gunicorn's atoms, NULL = uvicorn's line */
+    int access_log_json;       /* --access-log-json */
+    int use_colors;            /* --use-colors/--no-use-colors, -1 = auto (TTY) */
+    char *log_config;          /* --log-config PATH */
+    double timeout_keep_alive; /* seconds, default 5 */
+    double timeout_graceful_shutdown; /* seconds, -1 = wait without bound */
+    double timeout_request_header;    /* seconds, default 30 */
+    double timeout_request_body_idle; /* seconds without body progress, default 60; 0 = off */
+    long limit_concurrency;           /* -1 = unlimited */
+    long limit_max_requests;          /* -1 = unlimited */
+    int server_header;                /* default 1 */
+    int date_header;                  /* default 1 */
     cg_strlist headers;            /* --header NAME:VALUE, repeatable, validated to contain ':' */
     char *env_file;                /* --env-file PATH */
     long limit_request_line;       /* default 8190 */

@@ -34,6 +34,7 @@ typedef struct sreq {
     int pieces, body_end, closed, drained;
     uint32_t close_code;
     size_t last_queued;
+    size_t unsent; /* on_close's: queued body bytes never framed */
 } sreq;
 
 struct srv {
@@ -132,7 +133,7 @@ static void ev_drained(void *ctx, void *stream, size_t queued)
     q->last_queued = queued;
 }
 
-static void ev_close(void *ctx, void *stream, uint32_t code)
+static void ev_close(void *ctx, void *stream, uint32_t code, size_t unsent)
 {
     srv *sv = ctx;
     sreq *q = stream;
@@ -140,6 +141,7 @@ static void ev_close(void *ctx, void *stream, uint32_t code)
         sv->late++;
     q->closed++;
     q->close_code = code;
+    q->unsent = unsent;
 }
 
 static void ev_refused(void *ctx, int status)
@@ -1068,6 +1070,34 @@ static void test_drain(void)
     srv_free(&sv);
 }
 
+/* A stream the client resets with body still queued: on_close says how
+ * much never left (the access log counts only what was sent). */
+static void test_reset_unsent(void)
+{
+    cli c;
+    srv sv;
+    static char body[200000];
+    fill(body, sizeof(body), 17);
+    srv_init(&sv, NULL, NULL);
+    cli_init2(&c, 1, 0); /* never reopens its windows: 65,535 bytes get through */
+    int32_t id = cli_request(&c, get_root, NULL);
+    pump(&c, &sv);
+    sreq *q = req_of(&sv, id);
+    ok(q && cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0) == 0 &&
+           cg_h2_write(sv.h, id, body, sizeof(body), 1) == 0,
+       "unsent: 200000 bytes queued");
+    pump(&c, &sv);
+    size_t queued = cg_h2_queued(sv.h, id);
+    ok(queued == sizeof(body) - 65535, "unsent: the window let 65,535 through (%zu queued)",
+       queued);
+    nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+    pump(&c, &sv);
+    ok(q && q->closed == 1 && q->close_code == NGHTTP2_CANCEL && q->unsent == queued,
+       "unsent: on_close(CANCEL) with the %zu bytes never sent", q ? q->unsent : 0);
+    cli_free(&c);
+    srv_free(&sv);
+}
+
 static void test_reset_glitches(void)
 {
     cg_h2_config cfg;
@@ -1653,6 +1683,7 @@ int main(void)
     test_flow_control();
     test_drain();
     test_reset_glitches();
+    test_reset_unsent();
     test_limits();
     test_refused();
     test_bad_preface();

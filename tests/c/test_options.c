@@ -411,8 +411,36 @@ static void test_errors(void)
         "Bad Name: v", "a:b");
     ERR("invalid value for '--header': the value of header 'X' contains a control character",
         "--header", "X: a\rb", "a:b");
+    ERR("invalid value for '--access-log-format': '%' must be followed by '(name)s' or '%' at "
+        "offset 6 of the format '%(h)s %s'",
+        "--access-log-format", "%(h)s %s", "a:b");
+    ERR("invalid value for '--access-log-format': '%(h)d': only B, T, M and D are numbers at "
+        "offset 0 of the format '%(h)d'",
+        "--access-log-format=%(h)d", "a:b");
+    ERR("--access-log-format and --access-log-json exclude each other", "--access-log-json",
+        "--access-log-format", "%(h)s", "a:b");
     ERR("missing argument 'APP'", "--port", "1");
     ERR("unexpected extra argument 'c:d'", "a:b", "c:d");
+}
+
+static void test_access_log_options(void)
+{
+    cg_config c;
+    char *envp[] = {"CASGI_ACCESS_LOG_FORMAT=%(h)s \"%(r)s\" %(s)s", "CASGI_ACCESS_LOG_JSON=0",
+                    NULL};
+    ok(parse(&c, envp, "a:b", NULL) == CG_PARSE_OK && c.access_log_format &&
+           !strcmp(c.access_log_format, "%(h)s \"%(r)s\" %(s)s") && c.access_log_json <= 0,
+       "CASGI_ACCESS_LOG_FORMAT");
+    cg_config_free(&c);
+    ok(parse(&c, NULL, "a:b", "--access-log-json", NULL) == CG_PARSE_OK && c.access_log_json == 1 &&
+           !c.access_log_format,
+       "--access-log-json");
+    cg_config_free(&c);
+    char *bad[] = {"CASGI_ACCESS_LOG_FORMAT=%(h", NULL};
+    ok(parse(&c, bad, "a:b", NULL) == CG_PARSE_ERROR && strstr(err, "CASGI_ACCESS_LOG_FORMAT") &&
+           strstr(err, "unbalanced"),
+       "a malformed CASGI_ACCESS_LOG_FORMAT: %s", err);
+    cg_config_free(&c);
 }
 
 static void test_tls_options(void)
@@ -696,6 +724,7 @@ int main(void)
     test_env();
     test_lists();
     test_errors();
+    test_access_log_options();
     test_help_version();
     test_envfile();
     test_tls_options();
