@@ -289,16 +289,6 @@ static cg_slice client_host(cg_slice client)
     return client;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* U: the path percent-decoded (an invalid escape stays as it is), escaped. */
 static int put_decoded_path(cg_buf *out, cg_slice path)
 {
@@ -307,8 +297,9 @@ static int put_decoded_path(cg_buf *out, cg_slice path)
     for (size_t i = 0; i < path.len; i++) {
         unsigned char c = (unsigned char)path.base[i];
         int hi, lo;
-        if (c == '%' && i + 2 < path.len && (hi = hexval((unsigned char)path.base[i + 1])) >= 0 &&
-            (lo = hexval((unsigned char)path.base[i + 2])) >= 0) {
+        if (c == '%' && i + 2 < path.len &&
+            (hi = cg_hexval((unsigned char)path.base[i + 1])) >= 0 &&
+            (lo = cg_hexval((unsigned char)path.base[i + 2])) >= 0) {
             c = (unsigned char)(hi << 4 | lo);
             i += 2;
         }

@@ -1,4 +1,4 @@
-/* ASCII case helpers (locale-free), shared by the core and the bindings. */
+/* ASCII helpers (locale-free), shared by the core and the bindings. */
 #ifndef CG_ASCII_H
 #define CG_ASCII_H
 
@@ -22,6 +22,17 @@ static inline int cg_ascii_ieq(const char *s, size_t n, const char *lower)
         if (cg_ascii_lower1((unsigned char)s[i]) != (unsigned char)lower[i])
             return 0;
     return 1;
+}
+
+/** The value of hexadecimal digit c (either case), or -1. */
+static inline int cg_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
 }
 
 #endif

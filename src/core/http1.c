@@ -79,16 +79,6 @@ static inline int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* ---- request head ---------------------------------------------------- */
 
 void cg_http1_parser_init(cg_http1_parser *p)
@@ -227,7 +217,7 @@ static int authority_ok(const char *s, size_t n)
         if (h < 3 || s[h - 1] != ']')
             return 0;
         for (size_t i = 1; i + 1 < h; i++)
-            if (hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+            if (cg_hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
                 return 0;
         return 1;
     }
@@ -606,7 +596,7 @@ int cg_http1_chunked_decode(cg_http1_chunked *d, const char *buf, size_t len, si
         int x;
         switch (d->state) {
         case S_SIZE0:
-            if ((x = hexval(c)) < 0) {
+            if ((x = cg_hexval(c)) < 0) {
                 why = c == '\n' ? "bare LF" : "chunk size is not hex digits";
                 goto error;
             }
@@ -615,7 +605,7 @@ int cg_http1_chunked_decode(cg_http1_chunked *d, const char *buf, size_t len, si
             d->state = S_SIZE;
             break;
         case S_SIZE:
-            if ((x = hexval(c)) >= 0) {
+            if ((x = cg_hexval(c)) >= 0) {
                 if (++d->line_len > 16 || d->remaining > (unsigned long long)(INT64_MAX - x) / 16) {
                     why = "chunk size overflows";
                     goto error;
@@ -969,8 +959,8 @@ size_t cg_http1_percent_decode(const char *in, size_t len, char *out)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
-        if (in[i] == '%' && i + 2 < len && (hi = hexval((unsigned char)in[i + 1])) >= 0 &&
-            (lo = hexval((unsigned char)in[i + 2])) >= 0) {
+        if (in[i] == '%' && i + 2 < len && (hi = cg_hexval((unsigned char)in[i + 1])) >= 0 &&
+            (lo = cg_hexval((unsigned char)in[i + 2])) >= 0) {
             out[o++] = (char)(hi * 16 + lo);
             i += 2;
         } else {

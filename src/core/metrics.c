@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,34 @@ static int family(cg_buf *b, const char *name, const char *type, const char *hel
     return put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The metrics of one unlabelled value, in exposition order: gauges are the
+ * snapshot's int64_t fields, counters its uint64_t ones. */
+static const struct scalar {
+    const char *name, *help;
+    size_t offset;
+    int gauge;
+} scalars[] = {
+    {"casgi_requests_active",
+     "Requests in progress (HTTP requests, HTTP/2 streams and WebSocket sessions whose app runs).",
+     offsetof(cg_metrics_snapshot, requests_active), 1},
+    {"casgi_connections_total", "Connections accepted.", offsetof(cg_metrics_snapshot, connections),
+     0},
+    {"casgi_connections_open", "Connections open.", offsetof(cg_metrics_snapshot, connections_open),
+     1},
+    {"casgi_received_bytes_total", "Bytes received on client connections (TLS: as encrypted).",
+     offsetof(cg_metrics_snapshot, bytes_received), 0},
+    {"casgi_sent_bytes_total", "Bytes written to client connections (TLS: as encrypted).",
+     offsetof(cg_metrics_snapshot, bytes_sent), 0},
+    {"casgi_websocket_sessions_total", "WebSocket sessions accepted.",
+     offsetof(cg_metrics_snapshot, ws_sessions), 0},
+    {"casgi_websocket_sessions_active", "WebSocket sessions open.",
+     offsetof(cg_metrics_snapshot, ws_active), 1},
+    {"casgi_tls_handshakes_total", "TLS handshakes completed.",
+     offsetof(cg_metrics_snapshot, tls_handshakes), 0},
+    {"casgi_tls_handshake_failures_total", "TLS handshakes that failed or timed out.",
+     offsetof(cg_metrics_snapshot, tls_failures), 0},
+};
+
 int cg_metrics_render(const cg_metrics_snapshot *s, cg_buf *b)
 {
     int rc = 0;
@@ -294,29 +323,15 @@ int cg_metrics_render(const cg_metrics_snapshot *s, cg_buf *b)
               s->duration_ns / 1000000000u, s->duration_ns % 1000000000u);
     rc |= put(b, "casgi_request_duration_seconds_count %" PRIu64 "\n", cum);
 
-    rc |= family(b, "casgi_requests_active", "gauge",
-                 "Requests in progress (HTTP requests, HTTP/2 streams and WebSocket sessions "
-                 "whose app runs).");
-    rc |= put(b, "casgi_requests_active %" PRId64 "\n", s->requests_active);
-    rc |= family(b, "casgi_connections_total", "counter", "Connections accepted.");
-    rc |= put(b, "casgi_connections_total %" PRIu64 "\n", s->connections);
-    rc |= family(b, "casgi_connections_open", "gauge", "Connections open.");
-    rc |= put(b, "casgi_connections_open %" PRId64 "\n", s->connections_open);
-    rc |= family(b, "casgi_received_bytes_total", "counter",
-                 "Bytes received on client connections (TLS: as encrypted).");
-    rc |= put(b, "casgi_received_bytes_total %" PRIu64 "\n", s->bytes_received);
-    rc |= family(b, "casgi_sent_bytes_total", "counter",
-                 "Bytes written to client connections (TLS: as encrypted).");
-    rc |= put(b, "casgi_sent_bytes_total %" PRIu64 "\n", s->bytes_sent);
-    rc |= family(b, "casgi_websocket_sessions_total", "counter", "WebSocket sessions accepted.");
-    rc |= put(b, "casgi_websocket_sessions_total %" PRIu64 "\n", s->ws_sessions);
-    rc |= family(b, "casgi_websocket_sessions_active", "gauge", "WebSocket sessions open.");
-    rc |= put(b, "casgi_websocket_sessions_active %" PRId64 "\n", s->ws_active);
-    rc |= family(b, "casgi_tls_handshakes_total", "counter", "TLS handshakes completed.");
-    rc |= put(b, "casgi_tls_handshakes_total %" PRIu64 "\n", s->tls_handshakes);
-    rc |= family(b, "casgi_tls_handshake_failures_total", "counter",
-                 "TLS handshakes that failed or timed out.");
-    rc |= put(b, "casgi_tls_handshake_failures_total %" PRIu64 "\n", s->tls_failures);
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        const struct scalar *m = &scalars[i];
+        const char *at = (const char *)s + m->offset;
+        rc |= family(b, m->name, m->gauge ? "gauge" : "counter", m->help);
+        if (m->gauge)
+            rc |= put(b, "%s %" PRId64 "\n", m->name, *(const int64_t *)at);
+        else
+            rc |= put(b, "%s %" PRIu64 "\n", m->name, *(const uint64_t *)at);
+    }
     rc |= family(b, "casgi_rejections_total", "counter",
                  "Requests the server refused before an app saw them, by status.");
     for (int i = 0; i < CG_MREJECT_N; i++)
