@@ -406,7 +406,8 @@ def test_tls_extension_tls13(main, pki):
         assert proto == "TLSv1.3"
         scope = get(c, "/scope").json()
         assert scope["scheme"] == "https"
-        assert list(scope["extensions"]) == ["tls"]
+        assert list(scope["extensions"]) == ["tls", "http.response.pathsend",
+                                             "http.response.zerocopysend"]
         tls = scope["extensions"]["tls"]
         assert set(tls) == TLS_KEYS
         assert tls == {
@@ -423,7 +424,8 @@ def test_tls_extension_tls13(main, pki):
         # Each request gets its own copies: what an app changes stays in its scope.
         changed = get(c, "/mutate-scope").json()["extensions"]
         assert changed["tls"]["tls_version"] == 0 and "added" in changed
-        assert get(c, "/scope").json()["extensions"] == {"tls": tls}
+        assert get(c, "/scope").json()["extensions"] == {
+            "tls": tls, "http.response.pathsend": {}, "http.response.zerocopysend": {}}
 
 
 @pytest.mark.parametrize("cipher,suite", [
