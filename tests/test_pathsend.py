@@ -261,13 +261,41 @@ def test_client_leaving_mid_file_leaves_no_descriptor(servers, files, loop):
         while got < 300_000:
             got += len(s.recv(65536))
         time.sleep(0.2)  # the file is mid-transfer, waiting for the client
-        # The connection, the file, and the socket's duplicate sendfile writes through.
-        assert fds(p, connect) == before + 3
+        # The connection, the file (the app's and the transfer's own duplicate),
+        # and the socket's duplicate sendfile writes through.
+        assert fds(p, connect) == before + 4
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
         wait_fds(p, connect, before)
     with p.connect() as c:
         assert get(c, "/hello").body == b"hello"
+
+
+@pytest.mark.parametrize("loop", loop_params())
+def test_client_leaving_mid_file_is_logged_once_unfinished(start_server, files, loop):
+    """The sendfile path learns the client left from a failed write: send()
+    returns (as for a body sent in chunks), and the request is logged once,
+    with its status and the bytes that did leave, not as a whole file."""
+    p = start_server(APP, "--access-log-format", "PSLOG %(s)s %(B)s %(U)s", loop=loop)
+    path, _ = files["large"]
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.connect((p.host, p.port))
+    s.sendall(f"GET /path?p={q(path)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = 0
+    while got < 300_000:
+        got += len(s.recv(65536))
+    time.sleep(0.2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    m = p.wait_for(r"^PSLOG (\d+) (\d+) /path$", timeout=10)
+    assert m.group(1) == "200"
+    assert got <= int(m.group(2)) < LARGE
+    with p.connect() as c:
+        assert get(c, "/hello").body == b"hello"
+    p.wait_for(r"^PSLOG 200 5 /hello$")
+    assert len([line for line in p.lines() if line.startswith("PSLOG") and "/path" in line]) == 1
+    assert "Traceback" not in p.output()
 
 
 # ----------------------------------------------------------------------------
@@ -424,7 +452,11 @@ def test_h2_reset_mid_file_leaves_no_descriptor(servers, files, pki, kind):
         return tls_connect(p.port, client_ctx(pki, alpn=["http/1.1"]))
 
     before = fds(p, connect_h1)
-    with connect(auto_window=False) as c:  # the windows stay shut after the first 64 KiB
+    with connect(auto_window=False) as c:  # the stream's window stays shut after 64 KiB
+        # The connection's window wide open: what the reset stream took of it
+        # must not keep the next response from being sent.
+        c.conn.increment_flow_control_window(1 << 24)
+        c._flush()
         sid = c.send_request("GET", f"/path?p={q(files['large'][0])}")
         c.pump_until(lambda: len(c.stream(sid).data) > 0, what="the first DATA")
         time.sleep(0.2)

@@ -60,6 +60,27 @@ def test_ctrl_c_to_the_group_stops_gracefully_exit_0(sups, mode):
     assert "Traceback" not in p.output(), p.tail()
 
 
+def test_ctrl_c_to_the_group_lets_requests_in_flight_finish(sups):
+    """A Ctrl-C to the group reaches a worker twice, its own SIGINT and the
+    SIGTERM its supervisor forwards, in either order: neither order forces,
+    so a request in flight is answered and lifespan shutdown runs."""
+    p, pids = start(sups, "workers")
+    conns = []
+    for _ in range(4):  # both workers, whichever takes which
+        c = RawConn.tcp("127.0.0.1", p.port, timeout=10)
+        c.send(req("GET", "/slow?1"))
+        conns.append(c)
+    time.sleep(0.3)
+    os.killpg(p.pid, signal.SIGINT)
+    for c in conns:
+        r = c.read_response()
+        assert r.status == 200, r.status
+        c.close()
+    assert p.wait(8) == 0
+    p.check_gone()
+    assert_graceful(sups, pids)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_signal_to_the_supervisor_alone_stops_gracefully_exit_0(sups, mode, sig):

@@ -647,9 +647,11 @@ static int response_start(cg_cycle *cy, PyObject *message)
     cy->head.no_body = cy->is_head || status == 204 || status == 304;
     cy->head.chunked = sc.app_chunked;
     cy->head.trailers = want_trailers && cy->trailers_ok && !cy->head.no_body;
-    if (cy->alog) {
-        /* The response headers an access line reads ({name}o). */
-        const cg_alog *prog = cycle_state(cy)->log.alog;
+    /* The response headers an access line reads ({name}o). The log state is
+     * the process's (as Python's logging is): an embedded server configured
+     * since the request began may have replaced the program or removed it. */
+    const cg_alog *prog = cycle_state(cy)->log.alog;
+    if (cy->alog && prog) {
         cg_field f;
         size_t pos = 0;
         while (cg_fields_next(&cy->fields, &pos, &f))
@@ -978,17 +980,26 @@ static PyObject *poll_file(PyObject *owner, PyObject **fut)
             return Py_NewRef(Py_None);
         }
         if (cy->file_stream) {
-            PyObject *r = s->ops->poll_file(s, fut);
-            if (!r) {
-                if (!*fut)
-                    file_close(cy);
+            long long sent = 0;
+            PyObject *r = s->ops->poll_file(s, fut, &sent);
+            if (!r && *fut)
                 return NULL;
-            }
-            Py_DECREF(r);
             cy->file_stream = 0;
-            cy->resp_sent += cy->file_left;
+            cy->resp_sent += sent;
             cy->file_left = 0;
-            return file_done(cy);
+            if (r) {
+                Py_DECREF(r);
+                return file_done(cy);
+            }
+            if (PyErr_ExceptionMatches(PyExc_ConnectionError)) {
+                /* The client went away, as for a body sent in chunks:
+                 * send() returns, and the response, unfinished, is counted
+                 * and logged when the connection's end arrives. */
+                PyErr_Clear();
+                file_close(cy);
+                return Py_NewRef(Py_None);
+            }
+            return file_failed(cy, s);
         }
         const cg_resp_head *head = cy->resp == CG_RESP_HELD ? &cy->head : NULL;
         int rc = 0;

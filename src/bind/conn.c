@@ -1118,7 +1118,7 @@ static PyObject *conn_resume_writing(cg_conn *c, PyObject *unused)
 struct cg_sendfile {
     PyObject *pre;        /* bytes written before the file, or NULL */
     size_t pre_pos;       /* of those, written */
-    int fd;               /* the file (the caller's) */
+    int fd;               /* our duplicate of the file's descriptor */
     long long off, left;  /* its next byte, and the bytes still to write */
     int sock;             /* our duplicate of the socket's descriptor */
     PyObject *cb;         /* the bound _file_writable, while add_writer watches sock */
@@ -1203,15 +1203,18 @@ static void file_end(cg_conn *c)
     (void)file_limits(c, 0);
     c->sf = NULL;
     close(sf->sock);
+    close(sf->fd);
     Py_CLEAR(sf->pre);
     cg_waiters w = sf->waiters;
     PyMem_Free(sf);
     cg_waiters_wake(c->server->st, &w);
 }
 
-/* A write failed (the peer is gone, mostly): the response cannot complete. */
+/* A write failed (the peer is gone, mostly; err 0: the file is shorter
+ * than its count): the response cannot complete. */
 static void file_fail(cg_conn *c, int err)
 {
+    c->sf_error = err ? err : -1;
     cg_log(&c->server->st->log, CG_DEBUG, "%s - sending a file failed: %s", c->client_text,
            err ? strerror(err) : "the file is shorter than its response");
     file_end(c);
@@ -1226,6 +1229,7 @@ static void file_pump(cg_conn *c)
     if (!sf)
         return;
     if (c->closed || !c->transport) {
+        c->sf_error = EPIPE;
         file_end(c);
         return;
     }
@@ -1274,6 +1278,7 @@ static void file_pump(cg_conn *c)
             if (n > 0) {
                 sf->off += n;
                 sf->left -= n;
+                c->sf_sent += n;
             }
         }
         if (n < 0) {
@@ -1325,14 +1330,20 @@ int cg_conn_send_file(cg_conn *c, PyObject *pre, int fd, long long offset, long 
         PyErr_NoMemory();
         return -1;
     }
+    /* Duplicates of both: the transport may close the socket's own after
+     * connection_lost, the caller its file's, while the transfer still runs. */
     sf->sock = fcntl(sfd, F_DUPFD_CLOEXEC, 0);
-    if (sf->sock < 0) {
-        PyMem_Free(sf);
+    sf->fd = sf->sock < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (sf->fd < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
+        if (sf->sock >= 0)
+            close(sf->sock);
+        PyMem_Free(sf);
         return -1;
     }
     sf->pre = Py_XNewRef(pre);
-    sf->fd = fd;
+    c->sf_sent = 0;
+    c->sf_error = 0;
     sf->off = offset;
     sf->left = count;
     c->sf = sf;
@@ -1352,9 +1363,18 @@ int cg_conn_send_file(cg_conn *c, PyObject *pre, int fd, long long offset, long 
 
 PyObject *cg_conn_poll_file(cg_conn *c, PyObject **fut)
 {
-    if (!c->sf)
+    if (c->sf) {
+        *fut = cg_waiters_add(c->server->st, &c->sf->waiters);
+        return NULL;
+    }
+    if (c->sf_error == 0)
         return Py_NewRef(Py_None);
-    *fut = cg_waiters_add(c->server->st, &c->sf->waiters);
+    if (c->sf_error < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the file is shorter than the response says");
+        return NULL;
+    }
+    errno = c->sf_error;
+    PyErr_SetFromErrno(PyExc_OSError); /* EPIPE, ECONNRESET: a ConnectionError subclass */
     return NULL;
 }
 

@@ -65,6 +65,8 @@ struct cg_conn {
     size_t read_size;           /* bytes offered to the next read: grows while reads fill it */
     cg_waiters drain_waiters;   /* woken by resume_writing/connection_lost */
     cg_sendfile *sf;            /* a file being written straight to the socket, or NULL */
+    long long sf_sent;          /* the last such file's bytes written */
+    int sf_error;               /* and how it ended: 0 all written, an errno, -1 file too short */
     unsigned trusted_proxy : 1; /* the peer (a PROXY header's source) may set X-Forwarded-* */
     unsigned pp_pending : 1;    /* --proxy-protocol: the header has not arrived yet; no TLS
                                  * session and no protocol until it has */
@@ -130,12 +132,15 @@ void cg_conn_idle_tick(cg_conn *c);
  * file `fd` from `offset` straight to the socket with sendfile(2), around
  * the transport: once the held output and the transport's own buffer are
  * written out, and without blocking (the loop says when the socket takes
- * more). fd must stay open until cg_conn_poll_file says it is done. A
- * failed write aborts the connection. Returns 0 when started, 1 when the
+ * more). The transfer uses its own duplicate of fd. A failed write aborts
+ * the connection. Returns 0 when started, 1 when the
  * connection has no socket for it (nothing taken), -1 with an exception. */
 int cg_conn_send_file(cg_conn *c, PyObject *pre, int fd, long long offset, long long count);
-/** None once the file of cg_conn_send_file is out, or will never be (the
- * connection is closed); else NULL with *fut to wait on (a cg_poll_fn body). */
+/** None once the file of cg_conn_send_file is out (c->sf_sent its bytes);
+ * NULL with *fut to wait on (a cg_poll_fn body); or NULL with an exception
+ * when it never will be: ConnectionError (or another OSError) when a write
+ * failed or the connection closed, RuntimeError when the file was shorter
+ * than the count. */
 PyObject *cg_conn_poll_file(cg_conn *c, PyObject **fut);
 /** Polls for the end of write backpressure on c (a cg_poll_fn body). */
 PyObject *cg_conn_poll_drain(cg_conn *c, PyObject **fut);

@@ -78,6 +78,7 @@ typedef struct cg_server {
     int should_exit;            /* shutdown requested */
     int force_exit;             /* second signal: stop waiting */
     int got_sigterm;            /* a SIGTERM arrived (a second one forces) */
+    int got_sigint;             /* a SIGINT arrived (under a supervisor, a second one forces) */
     int exit_status;
     char url[300];   /* where it listens, for the "running on" line */
     int host_mode;   /* serving sockets of a host (gunicorn) */

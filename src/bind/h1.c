@@ -356,11 +356,12 @@ static int h1_send_file(cg_stream *s, const cg_resp_head *head, int fd, long lon
     return 1;
 }
 
-static PyObject *h1_poll_file(cg_stream *s, PyObject **fut)
+static PyObject *h1_poll_file(cg_stream *s, PyObject **fut, long long *sent)
 {
     cg_h1 *h = stream_h1(s);
     cg_conn *c = h->conn;
     PyObject *r = cg_conn_poll_file(c, fut);
+    *sent = c->sf_sent;
     if (r && h->file_tail_len) {
         size_t n = h->file_tail_len;
         h->file_tail_len = 0;

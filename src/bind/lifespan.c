@@ -321,3 +321,16 @@ int cg_lifespan_types_init(PyObject *module, cg_state *st)
     st->LifespanType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ls_spec, NULL);
     return st->LifespanType ? 0 : -1;
 }
+
+void cg_lifespan_abandon(cg_server *srv, PyObject *lifespan)
+{
+    cg_lifespan *ls = (cg_lifespan *)lifespan;
+    if (!ls || !ls->task)
+        return;
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyObject *r = PyObject_CallMethodNoArgs(ls->task, srv->st->s_cancel);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    PyErr_Restore(t, v, tb);
+}

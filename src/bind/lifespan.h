@@ -26,4 +26,8 @@ PyObject *cg_lifespan_shutdown_begin(cg_server *srv, PyObject *lifespan);
  * failed. */
 int cg_lifespan_shutdown_end(cg_server *srv, PyObject *lifespan);
 
+/** A forced stop does not wait for the app's lifespan: its task (if still
+ * running) is cancelled. `lifespan` may be NULL. Never raises. */
+void cg_lifespan_abandon(cg_server *srv, PyObject *lifespan);
+
 #endif

@@ -40,7 +40,9 @@ cg_metrics_server *cg_meter_serve(cg_log_state *log, const cg_config *cfg,
 int cg_meter_start(cg_server *srv)
 {
     const cg_config *cfg = srv->cfg;
-    if (cfg->metrics_port < 0 || srv->metrics)
+    /* Under a supervisor (casgi's or gunicorn's) only the supervisor serves
+     * the metrics; a worker without a slot runs uncounted. */
+    if (cfg->metrics_port < 0 || srv->metrics || srv->ctl_fd >= 0 || srv->host_mode)
         return 0;
     if (cg_metrics_create(&srv->metrics_map, 1) < 0) {
         cg_log(&srv->st->log, CG_ERROR, "Metrics: cannot create the counters: [Errno %d] %s", errno,

@@ -252,6 +252,8 @@ static void server_reload_tls(cg_server *srv)
 }
 
 /* A stop as SIGTERM (force = 0) or a second SIGINT (force = 1) asks for it. */
+static void server_finish(cg_server *srv, int status);
+
 static void server_exit(cg_server *srv, int force)
 {
     if (force) {
@@ -259,6 +261,15 @@ static void server_exit(cg_server *srv, int force)
         srv->force_exit = 1;
         cg_future_wake(srv->st, srv->stop_fut);
         cg_future_wake(srv->st, srv->drained_fut);
+        if (srv->phase == CG_SV_STARTUP || srv->phase == CG_SV_LIFESPAN_DOWN) {
+            /* Not waiting for the app's lifespan either (an app whose startup
+             * or shutdown hangs would hold a forced stop forever). */
+            cg_log(&srv->st->log, CG_WARNING,
+                   "Forced stop: the application's lifespan %s is not awaited",
+                   srv->phase == CG_SV_STARTUP ? "startup" : "shutdown");
+            cg_lifespan_abandon(srv, srv->lifespan);
+            server_finish(srv, 0);
+        }
     } else {
         cg_server_request_exit(srv);
     }
@@ -281,17 +292,21 @@ static void server_on_signal(cg_server *srv, int sig)
         sd_ready(srv);
         return;
     }
-    /* A repeated SIGTERM forces as a second SIGINT does, in a process of its
-     * own. Not under a supervisor (casgi's or gunicorn's): a TERM sent to the
-     * whole group (systemd's default KillMode) reaches a worker together with
-     * the one its supervisor forwards, and the supervisor decides when to
-     * force. SIGTERM after SIGINT never forces: a Ctrl-C under a supervisor
-     * brings both to a worker. */
+    /* A second SIGINT forces (uvicorn's rule: SIGINT while stopping), and in
+     * a process of its own so does a repeated SIGTERM. Under a supervisor
+     * (casgi's or gunicorn's) only a second SIGINT does: a Ctrl-C to the
+     * group brings a worker the SIGINT and the SIGTERM its supervisor
+     * forwards, in either order, and a TERM sent to the whole group
+     * (systemd's default KillMode) comes with the forwarded one; the
+     * supervisor decides when to force. */
     int supervised = srv->ctl_fd >= 0 || srv->host_mode;
     int repeated =
-        srv->should_exit && (sig == SIGINT || (sig == SIGTERM && srv->got_sigterm && !supervised));
+        srv->should_exit && (sig == SIGINT ? !supervised || srv->got_sigint
+                                           : sig == SIGTERM && srv->got_sigterm && !supervised);
     if (sig == SIGTERM)
         srv->got_sigterm = 1;
+    else if (sig == SIGINT)
+        srv->got_sigint = 1;
     server_exit(srv, sig == SIGQUIT || repeated);
 }
 
@@ -1021,6 +1036,11 @@ static int after_lifespan_shutdown(cg_server *srv)
 static int begin_lifespan_shutdown(cg_server *srv)
 {
     cancel_handle(srv->st, &srv->ticker);
+    if (srv->force_exit) { /* as uvicorn: a forced stop skips lifespan shutdown */
+        cg_lifespan_abandon(srv, srv->lifespan);
+        server_finish(srv, 0);
+        return 0;
+    }
     PyObject *fut = cg_lifespan_shutdown_begin(srv, srv->lifespan);
     if (fut)
         return server_wait(srv, fut, CG_SV_LIFESPAN_DOWN);

@@ -77,9 +77,12 @@ typedef struct cg_stream_ops {
      * NULL: never. */
     int (*send_file)(cg_stream *s, const cg_resp_head *head, int fd, long long offset,
                      long long count, int more);
-    /** Polls the send_file taken (a cg_poll_fn body): None once it is done
-     * or the stream is gone. */
-    PyObject *(*poll_file)(cg_stream *s, PyObject **fut);
+    /** Polls the send_file taken (a cg_poll_fn body): None once every byte
+     * is out, *sent then the file's bytes written; NULL with *fut to wait
+     * on; or NULL with an exception when it never will be (*sent the bytes
+     * that were: a ConnectionError when the peer went away, RuntimeError
+     * when the file was shorter than its response). */
+    PyObject *(*poll_file)(cg_stream *s, PyObject **fut, long long *sent);
 } cg_stream_ops;
 
 /* What the ASGI scope and the log lines need to know of where a request came

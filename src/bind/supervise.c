@@ -275,6 +275,7 @@ int cg_supervise(PyObject *module, cg_config *cfg)
         fds = PyMem_Calloc((size_t)nact, sizeof(int));
         if (!fds) {
             fds = &fd;
+            nact = 0; /* nothing to close or free below */
             cg_log(&st->log, CG_ERROR, "out of memory");
             goto done;
         }

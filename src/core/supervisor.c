@@ -331,7 +331,7 @@ static void fill_pid(cg_listen_env *le)
 __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char **envp,
                                                  cg_listen_env *le, pid_t parent, int ctl_w,
                                                  int ctl_to, int alive_r, int alive_to, int err_w,
-                                                 int standby)
+                                                 int standby, int metrics_slot)
 {
     cg_spawn_err e = {CG_STAGE_PARENT, 0};
     struct sigaction sa;
@@ -375,7 +375,8 @@ __attribute__((noreturn)) static void child_exec(const cg_sup_config *cfg, char 
     }
     if (le)
         fill_pid(le);
-    if (cfg->metrics && fcntl(cfg->metrics_fd, F_SETFD, 0) < 0)
+    /* The counters' memfd only to a worker that has a slot in it. */
+    if (metrics_slot >= 0 && fcntl(cfg->metrics_fd, F_SETFD, 0) < 0)
         goto fail_errno;
     e.stage = CG_STAGE_EXEC;
     execve(cfg->argv[0], cfg->argv, envp);
@@ -469,7 +470,8 @@ static cg_worker *spawn_worker(cg_sup *s, double now, int standby)
     if (pid < 0)
         goto fail_errno;
     if (pid == 0)
-        child_exec(cfg, envp, lep, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1], standby);
+        child_exec(cfg, envp, lep, parent, ctl[1], ctl_to, alive[0], alive_to, errp[1], standby,
+                   mslot);
 
     close_fd(&ctl[1]);
     close_fd(&alive[0]);
@@ -576,7 +578,7 @@ static void restart_all(cg_sup *s, double now)
     sd_reloading(s);
     for (size_t i = 0; i < s->nw; i++)
         if (!s->w[i].standby) {
-            if (s->w[i].state != CG_W_STOPPING)
+            if (s->w[i].state != CG_W_STOPPING && !s->w[i].retiring) /* counted already */
                 count_restart(s, CG_MCAUSE_RELOAD);
             stop_worker(&s->w[i], now + s->reload_bound);
         }
@@ -755,7 +757,12 @@ static void on_worker_exit(cg_sup *s, cg_worker *w, int status, double now)
         remove_worker(s, w);
         return;
     }
-    count_restart(s, CG_MCAUSE_CRASH);
+    /* A restart counts when this death brings a replacement: not for a
+     * retiring worker (counted as max_requests, replaced already), a rolling
+     * restart's new worker (the old one stays), reload mode (nothing starts
+     * before the next change) or a boot failure (the server stops). */
+    if (!w->retiring && !w->roll && !s->reload_mode && !boot_failure)
+        count_restart(s, CG_MCAUSE_CRASH);
     if (w->roll) {
         abort_roll(s, w, "died before it was ready", now);
     } else if (s->reload_mode) {
