@@ -113,8 +113,9 @@ build-deps:
 
 # Debian packages the tests use, installed when missing: nginx (the proxy
 # test), haproxy (the PROXY protocol test), curl (TLS and HTTP/2 interop),
-# nghttp2-client (nghttp and h2load) and chromium (a real browser over TLS:
-# tests/test_browser.py).
+# nghttp2-client (nghttp and h2load), chromium (a real browser over TLS:
+# tests/test_browser.py) and systemd (systemd-socket-activate, as a launcher
+# only: no systemd runs).
 # A test whose tool is missing is skipped, hence only a warning.
 test-tools:
 	@missing=; \
@@ -124,6 +125,7 @@ test-tools:
 	{ command -v nghttp >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1; } || \
 		missing="$$missing nghttp2-client"; \
 	{ command -v chromium >/dev/null 2>&1; } || missing="$$missing chromium"; \
+	command -v systemd-socket-activate >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then echo "test-tools: installing$$missing"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } || \
 		echo "test-tools: WARNING: could not install$$missing; the tests that need them are skipped"; fi
