@@ -338,11 +338,15 @@ class Sups:
         self.procs: list = []
 
     def copy_app(self, name: str, as_name: Optional[str] = None, version: Optional[str] = None) -> Path:
+        """Copies an app of tests/apps (and the module the apps share) into the workdir."""
         dst = self.workdir / (as_name or name)
         text = (APPS_DIR / name).read_text()
         if version is not None:
             text = set_version(text, version)
         dst.write_text(text)
+        shared = self.workdir / "plain_lifespan.py"
+        if not shared.exists():
+            shared.write_text((APPS_DIR / "plain_lifespan.py").read_text())
         return dst
 
     def env(self, extra: Optional[dict] = None) -> dict:

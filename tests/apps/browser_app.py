@@ -10,6 +10,8 @@ everything the script wrote."""
 import asyncio
 import json
 
+from plain_lifespan import lifespan
+
 HEAD = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>casgi</title></head>
 <body><pre id="out"></pre>
@@ -53,13 +55,7 @@ async def read_body(receive) -> int:
 async def app(scope, receive, send):
     global done
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})

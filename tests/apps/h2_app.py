@@ -104,16 +104,6 @@ async def respond(send, body, status=200, headers=(), content_type=b"text/plain"
     await send({"type": "http.response.body", "body": body})
 
 
-async def lifespan(receive, send):
-    while True:
-        m = await receive()
-        if m["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif m["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 async def websocket(scope, receive, send):
     path = scope["path"]
     m = await receive()

@@ -10,6 +10,8 @@ WS  /deny         closes before accepting (403)
 import os
 import time
 
+from plain_lifespan import lifespan
+
 
 async def _respond(send, status: int, body: bytes = b"") -> None:
     await send({"type": "http.response.start", "status": status,
@@ -19,13 +21,7 @@ async def _respond(send, status: int, body: bytes = b"") -> None:
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     path = scope["path"]
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
