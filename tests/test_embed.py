@@ -206,16 +206,22 @@ def test_serve_in_running_loop_beside_another_task(kind):
     assert refused(port)
 
 
+async def serving(app, sock: socket.socket):
+    """A Server for app serving sock in a task of the running loop, started."""
+    server = casgi.Server(casgi.Config(app))
+    serve_task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.001)
+    return server, serve_task
+
+
 def test_should_exit_lets_in_flight_request_finish_then_lifespan_shutdown():
     events: List[str] = []
     sock = bound_socket()
     port = sock.getsockname()[1]
 
     async def main():
-        server = casgi.Server(casgi.Config(make_app(events)))
-        serve_task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.001)
+        server, serve_task = await serving(make_app(events), sock)
         async with httpx.AsyncClient() as client:
             request = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=0.5"))
             await asyncio.sleep(0.2)  # the request is in the app now
@@ -236,10 +242,7 @@ def test_force_exit_does_not_wait_for_in_flight_requests():
     port = sock.getsockname()[1]
 
     async def main():
-        server = casgi.Server(casgi.Config(make_app(events)))
-        serve_task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started:
-            await asyncio.sleep(0.001)
+        server, serve_task = await serving(make_app(events), sock)
         async with httpx.AsyncClient() as client:
             request = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow?s=30"))
             await asyncio.sleep(0.2)
