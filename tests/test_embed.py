@@ -423,6 +423,19 @@ def test_bind_failure_returns_with_started_false():
     taken.close()
 
 
+@pytest.mark.parametrize("kind", loop_params())
+def test_a_socket_that_cannot_be_served_fails_the_start_and_closes_the_others(kind):
+    good = bound_socket()
+    port = good.getsockname()[1]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    server = casgi.Server(casgi.Config(make_app([]), loop=kind))
+    server.run(sockets=[good, udp])
+    assert not server.started
+    assert refused(port)  # the listener that did start is not left accepting
+    udp.close()
+
+
 # ---- Config ------------------------------------------------------------------
 
 

@@ -881,7 +881,8 @@ static int server_tls_setup(cg_server *srv)
 }
 
 /* Listening servers for every socket: one task per loop.create_server(factory,
- * sock=s), gathered into one future whose result is their list. */
+ * sock=s), gathered into one future whose result is their list (a failed
+ * one's exception in its place). */
 static PyObject *start_listeners(cg_server *srv)
 {
     cg_state *st = srv->st;
@@ -906,7 +907,10 @@ static PyObject *start_listeners(cg_server *srv)
     }
     PyObject *gather = PyObject_GetAttrString(st->asyncio, "gather");
     PyObject *targs = gather ? PySequence_Tuple(tasks) : NULL;
-    fut = targs ? PyObject_Call(gather, targs, NULL) : NULL;
+    /* Every outcome, so that the ones that started are closed when another failed. */
+    PyObject *kw = targs ? Py_BuildValue("{s:O}", "return_exceptions", Py_True) : NULL;
+    fut = kw ? PyObject_Call(gather, targs, kw) : NULL;
+    Py_XDECREF(kw);
     Py_XDECREF(targs);
     Py_XDECREF(gather);
 done:
@@ -1135,6 +1139,24 @@ static int after_listen(cg_server *srv, PyObject *fut)
     Py_DECREF(res);
     if (!srv->listeners)
         return -1;
+    /* A socket that could not be served fails the start; the listeners that
+     * did start are kept in the list only to be closed by server_finish. */
+    PyObject *failed = NULL;
+    for (Py_ssize_t i = PyList_GET_SIZE(srv->listeners) - 1; i >= 0; i--) {
+        PyObject *item = PyList_GET_ITEM(srv->listeners, i);
+        if (PyExceptionInstance_Check(item)) {
+            Py_XSETREF(failed, Py_NewRef(item));
+            if (PySequence_DelItem(srv->listeners, i) < 0) {
+                Py_DECREF(failed);
+                return -1;
+            }
+        }
+    }
+    if (failed) {
+        PyErr_SetObject((PyObject *)Py_TYPE(failed), failed);
+        Py_DECREF(failed);
+        return -1;
+    }
     srv->listen_fd = (int)PyObject_AsFileDescriptor(PyList_GET_ITEM(srv->socks, 0));
     PyErr_Clear();
     asyncio_filter(srv, 1);
