@@ -354,6 +354,27 @@ static int in_main_thread(void)
  * gunicorn SIGQUIT stops at once, as gunicorn's workers do. */
 static const int handled_signals[] = {SIGINT, SIGTERM, SIGQUIT};
 
+/* Takes the loop's handlers off the signals in st->sig_saved and puts their
+ * previous Python handlers back; forgets the saved ones. Never raises. */
+static void restore_handlers(cg_state *st)
+{
+    PyObject *key, *old, *r;
+    Py_ssize_t pos = 0;
+    PyObject *signal_mod = PyImport_ImportModule("signal");
+    while (signal_mod && st->sig_loop && PyDict_Next(st->sig_saved, &pos, &key, &old)) {
+        r = PyObject_CallMethod(st->sig_loop, "remove_signal_handler", "O", key);
+        Py_XDECREF(r);
+        /* getsignal() gives None for a handler not set from Python. */
+        r = old != Py_None ? PyObject_CallMethod(signal_mod, "signal", "OO", key, old) : NULL;
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    Py_XDECREF(signal_mod);
+    PyErr_Clear();
+    Py_CLEAR(st->sig_saved);
+    Py_CLEAR(st->sig_loop);
+}
+
 /* Adds srv to the servers hearing the handled signals. The first one sets
  * the loop's handlers (SIGINT, SIGTERM; SIGQUIT under a host; SIGHUP when it
  * reloads TLS), keeping each signal's previous Python handler to put back
@@ -398,6 +419,14 @@ static int signals_on(cg_server *srv)
     srv->signals = 1;
     rc = 0;
 done:
+    if (rc < 0 && PyList_GET_SIZE(st->sig_servers) == 0 && st->sig_saved) {
+        /* The first server failed halfway: no handler of it stays behind. */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        restore_handlers(st);
+        Py_CLEAR(st->sig_captured);
+        PyErr_Restore(t, v, tb);
+    }
     Py_XDECREF(handler);
     Py_XDECREF(signal_mod);
     return rc;
@@ -409,8 +438,7 @@ done:
 static void signals_off(cg_server *srv)
 {
     cg_state *st = srv->st;
-    PyObject *t, *v, *tb, *key, *old;
-    Py_ssize_t pos = 0;
+    PyObject *t, *v, *tb;
 
     if (!srv->signals)
         return;
@@ -419,18 +447,7 @@ static void signals_off(cg_server *srv)
     PyObject *r = PyObject_CallMethod(st->sig_servers, "remove", "O", (PyObject *)srv);
     Py_XDECREF(r);
     if (PyList_GET_SIZE(st->sig_servers) == 0 && st->sig_saved) {
-        PyObject *signal_mod = PyImport_ImportModule("signal");
-        while (signal_mod && PyDict_Next(st->sig_saved, &pos, &key, &old)) {
-            r = PyObject_CallMethod(st->sig_loop, "remove_signal_handler", "O", key);
-            Py_XDECREF(r);
-            /* getsignal() gives None for a handler not set from Python. */
-            r = old != Py_None ? PyObject_CallMethod(signal_mod, "signal", "OO", key, old) : NULL;
-            Py_XDECREF(r);
-            PyErr_Clear();
-        }
-        Py_XDECREF(signal_mod);
-        Py_CLEAR(st->sig_saved);
-        Py_CLEAR(st->sig_loop);
+        restore_handlers(st);
         Py_XSETREF(srv->captured, st->sig_captured);
         st->sig_captured = NULL;
     }
