@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import pytest
 
@@ -76,6 +76,22 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, what: str, timeout: float = 10.0,
+                   details: Callable[[], str] = lambda: "") -> None:
+    """Waits until a helper process (nginx, haproxy) accepts on 127.0.0.1:port;
+    fails saying `what` and details() when it exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited with {proc.returncode}" if proc.poll() is not None else "does not listen"
+                raise AssertionError(f"{what} {state}: {details()}")
+            time.sleep(0.05)
 
 
 def run_casgi(*args: str, env: Optional[dict] = None, cwd: Optional[str] = None,

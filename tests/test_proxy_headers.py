@@ -13,11 +13,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
-from helpers import APPS_DIR, RawConn, clean_env, free_port, req
+from helpers import APPS_DIR, RawConn, clean_env, free_port, req, wait_listening
 from ws_util import WsConn
 
 
@@ -276,17 +275,10 @@ def nginx_to(tmp_path):
                               "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True)
         procs.append(p)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return port
-            except OSError:
-                if p.poll() is not None or time.monotonic() > deadline:
-                    log = (tmp_path / "nginx-error.log")
-                    pytest.fail("nginx did not start: " + p.stderr.read().decode() +
-                                (log.read_text() if log.exists() else ""))
-                time.sleep(0.05)
+        log = tmp_path / "nginx-error.log"
+        wait_listening(port, p, "nginx", details=lambda: (
+            (p.stderr.read().decode() if p.poll() is not None else "") + (log.read_text() if log.exists() else "")))
+        return port
 
     yield start
     for p in procs:

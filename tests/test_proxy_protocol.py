@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from helpers import RawConn, assert_one_line_error, clean_env, free_port, req, run_casgi, run_py
+from helpers import (RawConn, assert_one_line_error, clean_env, free_port, req, run_casgi, run_py,
+                     wait_listening)
 from h2_util import H2Client, h2_tls_ctx, start_h2
 from tls_util import Pki, client_ctx
 from ws_util import WsConn, ws_key, ws_accept_for
@@ -557,17 +558,9 @@ backend be
         p = subprocess.Popen([exe, "-f", str(cfg), "-db"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         procs.append(p)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return port
-            except OSError:
-                if p.poll() is not None:
-                    raise AssertionError(f"haproxy exited: {p.stdout.read().decode(errors='replace')}")
-                if time.monotonic() > deadline:
-                    raise AssertionError("haproxy does not listen")
-                time.sleep(0.05)
+        wait_listening(port, p, "haproxy",
+                       details=lambda: p.stdout.read().decode(errors="replace") if p.poll() is not None else "")
+        return port
 
     yield run
     for p in procs:
