@@ -49,6 +49,8 @@ import random
 import sys
 from urllib.parse import parse_qs
 
+from plain_lifespan import lifespan
+
 STATS = {"running": 0, "max_running": 0, "started": 0}
 
 
