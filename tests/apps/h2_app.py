@@ -49,8 +49,6 @@ import random
 import sys
 from urllib.parse import parse_qs
 
-from plain_lifespan import lifespan
-
 STATS = {"running": 0, "max_running": 0, "started": 0}
 
 
@@ -104,6 +102,16 @@ async def respond(send, body, status=200, headers=(), content_type=b"text/plain"
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(receive, send):
+    while True:
+        m = await receive()
+        if m["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif m["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def websocket(scope, receive, send):
