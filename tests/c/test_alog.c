@@ -109,7 +109,7 @@ static void test_atoms(void)
     ok(LINE("%(m)s|%(U)s|%(q)s|%(H)s|%(B)s", common, "GET|/a b/c|x=1&y=%22|HTTP/1.1|1234"),
        "m U (percent-decoded) q H B");
     ok(LINE("%(T)s %(M)s %(D)s %(L)s", common, "1 1500 1500000 1.500000"), "T M D L");
-    ok(LINE("%(T)d %(M)i %(D)d %(B)d", common, "1 1500 1500000 1234"), "numbers with %d and %i");
+    ok(LINE("%(T)d %(M)i %(D)d %(B)d", common, "1 1500 1500000 1234"), "numbers with the d and i conversions");
     ok(LINE("%(p)s", common, "<4242>"), "p is <pid>");
     ok(LINE("%({x-request-id}i)s %({X-REQUEST-ID}I)s", common, "abc-123 abc-123"),
        "{name}i: case-insensitive, the last field wins");
@@ -119,7 +119,7 @@ static void test_atoms(void)
     ok(LINE("%({referer}i)s %({missing}i)s", common, "https://example.com/from -"),
        "{name}i and a missing request header");
     ok(LINE("%(zz)s %(Z)s %({foo}x)s %()s", common, "- - - -"), "unknown keys write '-'");
-    ok(LINE("100%% %(s)s%%", common, "100% 200%"), "%% is '%'");
+    ok(LINE("100%% %(s)s%%", common, "100% 200%"), "a doubled percent sign writes one");
     ok(LINE("no atoms at all", common, "no atoms at all"), "a literal format");
     ok(LINE("", common, ""), "the empty format");
     static const char *const none[] = {"x", "y"};

@@ -44,8 +44,24 @@ static int same_result(const cg_pp_result *a, const cg_pp_result *b)
            a->dst_port == b->dst_port && a->error == b->error;
 }
 
-static void expect(const char *name, const void *in, size_t len, unsigned accept, want w)
+/* `name` printable on one TAP line: control and non-ASCII bytes as \xNN. */
+static const char *printable(const char *name)
 {
+    static char out[512];
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < sizeof(out); p++) {
+        if (*p >= 0x20 && *p < 0x7f)
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "\\x%02x", *p);
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static void expect(const char *raw_name, const void *in, size_t len, unsigned accept, want w)
+{
+    const char *name = printable(raw_name);
     cg_pp_result r;
     int rc = parse_guarded(in, len, accept, &r);
     int good = rc == w.rc;
