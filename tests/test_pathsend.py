@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import CasgiProcess, RawConn, RssSampler, casgi_args, clean_env, loop_params
+from helpers import (UNDER_SANITIZER, CasgiProcess, RawConn, RssSampler, casgi_args, clean_env,
+                     loop_params)
 from h2_util import H2Client, h2_tls_ctx
 from tls_util import Pki, client_ctx, tls_connect, tls_where
 
@@ -369,6 +370,7 @@ def test_tls_files_byte_exact(servers, files, pki):
         assert get(c, "/hello").body == b"hello"
 
 
+@pytest.mark.skipif(UNDER_SANITIZER, reason="RSS is meaningless with ASan's quarantine")
 def test_tls_large_file_memory_is_bounded(servers, files, pki):
     p = servers("tls")
     path, data = files["large"]

@@ -272,7 +272,10 @@ def test_systemd_socket_activate(sups, notify, workers):
     port = free_port()
     env = notify.env(sups)
     cmd = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}"]
-    for name in ("PATH", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "NOTIFY_SOCKET"):
+    # It passes on only the variables named (under tests/asan.sh, casgi's
+    # sanitized extension needs libasan preloaded and the sanitizer options).
+    for name in ("PATH", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "NOTIFY_SOCKET",
+                 "LD_PRELOAD", "PYTHONMALLOC", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
         if name in env:
             cmd += ["-E", name]
     cmd += [sys.executable, "-m", "casgi", "main:app", "--workers", workers, *WORKER_OPTS]

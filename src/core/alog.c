@@ -49,6 +49,8 @@ static const char hexd[] = "0123456789abcdef";
  * gunicorn's SafeAtoms does), anything else as \xNN. */
 static int put_escaped(cg_buf *out, const char *s, size_t n)
 {
+    if (n == 0)
+        return 0; /* out may have no buffer yet */
     size_t need = n;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -273,7 +275,8 @@ static int slot_value(const cg_alog_entry *e, int i, cg_slice *out)
     const cg_alog_vals *v = e->vals;
     if (i < 0 || !v || !(v->present & (1u << i)))
         return 0;
-    out->base = v->buf.data + v->off[i];
+    /* Only empty values captured: no buffer was allocated. */
+    out->base = v->buf.data ? v->buf.data + v->off[i] : "";
     out->len = v->len[i];
     return 1;
 }
