@@ -109,7 +109,8 @@ static void test_atoms(void)
     ok(LINE("%(m)s|%(U)s|%(q)s|%(H)s|%(B)s", common, "GET|/a b/c|x=1&y=%22|HTTP/1.1|1234"),
        "m U (percent-decoded) q H B");
     ok(LINE("%(T)s %(M)s %(D)s %(L)s", common, "1 1500 1500000 1.500000"), "T M D L");
-    ok(LINE("%(T)d %(M)i %(D)d %(B)d", common, "1 1500 1500000 1234"), "numbers with the d and i conversions");
+    ok(LINE("%(T)d %(M)i %(D)d %(B)d", common, "1 1500 1500000 1234"),
+       "numbers with the d and i conversions");
     ok(LINE("%(p)s", common, "<4242>"), "p is <pid>");
     ok(LINE("%({x-request-id}i)s %({X-REQUEST-ID}I)s", common, "abc-123 abc-123"),
        "{name}i: case-insensitive, the last field wins");
