@@ -250,7 +250,8 @@ def main(argv=None) -> int:
     p.add_argument("--scenario", default="plaintext",
                    choices=["plaintext", "json", "echo-10k", "stream-1m", "starlette", "fastapi",
                             "tls-plaintext", "tls-json", "tls-handshake", "h2c-plaintext",
-                            "h2c-json", "h2c-echo-10k", "h2-tls-plaintext", "h2-tls-json"])
+                            "h2c-json", "h2c-echo-10k", "h2c-stream-1m", "h2-tls-plaintext",
+                            "h2-tls-json", "h2-tls-stream-1m"])
     p.add_argument("--tls", action="store_true",
                    help="serve the scenario over TLS 1.3 (as the tls-* scenarios do)")
     p.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])

@@ -27,7 +27,8 @@
  * on_drained agrees with cg_h2_queued; open streams stay under the limit;
  * no stream starts after cg_h2_goaway and nothing arrives after
  * cg_h2_terminate; cg_h2_send never fails; cg_h2_recv fails for good once
- * it failed; cg_h2_free closes every stream. */
+ * it failed; cg_h2_free closes every stream; every owner of borrowed body
+ * bytes is released once. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ typedef struct app {
     int goaway, goaway_extra, terminated;
     int32_t last_closed;
     uint32_t max_streams;
+    long borrowed; /* owners retained and not released yet */
 } app;
 
 static uint32_t next_rnd(uint32_t *r)
@@ -94,7 +96,9 @@ static void write_some(app *a, fs *s, size_t n, int end)
     if (s->written + n > BODY_BUDGET)
         n = BODY_BUDGET - s->written;
     end |= s->written + n == BODY_BUDGET || (next_rnd(&a->rnd) & 3) == 0;
-    check(cg_h2_write(a->h, s->id, filler, n, end) == 0);
+    /* Some writes lend the filler (borrowed when large enough). */
+    void *owner = (next_rnd(&a->rnd) & 1) ? a : NULL;
+    check(cg_h2_write(a->h, s->id, filler, n, owner, end) == 0);
     s->written += n;
     if (end) {
         if (s->trailers) {
@@ -106,7 +110,7 @@ static void write_some(app *a, fs *s, size_t n, int end)
             check(cg_h2_trailers(a->h, s->id, &tr) == -1);
             cg_fields_free(&tr);
         }
-        check(cg_h2_write(a->h, s->id, "x", 1, 0) == -1);
+        check(cg_h2_write(a->h, s->id, "x", 1, NULL, 0) == -1);
         s->state = 2;
     }
 }
@@ -231,7 +235,22 @@ static void on_close(void *ctx, void *stream, uint32_t code, size_t unsent)
     free(s);
 }
 
-static const cg_h2_events events = {on_request, on_body, on_body_end, on_drained, on_close, NULL};
+static void on_retain(void *ctx, void *owner)
+{
+    app *a = ctx;
+    check(owner == a);
+    a->borrowed++;
+}
+
+static void on_release(void *ctx, void *owner)
+{
+    app *a = ctx;
+    check(owner == a && a->borrowed > 0);
+    a->borrowed--;
+}
+
+static const cg_h2_events events = {on_request, on_body, on_body_end, on_drained,
+                                    on_close,   NULL,    on_retain,   on_release};
 
 /* The app's progress between two reads. */
 static void step(app *a)
@@ -271,7 +290,7 @@ static void step(app *a)
         /* A closed stream takes nothing. */
         int32_t id = a->last_closed;
         check(cg_h2_submit_head(a->h, id, 200, NULL, NULL, 0, 0) == -1);
-        check(cg_h2_write(a->h, id, "x", 1, 1) == -1 && cg_h2_trailers(a->h, id, NULL) == -1);
+        check(cg_h2_write(a->h, id, "x", 1, NULL, 1) == -1 && cg_h2_trailers(a->h, id, NULL) == -1);
         check(cg_h2_queued(a->h, id) == 0);
         cg_h2_consume(a->h, id, 1);
     }
@@ -358,7 +377,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
     if (cg_h2_done(a.h))
         check(!cg_h2_want_write(a.h));
     cg_h2_free(a.h);
-    check(a.live == 0 && a.list == NULL);
+    check(a.live == 0 && a.list == NULL && a.borrowed == 0);
     cg_buf_free(&out);
     return 0;
 }

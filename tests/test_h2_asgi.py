@@ -289,6 +289,18 @@ def test_download_1mib_byte_exact(h2srv_loop):
         assert max(r.data_frames) <= c.conn.max_inbound_frame_size
 
 
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview"])
+@pytest.mark.parametrize("size", [100, 5000, 200_000])
+def test_body_buffer_changed_after_send(h2srv, kind, size):
+    """Bytes objects are framed from the app's own memory; a bytearray or
+    memoryview the app changes after send() returns still arrives as it was
+    when sent (it is copied), large or small, within or beyond the windows."""
+    with H2Client.tcp(h2srv.port) as c:
+        r = c.request("GET", f"/reuse?kind={kind}&size={size}")
+    assert r.status == 200
+    assert r.body == b"".join(bytes([97 + i]) * size for i in range(8))
+
+
 def test_streamed_response_without_content_length(h2srv):
     with H2Client.tcp(h2srv.port) as c:
         r = c.request("GET", "/stream?n=5")

@@ -180,6 +180,7 @@ static inline PyObject *cg_err_take(void)
 typedef struct cg_state {
     PyTypeObject *ServerType;
     PyTypeObject *ConnType;
+    PyTypeObject *OutputType; /* a block of output handed to the transport (conn.c) */
     PyTypeObject *CycleType;  /* one HTTP request/response cycle */
     PyTypeObject *AwaitType;  /* awaitable that polls its owner (runner.c) */
     PyTypeObject *DoneType;   /* awaitable already complete with None */

@@ -340,6 +340,80 @@ int cg_conn_write_obj(cg_conn *c, PyObject *bytes)
     return conn_flush(c);
 }
 
+/* ---- output handed over without a copy ------------------------------------
+ * A large block made in a cg_buf (the frames of an HTTP/2 round) goes to
+ * the transport as it is: an Output object takes the buffer's memory and
+ * lends it through the buffer protocol; a memoryview of it is written (both
+ * asyncio and uvloop take one), and the memory is freed with the object,
+ * once the transport is done with it. Smaller blocks are cheaper to copy
+ * into a bytes object than to wrap. */
+#define CG_ADOPT_MIN (32 * 1024)
+
+typedef struct cg_output {
+    PyObject_HEAD char *base; /* the malloc'd block */
+    char *data;               /* the bytes lent, inside it */
+    Py_ssize_t len;
+} cg_output;
+
+static int output_getbuffer(cg_output *o, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)o, o->data, o->len, 1, flags);
+}
+
+static void output_dealloc(cg_output *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    free(o->base);
+    tp->tp_free((PyObject *)o);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot output_slots[] = {
+    {Py_bf_getbuffer, output_getbuffer},
+    {Py_tp_dealloc, output_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec output_spec = {
+    .name = "casgi._casgi.Output",
+    .basicsize = sizeof(cg_output),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = output_slots,
+};
+
+/* A memoryview of b's unread bytes, owning b's memory (b is left empty). */
+static PyObject *output_adopt(cg_state *st, cg_buf *b)
+{
+    cg_output *o = PyObject_New(cg_output, st->OutputType);
+    if (!o)
+        return NULL;
+    o->base = b->data;
+    o->data = b->data + b->pos;
+    o->len = (Py_ssize_t)cg_buf_unread(b);
+    b->data = NULL;
+    b->pos = b->len = b->cap = 0;
+    PyObject *view = PyMemoryView_FromObject((PyObject *)o);
+    Py_DECREF(o);
+    return view;
+}
+
+int cg_conn_write_buf(cg_conn *c, cg_buf *b)
+{
+    size_t n = cg_buf_unread(b);
+    if (c->tls || n < CG_ADOPT_MIN) /* TLS encrypts from b: no copy either */
+        return n ? cg_conn_write(c, b->data + b->pos, n) : 0;
+    if (!c->transport)
+        return 0;
+    if (held_len(c) && conn_flush(c) < 0) /* what was held goes first */
+        return -1;
+    PyObject *view = output_adopt(c->server->st, b);
+    if (!view)
+        return -1;
+    int rc = transport_write_raw(c, view);
+    Py_DECREF(view);
+    return rc;
+}
+
 int cg_conn_write(cg_conn *c, const char *data, size_t len)
 {
     if (c->tls && held_len(c) == 0)
@@ -1519,5 +1593,8 @@ int cg_conn_types_init(PyObject *module, cg_state *st)
         return -1;
     st->ConnType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &conn_spec, bases);
     Py_DECREF(bases);
-    return st->ConnType ? 0 : -1;
+    if (!st->ConnType)
+        return -1;
+    st->OutputType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &output_spec, NULL);
+    return st->OutputType ? 0 : -1;
 }

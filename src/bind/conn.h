@@ -88,6 +88,10 @@ int cg_conn_write(cg_conn *c, const char *data, size_t len);
 /** Writes a bytes-like object (without copying it unless output is held).
  * Returns 0 or -1. */
 int cg_conn_write_obj(cg_conn *c, PyObject *bytes);
+/** Writes the unread bytes of `b`. A large block on a cleartext connection
+ * is handed to the transport without a copy: `b` gives up its memory (it is
+ * left empty, without storage). Returns 0 or -1 with an exception. */
+int cg_conn_write_buf(cg_conn *c, cg_buf *b);
 /** Space for `n` bytes of a complete response at the end of the held output,
  * or NULL when it should be written now (too much held, or the connection
  * is closing) or memory is short (no exception either way). */

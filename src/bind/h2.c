@@ -29,8 +29,10 @@
 #define CG_H2_STREAM_HIGH (64 * 1024)
 /* Seconds input is read and dropped after a connection error's GOAWAY. */
 #define CG_H2_LINGER 2.0
-/* Frames produced per write at most (more follow once it is written). */
+/* Frames produced per write at most (more follow once it is written); a
+ * round may pass it by one DATA frame and the frames made after it. */
 #define CG_H2_WRITE_MAX (256 * 1024)
+#define CG_H2_ROUND_SLACK (32 * 1024)
 
 typedef struct h2_conn h2_conn;
 
@@ -104,15 +106,18 @@ static void h2_produce(h2_conn *hc)
         cg_buf *out = &c->server->h2_scratch;
         cg_buf_reset(out);
         hc->produce = 0;
+        /* Room for a whole round at once: a large one leaves with this
+         * memory (cg_conn_write_buf), and growing it would copy it. */
+        (void)cg_buf_reserve(out, CG_H2_WRITE_MAX + CG_H2_ROUND_SLACK); /* else cg_h2_send fails */
         int rc = cg_h2_send(hc->session, out, CG_H2_WRITE_MAX);
-        if (out->len) {
-            char *p = cg_conn_hold(c, out->len);
+        size_t produced = out->len;
+        if (produced) {
+            char *p = cg_conn_hold(c, produced);
             if (p)
-                memcpy(p, out->data, out->len);
-            else if (cg_conn_write(c, out->data, out->len) < 0)
+                memcpy(p, out->data, produced);
+            else if (cg_conn_write_buf(c, out) < 0)
                 PyErr_Clear(); /* a closing transport: connection_lost follows */
         }
-        size_t produced = out->len;
         cg_buf_reset(out);
         if (rc < 0) {
             cg_log(&c->server->st->log, CG_DEBUG, "%s - HTTP/2 session failed: %s", c->client_text,
@@ -208,8 +213,11 @@ static int h2_send(cg_stream *s, const cg_resp_head *head, const char *data, siz
         ended = end;
     }
     /* A write to a stream that is gone fails: its cycle hears of it. */
-    if (r->head_sent && !ended && (len || !more))
-        cg_h2_write(hc->session, r->id, data, len, !more);
+    if (r->head_sent && !ended && (len || !more)) {
+        /* An immutable body is sent from the app's own object. */
+        void *owner = obj && PyBytes_CheckExact(obj) ? obj : NULL;
+        cg_h2_write(hc->session, r->id, data, len, owner, !more);
+    }
     h2_output(r);
     return 0;
 }
@@ -254,7 +262,7 @@ static void h2_fail(cg_stream *s, int status)
                                 &tmp, &lines, &lines_len) == 0 &&
         cg_h2_submit_head(hc->session, r->id, status, &fields, lines, lines_len, 0) == 0) {
         r->head_sent = 1;
-        cg_h2_write(hc->session, r->id, reason, strlen(reason), 1);
+        cg_h2_write(hc->session, r->id, reason, strlen(reason), NULL, 1);
     } else {
         cg_h2_reset(hc->session, r->id, CG_H2_INTERNAL_ERROR);
     }
@@ -281,7 +289,7 @@ static void h2_close(cg_stream *s)
      * ended); before one, the request is cancelled (HTTP/1.1 would close
      * the connection). */
     if (r->head_sent)
-        cg_h2_write(hc->session, r->id, NULL, 0, 1);
+        cg_h2_write(hc->session, r->id, NULL, 0, NULL, 1);
     else
         cg_h2_reset(hc->session, r->id, CG_H2_CANCEL);
     h2_output(r);
@@ -593,6 +601,19 @@ static void ev_close(void *ctx, void *stream, uint32_t error_code, size_t unsent
     h2_goaway_when_done(hc);
 }
 
+/* The session keeps a body's bytes object until its bytes are framed. */
+static void ev_retain(void *ctx, void *owner)
+{
+    (void)ctx;
+    Py_INCREF((PyObject *)owner);
+}
+
+static void ev_release(void *ctx, void *owner)
+{
+    (void)ctx;
+    Py_DECREF((PyObject *)owner);
+}
+
 /* A head over a limit, answered by the session: counted in the metrics. */
 static void ev_refused(void *ctx, int status)
 {
@@ -607,6 +628,8 @@ static const cg_h2_events h2_events = {
     .on_drained = ev_drained,
     .on_close = ev_close,
     .on_refused = ev_refused,
+    .retain = ev_retain,
+    .release = ev_release,
 };
 
 /* ---- connection events (cg_proto_ops) ------------------------------------- */

@@ -202,6 +202,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
         Py_VISIT(st->hdr_names[i]);
     Py_VISIT(st->ServerType);
     Py_VISIT(st->ConnType);
+    Py_VISIT(st->OutputType);
     Py_VISIT(st->AwaitType);
     Py_VISIT(st->DoneType);
     Py_VISIT(st->RunnerType);
@@ -243,6 +244,7 @@ static int module_clear(PyObject *m)
         Py_CLEAR(st->hdr_names[i]);
     Py_CLEAR(st->ServerType);
     Py_CLEAR(st->ConnType);
+    Py_CLEAR(st->OutputType);
     Py_CLEAR(st->AwaitType);
     Py_CLEAR(st->DoneType);
     Py_CLEAR(st->RunnerType);

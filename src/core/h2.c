@@ -40,6 +40,19 @@ typedef struct h2_field {
 
 enum { PS_METHOD, PS_PATH, PS_SCHEME, PS_AUTHORITY, PS_PROTOCOL, PS_COUNT };
 
+/* Queued body bytes: either a copy, stored after the piece (owner NULL), or
+ * the caller's own memory, borrowed until it is framed (see cg_h2_write). */
+typedef struct h2_piece {
+    struct h2_piece *next;
+    void *owner;
+    const char *data; /* the bytes not framed yet */
+    size_t len;
+    size_t room; /* a copy: free bytes after data + len */
+} h2_piece;
+
+/* A copy piece has room for at least this much (small writes share one). */
+#define CG_H2_PIECE_MIN 1024
+
 typedef struct h2_stream {
     int32_t id;
     void *user;   /* the layer above's, from on_request until on_close */
@@ -49,7 +62,8 @@ typedef struct h2_stream {
     size_t list_size;          /* RFC 9113 section 6.5.2 accounting */
     h2_field pseudo[PS_COUNT]; /* value offsets; name_len 1 when present */
     int refuse_status;         /* 431 or 414 once the head is over a limit, else 0 */
-    cg_buf out;                /* body bytes queued, not yet framed */
+    h2_piece *out, *out_tail;  /* body bytes queued, not yet framed, in order */
+    size_t queued;             /* their total */
     cg_fields trailers;
     size_t received, consumed; /* request body bytes delivered / taken by the app */
     unsigned head_done : 1;    /* the request head was delivered (later fields: trailers) */
@@ -132,6 +146,62 @@ static h2_stream *stream_of(const cg_h2 *h, int32_t id)
     return id > 0 ? nghttp2_session_get_stream_user_data(h->session, id) : NULL;
 }
 
+/* Takes the first piece off a stream's queue and gives its bytes back. */
+static void out_pop(cg_h2 *h, h2_stream *s)
+{
+    h2_piece *p = s->out;
+    s->out = p->next;
+    if (!s->out)
+        s->out_tail = NULL;
+    if (p->owner)
+        h->ev->release(h->ctx, p->owner);
+    free(p);
+}
+
+/* Drops every byte queued on a stream (it closed, or the session ends). */
+static void out_drop(cg_h2 *h, h2_stream *s)
+{
+    while (s->out)
+        out_pop(h, s);
+    s->queued = 0;
+}
+
+/* Queues `len` bytes on a stream: borrowed when `owner` is given and they
+ * are worth it, else copied (into the last copy piece while it has room). */
+static int out_push(cg_h2 *h, h2_stream *s, const char *data, size_t len, void *owner)
+{
+    h2_piece *t = s->out_tail;
+    if (owner && len >= CG_H2_BORROW_MIN) {
+        h2_piece *p = malloc(sizeof(*p));
+        if (!p)
+            return -1;
+        h->ev->retain(h->ctx, owner);
+        *p = (h2_piece){NULL, owner, data, len, 0};
+        t = p;
+    } else if (t && !t->owner && t->room >= len) {
+        memcpy((char *)t->data + t->len, data, len);
+        t->len += len;
+        t->room -= len;
+        s->queued += len;
+        return 0;
+    } else {
+        size_t room = len > CG_H2_PIECE_MIN ? len : CG_H2_PIECE_MIN;
+        h2_piece *p = malloc(sizeof(*p) + room);
+        if (!p)
+            return -1;
+        *p = (h2_piece){NULL, NULL, (const char *)(p + 1), len, room - len};
+        memcpy(p + 1, data, len);
+        t = p;
+    }
+    if (s->out_tail)
+        s->out_tail->next = t;
+    else
+        s->out = t;
+    s->out_tail = t;
+    s->queued += len;
+    return 0;
+}
+
 static void stream_free(cg_h2 *h, h2_stream *s)
 {
     if (s->prev)
@@ -143,7 +213,7 @@ static void stream_free(cg_h2 *h, h2_stream *s)
     h->nstreams--;
     cg_buf_free(&s->arena);
     free(s->fields);
-    cg_buf_free(&s->out);
+    out_drop(h, s);
     cg_fields_free(&s->trailers);
     free(s);
 }
@@ -476,7 +546,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
     if (s->received > s->consumed) /* body the app never took: the connection's window */
         nghttp2_session_consume_connection(session, s->received - s->consumed);
     void *user = s->user;
-    size_t unsent = cg_buf_unread(&s->out);
+    size_t unsent = s->queued;
     s->user = NULL;
     stream_free(h, s);
     if (user && !h->freeing)
@@ -588,7 +658,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
 {
     cg_h2 *h = ud;
     h2_stream *s = source->ptr;
-    size_t avail = cg_buf_unread(&s->out);
+    size_t avail = s->queued;
     size_t n = avail < length ? avail : length;
     (void)session;
     (void)id;
@@ -616,7 +686,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
 
 /* A DATA frame read_body sized: its header and `length` body bytes go from
  * the stream's queue to the output cg_h2_send is filling (no padding is
- * ever asked for). */
+ * ever asked for); pieces sent are given back. */
 static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
                      size_t length, nghttp2_data_source *source, void *ud)
 {
@@ -624,19 +694,26 @@ static int send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8
     h2_stream *s = source->ptr;
     (void)session;
     (void)frame;
-    if (!h->send_out || length > cg_buf_unread(&s->out))
+    if (!h->send_out || length > s->queued)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (h->send_out->len >= h->send_limit)
         return NGHTTP2_ERR_WOULDBLOCK; /* this round is full: the next call sends it */
     if (cg_buf_reserve(h->send_out, CG_H2_FRAME_HEADER + length) < 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     cg_buf_append(h->send_out, framehd, CG_H2_FRAME_HEADER);
-    cg_buf_append(h->send_out, s->out.data + s->out.pos, length);
-    cg_buf_consume(&s->out, length);
+    s->queued -= length;
+    while (length) {
+        h2_piece *p = s->out;
+        size_t n = p->len < length ? p->len : length;
+        cg_buf_append(h->send_out, p->data, n);
+        p->data += n;
+        p->len -= n;
+        length -= n;
+        if (p->len == 0)
+            out_pop(h, s);
+    }
     if (s->user && h->ev->on_drained)
-        h->ev->on_drained(h->ctx, s->user, cg_buf_unread(&s->out));
-    if (cg_buf_unread(&s->out) == 0)
-        cg_buf_shrink(&s->out, 0);
+        h->ev->on_drained(h->ctx, s->user, s->queued);
     return 0;
 }
 
@@ -672,12 +749,12 @@ static void resume(cg_h2 *h, h2_stream *s)
     }
 }
 
-int cg_h2_write(cg_h2 *h, int32_t id, const char *data, size_t len, int end)
+int cg_h2_write(cg_h2 *h, int32_t id, const char *data, size_t len, void *owner, int end)
 {
     h2_stream *s = stream_of(h, id);
     if (!s || !s->responded || s->out_end)
         return -1;
-    if (len && cg_buf_append(&s->out, data, len) < 0)
+    if (len && out_push(h, s, data, len, owner) < 0)
         return -1;
     if (end)
         s->out_end = 1;
@@ -704,7 +781,7 @@ int cg_h2_trailers(cg_h2 *h, int32_t id, const cg_fields *fields)
 size_t cg_h2_queued(const cg_h2 *h, int32_t id)
 {
     h2_stream *s = stream_of(h, id);
-    return s ? cg_buf_unread(&s->out) : 0;
+    return s ? s->queued : 0;
 }
 
 void cg_h2_reset(cg_h2 *h, int32_t id, uint32_t error_code)
@@ -835,7 +912,7 @@ void cg_h2_free(cg_h2 *h)
     while (h->streams) {
         h2_stream *s = h->streams;
         void *user = s->user;
-        size_t unsent = cg_buf_unread(&s->out);
+        size_t unsent = s->queued;
         nghttp2_session_set_stream_user_data(h->session, s->id, NULL);
         s->user = NULL;
         stream_free(h, s);

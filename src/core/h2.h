@@ -71,6 +71,10 @@ typedef struct cg_h2_events {
     /** Optional (NULL: none): a request head over a limit was answered here
      * with `status` (431, 414); the stream never reaches on_request. */
     void (*on_refused)(void *ctx, int status);
+    /** The session keeps the bytes of `owner` (see cg_h2_write) until the
+     * matching release. Both may be NULL when no write passes an owner. */
+    void (*retain)(void *ctx, void *owner);
+    void (*release)(void *ctx, void *owner);
 } cg_h2_events;
 
 /* HTTP/2 error codes (RFC 9113 section 7) used by callers. */
@@ -127,8 +131,15 @@ int cg_h2_done(const cg_h2 *h);
  * short). */
 int cg_h2_submit_head(cg_h2 *h, int32_t id, int status, const cg_fields *fields, const char *lines,
                       size_t lines_len, unsigned flags);
-/** Queues body bytes (copied); `end`: the body is complete. 0 or -1. */
-int cg_h2_write(cg_h2 *h, int32_t id, const char *data, size_t len, int end);
+/* Writes of at least this many bytes with an owner are not copied. */
+#define CG_H2_BORROW_MIN 4096
+
+/** Queues body bytes; `end`: the body is complete. 0 or -1. Bytes are
+ * copied, unless `owner` is given and there are at least CG_H2_BORROW_MIN
+ * of them: then the session points at them, retains `owner` through the
+ * events and releases it once they are framed or dropped, and the caller
+ * leaves them unchanged until then. */
+int cg_h2_write(cg_h2 *h, int32_t id, const char *data, size_t len, void *owner, int end);
 /** The trailers ending a body sent with CG_H2_TRAILERS. 0 or -1. */
 int cg_h2_trailers(cg_h2 *h, int32_t id, const cg_fields *fields);
 /** Body bytes queued on the stream and not yet framed. */

@@ -23,6 +23,9 @@ http:
                     one message per chunk of C bytes (default 65536), made
                     as they are sent; with a content-length
   /stream?n=N       N body messages "part-<i>\n", no content-length
+  /reuse?kind=K&size=N  one buffer of N bytes sent 8 times, changed after each
+                    send() (bytearray, memoryview of one) or rebuilt (bytes):
+                    part i is N bytes of the letter "a" + i
   /raise-before     raises before http.response.start (-> 500)
   /raise-after      starts, sends "partial" with more_body, then raises
   /wait-disconnect  reads the body, then waits on receive(): H2EVENT
@@ -239,6 +242,16 @@ async def http(scope, receive, send, path):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         event("download-done", ident, size)
+
+    elif path == "/reuse":
+        size, kind = int(q("size", "65536")), q("kind", "bytes")
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        buf = bytearray(size)
+        for i in range(8):
+            buf[:] = bytes([97 + i]) * size
+            body = bytes(buf) if kind == "bytes" else buf if kind == "bytearray" else memoryview(buf)
+            await send({"type": "http.response.body", "body": body, "more_body": i < 7})
 
     elif path == "/stream":
         n = int(q("n", "3"))

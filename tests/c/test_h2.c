@@ -51,8 +51,15 @@ struct srv {
     int failed;       /* cg_h2_recv returned -1 */
     int send_failed;
     int refused, refused_status; /* on_refused calls, the latest status */
+    int retained, released;      /* owners of borrowed bytes: retain/release calls */
+    int bad_release;             /* a release of an owner not retained */
     void (*on_req)(srv *, sreq *);
 };
+
+/* An owner of borrowed bytes, as the layer above would pass a bytes object. */
+typedef struct owner {
+    int refs;
+} owner;
 
 /* The request head as one line of its parts, then a line per field. */
 static void fmt_head(char *o, size_t cap, const cg_h2_request *r)
@@ -151,8 +158,23 @@ static void ev_refused(void *ctx, int status)
     sv->refused_status = status;
 }
 
-static const cg_h2_events events = {ev_request, ev_body,  ev_body_end,
-                                    ev_drained, ev_close, ev_refused};
+static void ev_retain(void *ctx, void *o)
+{
+    srv *sv = ctx;
+    sv->retained++;
+    ((owner *)o)->refs++;
+}
+
+static void ev_release(void *ctx, void *o)
+{
+    srv *sv = ctx;
+    sv->released++;
+    if (((owner *)o)->refs-- <= 0)
+        sv->bad_release++;
+}
+
+static const cg_h2_events events = {ev_request, ev_body,    ev_body_end, ev_drained,
+                                    ev_close,   ev_refused, ev_retain,   ev_release};
 
 static void srv_init(srv *sv, const cg_h2_config *cfg, const cg_http1_limits *lim)
 {
@@ -688,8 +710,8 @@ static void respond_hello(srv *sv, sreq *q)
     cg_fields_add(&f, "UPGRADE", 7, "h2c", 3);
     cg_fields_add(&f, "x-empty", 7, "", 0);
     if (cg_h2_submit_head(sv->h, q->id, 200, &f, lines, sizeof(lines) - 1, 0) < 0 ||
-        cg_h2_write(sv->h, q->id, "hello ", 6, 0) < 0 ||
-        cg_h2_write(sv->h, q->id, "world", 5, 1) < 0)
+        cg_h2_write(sv->h, q->id, "hello ", 6, NULL, 0) < 0 ||
+        cg_h2_write(sv->h, q->id, "world", 5, NULL, 1) < 0)
         sv->late++;
     cg_fields_free(&f);
 }
@@ -740,7 +762,7 @@ static void test_get(size_t split)
     ok(cg_h2_open_streams(sv.h) == 0 && !cg_h2_want_write(sv.h) && sv.send_failed == 0,
        "get/%zu: nothing open, nothing to send", split);
     ok(cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, CG_H2_END_STREAM) == -1 &&
-           cg_h2_write(sv.h, id, "x", 1, 1) == -1 && cg_h2_queued(sv.h, id) == 0,
+           cg_h2_write(sv.h, id, "x", 1, NULL, 1) == -1 && cg_h2_queued(sv.h, id) == 0,
        "get/%zu: a closed stream takes nothing", split);
     cli_free(&c);
     srv_free(&sv);
@@ -882,7 +904,7 @@ static void test_interim_and_trailers(void)
     int32_t id = cli_request(&c, get_root, NULL);
     pump(&c, &sv);
     ok(cg_h2_trailers(sv.h, id, NULL) == -1, "trailers: refused before a head asked for them");
-    ok(cg_h2_write(sv.h, id, "x", 1, 0) == -1, "write: refused before the head");
+    ok(cg_h2_write(sv.h, id, "x", 1, NULL, 0) == -1, "write: refused before the head");
     static const char link[] = "link: </style.css>; rel=preload\r\n";
     ok(cg_h2_submit_head(sv.h, id, 100, NULL, NULL, 0, 0) == 0 &&
            cg_h2_submit_head(sv.h, id, 103, NULL, link, sizeof(link) - 1, 0) == 0,
@@ -892,7 +914,8 @@ static void test_interim_and_trailers(void)
     ok(cg_h2_submit_head(sv.h, id, 103, NULL, NULL, 0, 0) == -1 &&
            cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0) == -1,
        "no head after the final one");
-    ok(cg_h2_write(sv.h, id, "abc", 3, 1) == 0 && cg_h2_write(sv.h, id, "d", 1, 0) == -1,
+    ok(cg_h2_write(sv.h, id, "abc", 3, NULL, 1) == 0 &&
+           cg_h2_write(sv.h, id, "d", 1, NULL, 0) == -1,
        "write: the body ends, nothing after");
     pump(&c, &sv);
     cstream *x = cst(&c, id);
@@ -922,7 +945,7 @@ static void test_interim_and_trailers(void)
     id = cli_request(&c, get_root, NULL);
     pump(&c, &sv);
     ok(cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, CG_H2_TRAILERS) == 0 &&
-           cg_h2_trailers(sv.h, id, NULL) == 0 && cg_h2_write(sv.h, id, "xyz", 3, 1) == 0,
+           cg_h2_trailers(sv.h, id, NULL) == 0 && cg_h2_write(sv.h, id, "xyz", 3, NULL, 1) == 0,
        "trailers: empty ones before the body's end");
     pump(&c, &sv);
     x = cst(&c, id);
@@ -934,12 +957,12 @@ static void test_interim_and_trailers(void)
     id = cli_request(&c, get_root, NULL);
     pump(&c, &sv);
     ok(cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0) == 0 &&
-           cg_h2_write(sv.h, id, "12", 2, 0) == 0,
+           cg_h2_write(sv.h, id, "12", 2, NULL, 0) == 0,
        "body: a first piece");
     pump(&c, &sv);
     x = cst(&c, id);
     ok(x && bytes_are(&x->data, "12", 2) && x->end_stream == 0, "body: sent, the stream open");
-    ok(cg_h2_write(sv.h, id, NULL, 0, 1) == 0, "body: an empty write ends it");
+    ok(cg_h2_write(sv.h, id, NULL, 0, NULL, 1) == 0, "body: an empty write ends it");
     pump(&c, &sv);
     ok(x && x->end_stream == 1 && x->closed == 1 && bytes_are(&x->data, "12", 2),
        "body: END_STREAM on an empty DATA frame");
@@ -1031,7 +1054,7 @@ static void test_drain(void)
     pump(&c, &sv);
     sreq *q = req_of(&sv, id);
     ok(cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0) == 0 &&
-           cg_h2_write(sv.h, id, body, sizeof(body), 1) == 0 &&
+           cg_h2_write(sv.h, id, body, sizeof(body), NULL, 1) == 0 &&
            cg_h2_queued(sv.h, id) == sizeof(body),
        "drain: 40000 bytes queued");
     size_t prev = sizeof(body);
@@ -1060,7 +1083,7 @@ static void test_drain(void)
     pump(&c, &sv);
     cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0);
     for (size_t off = 0; off < sizeof(large); off += 50000)
-        cg_h2_write(sv.h, id, large + off, 50000, off + 50000 == sizeof(large));
+        cg_h2_write(sv.h, id, large + off, 50000, NULL, off + 50000 == sizeof(large));
     pump(&c, &sv);
     x = cst(&c, id);
     ok(x && bytes_are(&x->data, large, sizeof(large)) && x->end_stream == 1 && x->closed,
@@ -1084,7 +1107,7 @@ static void test_reset_unsent(void)
     pump(&c, &sv);
     sreq *q = req_of(&sv, id);
     ok(q && cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0) == 0 &&
-           cg_h2_write(sv.h, id, body, sizeof(body), 1) == 0,
+           cg_h2_write(sv.h, id, body, sizeof(body), NULL, 1) == 0,
        "unsent: 200000 bytes queued");
     pump(&c, &sv);
     size_t queued = cg_h2_queued(sv.h, id);
@@ -1478,9 +1501,9 @@ static void test_free(void)
     pump(&c, &sv);
     sreq *qa = req_of(&sv, a), *qb = req_of(&sv, b), *qd = req_of(&sv, d);
     cg_h2_submit_head(sv.h, a, 200, NULL, NULL, 0, 0);
-    cg_h2_write(sv.h, a, body, sizeof(body), 0); /* more than the client's window */
+    cg_h2_write(sv.h, a, body, sizeof(body), NULL, 0); /* more than the client's window */
     cg_h2_submit_head(sv.h, d, 200, NULL, NULL, 0, CG_H2_TRAILERS);
-    cg_h2_write(sv.h, d, "x", 1, 1);
+    cg_h2_write(sv.h, d, "x", 1, NULL, 1);
     pump(&c, &sv);
     ok(qa && qb && qd && cg_h2_open_streams(sv.h) == 3 && qb->body.len > 0 && !qb->body_end &&
            cg_h2_queued(sv.h, a) > 0,
@@ -1669,6 +1692,75 @@ static void test_cookie_join(void)
     free(big[1]);
 }
 
+/* Writes with an owner: large ones are framed from the caller's memory
+ * (retained until framed, then released once), small ones copied; the
+ * order of the bytes is the order of the writes. */
+static void test_borrow(void)
+{
+    cli c;
+    srv sv;
+    static char big[3][50000];
+    owner own[3] = {{0}, {0}, {0}};
+    for (int i = 0; i < 3; i++)
+        fill(big[i], sizeof(big[i]), 20 + i);
+    srv_init(&sv, NULL, NULL);
+    cli_init2(&c, 1, 0); /* never reopens its windows: 65,535 bytes get through */
+    int32_t id = cli_request(&c, get_root, NULL);
+    pump(&c, &sv);
+    cg_buf expect;
+    cg_buf_init(&expect);
+    int rc = cg_h2_submit_head(sv.h, id, 200, NULL, NULL, 0, 0);
+    rc |= cg_h2_write(sv.h, id, "head:", 5, &own[0], 0); /* small: copied */
+    cg_buf_append(&expect, "head:", 5);
+    rc |= cg_h2_write(sv.h, id, big[0], sizeof(big[0]), &own[0], 0);
+    cg_buf_append(&expect, big[0], sizeof(big[0]));
+    rc |= cg_h2_write(sv.h, id, "mid", 3, NULL, 0);
+    cg_buf_append(&expect, "mid", 3);
+    rc |= cg_h2_write(sv.h, id, big[1], sizeof(big[1]), &own[1], 0);
+    cg_buf_append(&expect, big[1], sizeof(big[1]));
+    rc |= cg_h2_write(sv.h, id, "tail", 4, NULL, 1);
+    cg_buf_append(&expect, "tail", 4);
+    ok(rc == 0 && sv.retained == 2 && own[0].refs == 1 && own[1].refs == 1,
+       "borrow: the two large writes are retained, the small ones copied (%d)", sv.retained);
+    ok(cg_h2_queued(sv.h, id) == expect.len, "borrow: queued counts both kinds (%zu)",
+       cg_h2_queued(sv.h, id));
+    pump(&c, &sv);
+    ok(own[0].refs == 0 && own[1].refs == 1 && sv.released == 1,
+       "borrow: the first is released once framed, the second (partly framed) is kept");
+    cstream *x = cst(&c, id);
+    ok(x && bytes_are(&x->data, expect.data, 65535),
+       "borrow: the first 65,535 bytes arrive in order");
+    nghttp2_session_set_local_window_size(c.s, NGHTTP2_FLAG_NONE, id, 1 << 20);
+    nghttp2_session_set_local_window_size(c.s, NGHTTP2_FLAG_NONE, 0, 1 << 20);
+    pump(&c, &sv);
+    x = cst(&c, id);
+    ok(x && bytes_are(&x->data, expect.data, expect.len) && x->end_stream == 1,
+       "borrow: the whole body arrives byte-exact after the window opens");
+    ok(own[1].refs == 0 && sv.released == 2 && sv.bad_release == 0,
+       "borrow: every owner released exactly once");
+
+    /* Dropped: a reset stream and a freed session release what they held. */
+    int32_t a = cli_request(&c, get_root, NULL), b = cli_request(&c, get_root, NULL);
+    pump(&c, &sv);
+    cg_h2_submit_head(sv.h, a, 200, NULL, NULL, 0, 0);
+    cg_h2_submit_head(sv.h, b, 200, NULL, NULL, 0, 0);
+    for (int i = 0; i < 2; i++) { /* more than each stream's window of 65,535 */
+        cg_h2_write(sv.h, a, big[2], sizeof(big[2]), &own[2], 0);
+        cg_h2_write(sv.h, b, big[2], sizeof(big[2]), &own[2], 0);
+    }
+    ok(own[2].refs == 4, "borrow: one owner retained per write (%d)", own[2].refs);
+    pump(&c, &sv);
+    ok(own[2].refs == 2, "borrow: each stream holds the write its window cut (%d)", own[2].refs);
+    nghttp2_submit_rst_stream(c.s, NGHTTP2_FLAG_NONE, a, NGHTTP2_CANCEL);
+    pump(&c, &sv);
+    ok(own[2].refs == 1 && req_of(&sv, a)->closed == 1,
+       "borrow: the reset stream gave its write back (%d left)", own[2].refs);
+    srv_free(&sv);
+    ok(own[2].refs == 0 && sv.bad_release == 0, "borrow: freeing the session gives the rest back");
+    cg_buf_free(&expect);
+    cli_free(&c);
+}
+
 int main(void)
 {
     test_preface_prefix();
@@ -1684,6 +1776,7 @@ int main(void)
     test_drain();
     test_reset_glitches();
     test_reset_unsent();
+    test_borrow();
     test_limits();
     test_refused();
     test_bad_preface();
