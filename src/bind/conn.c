@@ -579,7 +579,7 @@ void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto)
     Py_DECREF(c);
 }
 
-void cg_conn_idle_tick(cg_conn *c)
+int cg_conn_idle_tick(cg_conn *c)
 {
     /* Once per idle period: a read resets idle_ticks, and nothing is taken
      * back while the connection stays idle. */
@@ -588,7 +588,9 @@ void cg_conn_idle_tick(cg_conn *c)
         c->read_size = 0; /* the next burst starts small again */
         if (c->tls)
             cg_tls_shrink(c->tls); /* OpenSSL's record buffers, until the next read */
+        return 1;
     }
+    return 0;
 }
 
 /* Over --limit-concurrency connections: the keep-alive connection idle the

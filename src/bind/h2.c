@@ -798,8 +798,8 @@ static void h2_on_tick(cg_conn *c, double now)
         cg_conn_close(c);
         return;
     }
-    if (!hc->reqs && cg_buf_unread(&c->in) == 0)
-        cg_conn_idle_tick(c);
+    if (!hc->reqs && cg_buf_unread(&c->in) == 0 && cg_conn_idle_tick(c) && hc->session)
+        cg_h2_shrink(hc->session);
 }
 
 static void h2_on_shutdown(cg_conn *c, double soon)

@@ -30,6 +30,7 @@ void cg_h2_config_default(cg_h2_config *cfg)
 /* The fixed header of every frame (RFC 9113 section 4.1). */
 #define CG_H2_FRAME_HEADER 9
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 /* A received field: offsets into the stream's arena (it may move). */
@@ -97,6 +98,9 @@ struct cg_h2 {
     int32_t goaway_last;    /* the stream cg_h2_goaway named (INT32_MAX before) */
     int32_t max_client_id;  /* the highest stream the client opened */
     int32_t max_refused_id; /* the highest stream this side reset or refused */
+    void *paged;            /* nghttp2's frame buffer, in pages of its own (see mem_malloc) */
+    size_t paged_len;
+    unsigned creating : 1; /* nghttp2_session_server_new3 runs */
     unsigned fatal : 1;
     unsigned freeing : 1;
     unsigned draining : 1; /* streams are refused because the server stops: no glitch */
@@ -839,6 +843,71 @@ const char *cg_h2_error(const cg_h2 *h)
     return h->error ? h->error : "protocol error";
 }
 
+/* ---- nghttp2's memory -----------------------------------------------------
+ * nghttp2 makes a 16 KiB buffer for outbound frames with each session, of
+ * which an idle connection has used a few dozen bytes (its SETTINGS, a head;
+ * bodies never pass through it). From malloc it would cost its full size in
+ * resident memory wherever the heap reuses freed pages; in pages of its own
+ * only the pages written count, and cg_h2_shrink gives even those back. */
+#define CG_H2_PAGED_MIN 16384
+
+static void *mem_malloc(size_t size, void *ud)
+{
+    cg_h2 *h = ud;
+    if (h->creating && !h->paged && size >= CG_H2_PAGED_MIN) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p != MAP_FAILED) {
+            h->paged = p;
+            h->paged_len = size;
+            return p;
+        }
+    }
+    return malloc(size);
+}
+
+static void mem_free(void *ptr, void *ud)
+{
+    cg_h2 *h = ud;
+    if (ptr && ptr == h->paged) {
+        munmap(ptr, h->paged_len);
+        h->paged = NULL;
+        return;
+    }
+    free(ptr);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *ud)
+{
+    (void)ud;
+    return calloc(n, size);
+}
+
+static void *mem_realloc(void *ptr, size_t size, void *ud)
+{
+    cg_h2 *h = ud;
+    if (ptr && ptr == h->paged) { /* nghttp2 does not grow it; handled all the same */
+        void *q = malloc(size);
+        if (!q)
+            return NULL;
+        memcpy(q, ptr, size < h->paged_len ? size : h->paged_len);
+        mem_free(ptr, h);
+        return q;
+    }
+    return realloc(ptr, size);
+}
+
+void cg_h2_shrink(cg_h2 *h)
+{
+    /* Frames are made in the buffer only while nghttp2 wants to write; the
+     * next one starts afresh, so zero pages are as good as old bytes. */
+    if (h->paged && !nghttp2_session_want_write(h->session))
+        (void)madvise(h->paged, h->paged_len, MADV_DONTNEED);
+    cg_buf_free(&h->nv_arena);
+    free(h->nva);
+    h->nva = NULL;
+    h->nva_cap = 0;
+}
+
 /* ---- the session ----------------------------------------------------------- */
 
 cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h2_events *ev,
@@ -876,7 +945,11 @@ cg_h2 *cg_h2_new(const cg_h2_config *cfg, const cg_http1_limits *lim, const cg_h
      * default, 8, refuses blocks a client cut into small frames). */
     nghttp2_option_set_max_continuations(opt, 64);
 #endif
-    if (nghttp2_session_server_new2(&h->session, cbs, h, opt) != 0)
+    nghttp2_mem mem = {h, mem_malloc, mem_free, mem_calloc, mem_realloc};
+    h->creating = 1;
+    int rc = nghttp2_session_server_new3(&h->session, cbs, h, opt, &mem);
+    h->creating = 0;
+    if (rc != 0)
         goto fail;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->max_concurrent_streams},

@@ -157,6 +157,9 @@ void cg_h2_drain(cg_h2 *h);
 void cg_h2_goaway(cg_h2 *h);
 /** Ends the connection now with GOAWAY `error_code`. */
 void cg_h2_terminate(cg_h2 *h, uint32_t error_code);
+/** The connection is idle: memory kept for the next request is given back
+ * (the frame buffer's pages, the scratch of the last head). */
+void cg_h2_shrink(cg_h2 *h);
 /** Streams open (a request head received, not closed). */
 size_t cg_h2_open_streams(const cg_h2 *h);
 /** 1 once the connection ended with an error (a GOAWAY saying so is queued). */

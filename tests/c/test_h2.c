@@ -1761,6 +1761,38 @@ static void test_borrow(void)
     cli_free(&c);
 }
 
+/* cg_h2_shrink between requests, and while frames are half sent (it must
+ * then keep them): every response still arrives whole. */
+static void test_shrink(void)
+{
+    cli c;
+    srv sv;
+    static char body[70000];
+    fill(body, sizeof(body), 31);
+    srv_init(&sv, NULL, NULL);
+    cli_init(&c);
+    int all = 1;
+    for (int round = 0; round < 3; round++) {
+        int32_t id = cli_request(&c, get_root, NULL);
+        cli_to_srv(&c, &sv, 0);
+        cg_h2_shrink(sv.h);
+        all &= cg_h2_submit_head(sv.h, id, 200, NULL, "x-round: 1\r\n", 12, 0) == 0 &&
+               cg_h2_write(sv.h, id, body, sizeof(body), NULL, 1) == 0;
+        srv_produce(&sv, 5); /* a part of the head's frame: the rest waits in nghttp2 */
+        cg_h2_shrink(sv.h);
+        pump(&c, &sv);
+        cg_h2_shrink(sv.h);
+        cstream *x = cst(&c, id);
+        static const char want[] = ":status: 200\nx-round: 1\n";
+        all &= x && x->heads.len >= sizeof(want) - 1 &&
+               memcmp(x->heads.data + 3, want, sizeof(want) - 1) == 0 &&
+               bytes_are(&x->data, body, sizeof(body)) && x->closed;
+    }
+    ok(all && !c.failed && sv.late == 0, "shrink: three responses whole around cg_h2_shrink");
+    cli_free(&c);
+    srv_free(&sv);
+}
+
 int main(void)
 {
     test_preface_prefix();
@@ -1777,6 +1809,7 @@ int main(void)
     test_reset_glitches();
     test_reset_unsent();
     test_borrow();
+    test_shrink();
     test_limits();
     test_refused();
     test_bad_preface();
