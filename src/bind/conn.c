@@ -581,16 +581,17 @@ void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto)
 
 int cg_conn_idle_tick(cg_conn *c)
 {
+    if (cg_buf_unread(&c->in) != 0)
+        return 0;
     /* Once per idle period: a read resets idle_ticks, and nothing is taken
      * back while the connection stays idle. */
-    if (cg_buf_unread(&c->in) == 0 && ++c->idle_ticks == 2) {
+    if (++c->idle_ticks == 2) {
         cg_conn_return_buffer(c);
         c->read_size = 0; /* the next burst starts small again */
         if (c->tls)
             cg_tls_shrink(c->tls); /* OpenSSL's record buffers, until the next read */
-        return 1;
     }
-    return 0;
+    return c->idle_ticks;
 }
 
 /* Over --limit-concurrency connections: the keep-alive connection idle the

@@ -130,8 +130,9 @@ void cg_conn_return_buffer(cg_conn *c);
  * the unread input. The caller must not touch its own state afterwards. */
 void cg_conn_switch(cg_conn *c, const cg_proto_ops *proto);
 /** A tick while the protocol is idle between requests: after two, a read
- * buffer still held goes back and reads start small again. Returns 1 at
- * that moment (once per idle period: the protocol gives back its own). */
+ * buffer still held goes back and reads start small again. Returns how
+ * many ticks the connection has been idle (0: input waits, not idle); the
+ * protocol gives back its own memory at one of them, once. */
 int cg_conn_idle_tick(cg_conn *c);
 /** Writes the bytes `pre` (or nothing: NULL) and then `count` bytes of the
  * file `fd` from `offset` straight to the socket with sendfile(2), around

@@ -798,7 +798,9 @@ static void h2_on_tick(cg_conn *c, double now)
         cg_conn_close(c);
         return;
     }
-    if (!hc->reqs && cg_buf_unread(&c->in) == 0 && cg_conn_idle_tick(c) && hc->session)
+    /* The session's memory goes at the first idle tick: it costs a page
+     * fault to take back, a read buffer costs more (it waits for two). */
+    if (!hc->reqs && cg_conn_idle_tick(c) == 1 && hc->session)
         cg_h2_shrink(hc->session);
 }
 

@@ -885,7 +885,9 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 static void *mem_realloc(void *ptr, size_t size, void *ud)
 {
     cg_h2 *h = ud;
-    if (ptr && ptr == h->paged) { /* nghttp2 does not grow it; handled all the same */
+    if (!ptr) /* how nghttp2 allocates its buffers, the frame buffer included */
+        return mem_malloc(size, ud);
+    if (ptr == h->paged) { /* nghttp2 does not grow it; handled all the same */
         void *q = malloc(size);
         if (!q)
             return NULL;
