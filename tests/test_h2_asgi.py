@@ -301,6 +301,22 @@ def test_body_buffer_changed_after_send(h2srv, kind, size):
     assert r.body == b"".join(bytes([97 + i]) * size for i in range(8))
 
 
+def test_connection_idle_then_used_again(h2srv):
+    """An idle connection gives its session memory back at the server's tick
+    (the frame buffer's pages, the head scratch); requests after that, with
+    heads and bodies of every size, are served as before."""
+    with H2Client.tcp(h2srv.port) as c:
+        assert c.request("GET", "/").body == b"hello h2"
+        for size in (10, 70_000):
+            time.sleep(2.5)  # two ticks idle
+            long_value = "v" * 3000
+            r = c.request("GET", f"/download?size={size}&seed=3",
+                          headers=[("x-long", long_value)])
+            assert r.status == 200 and r.body == download_bytes(size, 3)
+            r = c.request("GET", "/headers?h=x-big:" + "w" * 7000)
+            assert r.status == 200 and r.header("x-big") == "w" * 7000
+
+
 def test_streamed_response_without_content_length(h2srv):
     with H2Client.tcp(h2srv.port) as c:
         r = c.request("GET", "/stream?n=5")
