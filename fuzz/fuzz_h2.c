@@ -255,6 +255,8 @@ static const cg_h2_events events = {on_request, on_body, on_body_end, on_drained
 /* The app's progress between two reads. */
 static void step(app *a)
 {
+    if ((next_rnd(&a->rnd) & 7) == 0)
+        cg_h2_shrink(a->h); /* the connection idles, or a tick says so */
     for (fs *s = a->list; s; s = s->next) {
         uint32_t r = next_rnd(&a->rnd);
         if (s->consume_mode == 1 && s->received > s->consumed) {

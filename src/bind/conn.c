@@ -377,7 +377,11 @@ static PyType_Slot output_slots[] = {
 static PyType_Spec output_spec = {
     .name = "casgi._casgi.Output",
     .basicsize = sizeof(cg_output),
+#if PY_VERSION_HEX >= 0x030A0000
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+#else
     .flags = Py_TPFLAGS_DEFAULT,
+#endif
     .slots = output_slots,
 };
 
@@ -387,6 +391,13 @@ static PyObject *output_adopt(cg_state *st, cg_buf *b)
     cg_output *o = PyObject_New(cg_output, st->OutputType);
     if (!o)
         return NULL;
+    /* The block may stay with the transport a while (a slow reader): it
+     * keeps only what it holds, not the room reserved for a whole round. */
+    char *fit = b->len < b->cap ? realloc(b->data, b->len) : NULL;
+    if (fit) {
+        b->data = fit;
+        b->cap = b->len;
+    }
     o->base = b->data;
     o->data = b->data + b->pos;
     o->len = (Py_ssize_t)cg_buf_unread(b);

@@ -32,7 +32,7 @@
 /* Frames produced per write at most (more follow once it is written); a
  * round may pass it by one DATA frame and the frames made after it. */
 #define CG_H2_WRITE_MAX (256 * 1024)
-#define CG_H2_ROUND_SLACK (32 * 1024)
+#define CG_H2_ROUND_SLACK (2 * (16384 + 9))
 
 typedef struct h2_conn h2_conn;
 

@@ -849,12 +849,14 @@ const char *cg_h2_error(const cg_h2 *h)
  * bodies never pass through it). From malloc it would cost its full size in
  * resident memory wherever the heap reuses freed pages; in pages of its own
  * only the pages written count, and cg_h2_shrink gives even those back. */
-#define CG_H2_PAGED_MIN 16384
+#define CG_H2_FRAMEBUF (9 + 1 + 16384) /* its size in nghttp2 1.52 and since */
 
 static void *mem_malloc(size_t size, void *ud)
 {
     cg_h2 *h = ud;
-    if (h->creating && !h->paged && size >= CG_H2_PAGED_MIN) {
+    /* Known by its size while the session is made: any other block falls
+     * back to malloc, whatever a later nghttp2 allocates there. */
+    if (h->creating && !h->paged && size == CG_H2_FRAMEBUF) {
         void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED) {
             h->paged = p;
