@@ -301,14 +301,17 @@ def test_body_buffer_changed_after_send(h2srv, kind, size):
     assert r.body == b"".join(bytes([97 + i]) * size for i in range(8))
 
 
-def test_connection_idle_then_used_again(h2srv):
+def test_connection_idle_then_used_again(start_server):
     """An idle connection gives its session memory back at the server's tick
-    (the frame buffer's pages, the head scratch); requests after that, with
-    heads and bodies of every size, are served as before."""
-    with H2Client.tcp(h2srv.port) as c:
+    (the frame buffer's pages, the head scratch: a trace line says so);
+    requests after that, with heads and bodies of every size, are served as
+    before."""
+    p = start_h2(start_server, "--log-level", "trace")
+    with H2Client.tcp(p.port) as c:
         assert c.request("GET", "/").body == b"hello h2"
         for size in (10, 70_000):
-            time.sleep(2.5)  # two ticks idle
+            mark = p.mark()
+            p.wait_for(r"HTTP/2 connection idle: session memory given back", since=mark, timeout=5)
             long_value = "v" * 3000
             r = c.request("GET", f"/download?size={size}&seed=3",
                           headers=[("x-long", long_value)])

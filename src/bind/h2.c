@@ -800,8 +800,10 @@ static void h2_on_tick(cg_conn *c, double now)
     }
     /* The session's memory goes at the first idle tick: it costs a page
      * fault to take back, a read buffer costs more (it waits for two). */
-    if (!hc->reqs && cg_conn_idle_tick(c) == 1 && hc->session)
+    if (!hc->reqs && cg_conn_idle_tick(c) == 1 && hc->session) {
         cg_h2_shrink(hc->session);
+        cg_conn_trace(c, "HTTP/2 connection idle: session memory given back");
+    }
 }
 
 static void h2_on_shutdown(cg_conn *c, double soon)
