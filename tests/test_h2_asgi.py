@@ -501,7 +501,7 @@ def test_request_sender_stuck_at_initial_window_while_app_sleeps(h2srv):
         frames = c.frames_for(1.5)
         granted = [f.window_increment for f in frames if isinstance(f, WindowUpdateFrame) and f.stream_id == sid]
         assert not granted, f"the stream's window grew by {granted} while the app slept"
-        assert "slow-read-done" not in h2srv.output(mark)
+        assert f"slow-read-done {ident}" not in h2srv.output(mark)
         c.send(raw_frame(DATA, END_STREAM, sid, b""))
         r = c.reply(sid, timeout=10)
         assert r.status == 200 and r.body == str(allowed).encode()
