@@ -98,9 +98,8 @@ struct cg_h2 {
     int32_t goaway_last;    /* the stream cg_h2_goaway named (INT32_MAX before) */
     int32_t max_client_id;  /* the highest stream the client opened */
     int32_t max_refused_id; /* the highest stream this side reset or refused */
-    void *paged;            /* nghttp2's frame buffer, in pages of its own (see mem_malloc) */
-    size_t paged_len;
-    unsigned creating : 1; /* nghttp2_session_server_new3 runs */
+    void *paged;            /* nghttp2's frame buffer (CG_H2_FRAMEBUF bytes), in pages of its own */
+    unsigned creating : 1;  /* nghttp2_session_server_new3 runs */
     unsigned fatal : 1;
     unsigned freeing : 1;
     unsigned draining : 1; /* streams are refused because the server stops: no glitch */
@@ -174,14 +173,13 @@ static void out_drop(cg_h2 *h, h2_stream *s)
  * are worth it, else copied (into the last copy piece while it has room). */
 static int out_push(cg_h2 *h, h2_stream *s, const char *data, size_t len, void *owner)
 {
-    h2_piece *t = s->out_tail;
+    h2_piece *t = s->out_tail, *p;
     if (owner && len >= CG_H2_BORROW_MIN) {
-        h2_piece *p = malloc(sizeof(*p));
+        p = malloc(sizeof(*p));
         if (!p)
             return -1;
         h->ev->retain(h->ctx, owner);
         *p = (h2_piece){NULL, owner, data, len, 0};
-        t = p;
     } else if (t && !t->owner && t->room >= len) {
         memcpy((char *)t->data + t->len, data, len);
         t->len += len;
@@ -190,18 +188,17 @@ static int out_push(cg_h2 *h, h2_stream *s, const char *data, size_t len, void *
         return 0;
     } else {
         size_t room = len > CG_H2_PIECE_MIN ? len : CG_H2_PIECE_MIN;
-        h2_piece *p = malloc(sizeof(*p) + room);
+        p = malloc(sizeof(*p) + room);
         if (!p)
             return -1;
         *p = (h2_piece){NULL, NULL, (const char *)(p + 1), len, room - len};
         memcpy(p + 1, data, len);
-        t = p;
     }
-    if (s->out_tail)
-        s->out_tail->next = t;
+    if (t)
+        t->next = p;
     else
-        s->out = t;
-    s->out_tail = t;
+        s->out = p;
+    s->out_tail = p;
     s->queued += len;
     return 0;
 }
@@ -860,7 +857,6 @@ static void *mem_malloc(size_t size, void *ud)
         void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p != MAP_FAILED) {
             h->paged = p;
-            h->paged_len = size;
             return p;
         }
     }
@@ -871,7 +867,7 @@ static void mem_free(void *ptr, void *ud)
 {
     cg_h2 *h = ud;
     if (ptr && ptr == h->paged) {
-        munmap(ptr, h->paged_len);
+        munmap(ptr, CG_H2_FRAMEBUF);
         h->paged = NULL;
         return;
     }
@@ -893,7 +889,7 @@ static void *mem_realloc(void *ptr, size_t size, void *ud)
         void *q = malloc(size);
         if (!q)
             return NULL;
-        memcpy(q, ptr, size < h->paged_len ? size : h->paged_len);
+        memcpy(q, ptr, size < CG_H2_FRAMEBUF ? size : CG_H2_FRAMEBUF);
         mem_free(ptr, h);
         return q;
     }
@@ -905,7 +901,7 @@ void cg_h2_shrink(cg_h2 *h)
     /* Frames are made in the buffer only while nghttp2 wants to write; the
      * next one starts afresh, so zero pages are as good as old bytes. */
     if (h->paged && !nghttp2_session_want_write(h->session))
-        (void)madvise(h->paged, h->paged_len, MADV_DONTNEED);
+        (void)madvise(h->paged, CG_H2_FRAMEBUF, MADV_DONTNEED);
     cg_buf_free(&h->nv_arena);
     free(h->nva);
     h->nva = NULL;
